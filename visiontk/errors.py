@@ -1,0 +1,25 @@
+"""Errors that visiontk raises for bad input; each carries a one-line message for users."""
+
+
+class VisiontkError(Exception):
+    """Base class: a problem with what the user gave us, reported in one line."""
+
+    exit_code = 1
+
+
+class ImageError(VisiontkError):
+    """An image file or array cannot be used (missing, corrupt, wrong shape, too large)."""
+
+
+class OptionError(VisiontkError):
+    """An option has an invalid value."""
+
+    exit_code = 2
+
+
+class DeviceError(VisiontkError):
+    """The requested compute device is not available."""
+
+
+class FeaturesFileError(VisiontkError):
+    """A saved features file cannot be read."""

@@ -1,0 +1,149 @@
+"""Keypoints with descriptors (:class:`Features`) and correspondences (:class:`Matches`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FeaturesFileError
+
+#: Written into saved files so readers know the convention without guessing.
+CONVENTION = "opencv: x right, y down, centre of the top-left pixel is (0, 0); size = diameter"
+_FORMAT_VERSION = 1
+
+
+@dataclass
+class Features:
+    """SIFT keypoints and descriptors of one image, in OpenCV's conventions.
+
+    Attributes
+    ----------
+    xy : (N, 2) float32, x then y; the centre of the top-left pixel is (0, 0)
+    size : (N,) float32, diameter of the keypoint's neighbourhood in pixels (cv2.KeyPoint.size)
+    angle : (N,) float32, degrees in [0, 360) as cv2.KeyPoint.angle (clockwise, y down)
+    response : (N,) float32, |DoG| at the refined extremum (0..1 scale)
+    octave : (N,) int32, OpenCV's packed octave | layer << 8 | sub-layer << 16
+    descriptors : (N, 128) uint8, OpenCV's (row·4 + col)·8 + bin layout
+    image_size : (height, width) of the image they were extracted from
+    """
+
+    xy: np.ndarray
+    size: np.ndarray
+    angle: np.ndarray
+    response: np.ndarray
+    octave: np.ndarray
+    descriptors: np.ndarray
+    image_size: tuple = (0, 0)
+    timings: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.xy.shape[0])
+
+    def __repr__(self) -> str:
+        h, w = self.image_size
+        return f"Features({len(self)} keypoints, image {w}×{h})"
+
+    @classmethod
+    def empty(cls, image_size=(0, 0)) -> "Features":
+        return cls(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                   np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros((0, 128), np.uint8),
+                   tuple(image_size))
+
+    def subset(self, index) -> "Features":
+        """Features at ``index`` (a boolean mask or integer array), in that order."""
+        return Features(self.xy[index], self.size[index], self.angle[index], self.response[index],
+                        self.octave[index], self.descriptors[index], self.image_size)
+
+    @property
+    def octave_number(self) -> np.ndarray:
+        """Signed octave (−1 for the doubled image), unpacked from :attr:`octave`."""
+        o = (self.octave & 255).astype(np.int32)
+        return np.where(o >= 128, o - 256, o)
+
+    @property
+    def layer(self) -> np.ndarray:
+        """Scale layer within the octave (1..n_octave_layers), unpacked from :attr:`octave`."""
+        return ((self.octave >> 8) & 255).astype(np.int32)
+
+    def to_keypoints(self) -> list:
+        """A list of ``cv2.KeyPoint``, for use with OpenCV's matchers and drawing functions."""
+        import cv2
+
+        return [cv2.KeyPoint(float(x), float(y), float(s), float(a), float(r), int(o))
+                for (x, y), s, a, r, o in zip(self.xy, self.size, self.angle, self.response,
+                                              self.octave)]
+
+    @classmethod
+    def from_keypoints(cls, keypoints, descriptors, image_size=(0, 0)) -> "Features":
+        """Build from ``cv2.KeyPoint`` objects and an (N, 128) descriptor array (uint8, or
+        float32 as cv2.SIFT returns, rounded and saturated)."""
+        n = len(keypoints)
+        desc = np.zeros((0, 128), np.uint8) if descriptors is None else np.asarray(descriptors)
+        if desc.shape != (n, 128):
+            raise ValueError(f"expected {n}×128 descriptors, got {desc.shape}")
+        if desc.dtype != np.uint8:
+            desc = np.clip(np.rint(desc), 0, 255).astype(np.uint8)
+        return cls(np.array([k.pt for k in keypoints], np.float32).reshape(n, 2),
+                   np.array([k.size for k in keypoints], np.float32),
+                   np.array([k.angle for k in keypoints], np.float32),
+                   np.array([k.response for k in keypoints], np.float32),
+                   np.array([k.octave for k in keypoints], np.int32), desc, tuple(image_size))
+
+    def save(self, path) -> Path:
+        """Write to ``path`` (.npz), atomically: a reader never sees a half-written file."""
+        from ._files import atomic_write
+
+        path = Path(path)
+        with atomic_write(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, xy=self.xy, size=self.size, angle=self.angle, response=self.response,
+                         octave=self.octave, descriptors=self.descriptors,
+                         image_size=np.asarray(self.image_size, np.int64),
+                         convention=np.asarray(CONVENTION), version=np.asarray(_FORMAT_VERSION))
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Features":
+        """Read a file written by :meth:`save`."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(data["xy"].astype(np.float32), data["size"].astype(np.float32),
+                           data["angle"].astype(np.float32), data["response"].astype(np.float32),
+                           data["octave"].astype(np.int32), data["descriptors"].astype(np.uint8),
+                           tuple(int(v) for v in data["image_size"]))
+        except FileNotFoundError:
+            raise FeaturesFileError(f"{path}: no such file") from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise FeaturesFileError(f"{path}: not a visiontk features file ({exc})") from None
+
+
+@dataclass
+class Matches:
+    """Correspondences between two sets of features.
+
+    Attributes
+    ----------
+    pairs : (M, 2) int64, index into features A then into features B
+    distances : (M,) float32, Euclidean descriptor distance (uint8 units)
+    """
+
+    pairs: np.ndarray
+    distances: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.pairs.shape[0])
+
+    def __repr__(self) -> str:
+        return f"Matches({len(self)})"
+
+    def subset(self, index) -> "Matches":
+        return Matches(self.pairs[index], self.distances[index])
+
+    def to_dmatches(self) -> list:
+        """A list of ``cv2.DMatch`` (queryIdx into A, trainIdx into B)."""
+        import cv2
+
+        return [cv2.DMatch(int(a), int(b), float(d)) for (a, b), d in zip(self.pairs,
+                                                                           self.distances)]

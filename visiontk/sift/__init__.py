@@ -1,0 +1,233 @@
+"""SIFT written for visiontk: scale space, extrema, orientations and descriptors.
+
+The public entry point is :func:`sift` (re-exported as ``visiontk.sift``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .. import backend, io
+from ..errors import ImageError, OptionError
+from ..features import Features
+from . import constants as C
+from .describe import quantize_descriptors, raw_descriptors
+from .detect import find_candidates, prethreshold, refine_extrema
+from .orient import (dominant_orientations, orientation_scale, raw_orientation_histograms,
+                     smooth_histograms)
+from .scale_space import scale_space
+
+
+@dataclass(frozen=True)
+class SiftOptions:
+    """Options of :func:`sift`, validated on construction (defaults are OpenCV's)."""
+
+    max_features: int = 0
+    n_octave_layers: int = C.N_OCTAVE_LAYERS
+    contrast_threshold: float = C.CONTRAST_THRESHOLD
+    edge_threshold: float = C.EDGE_THRESHOLD
+    sigma: float = C.SIGMA
+    upsample: bool = True
+    upright: bool = False
+    rootsift: bool = False
+    max_pixels: int = io.DEFAULT_MAX_PIXELS
+
+    def __post_init__(self):
+        checks = [
+            ("max_features", isinstance(self.max_features, (int, np.integer))
+             and self.max_features >= 0, "an integer >= 0 (0 keeps all)"),
+            ("n_octave_layers", isinstance(self.n_octave_layers, (int, np.integer))
+             and 1 <= self.n_octave_layers <= 10, "an integer in 1..10"),
+            ("contrast_threshold", _number(self.contrast_threshold)
+             and self.contrast_threshold >= 0, "a number >= 0"),
+            ("edge_threshold", _number(self.edge_threshold) and self.edge_threshold > 0,
+             "a number > 0"),
+            ("sigma", _number(self.sigma) and 0.1 <= self.sigma <= 10, "a number in 0.1..10"),
+            ("max_pixels", isinstance(self.max_pixels, (int, np.integer))
+             and self.max_pixels > 0, "an integer > 0"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise OptionError(f"sift option {name} must be {expected}, "
+                                  f"got {getattr(self, name)!r}")
+        for name in ("upsample", "upright", "rootsift"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise OptionError(f"sift option {name} must be True or False, "
+                                  f"got {getattr(self, name)!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value)
+
+
+def sift(image, *, device: str = "auto", mask=None, **options) -> Features:
+    """Detect SIFT keypoints and compute their descriptors.
+
+    Parameters
+    ----------
+    image : ndarray or path
+        H×W grey or H×W×3 RGB (H×W×4 RGBA and H×W×2 grey+alpha lose their alpha); uint8
+        (0..255), uint16 (0..65535) or float (0..1). A path is decoded with :func:`visiontk.io.read_image`.
+    device : "auto", "cpu" or "cuda"
+    mask : ndarray, optional
+        H×W; keypoints are kept only where it is non-zero.
+    **options
+        See :class:`SiftOptions`: ``max_features`` (keep the strongest by response; 0 = all),
+        ``n_octave_layers`` (3), ``contrast_threshold`` (0.04), ``edge_threshold`` (10),
+        ``sigma`` (1.6), ``upsample`` (True: double the image first, octave −1),
+        ``upright`` (True: no orientation, angle 0), ``rootsift`` (True: RootSIFT descriptors),
+        ``max_pixels`` (refuse larger images).
+
+    Returns
+    -------
+    Features
+        Sorted by response, strongest first (ties broken by position), so ``max_features``
+        and slicing keep the strongest.
+
+    Example
+    -------
+    >>> feats = visiontk.sift("sample_images/astronaut.png", max_features=500)
+    >>> feats.descriptors.shape
+    (500, 128)
+    """
+    try:
+        opts = SiftOptions(**options)
+    except TypeError as exc:
+        raise OptionError(f"sift: {exc}".replace("SiftOptions.__init__()", "sift()")) from None
+    resolved = backend.resolve_device(device)
+    xp = backend.array_module(resolved)
+    t0 = time.perf_counter()
+    gray = io.load_gray(image, max_pixels=opts.max_pixels)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape[:2] != gray.shape:
+            raise ImageError(f"mask has shape {mask.shape[:2]} but the image is {gray.shape}")
+        mask = mask.reshape(gray.shape[0], gray.shape[1], -1).any(axis=2)
+    t1 = time.perf_counter()
+    features = extract(xp.asarray(gray), opts, xp, mask=mask)
+    features.timings = {"load": t1 - t0, **features.timings}
+    return features
+
+
+def extract(gray, opts: SiftOptions, xp, mask=None) -> Features:
+    """Run SIFT on a grey float32 (0..255) array already on the device of ``xp``."""
+    height, width = gray.shape
+    t0 = time.perf_counter()
+    octaves = scale_space(gray, sigma=opts.sigma, n_octave_layers=opts.n_octave_layers,
+                          upsample=opts.upsample, xp=xp)
+    t1 = time.perf_counter()
+    threshold = prethreshold(opts.contrast_threshold, opts.n_octave_layers)
+    kernels = _kernels(xp)
+    found = []
+    for number, octave in enumerate(octaves):
+        layer, row, col = kernels.find_candidates(octave.dogs, threshold, xp)
+        ext = refine_extrema(octave.dogs, layer, row, col, n_octave_layers=opts.n_octave_layers,
+                             contrast_threshold=opts.contrast_threshold,
+                             edge_threshold=opts.edge_threshold, xp=xp)
+        # Neighbouring candidates can converge on the same sample: keep one (OpenCV removes
+        # these exact duplicates after sorting).
+        _, h, w = octave.dogs.shape
+        _, first = xp.unique((ext.layer * h + ext.row) * w + ext.col, return_index=True)
+        layer, row, col = ext.layer[first], ext.row[first], ext.col[first]
+        x = col + ext.offset_col[first]
+        y = row + ext.offset_row[first]
+        if mask is not None:
+            inside = _inside_mask(mask, x * octave.scale, y * octave.scale, xp)
+            layer, row, col, x, y = layer[inside], row[inside], col[inside], x[inside], y[inside]
+            first = first[inside]
+        scale = orientation_scale(opts.sigma, opts.n_octave_layers, layer,
+                                  ext.offset_layer[first], xp)
+        response = ext.response[first]
+        if opts.upright:
+            which = xp.arange(layer.shape[0])
+            angle = xp.zeros(layer.shape[0], dtype=xp.float32)
+        else:
+            hist = kernels.raw_orientation_histograms(octave.gaussians, layer, row, col, scale,
+                                                      xp)
+            which, angle = dominant_orientations(smooth_histograms(hist, xp), xp)
+        sub = xp.rint((ext.offset_layer[first][which] + 0.5) * 255).astype(xp.int64)
+        found.append(dict(number=xp.full(which.shape[0], number, dtype=xp.int64),
+                          layer=layer[which], x=x[which], y=y[which], scale=scale[which],
+                          angle=angle, response=response[which], sub=sub))
+    t2 = time.perf_counter()
+    if not found:
+        return Features.empty((height, width))
+    cat = {k: xp.concatenate([f[k] for f in found]) for k in found[0]}
+    order = _strongest_first(cat, xp)
+    if opts.max_features:
+        order = order[: opts.max_features]
+    cat = {k: v[order] for k, v in cat.items()}
+
+    raw = xp.zeros((cat["x"].shape[0], 128), dtype=xp.float32)
+    direction = xp.where(cat["angle"] == 0, 0.0, 360.0 - cat["angle"]).astype(xp.float32)
+    for number, octave in enumerate(octaves):
+        sel = xp.nonzero(cat["number"] == number)[0]
+        if sel.shape[0]:
+            raw[sel] = kernels.raw_descriptors(octave.gaussians, cat["layer"][sel], cat["x"][sel],
+                                               cat["y"][sel], direction[sel], cat["scale"][sel],
+                                               xp)
+    descriptors = quantize_descriptors(raw, xp, rootsift=opts.rootsift)
+    t3 = time.perf_counter()
+
+    factor = xp.asarray([o.scale for o in octaves], dtype=xp.float32)[cat["number"]]
+    index = xp.asarray([o.index for o in octaves], dtype=xp.int64)[cat["number"]]
+    packed = (index & 255) | (cat["layer"] << 8) | ((cat["sub"] & 255) << 16)
+    feats = Features(
+        xy=backend.to_host(xp.stack([cat["x"] * factor, cat["y"] * factor], axis=1)
+                           ).astype(np.float32),
+        size=backend.to_host(cat["scale"] * 2 * factor).astype(np.float32),
+        angle=backend.to_host(cat["angle"]).astype(np.float32),
+        response=backend.to_host(cat["response"]).astype(np.float32),
+        octave=backend.to_host(packed).astype(np.int32),
+        descriptors=backend.to_host(descriptors),
+        image_size=(height, width),
+    )
+    feats.timings = {"scale_space": t1 - t0, "detect_orient": t2 - t1, "describe": t3 - t2}
+    return feats
+
+
+def _inside_mask(mask, x, y, xp):
+    m = xp.asarray(mask)
+    h, w = m.shape
+    xi = xp.clip(xp.floor(x + 0.5).astype(xp.int64), 0, w - 1)
+    yi = xp.clip(xp.floor(y + 0.5).astype(xp.int64), 0, h - 1)
+    return m[yi, xi]
+
+
+def _strongest_first(cat, xp):
+    """Order by response (descending), then octave, layer, y, x, angle: deterministic."""
+    keys = [cat["angle"], cat["x"], cat["y"], cat["layer"], cat["number"], -cat["response"]]
+    return xp.lexsort(xp.stack([k.astype(xp.float64) for k in keys]))
+
+
+class XpKernels:
+    """The xp definitions of SIFT's three heavy loops (any array module)."""
+
+    find_candidates = staticmethod(find_candidates)
+    raw_orientation_histograms = staticmethod(raw_orientation_histograms)
+    raw_descriptors = staticmethod(raw_descriptors)
+
+
+def cpu_kernels():
+    """The compiled CPU kernels, or None when numba is not installed."""
+    try:
+        from . import _cpu_kernels
+    except ImportError:
+        return None
+    return _cpu_kernels
+
+
+def _kernels(xp):
+    """Compiled loops on the CPU when numba is present, otherwise the xp definitions."""
+    if xp is np and os.environ.get("VISIONTK_KERNELS", "compiled") != "xp":
+        compiled = cpu_kernels()
+        if compiled is not None:
+            return compiled
+    return XpKernels

@@ -1,0 +1,36 @@
+"""SIFT constants, with where each comes from (Lowe 2004 and OpenCV's features2d/src/sift.*)."""
+
+#: Blur assumed already present in the input image (Lowe 2004, §3.3; OpenCV SIFT_INIT_SIGMA).
+ASSUMED_BLUR = 0.5
+#: Blur of the first Gaussian of every octave (Lowe 2004; OpenCV default sigma).
+SIGMA = 1.6
+#: Scales sampled per octave (Lowe 2004; OpenCV nOctaveLayers).
+N_OCTAVE_LAYERS = 3
+#: Contrast threshold on |D| at the refined extremum, before division by the layer count (OpenCV).
+CONTRAST_THRESHOLD = 0.04
+#: Largest ratio of principal curvatures kept by the edge test (Lowe 2004, §4.1: r = 10).
+EDGE_THRESHOLD = 10.0
+#: Pixels at each octave's edge where no extremum is sought (OpenCV SIFT_IMG_BORDER).
+IMAGE_BORDER = 5
+#: Quadratic refinement steps before a candidate is dropped (OpenCV SIFT_MAX_INTERP_STEPS).
+MAX_REFINE_STEPS = 5
+
+#: Orientation histogram bins (Lowe 2004, §5).
+ORI_BINS = 36
+#: Gaussian weight sigma of the orientation window, in units of the keypoint scale (Lowe: 1.5).
+ORI_SIGMA_FACTOR = 1.5
+#: Orientation window radius in units of the keypoint scale (OpenCV: 3 × 1.5).
+ORI_RADIUS_FACTOR = 3 * ORI_SIGMA_FACTOR
+#: A histogram peak at least this fraction of the highest one makes another keypoint (Lowe: 0.8).
+ORI_PEAK_RATIO = 0.8
+
+#: Descriptor grid width in cells (Lowe 2004: 4×4 cells).
+DESCR_WIDTH = 4
+#: Orientation bins per descriptor cell (Lowe 2004: 8).
+DESCR_BINS = 8
+#: Cell width in units of the keypoint scale (OpenCV SIFT_DESCR_SCL_FCTR).
+DESCR_SCALE_FACTOR = 3.0
+#: Clip of normalised descriptor entries (Lowe 2004, §6.1: 0.2).
+DESCR_MAG_THRESHOLD = 0.2
+#: Factor turning the unit descriptor into bytes (OpenCV SIFT_INT_DESCR_FCTR).
+DESCR_INT_FACTOR = 512.0

@@ -1,0 +1,185 @@
+"""Scale-space extrema: 3×3×3 candidates and their sub-pixel refinement (Lowe 2004, §3–4).
+
+Everything here is vectorised over all candidates of an octave and written against ``xp``, so
+the same code runs on numpy and CuPy. Pixel values are on the 0..255 scale; derivatives are
+taken on the 0..1 scale (OpenCV's ``img_scale = 1/255``) so that the contrast threshold keeps
+its usual meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import backend
+from .constants import IMAGE_BORDER, MAX_REFINE_STEPS
+
+_IMG_SCALE = 1.0 / 255.0
+
+
+@dataclass
+class Extrema:
+    """Refined extrema of one octave: integer sample (layer, row, col), the sub-pixel offsets
+    (in layer, row, col units) of the fitted quadratic's extremum, and |D| there (0..1 scale)."""
+
+    layer: object
+    row: object
+    col: object
+    offset_layer: object
+    offset_row: object
+    offset_col: object
+    response: object
+
+    def __len__(self) -> int:
+        return int(self.layer.shape[0])
+
+
+def prethreshold(contrast_threshold: float, n_octave_layers: int) -> float:
+    """|D| a pixel must exceed (0..255 scale) before it is tested as an extremum.
+
+    Half the final contrast threshold, as OpenCV does (0.5 · 0.04 / 3 · 255 ≈ 1.7); OpenCV
+    floors it on its fixed-point scale, which is within 1/256 of this.
+    """
+    return 0.5 * contrast_threshold / n_octave_layers * 255.0
+
+
+def find_candidates(dogs, threshold: float, xp):
+    """Pixels of the inner DoG layers that are extrema of their 3×3×3 neighbourhood.
+
+    Ties count as extrema (``>=``, as OpenCV). Returns int arrays (layer, row, col), layer
+    counted in the DoG stack (1..n_octave_layers).
+
+    Example
+    -------
+    >>> layer, row, col = find_candidates(octave.dogs, 1.7, np)
+    """
+    n, h, w = dogs.shape
+    local_max = xp.stack([backend.max_filter_3x3(d) for d in dogs])
+    local_min = xp.stack([backend.min_filter_3x3(d) for d in dogs])
+    max27 = xp.maximum(xp.maximum(local_max[:-2], local_max[1:-1]), local_max[2:])
+    min27 = xp.minimum(xp.minimum(local_min[:-2], local_min[1:-1]), local_min[2:])
+    centre = dogs[1:-1]
+    is_peak = (centre > threshold) & (centre >= max27)
+    is_pit = (centre < -threshold) & (centre <= min27)
+    b = IMAGE_BORDER
+    inner = (is_peak | is_pit)[:, b:h - b, b:w - b]
+    layer, row, col = xp.nonzero(inner)
+    return layer + 1, row + b, col + b
+
+
+def _local_fit(flat, idx, h: int, w: int):
+    """Gradient and Hessian of D at flat indices ``idx`` by central differences (0..1 scale)."""
+    plane = h * w
+    v = flat[idx]
+    x1, x0 = flat[idx + 1], flat[idx - 1]
+    y1, y0 = flat[idx + w], flat[idx - w]
+    s1, s0 = flat[idx + plane], flat[idx - plane]
+    half = 0.5 * _IMG_SCALE
+    quarter = 0.25 * _IMG_SCALE
+    gradient = ((x1 - x0) * half, (y1 - y0) * half, (s1 - s0) * half)
+    dxx = (x1 + x0 - 2 * v) * _IMG_SCALE
+    dyy = (y1 + y0 - 2 * v) * _IMG_SCALE
+    dss = (s1 + s0 - 2 * v) * _IMG_SCALE
+    dxy = (flat[idx + w + 1] - flat[idx + w - 1] - flat[idx - w + 1] + flat[idx - w - 1]) * quarter
+    dxs = (flat[idx + plane + 1] - flat[idx + plane - 1]
+           - flat[idx - plane + 1] + flat[idx - plane - 1]) * quarter
+    dys = (flat[idx + plane + w] - flat[idx + plane - w]
+           - flat[idx - plane + w] + flat[idx - plane - w]) * quarter
+    return v, gradient, (dxx, dyy, dss, dxy, dxs, dys)
+
+
+def _solve_symmetric3(hessian, gradient):
+    """Solve H·X = g for many 3×3 symmetric systems by Doolittle LU without pivoting, the
+    factorisation OpenCV uses here (singular systems give non-finite X and are dropped)."""
+    dxx, dyy, dss, dxy, dxs, dys = hessian
+    g0, g1, g2 = gradient
+    l10 = dxy / dxx
+    l20 = dxs / dxx
+    u11 = dyy - l10 * dxy
+    u12 = dys - l10 * dxs
+    l21 = (dys - l20 * dxy) / u11
+    u22 = (dss - l20 * dxs) - l21 * u12
+    v1 = g1 - l10 * g0
+    v2 = g2 - l20 * g0 - l21 * v1
+    x2 = v2 / u22
+    x1 = (v1 - x2 * u12) / u11
+    x0 = (g0 - x2 * dxs - x1 * dxy) / dxx
+    return x0, x1, x2
+
+
+def refine_extrema(dogs, layer, row, col, *, n_octave_layers: int, contrast_threshold: float,
+                   edge_threshold: float, xp) -> Extrema:
+    """Fit a 3-D quadratic around each candidate, moving to the neighbouring sample while the
+    fitted extremum lies more than half a sample away (up to 5 steps), then keep those with
+    enough contrast and not on an edge (Lowe 2004, §4 and §4.1).
+
+    Example
+    -------
+    >>> ext = refine_extrema(octave.dogs, *find_candidates(octave.dogs, 1.7, np),
+    ...                      n_octave_layers=3, contrast_threshold=0.04, edge_threshold=10, xp=np)
+    """
+    n, h, w = dogs.shape
+    flat = dogs.reshape(-1)
+    layer = layer.astype(xp.int64)
+    row = row.astype(xp.int64)
+    col = col.astype(xp.int64)
+    count = layer.shape[0]
+    active = xp.arange(count)
+    converged = xp.zeros(count, dtype=bool)
+    offsets = xp.zeros((3, count), dtype=xp.float32)
+    fits = [xp.zeros(count, dtype=xp.float32) for _ in range(10)]  # v, g0..g2, 6 Hessian terms
+    b = IMAGE_BORDER
+    with _ignore_float_errors(xp):
+        for _ in range(MAX_REFINE_STEPS):
+            if active.shape[0] == 0:
+                break
+            idx = (layer[active] * h + row[active]) * w + col[active]
+            v, gradient, hessian = _local_fit(flat, idx, h, w)
+            x0, x1, x2 = _solve_symmetric3(hessian, gradient)
+            xc, xr, xs = -x0, -x1, -x2
+            done = (xp.abs(xc) < 0.5) & (xp.abs(xr) < 0.5) & (xp.abs(xs) < 0.5)
+            finished = active[done]
+            converged[finished] = True
+            offsets[0, finished] = xs[done]
+            offsets[1, finished] = xr[done]
+            offsets[2, finished] = xc[done]
+            for store, value in zip(fits, (v, *gradient, *hessian)):
+                store[finished] = value[done]
+            # The rest move to the nearest sample of the fitted extremum, if it stays inside.
+            moving = ~done & xp.isfinite(xc) & xp.isfinite(xr) & xp.isfinite(xs)
+            moving &= (xp.abs(xc) < 1e6) & (xp.abs(xr) < 1e6) & (xp.abs(xs) < 1e6)
+            keep = active[moving]
+            layer[keep] += xp.rint(xs[moving]).astype(xp.int64)
+            row[keep] += xp.rint(xr[moving]).astype(xp.int64)
+            col[keep] += xp.rint(xc[moving]).astype(xp.int64)
+            inside = ((layer[keep] >= 1) & (layer[keep] <= n_octave_layers)
+                      & (row[keep] >= b) & (row[keep] < h - b)
+                      & (col[keep] >= b) & (col[keep] < w - b))
+            active = keep[inside]
+
+        v, g0, g1, g2, dxx, dyy, _dss, dxy, _dxs, _dys = fits
+        xs, xr, xc = offsets
+        contrast = v * _IMG_SCALE + 0.5 * (g0 * xc + g1 * xr + g2 * xs)
+        trace = dxx + dyy
+        det = dxx * dyy - dxy * dxy
+        keep = (converged
+                & (xp.abs(contrast) * n_octave_layers >= contrast_threshold)
+                & (det > 0)
+                & (trace * trace * edge_threshold < (edge_threshold + 1) ** 2 * det))
+    return Extrema(layer[keep], row[keep], col[keep], xs[keep], xr[keep], xc[keep],
+                   xp.abs(contrast[keep]))
+
+
+class _ignore_float_errors:
+    """Silence numpy's divide-by-zero warnings from singular fits (they are filtered out)."""
+
+    def __init__(self, xp):
+        self._xp = xp
+        self._state = None
+
+    def __enter__(self):
+        if hasattr(self._xp, "seterr"):
+            self._state = self._xp.seterr(divide="ignore", invalid="ignore", over="ignore")
+
+    def __exit__(self, *exc):
+        if self._state is not None:
+            self._xp.seterr(**self._state)

@@ -1,0 +1,110 @@
+"""Gaussian and difference-of-Gaussians scale space, octave by octave (Lowe 2004, §3)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .. import backend
+from .constants import ASSUMED_BLUR, IMAGE_BORDER
+
+
+@dataclass
+class Octave:
+    """One octave of the scale space.
+
+    ``index`` is the octave number in OpenCV's sense: -1 for the doubled image, 0 for the input
+    resolution, and so on; one octave pixel spans ``2**index`` input pixels.
+    ``gaussians`` is (n_layers+3, h, w) float32, ``dogs`` is (n_layers+2, h, w) float32.
+    """
+
+    index: int
+    gaussians: object
+    dogs: object
+
+    @property
+    def scale(self) -> float:
+        return 2.0 ** self.index
+
+
+def upsample_2x(image, xp):
+    """Double an image with linear interpolation that maps pixel ``i`` to ``2i``.
+
+    Unlike a plain resize (which maps pixel centres and shifts everything by a quarter pixel),
+    this keeps keypoints found on the doubled image exactly at ``x / 2`` in the input, as
+    OpenCV's ``enable_precise_upscale`` does. The last row and column reflect.
+
+    Example
+    -------
+    >>> upsample_2x(np.array([[0., 2.]], np.float32), np)[0]
+    array([0., 1., 2., 2.], dtype=float32)
+    """
+    h, w = image.shape
+    rows = xp.empty((2 * h, w), dtype=xp.float32)
+    rows[0::2] = image
+    nxt = xp.concatenate([image[1:], image[-1:]], axis=0)
+    rows[1::2] = (image + nxt) * 0.5
+    out = xp.empty((2 * h, 2 * w), dtype=xp.float32)
+    out[:, 0::2] = rows
+    nxt = xp.concatenate([rows[:, 1:], rows[:, -1:]], axis=1)
+    out[:, 1::2] = (rows + nxt) * 0.5
+    return out
+
+
+def octave_count(height: int, width: int, upsample: bool) -> int:
+    """Number of octaves OpenCV builds: round(log2(min side of the base image) − 2), plus one
+    for the doubled octave."""
+    base = min(height, width) * (2 if upsample else 1)
+    return max(int(round(math.log2(base) - 2)) + (1 if upsample else 0), 1)
+
+
+def layer_sigmas(sigma: float, n_octave_layers: int) -> list[float]:
+    """Incremental blurs taking layer i−1 of an octave to layer i (Lowe 2004, k = 2^(1/s))."""
+    k = 2.0 ** (1.0 / n_octave_layers)
+    sigmas = [sigma]
+    for i in range(1, n_octave_layers + 3):
+        previous = sigma * k ** (i - 1)
+        sigmas.append(math.sqrt((previous * k) ** 2 - previous ** 2))
+    return sigmas
+
+
+def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp) -> list[Octave]:
+    """Build the Gaussian and DoG octaves of a grey float32 image (0..255).
+
+    Returns a list of :class:`Octave`, finest first. Octaves too small to hold an extremum
+    inside SIFT's image border are not built.
+
+    Example
+    -------
+    >>> octaves = scale_space(gray, sigma=1.6, n_octave_layers=3, upsample=True, xp=np)
+    >>> octaves[0].index, octaves[0].gaussians.shape[0]
+    (-1, 6)
+    """
+    height, width = gray.shape
+    first = -1 if upsample else 0
+    if upsample:
+        base = backend.upsample_2x(gray) if xp.__name__ == "numpy" else upsample_2x(gray, xp)
+        initial = math.sqrt(max(sigma ** 2 - (2 * ASSUMED_BLUR) ** 2, 0.01))
+    else:
+        base = gray
+        initial = math.sqrt(max(sigma ** 2 - ASSUMED_BLUR ** 2, 0.01))
+    base = backend.gaussian_blur(xp.ascontiguousarray(base, dtype=xp.float32), initial)
+    sigmas = layer_sigmas(sigma, n_octave_layers)
+    n_layers = n_octave_layers + 3
+
+    octaves = []
+    for o in range(octave_count(height, width, upsample)):
+        h, w = base.shape
+        if min(h, w) <= 2 * IMAGE_BORDER + 2:
+            break
+        gaussians = xp.empty((n_layers, h, w), dtype=xp.float32)
+        gaussians[0] = base
+        for i in range(1, n_layers):
+            backend.gaussian_blur(gaussians[i - 1], sigmas[i], out=gaussians[i])
+        dogs = xp.empty((n_layers - 1, h, w), dtype=xp.float32)
+        xp.subtract(gaussians[1:], gaussians[:-1], out=dogs)
+        octaves.append(Octave(first + o, gaussians, dogs))
+        # The next octave starts from the layer with twice the base blur, taken every 2nd pixel.
+        nxt = gaussians[n_octave_layers]
+        base = xp.ascontiguousarray(nxt[: (h // 2) * 2: 2, : (w // 2) * 2: 2])
+    return octaves
