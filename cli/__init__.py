@@ -1,0 +1,1 @@
+"""The ``visiontk`` command line (installed as the import package ``visiontk_cli``)."""

@@ -1,0 +1,166 @@
+"""``visiontk``: SIFT matching and extraction from the shell.
+
+Errors in the input are reported in one line on stderr; exit status 1 for failures, 2 for
+usage errors, never a traceback (set VISIONTK_DEBUG=1 to see one for an internal error).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+import visiontk
+from visiontk.errors import VisiontkError
+from visiontk.io import DEFAULT_MAX_PIXELS
+
+DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                      show_default=True, help="Where to compute (the GPU backend is not "
+                      "available in this release; cuda says so).")
+MAX_FEATURES = click.option("--max-features", type=click.IntRange(min=0), default=0,
+                            show_default=True, help="Keep the strongest N keypoints (0 = all).")
+MAX_PIXELS = click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
+                          show_default=True, help="Refuse larger images.")
+
+
+def _user_errors(func):
+    """Turn visiontk's errors into one line on stderr and the error's exit status."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except VisiontkError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except MemoryError:
+            click.echo("error: out of memory (try --max-features or a smaller image)", err=True)
+            sys.exit(1)
+        except Exception as exc:  # an internal error: still one line unless debugging
+            if os.environ.get("VISIONTK_DEBUG"):
+                raise
+            click.echo(f"error: internal error ({type(exc).__name__}: {exc}); "
+                       "set VISIONTK_DEBUG=1 for details", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(visiontk.__version__, prog_name="visiontk")
+def main():
+    """visiontk: SIFT features, matching and two-view geometry."""
+
+
+@main.command("match")
+@click.argument("image_a", type=click.Path(path_type=Path))
+@click.argument("image_b", type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="Picture of the inlier matches [default: matches_<A>_<B>.png here].")
+@click.option("--no-picture", is_flag=True, help="Do not write the picture.")
+@click.option("--model", type=click.Choice(["homography", "fundamental", "none"]),
+              default="homography", show_default=True,
+              help="Geometry to verify the matches with (fundamental for 3-D scenes).")
+@click.option("--ratio", type=click.FloatRange(0, 1, min_open=True), default=0.8,
+              show_default=True, help="Lowe's ratio test.")
+@click.option("--mutual/--no-mutual", default=True, show_default=True,
+              help="Keep only mutual nearest neighbours.")
+@click.option("--threshold", type=click.FloatRange(0, min_open=True), default=None,
+              help="Inlier threshold in pixels [default: 3 for H, 1 for F].")
+@MAX_FEATURES
+@MAX_PIXELS
+@DEVICE
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_user_errors
+def match_command(image_a, image_b, out, no_picture, model, ratio, mutual, threshold,
+                  max_features, max_pixels, device, as_json):
+    """Match two images: keypoints, matches, inliers, the model and time per stage."""
+    from visiontk.io import load_rgb
+    from visiontk.viz import MAX_LINES, draw_matches, save_image
+
+    result = visiontk.match_images(image_a, image_b, model=model, ratio=ratio, mutual=mutual,
+                                   threshold=threshold, device=device,
+                                   max_features=max_features, max_pixels=max_pixels)
+    summary = result.summary()
+    if not no_picture:
+        out = out or Path(f"matches_{image_a.stem}_{image_b.stem}.png")
+        m = result.inlier_matches if model != "none" else result.matches
+        title = (f"{len(result.matches)} matches, "
+                 + (f"{summary['inliers']} {model} inliers" if model != "none" else "unverified"))
+        if len(m) > MAX_LINES:
+            title += f" ({MAX_LINES} drawn)"
+        picture = draw_matches(load_rgb(image_a, max_pixels=max_pixels),
+                               load_rgb(image_b, max_pixels=max_pixels),
+                               result.features_a.xy[m.pairs[:, 0]],
+                               result.features_b.xy[m.pairs[:, 1]], title=title)
+        save_image(out, picture)
+        summary["picture"] = str(out)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(_format_summary(summary))
+
+
+def _format_summary(s: dict) -> str:
+    lines = []
+    for label, name, (h, w), n in zip("AB", s["images"], s["image_sizes"], s["keypoints"]):
+        lines.append(f"{label}: {name}  {w}×{h}  {n} keypoints")
+    lines.append(f"matches: {s['matches']}")
+    if s["model"] is not None:
+        share = f" ({100 * s['inliers'] / s['matches']:.1f}%)" if s["matches"] else ""
+        lines.append(f"{s['model']}: {s['inliers']} inliers{share}")
+        if s["matrix"] is None:
+            lines.append("  no model: too few consistent matches")
+        else:
+            lines.extend("  [" + "  ".join(f"{v: .6g}" for v in row) + "]" for row in s["matrix"])
+    lines.append("time: " + ", ".join(f"{k} {v:.3f} s" for k, v in s["seconds"].items()))
+    if "picture" in s:
+        lines.append(f"picture: {s['picture']}")
+    return "\n".join(lines)
+
+
+@main.command("extract")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for the features files (<image file name>.npz).")
+@MAX_FEATURES
+@click.option("--upright", is_flag=True, help="No orientation: every angle is 0.")
+@click.option("--rootsift", is_flag=True, help="RootSIFT descriptors.")
+@MAX_PIXELS
+@DEVICE
+@_user_errors
+def extract_command(images, out, max_features, upright, rootsift, max_pixels, device):
+    """Extract SIFT features of each IMAGE into OUT/<name>.npz.
+
+    Good images are all processed; bad ones are listed at the end and make the exit status 1.
+    """
+    names = [p.name for p in images]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise click.UsageError(f"several inputs share the file name {clashes[0]}; "
+                               "their outputs would overwrite each other")
+    failed = []
+    for path in images:
+        try:
+            feats = visiontk.sift(path, device=device, max_features=max_features,
+                                  upright=upright, rootsift=rootsift, max_pixels=max_pixels)
+        except VisiontkError as exc:
+            if exc.exit_code == 2:
+                raise
+            failed.append(str(exc))
+            continue
+        target = feats.save(out / f"{path.name}.npz")
+        click.echo(f"{path}: {len(feats)} keypoints -> {target}")
+    if failed:
+        click.echo(f"{len(failed)} of {len(images)} images failed:", err=True)
+        for line in failed:
+            click.echo(f"  {line}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Extraction, matching and verification of an image pair in one call."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import OptionError
+from .features import Features, Matches
+from .geometry import MODELS, Geometry, estimate
+from .matching import DEFAULT_RATIO, match
+from .sift import sift
+
+_MODEL_CHOICES = MODELS + ("none",)
+
+
+@dataclass
+class TwoViewResult:
+    """What :func:`match_images` found: both feature sets, the matches, the geometry (model
+    and an inlier mask over the matches) and seconds spent per stage."""
+
+    features_a: Features
+    features_b: Features
+    matches: Matches
+    geometry: Geometry | None
+    timings: dict = field(default_factory=dict)
+    names: tuple = ("A", "B")
+
+    @property
+    def inlier_matches(self) -> Matches:
+        if self.geometry is None or self.geometry.model is None:
+            return self.matches if self.geometry is None else self.matches.subset(
+                np.zeros(len(self.matches), bool))
+        return self.matches.subset(self.geometry.inliers)
+
+    def summary(self) -> dict:
+        """JSON-ready numbers: keypoints, matches, inliers, model and timings."""
+        g = self.geometry
+        return {
+            "images": list(self.names),
+            "keypoints": [len(self.features_a), len(self.features_b)],
+            "image_sizes": [list(self.features_a.image_size), list(self.features_b.image_size)],
+            "matches": len(self.matches),
+            "model": None if g is None else g.kind,
+            "inliers": None if g is None else g.n_inliers,
+            "matrix": None if g is None or g.model is None else g.model.tolist(),
+            "seconds": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+def match_images(image_a, image_b, *, model: str = "homography", ratio: float = DEFAULT_RATIO,
+                 mutual: bool = True, threshold: float | None = None, device: str = "auto",
+                 **sift_options) -> TwoViewResult:
+    """SIFT on both images, ratio + mutual matching, and a robust homography or fundamental
+    matrix (``model="none"`` skips verification).
+
+    Parameters
+    ----------
+    image_a, image_b : paths or arrays (see :func:`visiontk.sift`)
+    model : "homography", "fundamental" or "none"
+    ratio, mutual : see :func:`visiontk.match`
+    threshold : inlier threshold in pixels (default 3 for H, 1 for F)
+    **sift_options : passed to :func:`visiontk.sift` (e.g. ``max_features``)
+
+    Example
+    -------
+    >>> r = match_images("sample_images/graffiti_a.png", "sample_images/graffiti_b.png")
+    >>> r.geometry.n_inliers > 100
+    True
+    """
+    if model not in _MODEL_CHOICES:
+        raise OptionError(f"model must be one of {', '.join(_MODEL_CHOICES)}, got {model!r}")
+    timings = {}
+    feats = []
+    for key, image in (("sift_a", image_a), ("sift_b", image_b)):
+        t = time.perf_counter()
+        feats.append(sift(image, device=device, **sift_options))
+        timings[key] = time.perf_counter() - t
+    t = time.perf_counter()
+    matches = match(feats[0], feats[1], ratio=ratio, mutual=mutual, device=device)
+    timings["match"] = time.perf_counter() - t
+    geometry = None
+    if model != "none":
+        t = time.perf_counter()
+        geometry = estimate(model, feats[0].xy[matches.pairs[:, 0]],
+                            feats[1].xy[matches.pairs[:, 1]], threshold=threshold)
+        timings["verify"] = time.perf_counter() - t
+    names = tuple(str(x) if isinstance(x, (str, os.PathLike)) else "<array>"
+                  for x in (image_a, image_b))
+    return TwoViewResult(feats[0], feats[1], matches, geometry, timings, names)
+

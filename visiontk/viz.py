@@ -1,0 +1,101 @@
+"""Pictures of matches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ._files import atomic_write
+from .errors import OptionError
+
+#: Lines drawn at most, so a picture of 20k matches stays readable (a random, seeded subset).
+MAX_LINES = 200
+#: Opacity of the lines: the images must stay visible under them.
+LINE_ALPHA = 0.7
+_OUTLIER = (230, 50, 40)
+
+
+def draw_matches(image_a: np.ndarray, image_b: np.ndarray, xy_a: np.ndarray, xy_b: np.ndarray,
+                 inliers: np.ndarray | None = None, *, max_lines: int = MAX_LINES,
+                 title: str | None = None, max_side: int = 1600) -> np.ndarray:
+    """Side-by-side RGB picture of two images with a line per correspondence.
+
+    Parameters
+    ----------
+    image_a, image_b : H×W×3 uint8 RGB
+    xy_a, xy_b : (M, 2) matched positions (OpenCV convention)
+    inliers : (M,) bool, optional. Inliers are green; outliers, if any are given, thin red.
+    max_side : the wider side of the output is scaled down to this many pixels.
+
+    Returns
+    -------
+    H×W×3 uint8 RGB
+
+    Example
+    -------
+    >>> pic = draw_matches(rgb_a, rgb_b, xy_a, xy_b)
+    >>> pic.shape[0] == max(rgb_a.shape[0], rgb_b.shape[0])
+    True
+    """
+    ha, wa = image_a.shape[:2]
+    hb, wb = image_b.shape[:2]
+    canvas = np.full((max(ha, hb), wa + wb, 3), 255, np.uint8)
+    canvas[:ha, :wa] = image_a
+    canvas[:hb, wa:] = image_b
+    scale = min(1.0, max_side / canvas.shape[1])
+    if scale < 1.0:
+        canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    xy_a = np.asarray(xy_a, np.float64).reshape(-1, 2)
+    xy_b = np.asarray(xy_b, np.float64).reshape(-1, 2)
+    inl = np.ones(len(xy_a), bool) if inliers is None else np.asarray(inliers, bool)
+    rng = np.random.default_rng(0)
+    thick = max(1, int(round(canvas.shape[1] / 1200)))
+    overlay = canvas.copy()
+    for is_inlier in (False, True):
+        idx = np.nonzero(inl == is_inlier)[0]
+        if len(idx) > max_lines:
+            idx = np.sort(rng.choice(idx, max_lines, replace=False))
+        for i in idx:
+            # Inliers get a hue each, so crossing lines can be told apart; outliers are red.
+            colour = _hue(rng.random()) if is_inlier else _OUTLIER
+            p = _pt(xy_a[i], 0, scale)
+            q = _pt(xy_b[i], wa, scale)
+            cv2.line(overlay, p, q, colour, thick if is_inlier else 1, cv2.LINE_AA)
+            cv2.circle(overlay, p, 2 * thick + 1, colour, thick, cv2.LINE_AA)
+            cv2.circle(overlay, q, 2 * thick + 1, colour, thick, cv2.LINE_AA)
+    canvas = cv2.addWeighted(overlay, LINE_ALPHA, canvas, 1 - LINE_ALPHA, 0)
+    if title:
+        _banner(canvas, title)
+    return canvas
+
+
+def _hue(h: float) -> tuple:
+    hsv = np.uint8([[[int(h * 179), 220, 255]]])
+    return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+def _pt(xy, offset, scale):
+    return (int(round((xy[0] + offset) * scale)), int(round(xy[1] * scale)))
+
+
+def _banner(canvas: np.ndarray, text: str) -> None:
+    font, size = cv2.FONT_HERSHEY_SIMPLEX, max(0.5, canvas.shape[1] / 2000)
+    (tw, th), base = cv2.getTextSize(text, font, size, 1)
+    cv2.rectangle(canvas, (0, 0), (tw + 16, th + base + 12), (0, 0, 0), -1)
+    cv2.putText(canvas, text, (8, th + 6), font, size, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def save_image(path, rgb: np.ndarray) -> Path:
+    """Write an RGB uint8 image (format from the suffix: .png, .jpg, ...) atomically."""
+    path = Path(path)
+    try:
+        ok, data = cv2.imencode(path.suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise OptionError(f"{path}: cannot write this image format (use .png or .jpg)")
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data.tobytes())
+    return path
