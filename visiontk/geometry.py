@@ -74,11 +74,20 @@ def estimate_fundamental(xy_a, xy_b, **kwargs) -> Geometry:
     return estimate("fundamental", xy_a, xy_b, **kwargs)
 
 
-def corner_error(h_est: np.ndarray, h_true: np.ndarray, width: int, height: int) -> float:
+def corner_error(h_est: np.ndarray, h_true: np.ndarray, width: int, height: int,
+                 visible: bool = False) -> float:
     """Mean distance between the image corners mapped by two homographies (pixels): the
-    HPatches homography-accuracy measure."""
+    HPatches homography-accuracy measure.
+
+    With ``visible``, the corners are those of the part of image A that the true homography
+    keeps inside B's frame (same size assumed), so a zoom is judged where both images see the
+    scene rather than by extrapolating far outside the second image.
+    """
     corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]],
                        np.float64).reshape(-1, 1, 2)
+    if visible:
+        back = cv2.perspectiveTransform(corners, np.linalg.inv(h_true)).reshape(-1, 2)
+        corners = np.clip(back, 0, [width - 1, height - 1]).reshape(-1, 1, 2)
     a = cv2.perspectiveTransform(corners, h_est).reshape(-1, 2)
     b = cv2.perspectiveTransform(corners, h_true).reshape(-1, 2)
     return float(np.linalg.norm(a - b, axis=1).mean())

@@ -1,0 +1,38 @@
+"""Shared fixtures: the repository's sample photos and OpenCV's SIFT on them."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
+
+
+def read_rgb(name: str) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(SAMPLES / name)), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    return read_rgb("astronaut.png")
+
+
+@pytest.fixture(scope="session")
+def coffee() -> np.ndarray:
+    return read_rgb("coffee.png")
+
+
+def opencv_sift(rgb: np.ndarray, **kwargs):
+    """cv2.SIFT with the precise 2x upscale that visiontk uses (index x -> 2x)."""
+    import visiontk
+
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+    keypoints, descriptors = cv2.SIFT_create(enable_precise_upscale=True, **kwargs) \
+        .detectAndCompute(gray, None)
+    return visiontk.Features.from_keypoints(keypoints, descriptors, gray.shape)

@@ -1,0 +1,49 @@
+"""Saving and loading features; the match picture."""
+
+import numpy as np
+import pytest
+
+import visiontk
+from visiontk.errors import FeaturesFileError
+from visiontk.viz import draw_matches, save_image
+
+
+def test_save_load_roundtrip(tmp_path, astronaut):
+    f = visiontk.sift(astronaut, max_features=150)
+    path = f.save(tmp_path / "sub" / "a.npz")
+    g = visiontk.Features.load(path)
+    for name in ("xy", "size", "angle", "response", "octave", "descriptors"):
+        np.testing.assert_array_equal(getattr(f, name), getattr(g, name))
+    assert g.image_size == (512, 512)
+    assert [p.name for p in path.parent.iterdir()] == ["a.npz"]  # no temporary left behind
+
+
+def test_load_bad_file(tmp_path):
+    p = tmp_path / "x.npz"
+    p.write_bytes(b"garbage")
+    with pytest.raises(FeaturesFileError, match="x.npz"):
+        visiontk.Features.load(p)
+
+
+def test_draw_matches_draws_lines_between_the_points(tmp_path):
+    a = np.zeros((100, 120, 3), np.uint8)
+    b = np.zeros((80, 100, 3), np.uint8)
+    xy_a = np.array([[10.0, 50.0]])
+    xy_b = np.array([[90.0, 50.0]])
+    pic = draw_matches(a, b, xy_a, xy_b, title=None)
+    assert pic.shape == (100, 220, 3)
+    # the line from (10, 50) to (120 + 90, 50) crosses the whole canvas at row 50
+    assert pic[50, 15:205].max(axis=1).min() > 50
+    assert pic[20].max() == 0 and pic[90, :120].max() == 0
+    assert pic[90, 120:].min() == 255  # below the shorter image: white padding
+    out = save_image(tmp_path / "m.png", pic)
+    import cv2
+    assert cv2.imread(str(out)).shape == pic.shape
+
+
+def test_outliers_drawn_red():
+    a = np.zeros((60, 60, 3), np.uint8)
+    pic = draw_matches(a, a, np.array([[5.0, 30.0]]), np.array([[50.0, 30.0]]),
+                       inliers=np.array([False]))
+    r, g, b = pic[30, 20:80].astype(int).max(axis=0)
+    assert r > 100 and g < 60

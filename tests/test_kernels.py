@@ -1,0 +1,66 @@
+"""The compiled CPU kernels compute what the xp definitions compute, on the same input."""
+
+import cv2
+import numpy as np
+import pytest
+
+from visiontk.sift import XpKernels, cpu_kernels
+from visiontk.sift.describe import quantize_descriptors
+from visiontk.sift.detect import find_candidates, refine_extrema
+from visiontk.sift.orient import dominant_orientations, orientation_scale, smooth_histograms
+from visiontk.sift.scale_space import scale_space
+
+compiled = cpu_kernels()
+pytestmark = pytest.mark.skipif(compiled is None, reason="numba is not installed")
+
+
+@pytest.fixture(scope="module")
+def octave_and_keypoints(coffee):
+    gray = cv2.cvtColor(coffee, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    octave = scale_space(gray, sigma=1.6, n_octave_layers=3, upsample=True, xp=np)[1]
+    layer, row, col = find_candidates(octave.dogs, 1.7, np)
+    ext = refine_extrema(octave.dogs, layer, row, col, n_octave_layers=3,
+                         contrast_threshold=0.04, edge_threshold=10, xp=np)
+    scale = orientation_scale(1.6, 3, ext.layer, ext.offset_layer, np)
+    return octave, ext, scale
+
+
+def test_candidates_identical(octave_and_keypoints):
+    octave, _, _ = octave_and_keypoints
+    ours = np.stack(compiled.find_candidates(octave.dogs, 1.7))
+    ref = np.stack(XpKernels.find_candidates(octave.dogs, 1.7, np))
+    assert ref.shape[1] > 100
+    order = np.lexsort(ours[::-1])
+    np.testing.assert_array_equal(ours[:, order], ref[:, np.lexsort(ref[::-1])])
+
+
+def test_orientation_histograms_match(octave_and_keypoints):
+    octave, ext, scale = octave_and_keypoints
+    args = (octave.gaussians, ext.layer, ext.row, ext.col, scale)
+    ours = compiled.raw_orientation_histograms(*args)
+    ref = XpKernels.raw_orientation_histograms(*args, np)
+    assert ref.shape == (len(ext), 36) and ref.sum() > 0
+    # The compiled kernel uses OpenCV's polynomial atan2 (±0.01°): a gradient on a bin edge
+    # may land in the neighbouring bin, so compare totals tightly and bins loosely.
+    np.testing.assert_allclose(ours.sum(axis=1), ref.sum(axis=1), rtol=1e-4)
+    assert np.abs(ours - ref).sum() / ref.sum() < 2e-3
+    _, a1 = dominant_orientations(smooth_histograms(ours, np), np)
+    _, a2 = dominant_orientations(smooth_histograms(ref, np), np)
+    assert len(a1) == len(a2)
+    assert np.max(np.abs((a1 - a2 + 180) % 360 - 180)) < 0.5
+
+
+def test_descriptors_match(octave_and_keypoints):
+    octave, ext, scale = octave_and_keypoints
+    rng = np.random.default_rng(1)
+    direction = rng.uniform(0, 360, len(ext)).astype(np.float32)
+    x = (ext.col + ext.offset_col).astype(np.float32)
+    y = (ext.row + ext.offset_row).astype(np.float32)
+    args = (octave.gaussians, ext.layer, x, y, direction, scale)
+    ours = compiled.raw_descriptors(*args)
+    ref = XpKernels.raw_descriptors(*args, np)
+    assert ref.shape == (len(ext), 128) and ref.sum() > 0
+    d_ours = quantize_descriptors(ours, np).astype(float)
+    d_ref = quantize_descriptors(ref, np).astype(float)
+    dist = np.linalg.norm(d_ours - d_ref, axis=1)
+    assert np.median(dist) < 1.5 and dist.max() < 12

@@ -1,0 +1,96 @@
+"""Each SIFT option changes what it should."""
+
+import numpy as np
+import pytest
+
+import visiontk
+from visiontk.errors import OptionError
+
+
+@pytest.fixture(scope="module")
+def base(astronaut):
+    return visiontk.sift(astronaut)
+
+
+def test_upright_gives_angle_zero_and_one_keypoint_per_extremum(astronaut, base):
+    up = visiontk.sift(astronaut, upright=True)
+    assert np.all(up.angle == 0)
+    # without orientations, the extra keypoints made by secondary peaks disappear
+    assert len(up) < len(base)
+    assert len(np.unique(up.xy, axis=0)) == len(up)
+
+
+def test_max_features_keeps_the_strongest(astronaut, base):
+    capped = visiontk.sift(astronaut, max_features=100)
+    assert len(capped) == 100
+    np.testing.assert_allclose(capped.response, base.response[:100])
+    np.testing.assert_array_equal(capped.descriptors, base.descriptors[:100])
+
+
+def test_mask_excludes_keypoints(astronaut, base):
+    mask = np.zeros(astronaut.shape[:2], np.uint8)
+    mask[:, :256] = 1
+    left = visiontk.sift(astronaut, mask=mask)
+    assert 0 < len(left) < len(base)
+    assert np.all(left.xy[:, 0] < 256)
+    expected = base.subset(np.floor(base.xy[:, 0] + 0.5) < 256)
+    assert abs(len(left) - len(expected)) <= 2
+
+
+def test_rootsift_descriptors_are_hellinger_normalised(astronaut, base):
+    root = visiontk.sift(astronaut, rootsift=True, max_features=200)
+    v = root.descriptors.astype(float) / 512
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=0.03)
+    plain = base.descriptors[:200].astype(float)
+    # RootSIFT squared is the L1-normalised SIFT vector (up to byte rounding of both).
+    l1 = plain / plain.sum(axis=1, keepdims=True)
+    assert np.abs(v ** 2 - l1).max() < 0.005
+    assert not np.array_equal(root.descriptors, base.descriptors[:200])
+
+
+def test_thresholds_layers_sigma_and_upsample_change_detection(astronaut, base):
+    assert len(visiontk.sift(astronaut, contrast_threshold=0.08)) < 0.7 * len(base)
+    assert len(visiontk.sift(astronaut, edge_threshold=3)) < len(base)
+    assert len(visiontk.sift(astronaut, n_octave_layers=5)) > len(base)
+    assert len(visiontk.sift(astronaut, sigma=2.4)) < len(base)
+    no_up = visiontk.sift(astronaut, upsample=False)
+    assert no_up.octave_number.min() == 0 and base.octave_number.min() == -1
+    assert len(no_up) < len(base)
+
+
+def test_flat_image_gives_no_features():
+    feats = visiontk.sift(np.full((64, 80), 128, np.uint8))
+    assert len(feats) == 0 and feats.descriptors.shape == (0, 128)
+    assert feats.image_size == (64, 80)
+
+
+@pytest.mark.parametrize("options", [
+    {"max_features": -1}, {"n_octave_layers": 0}, {"contrast_threshold": "high"},
+    {"edge_threshold": 0}, {"sigma": float("nan")}, {"upright": "yes"}, {"colour": True},
+])
+def test_bad_options_are_one_line_errors(astronaut, options):
+    with pytest.raises(OptionError) as info:
+        visiontk.sift(astronaut, **options)
+    assert "\n" not in str(info.value)
+    assert any(name in str(info.value) for name in options)
+
+
+def test_input_types_agree(astronaut):
+    u8 = astronaut
+    u16 = astronaut.astype(np.uint16) * 257
+    f = astronaut.astype(np.float32) / 255
+    ref = visiontk.sift(u8, max_features=300)
+    for other in (u16, f):
+        got = visiontk.sift(other, max_features=300)
+        np.testing.assert_allclose(got.xy, ref.xy, atol=1e-3)
+
+
+def test_device_cuda_says_not_available(astronaut):
+    with pytest.raises(visiontk.VisiontkError, match="GPU backend is not available"):
+        visiontk.sift(astronaut, device="cuda")
+
+
+def test_subpackage_import_keeps_the_function():
+    import visiontk.sift.describe  # noqa: F401
+
+    assert callable(visiontk.sift)
