@@ -37,6 +37,8 @@ def _user_errors(func):
         except VisiontkError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except (click.ClickException, click.exceptions.Exit, SystemExit):
+            raise
         except MemoryError:
             click.echo("error: out of memory (try --max-features or a smaller image)", err=True)
             sys.exit(1)

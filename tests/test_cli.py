@@ -1,0 +1,136 @@
+"""The visiontk command, through click's runner and as the installed executable."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import visiontk
+from visiontk_cli.main import main
+
+
+def run(*args, cwd=None):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def installed_command() -> str:
+    candidate = Path(sys.executable).parent / "visiontk"
+    found = str(candidate) if candidate.exists() else shutil.which("visiontk")
+    assert found, "the visiontk console script is not installed (pip install -e .)"
+    return found
+
+
+def test_version_and_help():
+    assert visiontk.__version__ in run("--version").output
+    for args in ([], ["match"], ["extract"]):
+        result = run(*args, "--help")
+        assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_match_homography_pair_prints_summary_and_writes_picture(samples, tmp_path):
+    out = tmp_path / "m.png"
+    r = run("match", samples / "coffee.png", samples / "coffee_warped.png", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "matches:" in r.output and "homography:" in r.output and "time:" in r.output
+    inliers = int(r.output.split("homography: ")[1].split()[0])
+    assert inliers > 100
+    pic = cv2.imread(str(out))
+    assert pic.shape == (400, 1200, 3)
+
+
+def test_match_json_and_fundamental(samples, tmp_path):
+    r = run("match", samples / "motorcycle_left.png", samples / "motorcycle_right.png",
+            "--model", "fundamental", "--json", "--out", tmp_path / "f.png")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert s["model"] == "fundamental" and s["inliers"] > 200
+    F = np.array(s["matrix"])
+    assert F.shape == (3, 3) and abs(np.linalg.det(F)) < 1e-6 * np.abs(F).max() ** 3 + 1e-12
+    assert set(s["seconds"]) == {"sift_a", "sift_b", "match", "verify"}
+
+
+def test_match_true_homography_is_recovered(samples, tmp_path):
+    r = run("match", samples / "coffee.png", samples / "coffee_warped.png", "--json",
+            "--no-picture")
+    H = np.array(json.loads(r.output)["matrix"])
+    truth = np.loadtxt(samples / "coffee_warped_H.txt")
+    assert visiontk.geometry.corner_error(H, truth, 600, 400, visible=True) < 1.0
+
+
+def test_match_default_picture_name(samples, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run("match", samples / "coffee.png", samples / "coffee_warped.png")
+    assert r.exit_code == 0
+    assert (tmp_path / "matches_coffee_coffee_warped.png").exists()
+
+
+def test_flat_images_give_zero_matches_not_a_crash(tmp_path):
+    flat = tmp_path / "flat.png"
+    cv2.imwrite(str(flat), np.full((64, 64), 90, np.uint8))
+    r = run("match", flat, flat, "--out", tmp_path / "x.png")
+    assert r.exit_code == 0, r.output
+    assert "matches: 0" in r.output and "no model" in r.output
+
+
+def test_extract_good_and_bad(samples, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "feats"
+    r = run("extract", samples / "astronaut.png", bad, samples / "coffee.png", "--out", out,
+            "--max-features", "50")
+    assert r.exit_code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.png.npz", "coffee.png.npz"]
+    assert "broken.jpg" in r.output and "1 of 3 images failed" in r.output
+    assert len(visiontk.Features.load(out / "coffee.png.npz")) == 50
+
+
+def test_extract_name_clash_is_usage_error(samples, tmp_path):
+    r = run("extract", samples / "coffee.png", samples / "coffee.png", "--out", tmp_path)
+    assert r.exit_code == 2
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda d: d / "missing.png", ["missing.png", "no such file"]),
+    (lambda d: d, ["directory"]),
+    (lambda d: (d / "t.txt").write_text("x") and d / "t.txt", ["t.txt", "not an image"]),
+])
+def test_installed_command_bad_input_one_line_exit_1(tmp_path, samples, make, words):
+    bad = make(tmp_path)
+    p = subprocess.run([installed_command(), "match", str(bad), str(samples / "coffee.png"),
+                        "--no-picture"], capture_output=True, text=True)
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    for w in words:
+        assert w in lines[0]
+
+
+def test_installed_command_usage_errors_exit_2(samples):
+    cmd = installed_command()
+    p = subprocess.run([cmd, "match", str(samples / "coffee.png")], capture_output=True,
+                       text=True)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    p = subprocess.run([cmd, "match", "a", "b", "--ratio", "7"], capture_output=True, text=True)
+    assert p.returncode == 2
+
+
+def test_installed_command_cuda_is_explained(samples):
+    p = subprocess.run([installed_command(), "match", str(samples / "coffee.png"),
+                        str(samples / "coffee.png"), "--device", "cuda", "--no-picture"],
+                       capture_output=True, text=True)
+    assert p.returncode == 1
+    assert "GPU backend is not available" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_installed_command_huge_image_refused(tmp_path, samples):
+    p = subprocess.run([installed_command(), "match", str(samples / "coffee.png"),
+                        str(samples / "coffee.png"), "--max-pixels", "1000", "--no-picture"],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "limit" in p.stderr and "coffee.png" in p.stderr
