@@ -29,10 +29,13 @@ def coffee() -> np.ndarray:
 
 
 def opencv_sift(rgb: np.ndarray, **kwargs):
-    """cv2.SIFT with the precise 2x upscale that visiontk uses (index x -> 2x)."""
+    """cv2.SIFT with its default (linear, centre-aligned) upscale, keypoints moved by the
+    quarter pixel that upscale shifts them (visiontk reports unbiased positions)."""
     import visiontk
+    from visiontk.sift.scale_space import UPSAMPLE_SHIFT
 
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
-    keypoints, descriptors = cv2.SIFT_create(enable_precise_upscale=True, **kwargs) \
-        .detectAndCompute(gray, None)
-    return visiontk.Features.from_keypoints(keypoints, descriptors, gray.shape)
+    keypoints, descriptors = cv2.SIFT_create(**kwargs).detectAndCompute(gray, None)
+    feats = visiontk.Features.from_keypoints(keypoints, descriptors, gray.shape)
+    feats.xy += UPSAMPLE_SHIFT
+    return feats

@@ -57,18 +57,13 @@ def gaussian_blur(image, sigma: float, out=None):
 
 
 def upsample_2x(image):
-    """Double a 2-D float32 image mapping pixel i to 2i (linear, reflected border).
+    """Double a 2-D float32 image by linear interpolation between pixel centres.
 
-    The numpy form of :func:`visiontk.sift.scale_space.upsample_2x` through cv2.warpAffine,
-    ten times faster than strided numpy writes; both agree to float rounding.
+    The numpy form of :func:`visiontk.sift.scale_space.upsample_2x` (cv2.resize, several times
+    faster than strided numpy writes); both agree to float rounding.
     """
     h, w = image.shape
-    return cv2.warpAffine(image, _HALF, (2 * w, 2 * h),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REFLECT)
-
-
-_HALF = np.float32([[0.5, 0, 0], [0, 0.5, 0]])
+    return cv2.resize(image, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
 
 
 def max_filter_3x3(image):

@@ -19,7 +19,7 @@ from .describe import quantize_descriptors, raw_descriptors
 from .detect import find_candidates, prethreshold, refine_extrema
 from .orient import (dominant_orientations, orientation_scale, raw_orientation_histograms,
                      smooth_histograms)
-from .scale_space import scale_space
+from .scale_space import UPSAMPLE_SHIFT, scale_space
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,8 @@ def extract(gray, opts: SiftOptions, xp, mask=None) -> Features:
         x = col + ext.offset_col[first]
         y = row + ext.offset_row[first]
         if mask is not None:
-            inside = _inside_mask(mask, x * octave.scale, y * octave.scale, xp)
+            shift = UPSAMPLE_SHIFT if opts.upsample else 0.0
+            inside = _inside_mask(mask, x * octave.scale + shift, y * octave.scale + shift, xp)
             layer, row, col, x, y = layer[inside], row[inside], col[inside], x[inside], y[inside]
             first = first[inside]
         scale = orientation_scale(opts.sigma, opts.n_octave_layers, layer,
@@ -177,11 +178,12 @@ def extract(gray, opts: SiftOptions, xp, mask=None) -> Features:
     t3 = time.perf_counter()
 
     factor = xp.asarray([o.scale for o in octaves], dtype=xp.float32)[cat["number"]]
+    shift = UPSAMPLE_SHIFT if opts.upsample else 0.0
     index = xp.asarray([o.index for o in octaves], dtype=xp.int64)[cat["number"]]
     packed = (index & 255) | (cat["layer"] << 8) | ((cat["sub"] & 255) << 16)
     feats = Features(
-        xy=backend.to_host(xp.stack([cat["x"] * factor, cat["y"] * factor], axis=1)
-                           ).astype(np.float32),
+        xy=backend.to_host(xp.stack([cat["x"] * factor + shift, cat["y"] * factor + shift],
+                                    axis=1)).astype(np.float32),
         size=backend.to_host(cat["scale"] * 2 * factor).astype(np.float32),
         angle=backend.to_host(cat["angle"]).astype(np.float32),
         response=backend.to_host(cat["response"]).astype(np.float32),

@@ -32,7 +32,8 @@ def raw_descriptors(gaussians, layer, x, y, direction, scale, xp):
     ----------
     gaussians : (n_layers, h, w) float32 Gaussian images of one octave
     layer : int array, Gaussian layer of each keypoint
-    x, y : float arrays, keypoint position in octave pixels (rounded to the nearest sample)
+    x, y : float arrays, keypoint position in octave pixels (the grid is centred on the
+        nearest pixel, as OpenCV)
     direction : float array, keypoint direction in degrees, counter-clockwise (360 − cv2 angle)
     scale : float array, keypoint sigma in octave pixels
 
