@@ -175,7 +175,7 @@ def _slab(a, b, half, radius):
     return max(int(math.floor(lo)) - 1, -radius), min(int(math.ceil(hi)) + 1, radius)
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, fastmath=True)
 def _descriptor_kernel(gaussians, layer, x, y, direction, scale):
     count = layer.shape[0]
     _, h, w = gaussians.shape
