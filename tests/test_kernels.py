@@ -18,8 +18,8 @@ pytestmark = pytest.mark.skipif(compiled is None, reason="numba is not installed
 def octave_and_keypoints(coffee):
     gray = cv2.cvtColor(coffee, cv2.COLOR_RGB2GRAY).astype(np.float32)
     octave = scale_space(gray, sigma=1.6, n_octave_layers=3, upsample=True, xp=np)[1]
-    layer, row, col = find_candidates(octave.dogs, 1.7, np)
-    ext = refine_extrema(octave.dogs, layer, row, col, n_octave_layers=3,
+    layer, row, col = find_candidates(octave, 1.7, np)
+    ext = refine_extrema(octave.gaussians, layer, row, col, n_octave_layers=3,
                          contrast_threshold=0.04, edge_threshold=10, xp=np)
     scale = orientation_scale(1.6, 3, ext.layer, ext.offset_layer, np)
     return octave, ext, scale
@@ -27,8 +27,8 @@ def octave_and_keypoints(coffee):
 
 def test_candidates_identical(octave_and_keypoints):
     octave, _, _ = octave_and_keypoints
-    ours = np.stack(compiled.find_candidates(octave.dogs, 1.7))
-    ref = np.stack(XpKernels.find_candidates(octave.dogs, 1.7, np))
+    ours = np.stack(compiled.find_candidates(octave, 1.7))
+    ref = np.stack(XpKernels.find_candidates(octave, 1.7, np))
     assert ref.shape[1] > 100
     order = np.lexsort(ours[::-1])
     np.testing.assert_array_equal(ours[:, order], ref[:, np.lexsort(ref[::-1])])
@@ -64,3 +64,19 @@ def test_descriptors_match(octave_and_keypoints):
     d_ref = quantize_descriptors(ref, np).astype(float)
     dist = np.linalg.norm(d_ours - d_ref, axis=1)
     assert np.median(dist) < 1.5 and dist.max() < 12
+
+
+def test_whole_pipeline_on_xp_definitions_matches_compiled(monkeypatch, astronaut):
+    import visiontk
+
+    fast = visiontk.sift(astronaut)
+    monkeypatch.setenv("VISIONTK_KERNELS", "xp")
+    slow = visiontk.sift(astronaut)
+    assert abs(len(fast) - len(slow)) <= 0.01 * len(fast)
+    tree_d, tree_i = __import__("scipy.spatial", fromlist=["cKDTree"]).cKDTree(slow.xy).query(
+        fast.xy)
+    close = tree_d < 1e-3
+    assert close.mean() > 0.98
+    dist = np.linalg.norm(fast.descriptors[close].astype(float)
+                          - slow.descriptors[tree_i[close]], axis=1)
+    assert np.median(dist) < 2

@@ -127,13 +127,14 @@ def extract(gray, opts: SiftOptions, xp, mask=None) -> Features:
     kernels = _kernels(xp)
     found = []
     for number, octave in enumerate(octaves):
-        layer, row, col = kernels.find_candidates(octave.dogs, threshold, xp)
-        ext = refine_extrema(octave.dogs, layer, row, col, n_octave_layers=opts.n_octave_layers,
+        layer, row, col = kernels.find_candidates(octave, threshold, xp)
+        ext = refine_extrema(octave.gaussians, layer, row, col,
+                             n_octave_layers=opts.n_octave_layers,
                              contrast_threshold=opts.contrast_threshold,
                              edge_threshold=opts.edge_threshold, xp=xp)
         # Neighbouring candidates can converge on the same sample: keep one (OpenCV removes
         # these exact duplicates after sorting).
-        _, h, w = octave.dogs.shape
+        _, h, w = octave.gaussians.shape
         _, first = xp.unique((ext.layer * h + ext.row) * w + ext.col, return_index=True)
         layer, row, col = ext.layer[first], ext.row[first], ext.col[first]
         x = col + ext.offset_col[first]

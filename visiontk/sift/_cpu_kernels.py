@@ -21,31 +21,37 @@ _SQRT2 = math.sqrt(2.0)
 
 
 @nb.njit(cache=True, inline="always")
-def _is_extremum(dogs, layer, r, c, threshold):
-    v = dogs[layer, r, c]
+def _dog(g, layer, r, c):
+    return g[layer + 1, r, c] - g[layer, r, c]
+
+
+@nb.njit(cache=True, inline="always")
+def _is_extremum(g, layer, r, c, threshold):
+    # D is read from the Gaussians (D_l = G_l+1 − G_l) so no DoG stack is ever stored.
+    v = _dog(g, layer, r, c)
     if v > threshold:
         for dl in (0, -1, 1):
             for dr in range(-1, 2):
                 for dc in range(-1, 2):
-                    if dogs[layer + dl, r + dr, c + dc] > v:
+                    if _dog(g, layer + dl, r + dr, c + dc) > v:
                         return False
         return True
     if v < -threshold:
         for dl in (0, -1, 1):
             for dr in range(-1, 2):
                 for dc in range(-1, 2):
-                    if dogs[layer + dl, r + dr, c + dc] < v:
+                    if _dog(g, layer + dl, r + dr, c + dc) < v:
                         return False
         return True
     return False
 
 
 @nb.njit(parallel=True, cache=True)
-def _extrema(dogs, threshold, border):
+def _extrema(g, threshold, border):
     # Two passes over rows (count, then write at prefix-sum offsets) give the coordinates
     # directly, in row-major order, without a full-size mask to scan afterwards.
-    n, h, w = dogs.shape
-    rows = (n - 2) * h
+    n_gauss, h, w = g.shape
+    rows = (n_gauss - 3) * h
     counts = np.zeros(rows + 1, np.int64)
     for k in nb.prange(rows):
         layer = k // h + 1
@@ -54,7 +60,7 @@ def _extrema(dogs, threshold, border):
             continue
         found = 0
         for c in range(border, w - border):
-            if _is_extremum(dogs, layer, r, c, threshold):
+            if _is_extremum(g, layer, r, c, threshold):
                 found += 1
         counts[k + 1] = found
     offsets = np.cumsum(counts)
@@ -69,7 +75,7 @@ def _extrema(dogs, threshold, border):
         r = k % h
         at = offsets[k]
         for c in range(border, w - border):
-            if _is_extremum(dogs, layer, r, c, threshold):
+            if _is_extremum(g, layer, r, c, threshold):
                 out_layer[at] = layer
                 out_row[at] = r
                 out_col[at] = c
@@ -77,9 +83,9 @@ def _extrema(dogs, threshold, border):
     return out_layer, out_row, out_col
 
 
-def find_candidates(dogs, threshold: float, xp=np):
+def find_candidates(octave, threshold: float, xp=np):
     """Compiled :func:`visiontk.sift.detect.find_candidates` (same inputs and outputs)."""
-    return _extrema(dogs, np.float32(threshold), IMAGE_BORDER)
+    return _extrema(octave.gaussians, np.float32(threshold), IMAGE_BORDER)
 
 
 # Odd minimax polynomial for atan on [0, 1], in degrees: the approximation OpenCV's fastAtan2

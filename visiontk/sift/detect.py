@@ -42,16 +42,18 @@ def prethreshold(contrast_threshold: float, n_octave_layers: int) -> float:
     return 0.5 * contrast_threshold / n_octave_layers * 255.0
 
 
-def find_candidates(dogs, threshold: float, xp):
-    """Pixels of the inner DoG layers that are extrema of their 3×3×3 neighbourhood.
+def find_candidates(octave, threshold: float, xp):
+    """Pixels of the inner DoG layers of an :class:`~.scale_space.Octave` that are extrema of
+    their 3×3×3 neighbourhood with |D| > ``threshold``.
 
     Ties count as extrema (``>=``, as OpenCV). Returns int arrays (layer, row, col), layer
     counted in the DoG stack (1..n_octave_layers).
 
     Example
     -------
-    >>> layer, row, col = find_candidates(octave.dogs, 1.7, np)
+    >>> layer, row, col = find_candidates(octave, 1.7, np)
     """
+    dogs = octave.dogs
     n, h, w = dogs.shape
     local_max = xp.stack([backend.max_filter_3x3(d) for d in dogs])
     local_min = xp.stack([backend.min_filter_3x3(d) for d in dogs])
@@ -66,24 +68,28 @@ def find_candidates(dogs, threshold: float, xp):
     return layer + 1, row + b, col + b
 
 
-def _local_fit(flat, idx, h: int, w: int):
-    """Gradient and Hessian of D at flat indices ``idx`` by central differences (0..1 scale)."""
+def _local_fit(gauss, idx, h: int, w: int):
+    """Gradient and Hessian of D by central differences (0..1 scale) at flat DoG indices
+    ``idx``, reading D = G[l+1] − G[l] from the flattened Gaussian stack ``gauss``."""
     plane = h * w
-    v = flat[idx]
-    x1, x0 = flat[idx + 1], flat[idx - 1]
-    y1, y0 = flat[idx + w], flat[idx - w]
-    s1, s0 = flat[idx + plane], flat[idx - plane]
+
+    def dog(offset):
+        at = idx + offset
+        return gauss[at + plane] - gauss[at]
+
+    v = dog(0)
+    x1, x0 = dog(1), dog(-1)
+    y1, y0 = dog(w), dog(-w)
+    s1, s0 = dog(plane), dog(-plane)
     half = 0.5 * _IMG_SCALE
     quarter = 0.25 * _IMG_SCALE
     gradient = ((x1 - x0) * half, (y1 - y0) * half, (s1 - s0) * half)
     dxx = (x1 + x0 - 2 * v) * _IMG_SCALE
     dyy = (y1 + y0 - 2 * v) * _IMG_SCALE
     dss = (s1 + s0 - 2 * v) * _IMG_SCALE
-    dxy = (flat[idx + w + 1] - flat[idx + w - 1] - flat[idx - w + 1] + flat[idx - w - 1]) * quarter
-    dxs = (flat[idx + plane + 1] - flat[idx + plane - 1]
-           - flat[idx - plane + 1] + flat[idx - plane - 1]) * quarter
-    dys = (flat[idx + plane + w] - flat[idx + plane - w]
-           - flat[idx - plane + w] + flat[idx - plane - w]) * quarter
+    dxy = (dog(w + 1) - dog(w - 1) - dog(-w + 1) + dog(-w - 1)) * quarter
+    dxs = (dog(plane + 1) - dog(plane - 1) - dog(-plane + 1) + dog(-plane - 1)) * quarter
+    dys = (dog(plane + w) - dog(plane - w) - dog(-plane + w) + dog(-plane - w)) * quarter
     return v, gradient, (dxx, dyy, dss, dxy, dxs, dys)
 
 
@@ -106,19 +112,19 @@ def _solve_symmetric3(hessian, gradient):
     return x0, x1, x2
 
 
-def refine_extrema(dogs, layer, row, col, *, n_octave_layers: int, contrast_threshold: float,
-                   edge_threshold: float, xp) -> Extrema:
+def refine_extrema(gaussians, layer, row, col, *, n_octave_layers: int,
+                   contrast_threshold: float, edge_threshold: float, xp) -> Extrema:
     """Fit a 3-D quadratic around each candidate, moving to the neighbouring sample while the
     fitted extremum lies more than half a sample away (up to 5 steps), then keep those with
     enough contrast and not on an edge (Lowe 2004, §4 and §4.1).
 
     Example
     -------
-    >>> ext = refine_extrema(octave.dogs, *find_candidates(octave.dogs, 1.7, np),
+    >>> ext = refine_extrema(octave.gaussians, *find_candidates(octave, 1.7, np),
     ...                      n_octave_layers=3, contrast_threshold=0.04, edge_threshold=10, xp=np)
     """
-    n, h, w = dogs.shape
-    flat = dogs.reshape(-1)
+    _, h, w = gaussians.shape
+    flat = gaussians.reshape(-1)
     layer = layer.astype(xp.int64)
     row = row.astype(xp.int64)
     col = col.astype(xp.int64)
