@@ -25,6 +25,15 @@ MAX_FEATURES = click.option("--max-features", type=click.IntRange(min=0), defaul
                             show_default=True, help="Keep the strongest N keypoints (0 = all).")
 MAX_PIXELS = click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
                           show_default=True, help="Refuse larger images.")
+UPRIGHT = click.option("--upright", is_flag=True, help="No orientation: every angle is 0.")
+ROOTSIFT = click.option("--rootsift", is_flag=True, help="RootSIFT descriptors.")
+
+
+def sift_options(func):
+    """The SIFT options every command that extracts features takes."""
+    for option in reversed((MAX_FEATURES, UPRIGHT, ROOTSIFT, MAX_PIXELS, DEVICE)):
+        func = option(func)
+    return func
 
 
 def _user_errors(func):
@@ -73,20 +82,19 @@ def main():
               help="Keep only mutual nearest neighbours.")
 @click.option("--threshold", type=click.FloatRange(0, min_open=True), default=None,
               help="Inlier threshold in pixels [default: 3 for H, 1 for F].")
-@MAX_FEATURES
-@MAX_PIXELS
-@DEVICE
+@sift_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_user_errors
 def match_command(image_a, image_b, out, no_picture, model, ratio, mutual, threshold,
-                  max_features, max_pixels, device, as_json):
+                  max_features, upright, rootsift, max_pixels, device, as_json):
     """Match two images: keypoints, matches, inliers, the model and time per stage."""
     from visiontk.io import load_rgb
     from visiontk.viz import MAX_LINES, draw_matches, save_image
 
     result = visiontk.match_images(image_a, image_b, model=model, ratio=ratio, mutual=mutual,
                                    threshold=threshold, device=device,
-                                   max_features=max_features, max_pixels=max_pixels)
+                                   max_features=max_features, upright=upright,
+                                   rootsift=rootsift, max_pixels=max_pixels)
     summary = result.summary()
     if not no_picture:
         out = out or Path(f"matches_{image_a.stem}_{image_b.stem}.png")
@@ -129,11 +137,7 @@ def _format_summary(s: dict) -> str:
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Folder for the features files (<image file name>.npz).")
-@MAX_FEATURES
-@click.option("--upright", is_flag=True, help="No orientation: every angle is 0.")
-@click.option("--rootsift", is_flag=True, help="RootSIFT descriptors.")
-@MAX_PIXELS
-@DEVICE
+@sift_options
 @_user_errors
 def extract_command(images, out, max_features, upright, rootsift, max_pixels, device):
     """Extract SIFT features of each IMAGE into OUT/<name>.npz.
