@@ -32,7 +32,7 @@ import visiontk
 from visiontk.geometry import corner_error, estimate_homography
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "brick", "gravel", "moon", "coins",
-          "clock"]
+          "immunohistochemistry"]
 
 
 def similarity(w, h, angle, scale):
