@@ -52,7 +52,7 @@ def test_match_json_and_fundamental(samples, tmp_path):
     assert s["model"] == "fundamental" and s["inliers"] > 200
     F = np.array(s["matrix"])
     assert F.shape == (3, 3) and abs(np.linalg.det(F)) < 1e-6 * np.abs(F).max() ** 3 + 1e-12
-    assert set(s["seconds"]) == {"sift_a", "sift_b", "match", "verify"}
+    assert {"sift_a", "sift_b", "match", "verify"} <= set(s["seconds"])
 
 
 def test_match_true_homography_is_recovered(samples, tmp_path):

@@ -111,8 +111,13 @@ def sift(image, *, device: str = "auto", mask=None, **options) -> Features:
             raise ImageError(f"mask has shape {mask.shape[:2]} but the image is {gray.shape}")
         mask = mask.reshape(gray.shape[0], gray.shape[1], -1).any(axis=2)
     t1 = time.perf_counter()
+    _kernels(xp)
+    t2 = time.perf_counter()
     features = extract(xp.asarray(gray), opts, xp, mask=mask)
+    compile_seconds = _take_compile_time()
     features.timings = {"load": t1 - t0, **features.timings}
+    if compile_seconds:
+        features.timings["compile"] = t2 - t1
     return features
 
 
@@ -218,13 +223,28 @@ class XpKernels:
     raw_descriptors = staticmethod(raw_descriptors)
 
 
+_COMPILED = {}
+
+
 def cpu_kernels():
-    """The compiled CPU kernels, or None when numba is not installed."""
-    try:
-        from . import _cpu_kernels
-    except ImportError:
-        return None
-    return _cpu_kernels
+    """The compiled CPU kernels (compiled or loaded from cache on first use), or None when
+    numba is not installed."""
+    if "module" not in _COMPILED:
+        t = time.perf_counter()
+        try:
+            from . import _cpu_kernels
+        except ImportError:
+            _COMPILED["module"] = None
+            return None
+        _cpu_kernels.warm_up()
+        _COMPILED["module"] = _cpu_kernels
+        _COMPILED["pending_seconds"] = time.perf_counter() - t
+    return _COMPILED["module"]
+
+
+def _take_compile_time() -> float:
+    """Seconds spent compiling kernels since the last call (reported once, in timings)."""
+    return _COMPILED.pop("pending_seconds", 0.0)
 
 
 def _kernels(xp):

@@ -260,3 +260,14 @@ def raw_descriptors(gaussians, layer, x, y, direction, scale, xp=np):
     return _descriptor_kernel(np.ascontiguousarray(gaussians), layer.astype(np.int64),
                               x.astype(np.float32), y.astype(np.float32),
                               direction.astype(np.float32), scale.astype(np.float32))
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel on a tiny input, so the first real
+    image is not charged for it."""
+    g = np.zeros((6, 16, 16), np.float32)
+    one = np.ones(1, np.int64) * 8
+    _extrema(g, np.float32(1.0), IMAGE_BORDER)
+    _orientation_kernel(g, one // 8, one, one, np.ones(1, np.float32))
+    _descriptor_kernel(g, one // 8, one.astype(np.float32), one.astype(np.float32),
+                       np.zeros(1, np.float32), np.ones(1, np.float32))
