@@ -47,7 +47,7 @@ def viewpoint(w, h, amount):
 
 
 def jpeg(img, quality):
-    ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    _, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
 
 
@@ -85,8 +85,11 @@ def extract_visiontk(gray):
     return visiontk.sift(gray)
 
 
-def extract_opencv(gray, _sift=cv2.SIFT_create()):
-    kps, desc = _sift.detectAndCompute(gray, None)
+OPENCV_SIFT = cv2.SIFT_create()
+
+
+def extract_opencv(gray):
+    kps, desc = OPENCV_SIFT.detectAndCompute(gray, None)
     return visiontk.Features.from_keypoints(kps, desc, gray.shape)
 
 

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from visiontk_cli.main import main
 
 import visiontk
-from visiontk_cli.main import main
 
 
 def run(*args, cwd=None):
@@ -102,7 +102,7 @@ def test_extract_name_clash_is_usage_error(samples, tmp_path):
 ])
 def test_installed_command_bad_input_one_line_exit_1(tmp_path, samples, make, words):
     bad = make(tmp_path)
-    p = subprocess.run([installed_command(), "match", str(bad), str(samples / "coffee.png"),
+    p = subprocess.run(check=False, args=[installed_command(), "match", str(bad), str(samples / "coffee.png"),
                         "--no-picture"], capture_output=True, text=True)
     assert p.returncode == 1
     assert "Traceback" not in p.stderr
@@ -114,15 +114,15 @@ def test_installed_command_bad_input_one_line_exit_1(tmp_path, samples, make, wo
 
 def test_installed_command_usage_errors_exit_2(samples):
     cmd = installed_command()
-    p = subprocess.run([cmd, "match", str(samples / "coffee.png")], capture_output=True,
+    p = subprocess.run(check=False, args=[cmd, "match", str(samples / "coffee.png")], capture_output=True,
                        text=True)
     assert p.returncode == 2 and "Traceback" not in p.stderr
-    p = subprocess.run([cmd, "match", "a", "b", "--ratio", "7"], capture_output=True, text=True)
+    p = subprocess.run(check=False, args=[cmd, "match", "a", "b", "--ratio", "7"], capture_output=True, text=True)
     assert p.returncode == 2
 
 
 def test_installed_command_cuda_is_explained(samples):
-    p = subprocess.run([installed_command(), "match", str(samples / "coffee.png"),
+    p = subprocess.run(check=False, args=[installed_command(), "match", str(samples / "coffee.png"),
                         str(samples / "coffee.png"), "--device", "cuda", "--no-picture"],
                        capture_output=True, text=True)
     assert p.returncode == 1
@@ -130,7 +130,7 @@ def test_installed_command_cuda_is_explained(samples):
 
 
 def test_installed_command_huge_image_refused(tmp_path, samples):
-    p = subprocess.run([installed_command(), "match", str(samples / "coffee.png"),
+    p = subprocess.run(check=False, args=[installed_command(), "match", str(samples / "coffee.png"),
                         str(samples / "coffee.png"), "--max-pixels", "1000", "--no-picture"],
                        capture_output=True, text=True)
     assert p.returncode == 1 and "limit" in p.stderr and "coffee.png" in p.stderr

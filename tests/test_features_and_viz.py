@@ -45,5 +45,5 @@ def test_outliers_drawn_red():
     a = np.zeros((60, 60, 3), np.uint8)
     pic = draw_matches(a, a, np.array([[5.0, 30.0]]), np.array([[50.0, 30.0]]),
                        inliers=np.array([False]))
-    r, g, b = pic[30, 20:80].astype(int).max(axis=0)
+    r, g, _ = pic[30, 20:80].astype(int).max(axis=0)
     assert r > 100 and g < 60

@@ -91,6 +91,6 @@ def test_device_cuda_says_not_available(astronaut):
 
 
 def test_subpackage_import_keeps_the_function():
-    import visiontk.sift.describe  # noqa: F401
+    import visiontk.sift.describe
 
     assert callable(visiontk.sift)

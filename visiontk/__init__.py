@@ -9,17 +9,29 @@ __version__ = "0.1.0"
 
 # The function visiontk.sift shadows the subpackage of the same name on purpose: users call
 # visiontk.sift(image); the implementation stays importable as visiontk.sift.<module>.
-from .errors import VisiontkError  # noqa: E402
-from .features import Features, Matches  # noqa: E402
-from .geometry import Geometry, estimate_fundamental, estimate_homography  # noqa: E402
-from .matching import match  # noqa: E402
-from .sift import SiftOptions  # noqa: E402
-from .sift import sift as _sift_function  # noqa: E402
-from .two_view import TwoViewResult, match_images  # noqa: E402
-from .viz import draw_matches  # noqa: E402
+from .errors import VisiontkError
+from .features import Features, Matches
+from .geometry import Geometry, estimate_fundamental, estimate_homography
+from .matching import match
+from .sift import SiftOptions
+from .sift import sift as _sift_function
+from .two_view import TwoViewResult, match_images
+from .viz import draw_matches
 
 sift = _sift_function
 
-__all__ = ["Features", "Geometry", "Matches", "SiftOptions", "TwoViewResult", "VisiontkError",
-           "draw_matches", "estimate_fundamental", "estimate_homography", "match",
-           "match_images", "sift", "__version__"]
+__all__ = [
+           "Features",
+           "Geometry",
+           "Matches",
+           "SiftOptions",
+           "TwoViewResult",
+           "VisiontkError",
+           "__version__",
+           "draw_matches",
+           "estimate_fundamental",
+           "estimate_homography",
+           "match",
+           "match_images",
+           "sift",
+]

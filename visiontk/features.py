@@ -46,12 +46,12 @@ class Features:
         return f"Features({len(self)} keypoints, image {w}×{h})"
 
     @classmethod
-    def empty(cls, image_size=(0, 0)) -> "Features":
+    def empty(cls, image_size=(0, 0)) -> Features:
         return cls(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
                    np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros((0, 128), np.uint8),
                    tuple(image_size))
 
-    def subset(self, index) -> "Features":
+    def subset(self, index) -> Features:
         """Features at ``index`` (a boolean mask or integer array), in that order."""
         return Features(self.xy[index], self.size[index], self.angle[index], self.response[index],
                         self.octave[index], self.descriptors[index], self.image_size)
@@ -76,7 +76,7 @@ class Features:
                                               self.octave)]
 
     @classmethod
-    def from_keypoints(cls, keypoints, descriptors, image_size=(0, 0)) -> "Features":
+    def from_keypoints(cls, keypoints, descriptors, image_size=(0, 0)) -> Features:
         """Build from ``cv2.KeyPoint`` objects and an (N, 128) descriptor array (uint8, or
         float32 as cv2.SIFT returns, rounded and saturated)."""
         n = len(keypoints)
@@ -96,16 +96,15 @@ class Features:
         from ._files import atomic_write
 
         path = Path(path)
-        with atomic_write(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, xy=self.xy, size=self.size, angle=self.angle, response=self.response,
-                         octave=self.octave, descriptors=self.descriptors,
-                         image_size=np.asarray(self.image_size, np.int64),
-                         convention=np.asarray(CONVENTION), version=np.asarray(_FORMAT_VERSION))
+        with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, xy=self.xy, size=self.size, angle=self.angle, response=self.response,
+                     octave=self.octave, descriptors=self.descriptors,
+                     image_size=np.asarray(self.image_size, np.int64),
+                     convention=np.asarray(CONVENTION), version=np.asarray(_FORMAT_VERSION))
         return path
 
     @classmethod
-    def load(cls, path) -> "Features":
+    def load(cls, path) -> Features:
         """Read a file written by :meth:`save`."""
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -138,7 +137,7 @@ class Matches:
     def __repr__(self) -> str:
         return f"Matches({len(self)})"
 
-    def subset(self, index) -> "Matches":
+    def subset(self, index) -> Matches:
         return Matches(self.pairs[index], self.distances[index])
 
     def to_dmatches(self) -> list:

@@ -17,8 +17,12 @@ from ..features import Features
 from . import constants as C
 from .describe import quantize_descriptors, raw_descriptors
 from .detect import find_candidates, prethreshold, refine_extrema
-from .orient import (dominant_orientations, orientation_scale, raw_orientation_histograms,
-                     smooth_histograms)
+from .orient import (
+    dominant_orientations,
+    orientation_scale,
+    raw_orientation_histograms,
+    smooth_histograms,
+)
 from .scale_space import UPSAMPLE_SHIFT, scale_space
 
 
@@ -160,9 +164,10 @@ def extract(gray, opts: SiftOptions, xp, mask=None) -> Features:
                                                       xp)
             which, angle = dominant_orientations(smooth_histograms(hist, xp), xp)
         sub = xp.rint((ext.offset_layer[first][which] + 0.5) * 255).astype(xp.int64)
-        found.append(dict(number=xp.full(which.shape[0], number, dtype=xp.int64),
-                          layer=layer[which], x=x[which], y=y[which], scale=scale[which],
-                          angle=angle, response=response[which], sub=sub))
+        found.append({"number": xp.full(which.shape[0], number, dtype=xp.int64),
+                      "layer": layer[which], "x": x[which], "y": y[which],
+                      "scale": scale[which], "angle": angle, "response": response[which],
+                      "sub": sub})
     t2 = time.perf_counter()
     if not found:
         return Features.empty((height, width))

@@ -14,8 +14,15 @@ import math
 import numba as nb
 import numpy as np
 
-from .constants import (DESCR_BINS, DESCR_SCALE_FACTOR, DESCR_WIDTH, IMAGE_BORDER, ORI_BINS,
-                        ORI_RADIUS_FACTOR, ORI_SIGMA_FACTOR)
+from .constants import (
+    DESCR_BINS,
+    DESCR_SCALE_FACTOR,
+    DESCR_WIDTH,
+    IMAGE_BORDER,
+    ORI_BINS,
+    ORI_RADIUS_FACTOR,
+    ORI_SIGMA_FACTOR,
+)
 
 _SQRT2 = math.sqrt(2.0)
 

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import math
 
-from .constants import (DESCR_BINS, DESCR_INT_FACTOR, DESCR_MAG_THRESHOLD, DESCR_SCALE_FACTOR,
-                        DESCR_WIDTH)
+from .constants import (
+    DESCR_BINS,
+    DESCR_INT_FACTOR,
+    DESCR_MAG_THRESHOLD,
+    DESCR_SCALE_FACTOR,
+    DESCR_WIDTH,
+)
 from .orient import gradient_polar
 
 #: Keypoints per vectorised chunk (memory ≈ chunk × (2·radius+1)² samples).
@@ -45,7 +50,7 @@ def raw_descriptors(gaussians, layer, x, y, direction, scale, xp):
     out = xp.zeros((count, DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS), dtype=xp.float32)
     if count == 0:
         return out
-    n_layers, h, w = gaussians.shape
+    _, h, w = gaussians.shape
     d, n = DESCR_WIDTH, DESCR_BINS
     radius = xp.minimum(descriptor_radius(scale, xp), int(math.hypot(h, w)))
     px = xp.rint(x).astype(xp.int64)

@@ -54,7 +54,7 @@ def find_candidates(octave, threshold: float, xp):
     >>> layer, row, col = find_candidates(octave, 1.7, np)
     """
     dogs = octave.dogs
-    n, h, w = dogs.shape
+    _, h, w = dogs.shape
     local_max = xp.stack([backend.max_filter_3x3(d) for d in dogs])
     local_min = xp.stack([backend.min_filter_3x3(d) for d in dogs])
     max27 = xp.maximum(xp.maximum(local_max[:-2], local_max[1:-1]), local_max[2:])
