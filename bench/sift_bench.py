@@ -175,9 +175,10 @@ def table(acc):
     lines = [head, "|" + "---|" * 10]
     for category, by in acc.items():
         for det, s in by.items():
-            lines.append(f"| {category} ({s['pairs']}) | {det} | {s['mma1']:.3f} | {s['mma3']:.3f} | "
-                         f"{s['h05']:.2f} | {s['h1']:.2f} | {s['h3']:.2f} | {s['h5']:.2f} | {s['rep']:.3f} | "
-                         f"{s['kp']:.0f} |")
+            cells = [f"{category} ({s['pairs']})", det, f"{s['mma1']:.3f}", f"{s['mma3']:.3f}",
+                     *(f"{s[k]:.2f}" for k in ("h05", "h1", "h3", "h5")), f"{s['rep']:.3f}",
+                     f"{s['kp']:.0f}"]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -117,7 +117,8 @@ def match_command(image_a, image_b, out, no_picture, model, ratio, mutual, thres
 
 def _format_summary(s: dict) -> str:
     lines = []
-    for label, name, (h, w), n in zip("AB", s["images"], s["image_sizes"], s["keypoints"]):
+    rows = zip("AB", s["images"], s["image_sizes"], s["keypoints"], strict=True)
+    for label, name, (h, w), n in rows:
         lines.append(f"{label}: {name}  {w}×{h}  {n} keypoints")
     lines.append(f"matches: {s['matches']}")
     if s["model"] is not None:

@@ -19,11 +19,12 @@ def run(*args, cwd=None):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-def installed_command() -> str:
+def run_installed(*args) -> subprocess.CompletedProcess:
+    """Run the installed ``visiontk`` console script, as a user would."""
     candidate = Path(sys.executable).parent / "visiontk"
     found = str(candidate) if candidate.exists() else shutil.which("visiontk")
     assert found, "the visiontk console script is not installed (pip install -e .)"
-    return found
+    return subprocess.run([found, *map(str, args)], capture_output=True, text=True, check=False)
 
 
 def test_version_and_help():
@@ -102,8 +103,7 @@ def test_extract_name_clash_is_usage_error(samples, tmp_path):
 ])
 def test_installed_command_bad_input_one_line_exit_1(tmp_path, samples, make, words):
     bad = make(tmp_path)
-    p = subprocess.run(check=False, args=[installed_command(), "match", str(bad), str(samples / "coffee.png"),
-                        "--no-picture"], capture_output=True, text=True)
+    p = run_installed("match", bad, samples / "coffee.png", "--no-picture")
     assert p.returncode == 1
     assert "Traceback" not in p.stderr
     lines = p.stderr.strip().splitlines()
@@ -113,24 +113,20 @@ def test_installed_command_bad_input_one_line_exit_1(tmp_path, samples, make, wo
 
 
 def test_installed_command_usage_errors_exit_2(samples):
-    cmd = installed_command()
-    p = subprocess.run(check=False, args=[cmd, "match", str(samples / "coffee.png")], capture_output=True,
-                       text=True)
+    p = run_installed("match", samples / "coffee.png")
     assert p.returncode == 2 and "Traceback" not in p.stderr
-    p = subprocess.run(check=False, args=[cmd, "match", "a", "b", "--ratio", "7"], capture_output=True, text=True)
+    p = run_installed("match", "a", "b", "--ratio", "7")
     assert p.returncode == 2
 
 
 def test_installed_command_cuda_is_explained(samples):
-    p = subprocess.run(check=False, args=[installed_command(), "match", str(samples / "coffee.png"),
-                        str(samples / "coffee.png"), "--device", "cuda", "--no-picture"],
-                       capture_output=True, text=True)
+    coffee = samples / "coffee.png"
+    p = run_installed("match", coffee, coffee, "--device", "cuda", "--no-picture")
     assert p.returncode == 1
     assert "GPU backend is not available" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_installed_command_huge_image_refused(tmp_path, samples):
-    p = subprocess.run(check=False, args=[installed_command(), "match", str(samples / "coffee.png"),
-                        str(samples / "coffee.png"), "--max-pixels", "1000", "--no-picture"],
-                       capture_output=True, text=True)
+    coffee = samples / "coffee.png"
+    p = run_installed("match", coffee, coffee, "--max-pixels", 1000, "--no-picture")
     assert p.returncode == 1 and "limit" in p.stderr and "coffee.png" in p.stderr

@@ -21,7 +21,7 @@ def test_save_load_roundtrip(tmp_path, astronaut):
 def test_load_bad_file(tmp_path):
     p = tmp_path / "x.npz"
     p.write_bytes(b"garbage")
-    with pytest.raises(FeaturesFileError, match="x.npz"):
+    with pytest.raises(FeaturesFileError, match=r"x\.npz"):
         visiontk.Features.load(p)
 
 

@@ -16,7 +16,7 @@ def correspondences(ours, theirs, max_px=1.0):
     pairs, angles = [], []
     for i in range(len(theirs)):
         best = None
-        for d, j in zip(dist[i], idx[i]):
+        for d, j in zip(dist[i], idx[i], strict=True):
             if not np.isfinite(d):
                 break
             if abs(np.log2(ours.size[j] / theirs.size[i])) > 0.25:

@@ -73,7 +73,7 @@ class Features:
 
         return [cv2.KeyPoint(float(x), float(y), float(s), float(a), float(r), int(o))
                 for (x, y), s, a, r, o in zip(self.xy, self.size, self.angle, self.response,
-                                              self.octave)]
+                                              self.octave, strict=True)]
 
     @classmethod
     def from_keypoints(cls, keypoints, descriptors, image_size=(0, 0)) -> Features:
@@ -144,5 +144,5 @@ class Matches:
         """A list of ``cv2.DMatch`` (queryIdx into A, trainIdx into B)."""
         import cv2
 
-        return [cv2.DMatch(int(a), int(b), float(d)) for (a, b), d in zip(self.pairs,
-                                                                           self.distances)]
+        return [cv2.DMatch(int(a), int(b), float(d))
+                for (a, b), d in zip(self.pairs, self.distances, strict=True)]

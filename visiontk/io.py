@@ -147,7 +147,7 @@ def to_gray(image: np.ndarray, *, name: str = "<array>",
     _check_size(name, image.shape[0], image.shape[1], max_pixels)
     gray = _scale_to_255(image, name)
     if gray.ndim == 3:
-        # ITU-R BT.601 weights, as cv2.cvtColor uses, so keypoints agree with cv2.SIFT on colour input.
+        # ITU-R BT.601 weights, as cv2.cvtColor uses: keypoints agree with cv2.SIFT on colour.
         gray = cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY)
     return np.ascontiguousarray(gray, dtype=np.float32)
 
@@ -171,7 +171,8 @@ def _scale_to_255(image: np.ndarray, name: str) -> np.ndarray:
                 "floats in [0, 1] (divide 0..255 data by 255)"
             )
         return data * np.float32(255.0)
-    raise ImageError(f"{name}: unsupported pixel type {dtype} (use uint8, uint16 or float in [0, 1])")
+    raise ImageError(
+        f"{name}: unsupported pixel type {dtype} (use uint8, uint16 or float in [0, 1])")
 
 
 def load_gray(source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

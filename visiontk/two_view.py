@@ -14,7 +14,7 @@ from .geometry import MODELS, Geometry, estimate
 from .matching import DEFAULT_RATIO, match
 from .sift import sift
 
-_MODEL_CHOICES = MODELS + ("none",)
+_MODEL_CHOICES = (*MODELS, "none")
 
 
 @dataclass

@@ -78,7 +78,8 @@ def sift(image, *, device: str = "auto", mask=None, **options) -> Features:
     ----------
     image : ndarray or path
         H×W grey or H×W×3 RGB (H×W×4 RGBA and H×W×2 grey+alpha lose their alpha); uint8
-        (0..255), uint16 (0..65535) or float (0..1). A path is decoded with :func:`visiontk.io.read_image`.
+        (0..255), uint16 (0..65535) or float (0..1). A path is decoded with
+        :func:`visiontk.io.read_image`.
     device : "auto", "cpu" or "cuda"
     mask : ndarray, optional
         H×W; keypoints are kept only where it is non-zero.

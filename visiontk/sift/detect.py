@@ -148,7 +148,7 @@ def refine_extrema(gaussians, layer, row, col, *, n_octave_layers: int,
             offsets[0, finished] = xs[done]
             offsets[1, finished] = xr[done]
             offsets[2, finished] = xc[done]
-            for store, value in zip(fits, (v, *gradient, *hessian)):
+            for store, value in zip(fits, (v, *gradient, *hessian), strict=True):
                 store[finished] = value[done]
             # The rest move to the nearest sample of the fitted extremum, if it stays inside.
             moving = ~done & xp.isfinite(xc) & xp.isfinite(xr) & xp.isfinite(xs)

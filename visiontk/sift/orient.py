@@ -100,8 +100,8 @@ def dominant_orientations(hist, xp):
     threshold = hist.max(axis=1, keepdims=True) * ORI_PEAK_RATIO
     peaks = (hist > left) & (hist > right) & (hist >= threshold)
     which, k = xp.nonzero(peaks)
-    l, c, r = left[which, k], hist[which, k], right[which, k]
-    bin_ = k + 0.5 * (l - r) / (l - 2 * c + r)
+    lo, mid, hi = left[which, k], hist[which, k], right[which, k]
+    bin_ = k + 0.5 * (lo - hi) / (lo - 2 * mid + hi)
     bin_ = xp.where(bin_ < 0, bin_ + ORI_BINS, xp.where(bin_ >= ORI_BINS, bin_ - ORI_BINS, bin_))
     angle = (360.0 - (360.0 / ORI_BINS) * bin_).astype(xp.float32)
     angle = xp.where(xp.abs(angle - 360.0) < 1.2e-7 * 360.0, 0.0, angle).astype(xp.float32)
