@@ -66,3 +66,12 @@ def test_max_distance(descriptors):
     m = visiontk.match(a, b, max_distance=limit)
     assert len(m) > 0 and m.distances.max() <= limit
     assert len(m) < len(full)
+
+
+def test_mutual_with_exact_ties_keeps_one_pair_per_b():
+    rng = np.random.default_rng(5)
+    b = rng.integers(0, 200, (50, 128)).astype(np.uint8)
+    a = np.concatenate([b[:10], b[:10]])  # every target claimed twice, at distance 0
+    m = visiontk.match(a, b, ratio=1.0, mutual=True)
+    assert m.pairs.tolist() == [[i, i] for i in range(10)]
+    assert len(visiontk.match(a, b, ratio=1.0, mutual=False)) == 20
