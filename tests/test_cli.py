@@ -19,6 +19,12 @@ def run(*args, cwd=None):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
+def truncated_png(path: Path) -> Path:
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (200, 200), np.uint8))
+    path.write_bytes(path.read_bytes()[:5000])
+    return path
+
+
 def run_installed(*args) -> subprocess.CompletedProcess:
     """Run the installed ``visiontk`` console script, as a user would."""
     candidate = Path(sys.executable).parent / "visiontk"
@@ -100,6 +106,9 @@ def test_extract_name_clash_is_usage_error(samples, tmp_path):
     (lambda d: d / "missing.png", ["missing.png", "no such file"]),
     (lambda d: d, ["directory"]),
     (lambda d: (d / "t.txt").write_text("x") and d / "t.txt", ["t.txt", "not an image"]),
+    (lambda d: truncated_png(d / "cut.png"), ["cut.png", "truncated"]),
+    (lambda d: cv2.imwrite(str(d / "dot.png"), np.zeros((1, 1), np.uint8)) and d / "dot.png",
+     ["dot.png", "1×1"]),
 ])
 def test_installed_command_bad_input_one_line_exit_1(tmp_path, samples, make, words):
     bad = make(tmp_path)
@@ -130,3 +139,16 @@ def test_installed_command_huge_image_refused(tmp_path, samples):
     coffee = samples / "coffee.png"
     p = run_installed("match", coffee, coffee, "--max-pixels", 1000, "--no-picture")
     assert p.returncode == 1 and "limit" in p.stderr and "coffee.png" in p.stderr
+
+
+def test_installed_command_accepts_16_bit_and_rgba(tmp_path, astronaut):
+    rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 128, np.uint8)])
+    cv2.imwrite(str(tmp_path / "rgba.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    cv2.imwrite(str(tmp_path / "g16.png"),
+                cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257)
+    p = run_installed("match", tmp_path / "rgba.png", tmp_path / "g16.png", "--json",
+                      "--out", tmp_path / "m.png")
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout)
+    assert summary["inliers"] > 0.9 * summary["keypoints"][0]
+    assert cv2.imread(str(tmp_path / "m.png")).shape == (512, 1024, 3)

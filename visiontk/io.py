@@ -190,13 +190,20 @@ def load_gray(source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
 
 def load_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read a path or take an array and return uint8 RGB H×W×3, for drawing pictures."""
-    image = read_image(source, max_pixels=max_pixels) if isinstance(source, (str, os.PathLike)) \
-        else np.asarray(source)
-    gray_like = to_gray(image, name=str(source) if isinstance(source, (str, os.PathLike))
-                        else "<array>", max_pixels=max_pixels)
+    """Read a path or take an array and return uint8 RGB H×W×3, for drawing pictures.
+
+    Example
+    -------
+    >>> load_rgb("sample_images/coffee.png").shape
+    (400, 600, 3)
+    """
+    is_path = isinstance(source, (str, os.PathLike))
+    name = str(source) if is_path else "<array>"
+    image = read_image(source, max_pixels=max_pixels) if is_path else source
+    to_gray(image, name=name, max_pixels=max_pixels)  # the same validation as for SIFT
     if image.ndim == 3 and image.shape[2] >= 3:
-        rgb = _scale_to_255(np.ascontiguousarray(image[:, :, :3]), "<image>")
-        return np.clip(rgb, 0, 255).astype(np.uint8)
-    g = np.clip(gray_like, 0, 255).astype(np.uint8)
-    return np.repeat(g[:, :, None], 3, axis=2)
+        rgb = _scale_to_255(np.ascontiguousarray(image[:, :, :3]), name)
+    else:
+        grey = image[:, :, 0] if image.ndim == 3 else image
+        rgb = np.repeat(_scale_to_255(grey, name)[:, :, None], 3, axis=2)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
