@@ -19,8 +19,8 @@ from visiontk.errors import VisiontkError
 from visiontk.io import DEFAULT_MAX_PIXELS
 
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-                      show_default=True, help="Where to compute (the GPU backend is not "
-                      "available in this release; cuda says so).")
+                      show_default=True, help="Where to compute: cuda needs CuPy and an NVIDIA "
+                      "GPU; auto uses one when present.")
 MAX_FEATURES = click.option("--max-features", type=click.IntRange(min=0), default=0,
                             show_default=True, help="Keep the strongest N keypoints (0 = all).")
 MAX_PIXELS = click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,

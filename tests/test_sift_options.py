@@ -1,5 +1,7 @@
 """Each SIFT option changes what it should."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -85,12 +87,26 @@ def test_input_types_agree(astronaut):
         np.testing.assert_allclose(got.xy, ref.xy, atol=1e-3)
 
 
-def test_device_cuda_says_not_available(astronaut):
-    with pytest.raises(visiontk.VisiontkError, match="GPU backend is not available"):
+@pytest.mark.skipif(visiontk.backend.cuda_status()[0], reason="a GPU is present")
+def test_device_cuda_without_gpu_says_what_is_missing(astronaut):
+    expected = "visiontk\\[cuda12\\]" if importlib.util.find_spec("cupy") is None \
+        else "no usable NVIDIA GPU|no NVIDIA GPU"
+    with pytest.raises(visiontk.VisiontkError, match=f"device 'cuda': .*({expected})"):
         visiontk.sift(astronaut, device="cuda")
+    # auto falls back to the CPU quietly
+    assert len(visiontk.sift(astronaut, device="auto", max_features=10)) == 10
 
 
 def test_subpackage_import_keeps_the_function():
     import visiontk.sift.describe
 
     assert callable(visiontk.sift)
+
+
+def test_sift_batch_equals_single_calls(samples):
+    paths = [samples / "astronaut.png", samples / "coffee.png"]
+    batch = visiontk.sift_batch(paths, max_features=300)
+    assert len(batch) == 2
+    for p, feats in zip(paths, batch, strict=True):
+        np.testing.assert_array_equal(feats.xy, visiontk.sift(p, max_features=300).xy)
+    assert visiontk.sift_batch([]) == []

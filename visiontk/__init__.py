@@ -13,25 +13,13 @@ from .errors import VisiontkError
 from .features import Features, Matches
 from .geometry import Geometry, estimate_fundamental, estimate_homography
 from .matching import match
-from .sift import SiftOptions
+from .sift import SiftOptions, sift_batch
 from .sift import sift as _sift_function
 from .two_view import TwoViewResult, match_images
 from .viz import draw_matches
 
 sift = _sift_function
 
-__all__ = [
-           "Features",
-           "Geometry",
-           "Matches",
-           "SiftOptions",
-           "TwoViewResult",
-           "VisiontkError",
-           "__version__",
-           "draw_matches",
-           "estimate_fundamental",
-           "estimate_homography",
-           "match",
-           "match_images",
-           "sift",
-]
+__all__ = ["Features", "Geometry", "Matches", "SiftOptions", "TwoViewResult", "VisiontkError",
+           "__version__", "draw_matches", "estimate_fundamental", "estimate_homography", "match",
+           "match_images", "sift", "sift_batch"]

@@ -1,12 +1,14 @@
 """Array-module selection and the few image operations whose fast form differs per backend.
 
-The SIFT code is written once against an array module ``xp`` (numpy on the CPU; CuPy on NVIDIA
-GPUs in a later release). Operations that a well-kept library already does fast on a given
+The SIFT code is written once against an array module ``xp`` (numpy on the CPU, CuPy on NVIDIA
+GPUs). Operations that a well-kept library already does fast on a given
 backend (Gaussian blur, 3x3 min/max filters) are routed here so the algorithm code stays
 backend-neutral.
 """
 
 from __future__ import annotations
+
+import functools
 
 import cv2
 import numpy as np
@@ -15,28 +17,57 @@ from .errors import DeviceError, OptionError
 
 DEVICES = ("auto", "cpu", "cuda")
 
+#: What to tell a user who asks for the GPU without CuPy.
+CUPY_HINT = ("install CuPy for your CUDA version: pip install 'visiontk[cuda12]' (CUDA 12) or "
+             "'visiontk[cuda13]' (CUDA 13)")
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_status() -> tuple[bool, str]:
+    """(usable, reason): whether CuPy imports and sees an NVIDIA GPU, and why not if it doesn't."""
+    try:
+        import cupy
+    except ImportError:
+        return False, f"CuPy is not installed; {CUPY_HINT}"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver or runtime missing: CuPy raises its own types
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return False, f"no usable NVIDIA GPU ({first})"
+    if count == 0:
+        return False, "no NVIDIA GPU found"
+    return True, ""
+
 
 def resolve_device(device: str = "auto") -> str:
     """Turn a user's device request into ``"cpu"`` or ``"cuda"``.
 
-    ``auto`` picks the CPU in this release: the CuPy backend is not shipped yet, so asking
-    for ``cuda`` explicitly raises :class:`DeviceError` with a one-line explanation.
+    ``auto`` picks the GPU when CuPy sees one and the CPU otherwise, quietly; ``cuda`` without
+    a usable GPU raises :class:`DeviceError` saying what is missing.
     """
     if device not in DEVICES:
         raise OptionError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if device == "cuda":
-        raise DeviceError(
-            "device 'cuda': the GPU backend is not available in this release of visiontk yet; "
-            "use --device cpu (or auto)"
-        )
-    return "cpu"
+    if device == "cpu":
+        return "cpu"
+    usable, reason = cuda_status()
+    if device == "cuda" and not usable:
+        raise DeviceError(f"device 'cuda': {reason}")
+    return "cuda" if usable else "cpu"
 
 
 def array_module(device: str = "cpu"):
-    """Return the array module (``numpy``) for a resolved device."""
-    if device != "cpu":
-        raise DeviceError(f"no array module for device {device!r}")
-    return np
+    """The array module for a resolved device: numpy for ``cpu``, cupy for ``cuda``."""
+    if device == "cpu":
+        return np
+    if device == "cuda":
+        import cupy
+
+        return cupy
+    raise DeviceError(f"no array module for device {device!r}")
+
+
+def is_numpy(xp) -> bool:
+    return xp is np
 
 
 def to_host(array) -> np.ndarray:
@@ -45,13 +76,23 @@ def to_host(array) -> np.ndarray:
     return get() if callable(get) else np.asarray(array)
 
 
+def _on_gpu(array) -> bool:
+    return type(array).__module__.startswith("cupy")
+
+
 def gaussian_blur(image, sigma: float, out=None):
     """Blur a 2-D float32 image with a Gaussian of ``sigma`` pixels.
 
     Borders reflect without repeating the edge pixel (OpenCV's BORDER_REFLECT_101), and the
     kernel reaches 4 sigma, as cv2.GaussianBlur chooses for float images. ``out``, if given,
-    is a contiguous float32 array of the same shape that receives the result.
+    is a contiguous float32 array of the same shape that receives the result. CuPy arrays go
+    through cupyx.scipy.ndimage with the same border and reach.
     """
+    if _on_gpu(image):
+        from cupyx.scipy import ndimage
+
+        return ndimage.gaussian_filter(image, float(sigma), mode="mirror", truncate=4.0,
+                                       output=out)
     return cv2.GaussianBlur(image, (0, 0), dst=out, sigmaX=float(sigma), sigmaY=float(sigma),
                             borderType=cv2.BORDER_REFLECT_101)
 
@@ -68,11 +109,19 @@ def upsample_2x(image):
 
 def max_filter_3x3(image):
     """3x3 grey dilation (maximum of each pixel's 8-neighbourhood and itself)."""
+    if _on_gpu(image):
+        from cupyx.scipy import ndimage
+
+        return ndimage.maximum_filter(image, size=3, mode="nearest")
     return cv2.dilate(image, _KERNEL_3X3, borderType=cv2.BORDER_REPLICATE)
 
 
 def min_filter_3x3(image):
     """3x3 grey erosion (minimum of each pixel's 8-neighbourhood and itself)."""
+    if _on_gpu(image):
+        from cupyx.scipy import ndimage
+
+        return ndimage.minimum_filter(image, size=3, mode="nearest")
     return cv2.erode(image, _KERNEL_3X3, borderType=cv2.BORDER_REPLICATE)
 
 

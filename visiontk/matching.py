@@ -42,9 +42,9 @@ def match(features_a, features_b, *, ratio: float = DEFAULT_RATIO, mutual: bool 
     >>> m = match(sift("a.png"), sift("b.png"))
     >>> m.pairs[:3]
     """
-    from .backend import resolve_device
+    from .backend import array_module, resolve_device, to_host
 
-    resolve_device(device)
+    xp = array_module(resolve_device(device))
     if not (isinstance(ratio, (int, float)) and 0 < ratio <= 1):
         raise OptionError(f"match option ratio must be in (0, 1], got {ratio!r}")
     if max_distance is not None and not (isinstance(max_distance, (int, float))
@@ -58,7 +58,8 @@ def match(features_a, features_b, *, ratio: float = DEFAULT_RATIO, mutual: bool 
     if len(a) == 0 or len(b) == 0:
         return empty
 
-    nearest, d1, d2, is_mutual = nearest_neighbours(a, b)
+    nearest, d1, d2, is_mutual = (to_host(v) for v in nearest_neighbours(xp.asarray(a),
+                                                                          xp.asarray(b), xp))
     keep = d1 < ratio * d2 if ratio < 1 else np.ones(len(a), bool)
     if mutual:
         keep &= is_mutual
@@ -76,7 +77,7 @@ def _descriptors(features) -> np.ndarray:
     return data
 
 
-def nearest_neighbours(a: np.ndarray, b: np.ndarray):
+def nearest_neighbours(a, b, xp=np):
     """For each row of ``a``: index of its nearest row of ``b``, the distance to it and to the
     second nearest (inf when ``b`` has one row), and whether the pair is mutual (that row of
     ``b`` has no nearer row of ``a``; ties go to the lower index). Distances are Euclidean.
@@ -86,53 +87,55 @@ def nearest_neighbours(a: np.ndarray, b: np.ndarray):
     >>> idx, d1, d2, mutual = nearest_neighbours(np.eye(3), np.eye(3))
     >>> idx.tolist(), mutual.tolist()
     ([0, 1, 2], [True, True, True])
+
+    ``a`` and ``b`` are arrays of ``xp`` (numpy, or cupy to match on the GPU); so are the results.
     """
-    af = a.astype(np.float32)
-    bf = b.astype(np.float32)
+    af = a.astype(xp.float32)
+    bf = b.astype(xp.float32)
     exact = np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer)
     a_sq = (af * af).sum(axis=1)
     b_sq = (bf * bf).sum(axis=1)
     n_a, n_b = len(a), len(b)
     k = min(3, n_b)
     rows = max(1, min(8192, CHUNK_BYTES // (4 * n_b)))
-    nearest = np.empty(n_a, np.int64)
-    d1 = np.empty(n_a, np.float64)
-    d2 = np.full(n_a, np.inf)
-    nearest_block_value = np.empty(n_a, np.float32)  # as the distance block saw it
-    col_min = np.full(n_b, np.inf, np.float32)
+    nearest = xp.empty(n_a, xp.int64)
+    d1 = xp.empty(n_a, xp.float64)
+    d2 = xp.full(n_a, xp.inf)
+    nearest_block_value = xp.empty(n_a, xp.float32)  # as the distance block saw it
+    col_min = xp.full(n_b, xp.inf, xp.float32)
     for start in range(0, n_a, rows):
         stop = min(start + rows, n_a)
-        r = np.arange(stop - start)
+        r = xp.arange(stop - start)
         dist = af[start:stop] @ bf.T
         dist *= -2
         dist += a_sq[start:stop, None]
         dist += b_sq[None, :]
         # Column minima reduce row by row (vectorised); argmin along axis 0 is 100x slower.
-        np.minimum(col_min, dist.min(axis=0), out=col_min)
-        cand = np.empty((stop - start, k), np.int64)
-        block = np.empty((stop - start, k), np.float32)
+        xp.minimum(col_min, dist.min(axis=0), out=col_min)
+        cand = xp.empty((stop - start, k), xp.int64)
+        block = xp.empty((stop - start, k), xp.float32)
         for t in range(k):  # k row-argmin passes beat argpartition by 50x on wide blocks
-            j = np.argmin(dist, axis=1)
+            j = xp.argmin(dist, axis=1)
             cand[:, t] = j
             block[:, t] = dist[r, j]
-            dist[r, j] = np.inf
+            dist[r, j] = xp.inf
         if exact:
-            diff = a[start:stop, None, :].astype(np.int32) - b[cand].astype(np.int32)
-            sq = (diff * diff).sum(axis=2).astype(np.float64)
+            diff = a[start:stop, None, :].astype(xp.int32) - b[cand].astype(xp.int32)
+            sq = (diff * diff).sum(axis=2).astype(xp.float64)
         else:
-            sq = block.astype(np.float64)
-        order = np.argsort(sq, axis=1, kind="stable")
-        sq = np.take_along_axis(sq, order, axis=1)
-        cand = np.take_along_axis(cand, order, axis=1)
+            sq = block.astype(xp.float64)
+        order = xp.argsort(sq, axis=1, kind="stable")
+        sq = xp.take_along_axis(sq, order, axis=1)
+        cand = xp.take_along_axis(cand, order, axis=1)
         nearest[start:stop] = cand[:, 0]
         d1[start:stop] = sq[:, 0]
-        nearest_block_value[start:stop] = np.take_along_axis(block, order[:, :1], axis=1)[:, 0]
+        nearest_block_value[start:stop] = xp.take_along_axis(block, order[:, :1], axis=1)[:, 0]
         if k > 1:
             d2[start:stop] = sq[:, 1]
     mutual = nearest_block_value <= col_min[nearest]
     # Several rows of a can reach one column's minimum only on exact ties: keep the first.
-    claimed = np.nonzero(mutual)[0]
-    _, first = np.unique(nearest[claimed], return_index=True)
+    claimed = xp.nonzero(mutual)[0]
+    _, first = xp.unique(nearest[claimed], return_index=True)
     mutual[:] = False
     mutual[claimed[first]] = True
-    return nearest, np.sqrt(np.maximum(d1, 0)), np.sqrt(np.maximum(d2, 0)), mutual
+    return nearest, xp.sqrt(xp.maximum(d1, 0)), xp.sqrt(xp.maximum(d2, 0)), mutual

@@ -126,6 +126,35 @@ def sift(image, *, device: str = "auto", mask=None, **options) -> Features:
     return features
 
 
+def sift_batch(images, *, device: str = "auto", **options) -> list:
+    """:func:`sift` on many images, decoding image k+1 on a host thread while image k is
+    processed, so the device (GPU or CPU kernels) is not left waiting on file decoding.
+
+    Returns one :class:`Features` per image, in order. A bad image raises its
+    :class:`~visiontk.errors.ImageError` when its turn comes.
+
+    Example
+    -------
+    >>> feats = sift_batch(["a.png", "b.png"], device="cuda")
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    opts = SiftOptions(**options)
+    xp = backend.array_module(backend.resolve_device(device))
+    images = list(images)
+    results = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(io.load_gray, images[0], max_pixels=opts.max_pixels) \
+            if images else None
+        for k in range(len(images)):
+            gray = pending.result()
+            if k + 1 < len(images):
+                pending = pool.submit(io.load_gray, images[k + 1], max_pixels=opts.max_pixels)
+            _kernels(xp)
+            results.append(extract(xp.asarray(gray), opts, xp))
+    return results
+
+
 def extract(gray, opts: SiftOptions, xp, mask=None) -> Features:
     """Run SIFT on a grey float32 (0..255) array already on the device of ``xp``."""
     height, width = gray.shape
@@ -253,10 +282,19 @@ def _take_compile_time() -> float:
     return _COMPILED.pop("pending_seconds", 0.0)
 
 
+def gpu_kernels():
+    """The CUDA kernels (needs CuPy), or None."""
+    try:
+        from . import _gpu_kernels
+    except ImportError:
+        return None
+    return _gpu_kernels
+
+
 def _kernels(xp):
-    """Compiled loops on the CPU when numba is present, otherwise the xp definitions."""
-    if xp is np and os.environ.get("VISIONTK_KERNELS", "compiled") != "xp":
-        compiled = cpu_kernels()
-        if compiled is not None:
-            return compiled
-    return XpKernels
+    """Compiled loops for ``xp`` (numba on the CPU, CUDA on the GPU) when available, otherwise
+    the xp definitions. VISIONTK_KERNELS=xp forces the definitions (for comparisons)."""
+    if os.environ.get("VISIONTK_KERNELS", "compiled") == "xp":
+        return XpKernels
+    compiled = cpu_kernels() if backend.is_numpy(xp) else gpu_kernels()
+    return XpKernels if compiled is None else compiled

@@ -102,7 +102,7 @@ def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp)
     height, width = gray.shape
     first = -1 if upsample else 0
     if upsample:
-        base = backend.upsample_2x(gray) if xp.__name__ == "numpy" else upsample_2x(gray, xp)
+        base = backend.upsample_2x(gray) if backend.is_numpy(xp) else upsample_2x(gray, xp)
         initial = math.sqrt(max(sigma ** 2 - (2 * ASSUMED_BLUR) ** 2, 0.01))
     else:
         base = gray

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# GPU checks in one command, for a machine with an NVIDIA GPU and CuPy installed (the lent
+# device machine has CuPy, OpenCV and scikit-image but no network, so nothing is installed
+# here): the CUDA tests (kernels vs xp definitions, CPU/GPU parity) and the GPU benchmark.
+#   bash bench/gpu_check.sh [OUTDIR]        results in OUTDIR (default $OUT or bench/results)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-${OUT:-bench/results}}"
+mkdir -p "$out"
+py="${PYTHON:-python3}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$out/gpu.txt"
+status=0
+if "$py" -m pytest --version >/dev/null 2>&1; then
+    "$py" -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py tests/test_cuda_sources.py \
+        2>&1 | tee "$out/gpu_tests.log" || status=1
+else
+    echo "pytest is not installed for $py: GPU tests not run" | tee "$out/gpu_tests.log"
+    status=1
+fi
+"$py" bench/gpu_bench.py --json "$out/gpu_bench.json" 2>&1 | tee "$out/gpu_bench.log" || status=1
+exit $status
