@@ -169,5 +169,62 @@ def extract_command(images, out, max_features, upright, rootsift, max_pixels, de
         sys.exit(1)
 
 
+@main.command("run")
+@click.argument("pipeline")
+@click.option("--images", "-i", required=True,
+              help="A folder (searched recursively), a glob pattern, or a .txt list of paths.")
+@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Output folder (features.h5, matches.h5, summary.json, failures.json).")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local",
+              show_default=True, help="local processes, or a Dask cluster.")
+@click.option("--scheduler", default=None,
+              help="Dask scheduler address (default: a LocalCluster of --workers processes).")
+@click.option("--colmap", is_flag=True, help="Also write a COLMAP database (database.db).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@_user_errors
+def run_command(pipeline, images, out, workers, executor, scheduler, colmap, quiet):
+    """Run PIPELINE (a .toml/.yaml file or a preset: sift-match, sift-match-sequential, sift)
+    over a folder of images. Reruns skip finished work; exit status 1 if any item failed."""
+    from visiontk.pipeline import Pipeline
+
+    result = Pipeline.from_file(pipeline).run(images, out, workers=workers, executor=executor,
+                                              scheduler=scheduler, quiet=quiet, colmap=colmap)
+    s = result.summary()
+    click.echo(f"images: {s['images_done']}/{s['images']} done ({s['images_cached']} from "
+               f"earlier runs)" + (f"; pairs: {s['pairs_done']}/{s['pairs']} done "
+                                   f"({s['pairs_cached']} from earlier runs)" if s["pairs"]
+                                   else ""))
+    for key in ("features_path", "matches_path", "colmap_path"):
+        if s[key]:
+            click.echo(f"{key.split('_')[0]}: {s[key]}")
+    click.echo(f"time: {s['seconds']:.1f} s")
+    if result.failures:
+        click.echo(f"{len(result.failures)} failed (listed in {out / 'failures.json'}):",
+                   err=True)
+        for f in result.failures:
+            click.echo(f"  [{f['stage']}] {f['reason']}", err=True)
+        sys.exit(1)
+
+
+@main.command("stages")
+@_user_errors
+def stages_command():
+    """List the registered pipeline stages with their options and defaults."""
+    from visiontk.pipeline import load_stage, option_fields, stage_names
+
+    for name in stage_names():
+        cls = load_stage(name)
+        click.echo(f"{name}  ({cls.kind} stage: {', '.join(cls.inputs)} -> "
+                   f"{', '.join(cls.outputs)})")
+        doc = (cls.__doc__ or "").strip().splitlines()
+        if doc:
+            click.echo(f"    {doc[0]}")
+        for option, typ, default in option_fields(cls):
+            type_name = getattr(typ, "__name__", str(typ))
+            click.echo(f"    {option} = {default!r}  ({type_name})")
+
+
 if __name__ == "__main__":
     main()

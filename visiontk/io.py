@@ -33,7 +33,8 @@ DEFAULT_MAX_PIXELS = 40_000_000
 MIN_SIDE = 16
 
 
-def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               exif_transpose: bool = False) -> np.ndarray:
     """Decode an image file into an array, refusing anything that is not a whole, sane image.
 
     Parameters
@@ -42,6 +43,8 @@ def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         Any format Pillow reads (PNG, JPEG, TIFF, BMP, WebP, ...), 8 or 16 bits.
     max_pixels : int
         Refuse images with more pixels than this, checked from the header before decoding.
+    exif_transpose : bool
+        Turn the pixels as the file's EXIF orientation tag says (as photo viewers show it).
 
     Returns
     -------
@@ -69,7 +72,12 @@ def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
             width, height = im.size
             _check_size(name, height, width, max_pixels)
             im.load()
-            array = _pil_to_array(im)
+            if exif_transpose:
+                from PIL import ImageOps
+
+                array = _pil_to_array(ImageOps.exif_transpose(im))
+            else:
+                array = _pil_to_array(im)
     except ImageError:
         raise
     except UnidentifiedImageError:

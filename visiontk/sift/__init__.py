@@ -116,13 +116,20 @@ def sift(image, *, device: str = "auto", mask=None, **options) -> Features:
             raise ImageError(f"mask has shape {mask.shape[:2]} but the image is {gray.shape}")
         mask = mask.reshape(gray.shape[0], gray.shape[1], -1).any(axis=2)
     t1 = time.perf_counter()
-    _kernels(xp)
-    t2 = time.perf_counter()
-    features = extract(xp.asarray(gray), opts, xp, mask=mask)
-    compile_seconds = _take_compile_time()
+    features = sift_gray(gray, opts, xp, mask=mask)
     features.timings = {"load": t1 - t0, **features.timings}
-    if compile_seconds:
-        features.timings["compile"] = t2 - t1
+    return features
+
+
+def sift_gray(gray, opts: SiftOptions, xp, mask=None) -> Features:
+    """SIFT on a grey float32 (0..255) host array with validated options, on ``xp``'s device.
+    Reports a first call's kernel compilation as ``timings["compile"]``."""
+    t0 = time.perf_counter()
+    _kernels(xp)
+    t1 = time.perf_counter()
+    features = extract(xp.asarray(gray), opts, xp, mask=mask)
+    if _take_compile_time():
+        features.timings["compile"] = t1 - t0
     return features
 
 

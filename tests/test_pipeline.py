@@ -1,0 +1,278 @@
+"""The pipeline runner: stages, registry, files and presets, outputs, resume, failures."""
+
+import json
+import sys
+import textwrap
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+import visiontk
+from visiontk.errors import OptionError
+from visiontk.pipeline import Pipeline, load_stage, stage_names
+from visiontk.pipeline.store import read_features_h5
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, samples):
+    """Five real photos, one in a subfolder, plus nothing else."""
+    d = tmp_path_factory.mktemp("images")
+    (d / "sub").mkdir()
+    for name in ("astronaut.png", "coffee.png", "coffee_warped.png", "motorcycle_left.png"):
+        (d / name).write_bytes((samples / name).read_bytes())
+    (d / "sub" / "motorcycle_right.png").write_bytes(
+        (samples / "motorcycle_right.png").read_bytes())
+    return d
+
+
+def h5_snapshot(path):
+    """Every dataset and attribute of an HDF5 file, for equality checks."""
+    out = {}
+    with h5py.File(path, "r") as h5:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out[name] = obj[()]
+            out.update({f"{name}@{k}": v for k, v in obj.attrs.items() if k != "key"})
+        h5.visititems(visit)
+    return out
+
+
+def assert_same_h5(a, b):
+    sa, sb = h5_snapshot(a), h5_snapshot(b)
+    assert sorted(sa) == sorted(sb)
+    for k in sa:
+        np.testing.assert_array_equal(np.asarray(sa[k]), np.asarray(sb[k]), err_msg=k)
+
+
+# --- stages and registry -------------------------------------------------------------------
+
+
+def test_builtin_stages_are_registered_through_entry_points():
+    assert {"load", "sift", "match", "verify"} <= set(stage_names())
+    assert load_stage("sift").kind == "image" and load_stage("match").kind == "pair"
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"name": "sift", "colour": True}, ["stage sift", "unknown option 'colour'"]),
+    ({"name": "sift", "max_features": "many"}, ["stage sift", "max_features", "integer"]),
+    ({"name": "sift", "upright": 1}, ["stage sift", "upright", "true or false"]),
+    ({"name": "match", "pairs": "random"}, ["stage match", "pairs"]),
+    ({"name": "verify", "threshold": -1.0}, ["stage verify", "threshold"]),
+    ({"name": "load", "max_side": 3}, ["stage load", "max_side"]),
+    ({"name": "nope"}, ["unknown stage 'nope'"]),
+])
+def test_bad_options_are_one_line_errors(spec, words):
+    with pytest.raises(OptionError) as e:
+        Pipeline.from_spec([spec])
+    message = str(e.value)
+    assert "\n" not in message
+    for w in words:
+        assert w in message
+
+
+def test_pipeline_checks_stage_order_and_inputs():
+    with pytest.raises(OptionError, match="needs image"):
+        Pipeline.from_spec([{"name": "sift"}])
+    with pytest.raises(OptionError, match="before per-pair"):
+        Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "match"},
+                            {"name": "load"}])
+
+
+def test_toml_and_yaml_files_and_safe_loading(tmp_path):
+    toml = tmp_path / "p.toml"
+    toml.write_text(textwrap.dedent("""
+        [[stages]]
+        name = "load"
+        max_side = 800
+        [[stages]]
+        name = "sift"
+        max_features = 100
+    """))
+    yml = tmp_path / "p.yaml"
+    yml.write_text("stages:\n  - {name: load, max_side: 800}\n"
+                   "  - {name: sift, max_features: 100}\n")
+    a, b = Pipeline.from_file(toml), Pipeline.from_file(yml)
+    assert [s.describe() for s in a.stages] == [s.describe() for s in b.stages]
+    assert a.stages[1].options.max_features == 100
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("stages: !!python/object/apply:os.system ['touch pwned']\n")
+    with pytest.raises(OptionError, match="not valid YAML"):
+        Pipeline.from_file(evil)
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(OptionError, match="no such pipeline file or preset"):
+        Pipeline.from_file(tmp_path / "missing.toml")
+
+
+def test_plugin_stage_is_first_class(tmp_path, monkeypatch, folder):
+    """A package that declares a stage in the visiontk.stages entry-point group is found,
+    listed without being imported, and runs like a built-in."""
+    pkg = tmp_path / "site"
+    (pkg / "vt_plugin_demo").mkdir(parents=True)
+    (pkg / "vt_plugin_demo" / "__init__.py").write_text(textwrap.dedent('''
+        from dataclasses import dataclass
+        from visiontk.pipeline import Stage
+
+        @dataclass(frozen=True)
+        class Options:
+            keep: int = 10
+
+        class KeepStrongest(Stage):
+            """Keep the strongest features only."""
+            name = "keep-strongest"
+            kind = "image"
+            inputs = ("features",)
+            outputs = ("features",)
+            Options = Options
+
+            def run(self, context):
+                return {"features": context["features"].subset(slice(0, self.options.keep))}
+    '''))
+    dist = pkg / "vt_plugin_demo-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: vt-plugin-demo\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[visiontk.stages]\nkeep-strongest = vt_plugin_demo:KeepStrongest\n")
+    monkeypatch.syspath_prepend(str(pkg))
+    from visiontk.pipeline import registry
+
+    registry.refresh()
+    try:
+        assert "keep-strongest" in stage_names()
+        assert "vt_plugin_demo" not in sys.modules  # listing imported nothing
+        p = Pipeline.from_spec([{"name": "load"}, {"name": "sift"},
+                                {"name": "keep-strongest", "keep": 7}])
+        r = p.run(folder, tmp_path / "out", quiet=True)
+        assert r.ok
+        assert all(len(f) == 7 for f in read_features_h5(r.features_path).values())
+    finally:
+        registry.refresh()
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def first_run(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return Pipeline.from_file("sift-match").run(folder, out, quiet=True, colmap=True)
+
+
+def test_outputs_hold_what_the_library_computes(first_run, folder):
+    r = first_run
+    assert r.ok and r.images_done == 5 and r.pairs == 10 and r.pairs_done == 10
+    feats = read_features_h5(r.features_path)
+    assert sorted(feats) == ["astronaut.png", "coffee.png", "coffee_warped.png",
+                             "motorcycle_left.png", "sub/motorcycle_right.png"]
+    direct = visiontk.sift(folder / "coffee.png")
+    np.testing.assert_array_equal(feats["coffee.png"].xy, direct.xy)
+    np.testing.assert_array_equal(feats["coffee.png"].descriptors, direct.descriptors)
+    with h5py.File(r.features_path) as h5:
+        assert "opencv" in h5.attrs["convention"]
+        assert "sub%2Fmotorcycle_right.png" in h5
+    with h5py.File(r.matches_path) as h5:
+        g = h5["motorcycle_left.png|sub%2Fmotorcycle_right.png"]
+        m = visiontk.match(feats["motorcycle_left.png"], feats["sub/motorcycle_right.png"])
+        np.testing.assert_array_equal(g["matches"][()], m.pairs)
+        assert g.attrs["model_kind"] == "fundamental" and g["model"].shape == (3, 3)
+        assert g["inliers"][()].sum() > 0.8 * len(m)
+    summary = json.loads((r.out / "summary.json").read_text())
+    assert summary["ok"] and summary["images_done"] == 5
+    assert json.loads((r.out / "failures.json").read_text()) == []
+
+
+def test_colmap_export_reads_back_in_pycolmap(first_run):
+    pycolmap = pytest.importorskip("pycolmap", reason="pycolmap is installed with [test]")
+    feats = read_features_h5(first_run.features_path)
+    db = pycolmap.Database.open(str(first_run.colmap_path))
+    try:
+        images = {im.name: im for im in db.read_all_images()}
+        assert sorted(images) == sorted(feats)
+        left = images["motorcycle_left.png"]
+        kp = np.asarray(db.read_keypoints(left.image_id))
+        np.testing.assert_allclose(kp[:, :2], feats["motorcycle_left.png"].xy + 0.5, atol=1e-4)
+        desc = np.asarray(db.read_descriptors(left.image_id).data)
+        np.testing.assert_array_equal(desc, feats["motorcycle_left.png"].descriptors)
+        cam = db.read_camera(left.camera_id)
+        assert (cam.width, cam.height) == (741, 500)
+        right = images["sub/motorcycle_right.png"]
+        two_view = db.read_two_view_geometry(left.image_id, right.image_id)
+        with h5py.File(first_run.matches_path) as h5:
+            g = h5["motorcycle_left.png|sub%2Fmotorcycle_right.png"]
+            expected = g["matches"][()][g["inliers"][()]]
+        np.testing.assert_array_equal(np.asarray(two_view.inlier_matches), expected)
+        assert int(two_view.config) == 3  # UNCALIBRATED: verified with a fundamental matrix
+        F = np.asarray(two_view.F)
+        xa = np.c_[kp[expected[:, 0], :2], np.ones(len(expected))]
+        kpb = np.asarray(db.read_keypoints(right.image_id))
+        xb = np.c_[kpb[expected[:, 1], :2], np.ones(len(expected))]
+        lines = (F @ xa.T).T
+        err = np.abs(np.sum(xb * lines, axis=1)) / np.linalg.norm(lines[:, :2], axis=1)
+        assert np.median(err) < 1.0  # epipolar distance in COLMAP's +0.5 pixels
+        assert db.num_matched_image_pairs() == 10
+    finally:
+        db.close()
+
+
+def test_rerun_skips_and_option_change_recomputes_what_depends(first_run, folder):
+    out = first_run.out
+    again = Pipeline.from_file("sift-match").run(folder, out, quiet=True)
+    assert again.images_cached == 5 and again.pairs_cached == 10
+    spec = [{"name": "load"}, {"name": "sift"}, {"name": "match"},
+            {"name": "verify", "model": "homography"}]
+    verify_changed = Pipeline.from_spec(spec).run(folder, out, quiet=True)
+    assert verify_changed.images_cached == 5 and verify_changed.pairs_cached == 0
+    spec[1] = {"name": "sift", "max_features": 300}
+    sift_changed = Pipeline.from_spec(spec).run(folder, out, quiet=True)
+    assert sift_changed.images_cached == 0 and sift_changed.pairs_cached == 0
+    assert all(len(f) == 300 for f in read_features_h5(sift_changed.features_path).values())
+
+
+def test_bad_images_are_listed_and_the_run_goes_on(folder, tmp_path):
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in ("coffee.png", "coffee_warped.png"):
+        (mixed / name).write_bytes((folder / name).read_bytes())
+    (mixed / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    cv2.imwrite(str(mixed / "tiny.png"), np.zeros((4, 4), np.uint8))
+    r = Pipeline.from_file("sift-match").run(mixed, tmp_path / "out", quiet=True)
+    assert not r.ok and r.images_done == 2 and r.pairs_done == 1
+    reasons = {f["item"].split("/")[-1]: f["reason"] for f in r.failures}
+    assert set(reasons) == {"broken.jpg", "tiny.png"}
+    assert "broken.jpg" in reasons["broken.jpg"] and "tiny.png" in reasons["tiny.png"]
+    written = json.loads((tmp_path / "out" / "failures.json").read_text())
+    assert len(written) == 2 and all(f["stage"] == "load" for f in written)
+
+
+def test_pair_selection(folder, tmp_path):
+    seq = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 200},
+                              {"name": "match", "pairs": "sequential", "window": 1}])
+    r = seq.run(folder, tmp_path / "seq", quiet=True)
+    assert r.pairs == 4
+    pairs_file = tmp_path / "pairs.txt"
+    pairs_file.write_text("# chosen\ncoffee.png coffee_warped.png\n\n"
+                          "motorcycle_left.png sub/motorcycle_right.png\n")
+    from_file = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 200},
+                                    {"name": "match", "pairs": "file",
+                                     "pairs_file": str(pairs_file)}])
+    r = from_file.run(folder, tmp_path / "file", quiet=True)
+    assert r.pairs == 2
+    with h5py.File(r.matches_path) as h5:
+        assert sorted(h5) == ["coffee.png|coffee_warped.png",
+                              "motorcycle_left.png|sub%2Fmotorcycle_right.png"]
+    pairs_file.write_text("coffee.png nothere.png\n")
+    with pytest.raises(OptionError, match=r"nothere\.png"):
+        from_file.run(folder, tmp_path / "bad", quiet=True)
+
+
+def test_resize_reports_original_pixels(folder, tmp_path):
+    p = Pipeline.from_spec([{"name": "load", "max_side": 256}, {"name": "sift"}])
+    feats = read_features_h5(p.run(folder, tmp_path / "small", quiet=True).features_path)
+    a = feats["astronaut.png"]
+    assert a.image_size == (512, 512)
+    assert a.xy.max() > 400  # in the 512-px frame, not the 256-px one
+    full = visiontk.sift(folder / "astronaut.png")
+    m = visiontk.match(a, full)
+    offsets = np.linalg.norm(a.xy[m.pairs[:, 0]] - full.xy[m.pairs[:, 1]], axis=1)
+    assert len(m) > 50 and np.median(offsets) < 1.0

@@ -1,0 +1,143 @@
+"""Export features and verified matches to a COLMAP database (sqlite3).
+
+Follows COLMAP 4's schema (cameras, rigs, frames, images, keypoints, descriptors, matches,
+two_view_geometries), one SIMPLE_RADIAL camera per image with COLMAP's default focal length
+guess (1.2 × the longer side), a trivial rig and frame per camera/image as COLMAP's own feature
+extractor makes them. Keypoints move by +0.5 px: COLMAP puts the centre of the top-left pixel
+at (0.5, 0.5); visiontk (like OpenCV) at (0, 0).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from .._files import atomic_write
+
+#: COLMAP's pair ids: image_id1 * 2147483647 + image_id2 with image_id1 < image_id2.
+MAX_IMAGE_ID = 2147483647
+SIMPLE_RADIAL = 2
+#: two_view_geometries.config (COLMAP TwoViewGeometry: 3 UNCALIBRATED, 6 PLANAR_OR_PANORAMIC).
+CONFIG = {"fundamental": 3, "homography": 6}
+SENSOR_CAMERA = 0
+#: COLMAP's FeatureExtractorType for SIFT descriptors (descriptors.type).
+DESCRIPTOR_SIFT = 0
+
+SCHEMA = """
+CREATE TABLE cameras (camera_id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    model INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, params BLOB,
+    prior_focal_length INTEGER NOT NULL);
+CREATE TABLE rigs (rig_id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    ref_sensor_id INTEGER NOT NULL, ref_sensor_type INTEGER NOT NULL);
+CREATE UNIQUE INDEX rig_ref_sensor_assignment ON rigs(ref_sensor_id, ref_sensor_type);
+CREATE TABLE rig_sensors (rig_id INTEGER NOT NULL, sensor_id INTEGER NOT NULL,
+    sensor_type INTEGER NOT NULL, sensor_from_rig BLOB,
+    FOREIGN KEY(rig_id) REFERENCES rigs(rig_id) ON DELETE CASCADE);
+CREATE UNIQUE INDEX rig_sensor_assignment ON rig_sensors(sensor_id, sensor_type);
+CREATE TABLE frames (frame_id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    rig_id INTEGER NOT NULL, FOREIGN KEY(rig_id) REFERENCES rigs(rig_id) ON DELETE CASCADE);
+CREATE TABLE frame_data (frame_id INTEGER NOT NULL, data_id INTEGER NOT NULL,
+    sensor_id INTEGER NOT NULL, sensor_type INTEGER NOT NULL,
+    FOREIGN KEY(frame_id) REFERENCES frames(frame_id) ON DELETE CASCADE);
+CREATE UNIQUE INDEX frame_sensor_assignment ON frame_data(data_id, sensor_type);
+CREATE TABLE images (image_id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    name TEXT NOT NULL UNIQUE, camera_id INTEGER NOT NULL,
+    CONSTRAINT image_id_check CHECK(image_id >= 0 and image_id < 2147483647),
+    FOREIGN KEY(camera_id) REFERENCES cameras(camera_id));
+CREATE UNIQUE INDEX index_name ON images(name);
+CREATE TABLE pose_priors (pose_prior_id INTEGER PRIMARY KEY NOT NULL,
+    corr_data_id INTEGER NOT NULL, corr_sensor_id INTEGER NOT NULL,
+    corr_sensor_type INTEGER NOT NULL, position BLOB, position_covariance BLOB, gravity BLOB,
+    coordinate_system INTEGER NOT NULL);
+CREATE TABLE keypoints (image_id INTEGER PRIMARY KEY NOT NULL, rows INTEGER NOT NULL,
+    cols INTEGER NOT NULL, data BLOB,
+    FOREIGN KEY(image_id) REFERENCES images(image_id) ON DELETE CASCADE);
+CREATE TABLE descriptors (image_id INTEGER PRIMARY KEY NOT NULL, type INTEGER NOT NULL,
+    rows INTEGER NOT NULL, cols INTEGER NOT NULL, data BLOB,
+    FOREIGN KEY(image_id) REFERENCES images(image_id) ON DELETE CASCADE);
+CREATE TABLE matches (pair_id INTEGER PRIMARY KEY NOT NULL, rows INTEGER NOT NULL,
+    cols INTEGER NOT NULL, data BLOB);
+CREATE TABLE two_view_geometries (pair_id INTEGER PRIMARY KEY NOT NULL, rows INTEGER NOT NULL,
+    cols INTEGER NOT NULL, data BLOB, config INTEGER NOT NULL, F BLOB, E BLOB, H BLOB,
+    qvec BLOB, tvec BLOB, camera1 BLOB, camera2 BLOB);
+"""
+
+
+def pair_id(image_id1: int, image_id2: int) -> int:
+    a, b = sorted((image_id1, image_id2))
+    return a * MAX_IMAGE_ID + b
+
+
+def export_colmap(path: Path, features: list, pairs: list) -> Path:
+    """Write a COLMAP database at ``path`` (replaced atomically).
+
+    ``features``: (image name, Features) in image-id order (ids from 1);
+    ``pairs``: (name_a, name_b, Matches, Geometry or None).
+    """
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        tmp.unlink()  # sqlite creates the file itself
+        con = sqlite3.connect(tmp)
+        try:
+            con.executescript(SCHEMA)
+            ids = {}
+            for image_id, (name, f) in enumerate(features, start=1):
+                h, w = f.image_size
+                focal = 1.2 * max(h, w)
+                params = np.array([focal, w / 2, h / 2, 0.0], np.float64)
+                con.execute("INSERT INTO cameras VALUES (?, ?, ?, ?, ?, 0)",
+                            (image_id, SIMPLE_RADIAL, w, h, params.tobytes()))
+                con.execute("INSERT INTO rigs VALUES (?, ?, ?)",
+                            (image_id, image_id, SENSOR_CAMERA))
+                con.execute("INSERT INTO frames VALUES (?, ?)", (image_id, image_id))
+                con.execute("INSERT INTO frame_data VALUES (?, ?, ?, ?)",
+                            (image_id, image_id, image_id, SENSOR_CAMERA))
+                con.execute("INSERT INTO images VALUES (?, ?, ?)", (image_id, name, image_id))
+                # x, y, scale, orientation (radians, counter-clockwise as COLMAP's SIFT)
+                kp = np.zeros((len(f), 4), np.float32)
+                kp[:, :2] = f.xy + 0.5
+                kp[:, 2] = f.size / 2
+                kp[:, 3] = np.radians(360.0 - f.angle) % (2 * np.pi)
+                con.execute("INSERT INTO keypoints VALUES (?, ?, ?, ?)",
+                            (image_id, len(f), 4, kp.tobytes()))
+                con.execute("INSERT INTO descriptors VALUES (?, ?, ?, ?, ?)",
+                            (image_id, DESCRIPTOR_SIFT, len(f), 128,
+                             np.ascontiguousarray(f.descriptors, np.uint8).tobytes()))
+                ids[name] = image_id
+            for name_a, name_b, m, geometry in pairs:
+                ia, ib = ids[name_a], ids[name_b]
+                idx = m.pairs.astype(np.uint32)
+                if ia > ib:  # COLMAP stores a pair's matches with the lower image id first
+                    ia, ib, idx = ib, ia, idx[:, ::-1]
+                pid = pair_id(ia, ib)
+                con.execute("INSERT INTO matches VALUES (?, ?, ?, ?)",
+                            (pid, len(idx), 2, np.ascontiguousarray(idx).tobytes()))
+                if geometry is not None and geometry.model is not None:
+                    inl = np.ascontiguousarray(idx[geometry.inliers])
+                    model = _to_colmap_pixels(geometry)
+                    if ids[name_a] > ids[name_b]:
+                        model = model.T if geometry.kind == "fundamental" \
+                            else np.linalg.inv(model)
+                    blobs = {"F": np.eye(3), "E": np.eye(3), "H": np.eye(3)}
+                    blobs["F" if geometry.kind == "fundamental" else "H"] = model
+                    con.execute(
+                        "INSERT INTO two_view_geometries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                        "NULL, NULL)",
+                        (pid, len(inl), 2, inl.tobytes(), CONFIG[geometry.kind],
+                         blobs["F"].tobytes(), blobs["E"].tobytes(), blobs["H"].tobytes(),
+                         np.array([1.0, 0, 0, 0]).tobytes(), np.zeros(3).tobytes()))
+            con.commit()
+        finally:
+            con.close()
+    return path
+
+
+def _to_colmap_pixels(geometry) -> np.ndarray:
+    """H or F for points moved by +0.5 px: H' = T H T⁻¹, F' = T⁻ᵀ F T⁻¹ (T: the shift)."""
+    shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    back = np.linalg.inv(shift)
+    if geometry.kind == "fundamental":
+        return back.T @ geometry.model @ back
+    return shift @ geometry.model @ back

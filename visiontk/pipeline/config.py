@@ -1,0 +1,78 @@
+"""Pipeline files (TOML, or YAML read with yaml.safe_load) and named presets.
+
+A pipeline file lists stages in order, each with its options::
+
+    # sift-match.toml
+    [[stages]]
+    name = "load"
+    max_side = 1600
+
+    [[stages]]
+    name = "sift"
+    max_features = 8000
+
+    [[stages]]
+    name = "match"
+    pairs = "sequential"
+    window = 10
+
+    [[stages]]
+    name = "verify"
+    model = "fundamental"
+
+The same in YAML: ``stages: [{name: load, max_side: 1600}, {name: sift}, ...]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import OptionError
+
+PRESETS = {
+    "sift-match": [{"name": "load"}, {"name": "sift"}, {"name": "match"},
+                   {"name": "verify", "model": "fundamental"}],
+    "sift-match-sequential": [{"name": "load"}, {"name": "sift"},
+                              {"name": "match", "pairs": "sequential", "window": 5},
+                              {"name": "verify", "model": "fundamental"}],
+    "sift": [{"name": "load"}, {"name": "sift"}],
+}
+
+
+def read_spec(source: str | Path) -> list[dict]:
+    """Stage list from a preset name or a .toml / .yaml / .yml file."""
+    text = str(source)
+    if text in PRESETS:
+        return [dict(s) for s in PRESETS[text]]
+    path = Path(source)
+    if not path.exists():
+        raise OptionError(f"{path}: no such pipeline file or preset "
+                          f"(presets: {', '.join(PRESETS)})")
+    try:
+        raw = path.read_text()
+    except OSError as exc:
+        raise OptionError(f"{path}: cannot read ({exc.strerror})") from None
+    if path.suffix.lower() == ".toml":
+        import tomllib
+
+        try:
+            data = tomllib.loads(raw)
+        except tomllib.TOMLDecodeError as exc:
+            raise OptionError(f"{path}: not valid TOML ({exc})") from None
+    elif path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0]
+            raise OptionError(f"{path}: not valid YAML ({first})") from None
+    else:
+        raise OptionError(f"{path}: pipeline files are .toml, .yaml or .yml")
+    stages = data.get("stages") if isinstance(data, dict) else None
+    if not isinstance(stages, list) or not stages:
+        raise OptionError(f"{path}: expected a non-empty list 'stages'")
+    for i, stage in enumerate(stages, 1):
+        if not isinstance(stage, dict) or not isinstance(stage.get("name"), str):
+            raise OptionError(f"{path}: stage {i} needs a name")
+    return [dict(s) for s in stages]

@@ -1,0 +1,46 @@
+"""Stage registry through the ``visiontk.stages`` entry-point group.
+
+Built-in stages are registered in visiontk's own pyproject.toml exactly as a plugin package
+registers its stages, so nothing is special-cased. Names are listed without importing anything;
+a stage's module is imported only when the stage is used or described.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib.metadata import entry_points
+
+from ..errors import OptionError
+
+GROUP = "visiontk.stages"
+
+
+@functools.lru_cache(maxsize=1)
+def _entry_points() -> dict:
+    found = {}
+    for ep in entry_points(group=GROUP):
+        found.setdefault(ep.name, ep)
+    return found
+
+
+def stage_names() -> list[str]:
+    """Names of all registered stages (nothing is imported)."""
+    return sorted(_entry_points())
+
+
+def load_stage(name: str):
+    """The stage class registered under ``name``."""
+    eps = _entry_points()
+    if name not in eps:
+        known = ", ".join(stage_names()) or "none (is visiontk installed?)"
+        raise OptionError(f"unknown stage {name!r} (stages: {known})")
+    try:
+        cls = eps[name].load()
+    except Exception as exc:
+        raise OptionError(f"stage {name}: cannot be loaded ({type(exc).__name__}: {exc})") from None
+    return cls
+
+
+def refresh() -> None:
+    """Forget the cached entry points (after installing a plugin in this process)."""
+    _entry_points.cache_clear()

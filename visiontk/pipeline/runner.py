@@ -1,0 +1,227 @@
+"""Running a pipeline over a folder of images: per-image stages, then per-pair stages.
+
+Work items are independent tasks (one image, or one pair) that read and write the per-item
+cache (:mod:`.store`), so the same task functions run in this process, in a process pool, or on
+a Dask cluster, and a rerun skips what is done. Only small summaries travel back to the runner;
+at the end it gathers the cache into ``features.h5`` and ``matches.h5`` (and a COLMAP database).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from .._files import atomic_write
+from ..errors import ImageError, OptionError, VisiontkError
+from ..features import Features
+from . import executors, store
+from .config import read_spec
+from .progress import Progress
+from .registry import load_stage
+from .stage import Stage
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm"}
+
+
+@dataclass
+class RunResult:
+    """What a run did: counts, failures and where the outputs are."""
+
+    out: Path
+    images: int = 0
+    images_done: int = 0
+    images_cached: int = 0
+    pairs: int = 0
+    pairs_done: int = 0
+    pairs_cached: int = 0
+    failures: list = field(default_factory=list)
+    features_path: Path | None = None
+    matches_path: Path | None = None
+    colmap_path: Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> dict:
+        d = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        d["ok"] = self.ok
+        return d
+
+
+class Pipeline:
+    """An ordered list of stages: per-image stages first, then per-pair stages.
+
+    Example
+    -------
+    >>> result = Pipeline.from_file("sift-match").run("photos/", out="run1")
+    >>> result.images_done, result.failures
+    """
+
+    def __init__(self, stages: list[Stage]):
+        if not stages:
+            raise OptionError("a pipeline needs at least one stage")
+        self.stages = list(stages)
+        self.image_stages = [s for s in self.stages if s.kind == "image"]
+        self.pair_stages = [s for s in self.stages if s.kind == "pair"]
+        if self.stages != self.image_stages + self.pair_stages:
+            raise OptionError("per-image stages must come before per-pair stages")
+        available = {"path"}
+        for s in self.stages:
+            missing = [i for i in s.inputs if i not in available]
+            if missing:
+                raise OptionError(f"stage {s.name} needs {', '.join(missing)}, which no earlier "
+                                  "stage makes")
+            available.update(s.outputs)
+        if self.pair_stages and "features" not in available:
+            raise OptionError("per-pair stages need a stage that makes features")
+
+    @classmethod
+    def from_spec(cls, spec: list[dict]) -> Pipeline:
+        stages = []
+        for entry in spec:
+            options = {k: v for k, v in entry.items() if k != "name"}
+            stages.append(load_stage(entry["name"]).from_dict(options))
+        return cls(stages)
+
+    @classmethod
+    def from_file(cls, path_or_preset) -> Pipeline:
+        """From a .toml/.yaml pipeline file or a preset name (see :data:`config.PRESETS`)."""
+        return cls.from_spec(read_spec(path_or_preset))
+
+    def specs(self, stages) -> list:
+        return [(s.name, s.describe()["options"]) for s in stages]
+
+    def run(self, images, out, *, workers: int = 1, executor: str = "local",
+            scheduler: str | None = None, quiet: bool = False, colmap: bool = False) -> RunResult:
+        """Run over ``images`` (a folder, a glob pattern, a text file listing paths, or a list
+        of paths) writing into the folder ``out``."""
+        t0 = time.perf_counter()
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        named = resolve_images(images)
+        cache = store.Cache(out / ".cache")
+        cache.remove_partial()
+        result = RunResult(out=out, images=len(named))
+        image_specs = self.specs(self.image_stages)
+        with executors.create(executor, workers, scheduler) as pool:
+            features = self._run_images(pool, named, image_specs, cache, result, quiet)
+            result.features_path = out / "features.h5"
+            store.write_features_h5(result.features_path,
+                                    ((n, k, Features.load(cache.features_path(k)))
+                                     for n, k in features), __version__)
+            pairs = []
+            if self.pair_stages:
+                pairs = self._run_pairs(pool, features, cache, result, quiet)
+                result.matches_path = out / "matches.h5"
+                store.write_matches_h5(result.matches_path,
+                                       ((a, b, *cache.load_pair(k)) for a, b, k in pairs),
+                                       __version__)
+        if colmap:
+            from .colmap import export_colmap
+
+            result.colmap_path = export_colmap(
+                out / "database.db",
+                [(n, Features.load(cache.features_path(k))) for n, k in features],
+                [(a, b, *cache.load_pair(k)) for a, b, k in pairs])
+        result.seconds = time.perf_counter() - t0
+        _write_json(out / "failures.json", result.failures)
+        _write_json(out / "summary.json", result.summary())
+        return result
+
+    def _run_images(self, pool, named, specs, cache, result, quiet):
+        tasks = [(name, str(path), specs, str(cache.root)) for name, path in named]
+        done = {}
+        with Progress(len(tasks), "images", quiet) as progress:
+            for reply in pool.map_unordered(executors.image_task, tasks):
+                if reply["ok"]:
+                    done[reply["name"]] = reply["key"]
+                    result.images_done += 1
+                    result.images_cached += reply["cached"]
+                else:
+                    result.failures.append({k: reply[k] for k in ("item", "stage", "reason")})
+                progress.advance(reply["name"], reply["ok"])
+        return [(name, done[name]) for name, _ in named if name in done]
+
+    def _run_pairs(self, pool, features, cache, result, quiet):
+        match_stage = self.pair_stages[0]
+        names = [n for n, _ in features]
+        keys = dict(features)
+        select = getattr(match_stage, "select_pairs", None)
+        chosen = select(names) if select else \
+            [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+        specs = self.specs(self.pair_stages)
+        tasks = [(a, b, keys[a], keys[b], specs, str(cache.root)) for a, b in chosen]
+        result.pairs = len(tasks)
+        finished = {}
+        with Progress(len(tasks), "pairs", quiet) as progress:
+            for reply in pool.map_unordered(executors.pair_task, tasks):
+                if reply["ok"]:
+                    finished[(reply["a"], reply["b"])] = reply["key"]
+                    result.pairs_done += 1
+                    result.pairs_cached += reply["cached"]
+                else:
+                    result.failures.append({k: reply[k] for k in ("item", "stage", "reason")})
+                progress.advance(f"{reply['a']} {reply['b']}", reply["ok"])
+        return [(a, b, finished[(a, b)]) for a, b in chosen if (a, b) in finished]
+
+
+def resolve_images(images) -> list[tuple[str, Path]]:
+    """(name, path) for every image, sorted by name; names are paths relative to the folder
+    (or to the common parent of a glob or list), unique within a run."""
+    if isinstance(images, (list, tuple)):
+        paths = [Path(p) for p in images]
+        base = None
+    else:
+        text = str(images)
+        p = Path(text)
+        if p.is_dir():
+            paths = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES
+                           and q.is_file() and ".cache" not in q.parts)
+            base = p
+        elif any(ch in text for ch in "*?["):
+            paths = [Path(q) for q in sorted(glob.glob(text, recursive=True))]
+            base = None
+        elif p.is_file() and p.suffix.lower() in (".txt", ".lst", ".list"):
+            lines = [ln.strip() for ln in p.read_text().splitlines()]
+            paths = [(p.parent / ln) for ln in lines if ln and not ln.startswith("#")]
+            base = None
+        elif p.is_file():
+            paths, base = [p], None
+        else:
+            raise ImageError(f"{text}: no such folder, image list or pattern")
+    if not paths:
+        raise ImageError(f"{images}: no images found")
+    if base is None:
+        parents = [str(q.resolve().parent) for q in paths]
+        base = Path(os.path.commonpath(parents))
+    named = sorted((str(q.resolve().relative_to(base.resolve())) if _inside(q, base)
+                    else q.name, q) for q in paths)
+    seen = set()
+    for name, _ in named:
+        if name in seen:
+            raise OptionError(f"two inputs are both named {name!r} in this run")
+        seen.add(name)
+    return named
+
+
+def _inside(path: Path, base: Path) -> bool:
+    try:
+        path.resolve().relative_to(base.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _write_json(path: Path, data) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+
+
+__all__ = ["Pipeline", "RunResult", "VisiontkError", "resolve_images"]

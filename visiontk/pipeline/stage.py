@@ -1,0 +1,92 @@
+"""The stage protocol: a small declared unit of a pipeline.
+
+A stage is a class with a ``name``, a ``kind`` ("image": runs once per image, or "pair": once per
+image pair), the artefacts it reads (``inputs``) and writes (``outputs``), an ``Options``
+dataclass with defaults and validation, and ``run(context) -> dict`` that reads its inputs from
+the context and returns its outputs. Stages import heavy dependencies inside ``run`` so that
+listing them stays cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, ClassVar
+
+from ..errors import OptionError
+
+KINDS = ("image", "pair")
+
+
+class Stage:
+    """Base class of pipeline stages (built-in and plugins alike)."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "image"
+    inputs: ClassVar[tuple] = ()
+    outputs: ClassVar[tuple] = ()
+    Options: ClassVar[type] = type(None)
+
+    def __init__(self, options=None):
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> Stage:
+        """Build the stage from user options, refusing unknown or ill-typed ones in one line."""
+        return cls(parse_options(cls, values or {}))
+
+    def run(self, context: dict) -> dict:  # pragma: no cover - the protocol
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"name": self.name, "options": dataclasses.asdict(self.options)}
+
+
+def option_fields(stage_cls) -> list[tuple[str, Any, Any]]:
+    """(name, type, default) of each option of a stage class."""
+    hints = typing.get_type_hints(stage_cls.Options)
+    return [(f.name, hints[f.name], f.default) for f in dataclasses.fields(stage_cls.Options)]
+
+
+def parse_options(stage_cls, values: dict):
+    """Check names and types of ``values`` against the stage's Options and build them."""
+    if not isinstance(values, dict):
+        raise OptionError(f"stage {stage_cls.name}: options must be a table of name = value")
+    fields = {name: typ for name, typ, _ in option_fields(stage_cls)}
+    for key, value in values.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise OptionError(f"stage {stage_cls.name}: unknown option {key!r} (options: {known})")
+        if not _fits(value, fields[key]):
+            raise OptionError(f"stage {stage_cls.name}: option {key} must be "
+                              f"{_type_name(fields[key])}, got {value!r}")
+    try:
+        return stage_cls.Options(**values)
+    except OptionError as exc:
+        message = str(exc)
+        if not message.startswith(f"stage {stage_cls.name}"):
+            message = f"stage {stage_cls.name}: {message}"
+        raise OptionError(message) from None
+
+
+def _fits(value, typ) -> bool:
+    if typ is bool:
+        return isinstance(value, bool)
+    if typ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if typ is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typ is str:
+        return isinstance(value, str)
+    args = typing.get_args(typ)
+    if args:  # Optional[X] and other unions
+        return any(_fits(value, a) if a is not type(None) else value is None for a in args)
+    return True
+
+
+def _type_name(typ) -> str:
+    args = typing.get_args(typ)
+    if args:
+        return " or ".join("None" if a is type(None) else a.__name__ for a in args)
+    return {bool: "true or false", int: "an integer", float: "a number",
+            str: "a string"}.get(typ, getattr(typ, "__name__", str(typ)))

@@ -1,0 +1,153 @@
+"""Where a run keeps its results.
+
+While a run goes, every finished item is one small file in ``OUT/.cache`` written atomically
+(features of an image, or matches + geometry of a pair), named by a key made from the image
+*content* and the options of the stages that produced it: a rerun finds them and skips the work,
+and changing an option changes the key. At the end the run gathers them into two HDF5 files,
+each written to a temporary name and renamed, so a killed run never leaves a half-written one.
+
+``features.h5``: one group per image, named by the image's name in the run (relative path,
+percent-escaped: "/" is "%2F"), holding ``keypoints`` (N×2 float32, x, y; OpenCV convention),
+``descriptors`` (N×128 uint8), ``scores`` (N, float32 response), ``sizes``, ``angles``,
+``octaves``; attributes ``image_size`` (height, width) and ``key``. File attributes:
+``convention``, ``visiontk_version``.
+
+``matches.h5``: one group per pair, named "<name a>|<name b>" (each escaped as above), holding
+``matches`` (M×2 int64 indices into the two keypoint arrays), ``distances`` (M, float32),
+``inliers`` (M, bool; all false when no model), and when verified a ``model`` (3×3 float64);
+attributes ``image_a``, ``image_b``, ``model_kind``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import numpy as np
+
+from .._files import atomic_write
+from ..features import CONVENTION, Features, Matches
+from ..geometry import Geometry
+
+
+def escape(name: str) -> str:
+    return quote(name, safe="")
+
+
+def unescape(name: str) -> str:
+    return unquote(name)
+
+
+def pair_group(name_a: str, name_b: str) -> str:
+    return f"{escape(name_a)}|{escape(name_b)}"
+
+
+def content_hash(path) -> str:
+    """SHA-256 of a file's bytes (first 20 hex digits): the identity of an image."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+def config_hash(specs) -> str:
+    """Hash of stage names and options (and visiontk's version): what produced a result."""
+    from .. import __version__
+
+    text = json.dumps([__version__, specs], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Cache:
+    """Per-item result files under ``root`` (``OUT/.cache``)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        (self.root / "features").mkdir(parents=True, exist_ok=True)
+        (self.root / "pairs").mkdir(parents=True, exist_ok=True)
+
+    def remove_partial(self) -> int:
+        """Delete temporary files a killed run left behind; returns how many."""
+        stale = list(self.root.rglob("*.part"))
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return len(stale)
+
+    def features_path(self, key: str) -> Path:
+        return self.root / "features" / f"{key}.npz"
+
+    def pair_path(self, key: str) -> Path:
+        return self.root / "pairs" / f"{key}.npz"
+
+    def save_pair(self, key: str, matches: Matches, geometry: Geometry | None) -> None:
+        n = len(matches)
+        inliers = np.zeros(n, bool) if geometry is None else geometry.inliers
+        model = np.zeros((0, 3)) if geometry is None or geometry.model is None else geometry.model
+        kind = "" if geometry is None else geometry.kind
+        path = self.pair_path(key)
+        with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, pairs=matches.pairs, distances=matches.distances, inliers=inliers,
+                     model=model, kind=np.asarray(kind))
+
+    def load_pair(self, key: str) -> tuple[Matches, Geometry | None]:
+        with np.load(self.pair_path(key), allow_pickle=False) as data:
+            matches = Matches(data["pairs"], data["distances"])
+            kind = str(data["kind"])
+            model = data["model"] if data["model"].shape == (3, 3) else None
+            geometry = Geometry(kind, model, data["inliers"]) if kind else None
+        return matches, geometry
+
+
+def write_features_h5(path: Path, items, version: str) -> None:
+    """``items``: (name, key, Features) in the order to write them."""
+    import h5py
+
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["convention"] = CONVENTION
+        h5.attrs["visiontk_version"] = version
+        for name, key, f in items:
+            g = h5.create_group(escape(name))
+            g.create_dataset("keypoints", data=f.xy)
+            g.create_dataset("descriptors", data=f.descriptors)
+            g.create_dataset("scores", data=f.response)
+            g.create_dataset("sizes", data=f.size)
+            g.create_dataset("angles", data=f.angle)
+            g.create_dataset("octaves", data=f.octave)
+            g.attrs["image_size"] = np.asarray(f.image_size, np.int64)
+            g.attrs["key"] = key
+
+
+def write_matches_h5(path: Path, items, version: str) -> None:
+    """``items``: (name_a, name_b, Matches, Geometry or None)."""
+    import h5py
+
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["visiontk_version"] = version
+        for name_a, name_b, m, geometry in items:
+            g = h5.create_group(pair_group(name_a, name_b))
+            g.create_dataset("matches", data=m.pairs)
+            g.create_dataset("distances", data=m.distances)
+            inliers = np.zeros(len(m), bool) if geometry is None else geometry.inliers
+            g.create_dataset("inliers", data=inliers)
+            if geometry is not None and geometry.model is not None:
+                g.create_dataset("model", data=geometry.model)
+            g.attrs["image_a"] = name_a
+            g.attrs["image_b"] = name_b
+            g.attrs["model_kind"] = "" if geometry is None else geometry.kind
+
+
+def read_features_h5(path: Path) -> dict:
+    """{image name: Features} from a features.h5 (for users and tests)."""
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as h5:
+        for group_name, g in h5.items():
+            out[unescape(group_name)] = Features(
+                g["keypoints"][()], g["sizes"][()], g["angles"][()], g["scores"][()],
+                g["octaves"][()], g["descriptors"][()],
+                tuple(int(v) for v in g.attrs["image_size"]))
+    return out

@@ -1,0 +1,1 @@
+"""Built-in pipeline stages, registered through the ``visiontk.stages`` entry points."""

@@ -1,0 +1,92 @@
+"""Per-image stages: ``load`` (decode, grey, EXIF, resize) and ``sift``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import OptionError
+from ..io import DEFAULT_MAX_PIXELS, MIN_SIDE
+from ..pipeline.stage import Stage
+from ..sift import SiftOptions
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    max_side: int = 0  # 0 keeps the resolution; otherwise the longer side is scaled down to it
+    exif: bool = True  # turn images as their EXIF orientation tag says
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self):
+        if self.max_side != 0 and self.max_side < MIN_SIDE:
+            raise OptionError(f"stage load: max_side must be 0 or >= {MIN_SIDE}, "
+                              f"got {self.max_side}")
+        if self.max_pixels <= 0:
+            raise OptionError(f"stage load: max_pixels must be > 0, got {self.max_pixels}")
+
+
+class LoadStage(Stage):
+    """Decode an image file to grey float32 (0..255), optionally EXIF-turned and downsized.
+
+    Outputs ``image`` (the grey array), ``image_size`` (original height, width) and ``scale``
+    (original / resized, per axis), so later stages can report original-image coordinates.
+    """
+
+    name = "load"
+    kind = "image"
+    inputs = ("path",)
+    outputs = ("image", "image_size", "scale")
+    Options = LoadOptions
+
+    def run(self, context: dict) -> dict:
+        import cv2
+
+        from ..io import read_image, to_gray
+
+        path = context["path"]
+        pixels = read_image(path, max_pixels=self.options.max_pixels,
+                            exif_transpose=self.options.exif)
+        gray = to_gray(pixels, name=str(path), max_pixels=self.options.max_pixels)
+        h, w = gray.shape
+        scale = (1.0, 1.0)
+        if self.options.max_side and max(h, w) > self.options.max_side:
+            f = self.options.max_side / max(h, w)
+            size = (max(MIN_SIDE, round(w * f)), max(MIN_SIDE, round(h * f)))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+            scale = (w / size[0], h / size[1])
+        return {"image": gray, "image_size": (h, w), "scale": scale}
+
+
+@dataclass(frozen=True)
+class SiftStageOptions(SiftOptions):
+    device: str = "auto"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise OptionError(f"stage sift: device must be auto, cpu or cuda, got {self.device!r}")
+
+
+class SiftStage(Stage):
+    """SIFT keypoints and descriptors (visiontk.sift), in original-image pixels."""
+
+    name = "sift"
+    kind = "image"
+    inputs = ("image", "image_size", "scale")
+    outputs = ("features",)
+    Options = SiftStageOptions
+
+    def run(self, context: dict) -> dict:
+        from .. import backend
+        from ..sift import sift_gray
+
+        xp = backend.array_module(backend.resolve_device(self.options.device))
+        feats = sift_gray(context["image"], self.options, xp)
+        sx, sy = context.get("scale", (1.0, 1.0))
+        if (sx, sy) != (1.0, 1.0):
+            # pixel centres map as (x + 0.5)·s − 0.5 when an image is resized by 1/s
+            feats.xy = ((feats.xy + 0.5) * np.float32([sx, sy]) - 0.5).astype(np.float32)
+            feats.size = (feats.size * np.float32(np.sqrt(sx * sy))).astype(np.float32)
+        feats.image_size = tuple(context.get("image_size", feats.image_size))
+        return {"features": feats}
