@@ -276,3 +276,20 @@ def test_resize_reports_original_pixels(folder, tmp_path):
     m = visiontk.match(a, full)
     offsets = np.linalg.norm(a.xy[m.pairs[:, 0]] - full.xy[m.pairs[:, 1]], axis=1)
     assert len(m) > 50 and np.median(offsets) < 1.0
+
+
+def test_load_turns_images_by_exif_orientation(tmp_path, coffee):
+    from PIL import Image
+
+    im = Image.fromarray(coffee)  # 600 wide, 400 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    (tmp_path / "in").mkdir()
+    im.save(tmp_path / "in" / "tagged.jpg", exif=exif.tobytes(), quality=95)
+    turned = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 50}])
+    raw = Pipeline.from_spec([{"name": "load", "exif": False},
+                              {"name": "sift", "max_features": 50}])
+    a = read_features_h5(turned.run(tmp_path / "in", tmp_path / "a", quiet=True).features_path)
+    b = read_features_h5(raw.run(tmp_path / "in", tmp_path / "b", quiet=True).features_path)
+    assert a["tagged.jpg"].image_size == (600, 400)
+    assert b["tagged.jpg"].image_size == (400, 600)

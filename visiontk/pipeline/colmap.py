@@ -74,7 +74,8 @@ def export_colmap(path: Path, features: list, pairs: list) -> Path:
     """Write a COLMAP database at ``path`` (replaced atomically).
 
     ``features``: (image name, Features) in image-id order (ids from 1);
-    ``pairs``: (name_a, name_b, Matches, Geometry or None).
+    ``pairs``: (name_a, name_b, Matches, Geometry or None). Both may be generators: they are
+    read once, one item at a time.
     """
     path = Path(path)
     with atomic_write(path) as tmp:

@@ -146,6 +146,13 @@ def _stages(specs_json: str):
     return [load_stage(name).from_dict(options) for name, options in json.loads(specs_json)]
 
 
+@functools.lru_cache(maxsize=64)
+def _features(path: str) -> Features:
+    """Features from the cache; a file's name is its content key, so it never goes stale and
+    neighbouring pairs (sequential matching) reuse what is already in memory."""
+    return Features.load(path)
+
+
 def _failure(item: str, stage: str, exc: Exception) -> dict:
     if isinstance(exc, VisiontkError):
         reason = str(exc)
@@ -186,8 +193,8 @@ def pair_task(task) -> dict:
         if cache.pair_path(key).exists():
             return {**reply, "ok": True, "cached": True}
         context = {"name_a": a, "name_b": b,
-                   "features_a": Features.load(cache.features_path(key_a)),
-                   "features_b": Features.load(cache.features_path(key_b))}
+                   "features_a": _features(str(cache.features_path(key_a))),
+                   "features_b": _features(str(cache.features_path(key_b)))}
         for s in _stages(json.dumps(specs)):
             stage = s.name
             context.update(s.run(context))

@@ -126,10 +126,11 @@ class Pipeline:
         if colmap:
             from .colmap import export_colmap
 
+            # generators: one image's features in memory at a time
             result.colmap_path = export_colmap(
                 out / "database.db",
-                [(n, Features.load(cache.features_path(k))) for n, k in features],
-                [(a, b, *cache.load_pair(k)) for a, b, k in pairs])
+                ((n, Features.load(cache.features_path(k))) for n, k in features),
+                ((a, b, *cache.load_pair(k)) for a, b, k in pairs))
         result.seconds = time.perf_counter() - t0
         _write_json(out / "failures.json", result.failures)
         _write_json(out / "summary.json", result.summary())
