@@ -208,6 +208,53 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
         sys.exit(1)
 
 
+@main.command("attention")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--weights", "-w", type=click.Path(path_type=Path), default=None,
+              help="DINO weights (.pth or .safetensors; official, timm or Hugging Face layout) "
+              "[default: look --model up in $VISIONTK_WEIGHTS, then the torch hub cache].")
+@click.option("--model", type=click.Choice(["dino_vits8", "dino_vits16", "dino_vitb8",
+                                            "dino_vitb16"]),
+              default="dino_vits8", show_default=True, help="Which official weights to look up.")
+@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for <name>_heads.png, <name>_overlay.png, <name>_mask.png, "
+              "<name>.json.")
+@click.option("--method", type=click.Choice(["attention", "tokencut"]), default="attention",
+              show_default=True, help="Mask shown in the overlay and written as the mask PNG.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.6,
+              show_default=True, help="Share of attention mass the masks keep.")
+@click.option("--image-size", type=click.IntRange(min=0), default=480, show_default=True,
+              help="Shorter side fed to the ViT (0 keeps the size).")
+@click.option("--largest-component", is_flag=True, help="Keep each mask's largest component.")
+@DEVICE
+@_user_errors
+def attention_command(images, weights, model, out, method, threshold, image_size,
+                      largest_component, device):
+    """DINO attention maps and object masks of each IMAGE, without labels."""
+    from visiontk.vit import ViT
+    from visiontk.vit.attention import dino_attention
+    from visiontk.vit.outputs import write_attention
+
+    vit = ViT.from_weights(weights, model=model, device=device)
+    failed = []
+    for path in images:
+        try:
+            result = dino_attention(path, vit=vit, threshold=threshold, image_size=image_size,
+                                    keep_largest=largest_component)
+        except VisiontkError as exc:
+            failed.append(str(exc))
+            continue
+        s = write_attention(result, out, path.stem, method)
+        click.echo(f"{path}: {s['heads']} heads, {s['grid'][0]}×{s['grid'][1]} patches, "
+                   f"{method} mask covers {100 * s['foreground_fraction']:.0f}% -> "
+                   f"{out / (path.stem + '_overlay.png')}")
+    if failed:
+        click.echo(f"{len(failed)} of {len(images)} images failed:", err=True)
+        for line in failed:
+            click.echo(f"  {line}", err=True)
+        sys.exit(1)
+
+
 @main.command("stages")
 @_user_errors
 def stages_command():

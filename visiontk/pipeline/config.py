@@ -36,6 +36,7 @@ PRESETS = {
                               {"name": "match", "pairs": "sequential", "window": 5},
                               {"name": "verify", "model": "fundamental"}],
     "sift": [{"name": "load"}, {"name": "sift"}],
+    "dino-attention": [{"name": "dino-attention"}],
 }
 
 

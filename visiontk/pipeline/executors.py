@@ -165,18 +165,21 @@ def _failure(item: str, stage: str, exc: Exception) -> dict:
 
 def image_task(task) -> dict:
     """Run the per-image stages on one image unless its features are cached."""
-    name, path, specs, cache_root = task
+    name, path, specs, cache_root, output_dir = task
     cache = store.Cache(cache_root)
     stage = "load"
     try:
         key = f"{store.content_hash(path)}-{store.config_hash(specs)}"
         if cache.features_path(key).exists():
             return {"ok": True, "name": name, "key": key, "cached": True}
-        context = {"path": path}
+        context = {"path": path, "name": name, "output_dir": output_dir}
         for s in _stages(json.dumps(specs)):
             stage = s.name
             context.update(s.run(context))
-        context["features"].save(cache.features_path(key))
+        # Features go to the cache (and then features.h5); stages without features wrote their
+        # own outputs, and an empty entry marks the image done.
+        feats = context.get("features", Features.empty())
+        feats.save(cache.features_path(key))
         return {"ok": True, "name": name, "key": key, "cached": False}
     except Exception as exc:  # one bad image must not stop the run
         return {**_failure(path, stage, exc), "name": name}

@@ -103,6 +103,8 @@ class Pipeline:
         """Run over ``images`` (a folder, a glob pattern, a text file listing paths, or a list
         of paths) writing into the folder ``out``."""
         t0 = time.perf_counter()
+        if colmap and not any("features" in s.outputs for s in self.image_stages):
+            raise OptionError("--colmap needs a pipeline that extracts features")
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         named = resolve_images(images)
@@ -112,10 +114,11 @@ class Pipeline:
         image_specs = self.specs(self.image_stages)
         with executors.create(executor, workers, scheduler) as pool:
             features = self._run_images(pool, named, image_specs, cache, result, quiet)
-            result.features_path = out / "features.h5"
-            store.write_features_h5(result.features_path,
-                                    ((n, k, Features.load(cache.features_path(k)))
-                                     for n, k in features), __version__)
+            if any("features" in s.outputs for s in self.image_stages):
+                result.features_path = out / "features.h5"
+                store.write_features_h5(result.features_path,
+                                        ((n, k, Features.load(cache.features_path(k)))
+                                         for n, k in features), __version__)
             pairs = []
             if self.pair_stages:
                 pairs = self._run_pairs(pool, features, cache, result, quiet)
@@ -137,7 +140,8 @@ class Pipeline:
         return result
 
     def _run_images(self, pool, named, specs, cache, result, quiet):
-        tasks = [(name, str(path), specs, str(cache.root)) for name, path in named]
+        tasks = [(name, str(path), specs, str(cache.root), str(cache.root.parent))
+                 for name, path in named]
         done = {}
         with Progress(len(tasks), "images", quiet) as progress:
             for reply in pool.map_unordered(executors.image_task, tasks):

@@ -1,0 +1,58 @@
+"""Per-image stage ``dino-attention``: DINO attention maps and object masks, as pictures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import OptionError
+from ..pipeline.stage import Stage
+
+
+@dataclass(frozen=True)
+class DinoOptions:
+    weights: str = ""  # path; empty: look `model` up in $VISIONTK_WEIGHTS / the torch hub cache
+    model: str = "dino_vits8"
+    method: str = "attention"  # attention | tokencut: which mask the overlay shows
+    threshold: float = 0.6
+    image_size: int = 480
+    keep_largest: bool = False
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.method not in ("attention", "tokencut"):
+            raise OptionError(f"stage dino-attention: method must be attention or tokencut, "
+                              f"got {self.method!r}")
+        if not 0 < self.threshold <= 1:
+            raise OptionError(f"stage dino-attention: threshold must be in (0, 1], "
+                              f"got {self.threshold}")
+        if self.image_size < 0:
+            raise OptionError("stage dino-attention: image_size must be >= 0")
+
+
+class DinoAttentionStage(Stage):
+    """DINO ViT attention maps, mass masks and TokenCut mask, written to OUT/attention/."""
+
+    name = "dino-attention"
+    kind = "image"
+    inputs = ("path",)
+    outputs = ("attention",)
+    Options = DinoOptions
+
+    def run(self, context: dict) -> dict:
+        from pathlib import Path
+
+        from ..pipeline.store import escape
+        from ..vit.attention import dino_attention
+        from ..vit.outputs import write_attention
+
+        if getattr(self, "_vit", None) is None:  # one model per worker process
+            from ..vit.model import ViT
+
+            self._vit = ViT.from_weights(self.options.weights or None, model=self.options.model,
+                                         device=self.options.device)
+        result = dino_attention(context["path"], vit=self._vit, threshold=self.options.threshold,
+                                image_size=self.options.image_size,
+                                keep_largest=self.options.keep_largest)
+        folder = Path(context["output_dir"]) / "attention"
+        summary = write_attention(result, folder, escape(context["name"]), self.options.method)
+        return {"attention": summary}

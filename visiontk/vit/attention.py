@@ -1,0 +1,176 @@
+"""Object masks from DINO attention, without labels.
+
+* Attention masks (Caron et al. 2021, ``visualize_attention.py``): per head, keep the patches
+  with the highest CLS attention that together hold ``threshold`` of its mass (0.6 in the
+  paper).
+* TokenCut (Wang et al. 2022): a graph over the last block's keys (cosine similarity, edge 1
+  where ≥ 0.2 else 1e-5), the second smallest generalised eigenvector of (D − W, D), split at
+  its mean; the foreground is the side holding the largest |value|, kept as the connected
+  component of that seed patch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import backend, io
+from ..errors import OptionError
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+#: Shorter image side fed to the ViT by default (visualize_attention.py).
+IMAGE_SIZE = 480
+#: Share of attention mass a mask keeps (DINO paper).
+MASS_THRESHOLD = 0.6
+#: TokenCut's similarity threshold and the weight of the edges below it.
+TOKENCUT_TAU = 0.2
+TOKENCUT_EPS = 1e-5
+
+
+@dataclass
+class AttentionResult:
+    """Maps and masks at patch resolution (h × w), and the image they were computed on.
+
+    ``maps``: heads × h × w CLS attention; ``mean_map``: their mean; ``masks``: heads × h × w
+    bool (mass threshold); ``mean_mask``: mass mask of the mean map; ``tokencut``: h × w bool;
+    ``image``: the resized, cropped RGB uint8 image (h·P × w·P); ``patch``: P.
+    """
+
+    maps: np.ndarray
+    mean_map: np.ndarray
+    masks: np.ndarray
+    mean_mask: np.ndarray
+    tokencut: np.ndarray
+    image: np.ndarray
+    patch: int
+    threshold: float
+
+    def upsample(self, grid: np.ndarray) -> np.ndarray:
+        """Nearest upsampling of a patch grid to image pixels (as the official script)."""
+        return np.repeat(np.repeat(grid, self.patch, axis=-2), self.patch, axis=-1)
+
+    def mask(self, method: str) -> np.ndarray:
+        """The chosen object mask at patch resolution: "attention" (mean map) or "tokencut"."""
+        if method == "attention":
+            return self.mean_mask
+        if method == "tokencut":
+            return self.tokencut
+        raise OptionError(f"method must be attention or tokencut, got {method!r}")
+
+    def summary(self, method: str) -> dict:
+        m = self.mask(method)
+        return {"heads": int(self.maps.shape[0]), "grid": list(m.shape), "patch": self.patch,
+                "image_size": list(self.image.shape[:2]), "method": method,
+                "threshold": self.threshold, "foreground_fraction": float(m.mean()),
+                "head_foreground_fraction": [float(x) for x in self.masks.mean(axis=(1, 2))]}
+
+
+def preprocess(rgb: np.ndarray, patch: int, image_size: int = IMAGE_SIZE):
+    """Resize so the shorter side is ``image_size`` (0 keeps the size), crop to a multiple of
+    the patch size from the top-left (as the official script), normalise with ImageNet mean and
+    std. Returns (pixels 3×H×W float32, the cropped RGB uint8 image)."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    if image_size:
+        f = image_size / min(h, w)
+        size = (max(patch, round(w * f)), max(patch, round(h * f)))
+        interp = cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC
+        rgb = cv2.resize(rgb, size, interpolation=interp)
+    h, w = rgb.shape[:2]
+    rgb = np.ascontiguousarray(rgb[: h - h % patch, : w - w % patch])
+    if rgb.shape[0] < patch or rgb.shape[1] < patch:
+        raise OptionError(f"image is smaller than one {patch}×{patch} patch")
+    pixels = (rgb.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return pixels.transpose(2, 0, 1).copy(), rgb
+
+
+def mass_masks(maps: np.ndarray, threshold: float = MASS_THRESHOLD) -> np.ndarray:
+    """Per map (… × h × w), the patches with the highest values that together hold
+    ``threshold`` of the map's mass (official: sort, normalise, cumulative sum > 1 − t)."""
+    if not 0 < threshold <= 1:
+        raise OptionError(f"threshold must be in (0, 1], got {threshold}")
+    flat = maps.reshape(-1, maps.shape[-2] * maps.shape[-1]).astype(np.float64)
+    order = np.argsort(flat, axis=1, kind="stable")
+    values = np.take_along_axis(flat, order, axis=1)
+    values /= values.sum(axis=1, keepdims=True)
+    keep_sorted = np.cumsum(values, axis=1) > 1 - threshold
+    keep = np.empty_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=1)
+    return keep.reshape(maps.shape)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected component of a boolean mask (all false stays all false)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return mask.copy()
+    sizes = np.bincount(labels.ravel())[1:]
+    return labels == 1 + int(np.argmax(sizes))
+
+
+def tokencut(keys: np.ndarray, grid: tuple, tau: float = TOKENCUT_TAU,
+             eps: float = TOKENCUT_EPS) -> tuple[np.ndarray, np.ndarray]:
+    """TokenCut foreground (h × w bool) and the eigenvector (h × w) from patch keys (N × D)."""
+    from scipy import ndimage
+    from scipy.linalg import eigh
+
+    feats = keys.astype(np.float64)
+    feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    affinity = feats @ feats.T
+    weights = np.where(affinity >= tau, 1.0, eps)
+    degree = np.diag(weights.sum(axis=1))
+    _, vectors = eigh(degree - weights, degree, subset_by_index=[1, 1])
+    vec = vectors[:, 0]
+    part = vec > vec.mean()
+    seed = int(np.argmax(np.abs(vec)))
+    if not part[seed]:
+        vec, part = -vec, ~part
+    part = part.reshape(grid)
+    labels, _ = ndimage.label(part)
+    mask = labels == labels.reshape(-1)[seed]
+    return mask, vec.reshape(grid)
+
+
+def dino_attention(image, *, weights=None, model: str = "dino_vits8", device: str = "auto",
+                   threshold: float = MASS_THRESHOLD, image_size: int = IMAGE_SIZE,
+                   keep_largest: bool = False, vit=None) -> AttentionResult:
+    """CLS attention maps, mass masks and the TokenCut mask of an image.
+
+    Parameters
+    ----------
+    image : path or H×W×3 RGB array (see :mod:`visiontk.io` for accepted types)
+    weights : path to DINO weights (.pth or .safetensors), or None to look ``model`` up
+    threshold : share of attention mass the masks keep (0.6 as the paper)
+    image_size : shorter side the image is resized to before the ViT (0: keep)
+    keep_largest : keep only the largest connected component of each mass mask
+    vit : an already loaded :class:`~visiontk.vit.ViT` (weights/model/device then unused)
+
+    Example
+    -------
+    >>> r = dino_attention("sample_images/coffee.png", weights="dino_deitsmall8_pretrain.pth")
+    >>> r.maps.shape[0], r.tokencut.dtype
+    (6, dtype('bool'))
+    """
+    from .model import ViT
+
+    net = vit if vit is not None else ViT.from_weights(weights, model=model, device=device)
+    rgb = io.load_rgb(image)
+    pixels, shown = preprocess(rgb, net.config.patch, image_size)
+    attn, keys = net.last_block(pixels)
+    attn, keys = backend.to_host(attn), backend.to_host(keys)
+    p = net.config.patch
+    grid = (pixels.shape[1] // p, pixels.shape[2] // p)
+    maps = attn[:, 1:].reshape(-1, *grid).astype(np.float32)
+    mean_map = maps.mean(axis=0)
+    masks = mass_masks(maps, threshold)
+    mean_mask = mass_masks(mean_map, threshold)
+    if keep_largest:
+        masks = np.stack([largest_component(m) for m in masks])
+        mean_mask = largest_component(mean_mask)
+    cut, _ = tokencut(keys[1:], grid)
+    return AttentionResult(maps, mean_map, masks, mean_mask, cut, shown, p, threshold)

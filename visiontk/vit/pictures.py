@@ -1,0 +1,56 @@
+"""Pictures of attention: per-head heat maps in a grid, and a mask over the image."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .attention import AttentionResult
+
+_MASK_COLOUR = np.array([255, 60, 40], np.float32)
+
+
+def heads_grid(result: AttentionResult, columns: int = 4) -> np.ndarray:
+    """RGB picture: the image, each head's attention (viridis) and their mean, labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("image", None)] + [(f"head {i}", m) for i, m in enumerate(result.maps)] \
+        + [("mean", result.mean_map)]
+    rows = -(-len(panels) // columns)
+    h, w = result.image.shape[:2]
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 3, rows * 3 * h / w + 0.3),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (title, grid) in zip(axes.ravel(), panels, strict=False):
+        if grid is None:
+            ax.imshow(result.image)
+        else:
+            ax.imshow(result.upsample(grid), cmap="viridis")
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.canvas.draw()
+    picture = np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()
+    plt.close(fig)
+    return picture
+
+
+def overlay(result: AttentionResult, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The image with the (patch-resolution) mask tinted red and its outline drawn."""
+    import cv2
+
+    full = result.upsample(mask.astype(np.uint8)).astype(bool)
+    out = result.image.astype(np.float32)
+    out[full] = (1 - alpha) * out[full] + alpha * _MASK_COLOUR
+    out = out.clip(0, 255).astype(np.uint8)
+    contours, _ = cv2.findContours(full.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, (255, 255, 0), max(1, result.image.shape[1] // 300))
+    return out
+
+
+def mask_image(result: AttentionResult, mask: np.ndarray) -> np.ndarray:
+    """The mask at image resolution as uint8 0/255."""
+    return result.upsample(mask.astype(np.uint8)) * np.uint8(255)
