@@ -10,6 +10,7 @@ rows, so thousands of tokens (ViT-S/8 at 480², 3601 tokens) fit in a few hundre
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,17 +102,17 @@ class ViT:
         qkv = (y @ w[pre + "attn.qkv.weight"].T + w[pre + "attn.qkv.bias"])
         n = x.shape[0]
         hd = c.dim // c.heads
-        qkv = qkv.reshape(n, 3, c.heads, hd).transpose(1, 2, 0, 3)  # (3, heads, N, hd)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        scale = hd ** -0.5
+        # (3, heads, N, hd), made contiguous: batched matmul on strided views is far slower
+        qkv = xp.ascontiguousarray(qkv.reshape(n, 3, c.heads, hd).transpose(1, 2, 0, 3))
+        q, k, v = qkv[0] * (hd ** -0.5), qkv[1], qkv[2]
+        k_t = xp.ascontiguousarray(k.transpose(0, 2, 1))
         if last:
-            cls_attn = softmax((q[:, :1] * scale) @ k.transpose(0, 2, 1), xp)[:, 0]
+            cls_attn = softmax(q[:, :1] @ k_t, xp)[:, 0]
             return cls_attn, k.transpose(1, 0, 2).reshape(n, c.dim)
         out = xp.empty_like(q)
         for start in range(0, n, ATTENTION_ROWS):
             rows = slice(start, min(start + ATTENTION_ROWS, n))
-            attn = softmax((q[:, rows] * scale) @ k.transpose(0, 2, 1), xp)
-            out[:, rows] = attn @ v
+            out[:, rows] = softmax(q[:, rows] @ k_t, xp) @ v
         y = out.transpose(1, 0, 2).reshape(n, c.dim)
         x = x + (y @ w[pre + "attn.proj.weight"].T + w[pre + "attn.proj.bias"])
         y = layer_norm(x, w[pre + "norm2.weight"], w[pre + "norm2.bias"], xp)
@@ -170,7 +171,19 @@ def softmax(x, xp):
 
 
 def gelu(x, xp):
-    """Exact GELU: x · Φ(x) with the error function (not the tanh approximation)."""
+    """Exact GELU: x · Φ(x) with the error function (not the tanh approximation); compiled
+    on the CPU when numba is present."""
+    if xp is np and x.dtype == np.float32 and os.environ.get("VISIONTK_KERNELS") != "xp":
+        try:
+            from ._cpu_kernels import gelu as compiled
+        except ImportError:
+            compiled = None
+        if compiled is not None:
+            return compiled(x)
+    return gelu_definition(x, xp)
+
+
+def gelu_definition(x, xp):
     if xp is np:
         from scipy.special import erf
     else:
