@@ -255,6 +255,34 @@ def attention_command(images, weights, model, out, method, threshold, image_size
         sys.exit(1)
 
 
+@main.command("branches")
+@click.argument("weights", type=click.Path(path_type=Path))
+@click.option("--layer", default=None, help="Conv layer whose units are analysed "
+              "[default: the first conv in the file].")
+@click.option("--branches", "spec", default=None,
+              help="Channel ranges per branch, e.g. 1x1=0:64,3x3=64:192,5x5=192:224,"
+              "pool=224:256 [default: from the next conv's groups].")
+@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for the report (report.html, PNGs, branches.json).")
+@_user_errors
+def branches_command(weights, layer, spec, out):
+    """Branch specialization of a CNN layer: colour and frequency per branch, statistics,
+    SVD placement, and a report (WEIGHTS: .pth, .safetensors, .npz or .onnx)."""
+    from visiontk.branches import analyse, read_conv_layers
+    from visiontk.branches.report import write_report
+
+    result = analyse(read_conv_layers(weights), layer=layer, branches=spec)
+    data = write_report(result, out)
+    click.echo(f"{result.layer}: {data['units']} units in {len(data['branches'])} branches")
+    for b in data["branches"]:
+        click.echo(f"  {b['name']} [{b['start']}:{b['stop']}]  mean colour {b['mean_colour']:.3f}"
+                   f"  mean frequency {b['mean_frequency']:.3f}  colour units "
+                   f"{b['colour_units']}")
+    click.echo(f"branch vs colour: p = {data['p_value']:.3g} (Mann-Whitney), "
+               f"{data['permutation_p_value']:.3g} (permutation)")
+    click.echo(f"report: {out / 'report.html'}")
+
+
 @main.command("stages")
 @_user_errors
 def stages_command():

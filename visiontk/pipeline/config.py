@@ -37,6 +37,7 @@ PRESETS = {
                               {"name": "verify", "model": "fundamental"}],
     "sift": [{"name": "load"}, {"name": "sift"}],
     "dino-attention": [{"name": "dino-attention"}],
+    "branches": [{"name": "branches"}],
 }
 
 

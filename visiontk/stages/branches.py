@@ -1,0 +1,40 @@
+"""Per-file stage ``branches``: a branch-specialization report for each weights file.
+
+Run it over checkpoints rather than photos, e.g.
+``visiontk run branches --images "checkpoints/*.pth" --out reports/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..pipeline.stage import Stage
+
+
+@dataclass(frozen=True)
+class BranchesOptions:
+    layer: str = ""  # empty: the first conv in the file
+    branches: str = ""  # empty: from the next conv's groups; else "name=start:stop,..."
+
+
+class BranchesStage(Stage):
+    """Branch specialization report of a CNN weights file, written to OUT/branches/<name>/."""
+
+    name = "branches"
+    kind = "image"
+    inputs = ("path",)
+    outputs = ("branches",)
+    Options = BranchesOptions
+
+    def run(self, context: dict) -> dict:
+        from pathlib import Path
+
+        from ..branches import analyse, read_conv_layers
+        from ..branches.report import write_report
+        from ..pipeline.store import escape
+
+        result = analyse(read_conv_layers(context["path"]), layer=self.options.layer or None,
+                         branches=self.options.branches or None)
+        folder = Path(context["output_dir"]) / "branches" / escape(context["name"])
+        data = write_report(result, folder)
+        return {"branches": {"p_value": data["p_value"], "layer": data["layer"]}}
