@@ -287,3 +287,11 @@ def test_compiled_gelu_equals_definition():
     x = np.random.default_rng(3).standard_normal((50, 70)).astype(np.float32) * 4
     np.testing.assert_allclose(gelu(x, np), gelu_definition(x, np), atol=2e-6, rtol=1e-5)
     assert not np.allclose(gelu(x, np), x * (x > 0))  # not a ReLU: the erf tail is there
+
+
+def test_top_level_dino_attention(samples):
+    import visiontk
+
+    r = visiontk.dino_attention(samples / "astronaut.png", weights=REAL_PTH, device="cpu",
+                                image_size=64)
+    assert r.maps.shape == (2, 4, 4) and r.mask("tokencut").shape == (4, 4)

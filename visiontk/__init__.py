@@ -16,10 +16,12 @@ from .matching import match
 from .sift import SiftOptions, sift_batch
 from .sift import sift as _sift_function
 from .two_view import TwoViewResult, match_images
+from .vit.attention import dino_attention
 from .viz import draw_matches
 
 sift = _sift_function
 
 __all__ = ["Features", "Geometry", "Matches", "SiftOptions", "TwoViewResult", "VisiontkError",
-           "__version__", "draw_matches", "estimate_fundamental", "estimate_homography", "match",
+           "__version__", "dino_attention", "draw_matches", "estimate_fundamental",
+           "estimate_homography", "match",
            "match_images", "sift", "sift_batch"]
