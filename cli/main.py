@@ -61,6 +61,15 @@ def _user_errors(func):
     return wrapper
 
 
+def _exit_if_failed(failed: list, total: int) -> None:
+    """After a batch: list the inputs that failed on stderr and exit 1 if there were any."""
+    if failed:
+        click.echo(f"{len(failed)} of {total} images failed:", err=True)
+        for line in failed:
+            click.echo(f"  {line}", err=True)
+        sys.exit(1)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(visiontk.__version__, prog_name="visiontk")
 def main():
@@ -162,11 +171,7 @@ def extract_command(images, out, max_features, upright, rootsift, max_pixels, de
             continue
         target = feats.save(out / f"{path.name}.npz")
         click.echo(f"{path}: {len(feats)} keypoints -> {target}")
-    if failed:
-        click.echo(f"{len(failed)} of {len(images)} images failed:", err=True)
-        for line in failed:
-            click.echo(f"  {line}", err=True)
-        sys.exit(1)
+    _exit_if_failed(failed, len(images))
 
 
 @main.command("run")
@@ -248,11 +253,7 @@ def attention_command(images, weights, model, out, method, threshold, image_size
         click.echo(f"{path}: {s['heads']} heads, {s['grid'][0]}×{s['grid'][1]} patches, "
                    f"{method} mask covers {100 * s['foreground_fraction']:.0f}% -> "
                    f"{out / (path.stem + '_overlay.png')}")
-    if failed:
-        click.echo(f"{len(failed)} of {len(images)} images failed:", err=True)
-        for line in failed:
-            click.echo(f"  {line}", err=True)
-        sys.exit(1)
+    _exit_if_failed(failed, len(images))
 
 
 @main.command("branches")
