@@ -174,3 +174,27 @@ def test_branches_stage_over_weights_files(tmp_path):
                          .read_text())
     even = json.loads((tmp_path / "out" / "branches" / "even.npz" / "branches.json").read_text())
     assert planted["p_value"] < 1e-6 < 0.01 < even["p_value"]
+
+
+def test_deeper_layer_scored_through_its_weights():
+    """conv2 units 0–31 read mostly colour units of conv1, 32–63 mostly grey ones; conv3 has
+    groups=2, so conv2's two branches are 0–31 and 32–63 and should differ in colour."""
+    conv1, _ = planted_layers()
+    rng = np.random.default_rng(6)
+    reads_colour = np.zeros((64, 96))
+    reads_colour[:32, 48:] = 1
+    reads_colour[32:, :48] = 1
+    conv2 = (rng.standard_normal((64, 96, 3, 3)) * (0.05 + reads_colour[:, :, None, None]))
+    conv3 = rng.standard_normal((32, 32, 3, 3))
+    layers = [ConvLayer("conv1", conv1), ConvLayer("conv2", conv2.astype(np.float32)),
+              ConvLayer("conv3", conv3.astype(np.float32))]
+    r = analyse(layers, layer="conv2")
+    first, second = r.per_branch
+    assert first["mean_colour"] > 0.8 and second["mean_colour"] < 0.2
+    assert r.p_value < 1e-6
+    mixed = analyse([layers[0], ConvLayer("conv2", rng.standard_normal((64, 96, 3, 3))
+                                          .astype(np.float32)), layers[2]], layer="conv2")
+    assert mixed.p_value > 1e-3
+    with pytest.raises(OptionError, match="plain chain"):
+        analyse([layers[0], ConvLayer("x", np.zeros((8, 50, 3, 3), np.float32)),
+                 ConvLayer("y", np.zeros((8, 4, 3, 3), np.float32))], layer="x")

@@ -5,6 +5,7 @@
   (0: black and white, 1: pure colour contrast).
 * Spatial frequency: radial centroid of the kernel's 2-D DFT power (cycles/pixel, DC excluded,
   zero-padded to 32×32), and the orientation (degrees, 0–180) of the strongest frequency.
+* Deeper units: the |W|-weighted mean of the scores of the units they read (:func:`unit_scores`).
 * Branch vs colour: Mann–Whitney U of each branch's scores against the others' (asymptotic
   normal p-values, which stay faithful far below 1e-8), a permutation test as a cross-check
   (its p-value cannot go below 1/(resamples+1)), and the hypergeometric chance that the colour
@@ -60,6 +61,37 @@ def frequency_and_orientation(weight: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return centroid, angle
 
 
+def unit_scores(layers: list[ConvLayer], index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Colour and frequency scores of the units of ``layers[index]``.
+
+    First-layer (RGB) units are scored from their kernels. A deeper unit inherits the mean of
+    the scores of the units it reads, weighted by |W| summed over kernel positions (within its
+    group): a proxy through the weights, meaningful when the layers form a plain chain (each conv
+    reads the previous conv's units), as AlexNet's do.
+    """
+    layer = layers[index]
+    if layer.weight.shape[1] == 3 and (index == 0 or layers[index - 1].out_channels != 3):
+        colour = colour_scores(layer.weight)
+        frequency, _ = frequency_and_orientation(layer.weight)
+        return colour, frequency
+    if index == 0:
+        raise OptionError(f"layer {layer.name} reads {layer.weight.shape[1]} channels, not RGB, "
+                          "and no earlier conv is in the file")
+    prev_colour, prev_freq = unit_scores(layers, index - 1)
+    n_prev = len(prev_colour)
+    per_group = layer.in_per_group
+    groups = layer.groups or n_prev // per_group
+    if per_group * groups != n_prev or layer.out_channels % groups:
+        raise OptionError(f"layer {layer.name} does not read {layers[index - 1].name}'s "
+                          f"{n_prev} units directly; scores of deeper units need a plain chain")
+    mag = np.abs(layer.weight.astype(np.float64)).sum(axis=(2, 3))  # (out, in per group)
+    step = layer.out_channels // groups
+    inputs = (np.arange(layer.out_channels)[:, None] // step) * per_group + np.arange(per_group)
+    total = np.maximum(mag.sum(axis=1), 1e-12)
+    return ((mag * prev_colour[inputs]).sum(axis=1) / total,
+            (mag * prev_freq[inputs]).sum(axis=1) / total)
+
+
 def chance_all_in_branch(k: int, n_branch: int, n_total: int) -> float:
     """C(n_b, k) / C(N, k): all k units of a kind land in one branch of n_b by chance."""
     from scipy.special import gammaln
@@ -95,7 +127,7 @@ class BranchAnalysis:
             "colour_units": self.colour_units,
             "branches": self.per_branch,
             "units_detail": [{"unit": i, "colour": float(c), "frequency": float(f),
-                              "orientation": float(o)}
+                              "orientation": None if np.isnan(o) else float(o)}
                              for i, (c, f, o) in enumerate(zip(self.colour, self.frequency,
                                                                self.orientation, strict=True))],
             "svd": self.svd,
@@ -120,8 +152,11 @@ def analyse(layers: list[ConvLayer], *, layer: str | None = None, branches: str 
     following = layers[index + 1] if index + 1 < len(layers) else None
     parts = parse_branch_spec(branches, this.out_channels) if branches else \
         infer_branches(this, following)
-    colour = colour_scores(this.weight)
-    frequency, orientation = frequency_and_orientation(this.weight)
+    colour, frequency = unit_scores(layers, index)
+    if this.weight.shape[1] == 3:
+        _, orientation = frequency_and_orientation(this.weight)
+    else:
+        orientation = np.full(this.out_channels, np.nan)
     result = BranchAnalysis(this.name, parts, colour, frequency, orientation, this.weight)
 
     member = np.full(this.out_channels, -1)

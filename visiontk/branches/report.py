@@ -53,7 +53,8 @@ def write_report(result: BranchAnalysis, out: Path) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    for b, part in enumerate(result.branches):
+    rgb = result.weight.shape[1] == 3  # deeper kernels have no picture of their own
+    for b, part in enumerate(result.branches if rgb else []):
         units = np.arange(part.start, part.stop)
         order = units[np.argsort(-result.colour[units], kind="stable")]
         name = f"filters_{b}_{part.name}.png"
@@ -80,7 +81,7 @@ def write_report(result: BranchAnalysis, out: Path) -> dict:
         coords = np.asarray(result.svd["coordinates"])
         fig, ax = plt.subplots(figsize=(8, 8))
         ax.scatter(coords[:, 0], coords[:, 1], s=4, c="k")
-        for unit, (x, y) in enumerate(coords):
+        for unit, (x, y) in enumerate(coords if rgb else []):
             thumb = np.kron(filter_image(result.weight[unit]), np.ones((2, 2, 1), np.uint8))
             ax.add_artist(AnnotationBbox(OffsetImage(thumb, zoom=1.0), (x, y), frameon=False))
         corr = result.svd["abs_correlation"]
