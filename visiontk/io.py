@@ -31,6 +31,7 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 #: Smallest side accepted: below this no keypoint survives SIFT's 5-pixel border.
 MIN_SIDE = 16
+_EXIF_ORIENTATION = 0x0112
 
 
 def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -72,7 +73,8 @@ def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             width, height = im.size
             _check_size(name, height, width, max_pixels)
             im.load()
-            if exif_transpose:
+            # exif_transpose copies the image even when there is nothing to turn: ask first
+            if exif_transpose and im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
                 from PIL import ImageOps
 
                 array = _pil_to_array(ImageOps.exif_transpose(im))
