@@ -110,3 +110,8 @@ def test_sift_batch_equals_single_calls(samples):
     for p, feats in zip(paths, batch, strict=True):
         np.testing.assert_array_equal(feats.xy, visiontk.sift(p, max_features=300).xy)
     assert visiontk.sift_batch([]) == []
+
+
+def test_sift_batch_refuses_unknown_options_in_one_line(samples):
+    with pytest.raises(OptionError, match="colour"):
+        visiontk.sift_batch([samples / "coffee.png"], colour=True)

@@ -102,10 +102,7 @@ def sift(image, *, device: str = "auto", mask=None, **options) -> Features:
     >>> feats.descriptors.shape
     (500, 128)
     """
-    try:
-        opts = SiftOptions(**options)
-    except TypeError as exc:
-        raise OptionError(f"sift: {exc}".replace("SiftOptions.__init__()", "sift()")) from None
+    opts = _options(options)
     resolved = backend.resolve_device(device)
     xp = backend.array_module(resolved)
     t0 = time.perf_counter()
@@ -119,6 +116,14 @@ def sift(image, *, device: str = "auto", mask=None, **options) -> Features:
     features = sift_gray(gray, opts, xp, mask=mask)
     features.timings = {"load": t1 - t0, **features.timings}
     return features
+
+
+def _options(options: dict) -> SiftOptions:
+    """Validated options; an unknown name is a one-line OptionError, not a TypeError."""
+    try:
+        return SiftOptions(**options)
+    except TypeError as exc:
+        raise OptionError(f"sift: {exc}".replace("SiftOptions.__init__()", "sift()")) from None
 
 
 def sift_gray(gray, opts: SiftOptions, xp, mask=None) -> Features:
@@ -146,7 +151,7 @@ def sift_batch(images, *, device: str = "auto", **options) -> list:
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    opts = SiftOptions(**options)
+    opts = _options(options)
     xp = backend.array_module(backend.resolve_device(device))
     images = list(images)
     results = []
@@ -157,8 +162,7 @@ def sift_batch(images, *, device: str = "auto", **options) -> list:
             gray = pending.result()
             if k + 1 < len(images):
                 pending = pool.submit(io.load_gray, images[k + 1], max_pixels=opts.max_pixels)
-            _kernels(xp)
-            results.append(extract(xp.asarray(gray), opts, xp))
+            results.append(sift_gray(gray, opts, xp))
     return results
 
 
