@@ -48,6 +48,10 @@ def _user_errors(func):
             sys.exit(exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, SystemExit):
             raise
+        except KeyboardInterrupt:
+            # finished items are already on disk (atomically); a rerun resumes from them
+            click.echo("interrupted", err=True)
+            sys.exit(130)
         except MemoryError:
             click.echo("error: out of memory (try --max-features or a smaller image)", err=True)
             sys.exit(1)

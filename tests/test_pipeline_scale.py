@@ -124,3 +124,19 @@ def test_progress_lines_when_not_a_terminal(views, tmp_path):
                         "--out", str(tmp_path), "--quiet"], capture_output=True, text=True,
                        check=False)
     assert q.stderr == "" and "10 from earlier runs" in q.stdout
+
+
+def test_interrupted_run_says_so_and_resumes(views, tmp_path):
+    cmd = [visiontk_command(), "run", "sift", "--images", str(views), "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cached = tmp_path / ".cache" / "features"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cached.exists() and list(cached.glob("*.npz")):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    again = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True, check=False)
+    assert again.returncode == 0 and "from earlier runs" in again.stdout
