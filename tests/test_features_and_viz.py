@@ -47,3 +47,17 @@ def test_outliers_drawn_red():
                        inliers=np.array([False]))
     r, g, _ = pic[30, 20:80].astype(int).max(axis=0)
     assert r > 100 and g < 60
+
+
+def test_matches_convert_to_cv2_dmatches(astronaut):
+    import cv2
+
+    a = visiontk.sift(astronaut, max_features=300)
+    rotated = cv2.rotate(astronaut, cv2.ROTATE_90_CLOCKWISE)
+    b = visiontk.sift(rotated, max_features=300)
+    m = visiontk.match(a, b)
+    dm = m.to_dmatches()
+    assert len(dm) == len(m) > 50
+    assert [(d.queryIdx, d.trainIdx) for d in dm] == m.pairs.tolist()
+    drawn = cv2.drawMatches(astronaut, a.to_keypoints(), rotated, b.to_keypoints(), dm, None)
+    assert drawn.shape[1] == astronaut.shape[1] + rotated.shape[1]
