@@ -58,6 +58,6 @@ def test_matches_convert_to_cv2_dmatches(astronaut):
     m = visiontk.match(a, b)
     dm = m.to_dmatches()
     assert len(dm) == len(m) > 50
-    assert [(d.queryIdx, d.trainIdx) for d in dm] == m.pairs.tolist()
+    assert [[d.queryIdx, d.trainIdx] for d in dm] == m.pairs.tolist()
     drawn = cv2.drawMatches(astronaut, a.to_keypoints(), rotated, b.to_keypoints(), dm, None)
     assert drawn.shape[1] == astronaut.shape[1] + rotated.shape[1]
