@@ -144,6 +144,16 @@ def to_gray(image: np.ndarray, *, name: str = "<array>",
     >>> to_gray(np.zeros((32, 48, 3), np.uint8)).shape
     (32, 48)
     """
+    pixels = _to_255(image, name, max_pixels)
+    if pixels.ndim == 3:
+        # ITU-R BT.601 weights, as cv2.cvtColor uses: keypoints agree with cv2.SIFT on colour.
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    return np.ascontiguousarray(pixels, dtype=np.float32)
+
+
+def _to_255(image, name: str, max_pixels: int) -> np.ndarray:
+    """Check an image array (type, shape, size, range), drop alpha, scale to 0..255 float32:
+    H×W or H×W×3."""
     if not isinstance(image, np.ndarray):
         raise ImageError(f"{name}: expected a numpy array or a path, got {type(image).__name__}")
     if image.ndim == 3 and image.shape[2] in (1, 2):
@@ -155,11 +165,7 @@ def to_gray(image: np.ndarray, *, name: str = "<array>",
             f"{name}: expected an H×W or H×W×3 image, got an array of shape {image.shape}"
         )
     _check_size(name, image.shape[0], image.shape[1], max_pixels)
-    gray = _scale_to_255(image, name)
-    if gray.ndim == 3:
-        # ITU-R BT.601 weights, as cv2.cvtColor uses: keypoints agree with cv2.SIFT on colour.
-        gray = cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY)
-    return np.ascontiguousarray(gray, dtype=np.float32)
+    return _scale_to_255(image, name)
 
 
 def _scale_to_255(image: np.ndarray, name: str) -> np.ndarray:
@@ -210,10 +216,7 @@ def load_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     is_path = isinstance(source, (str, os.PathLike))
     name = str(source) if is_path else "<array>"
     image = read_image(source, max_pixels=max_pixels) if is_path else source
-    to_gray(image, name=name, max_pixels=max_pixels)  # the same validation as for SIFT
-    if image.ndim == 3 and image.shape[2] >= 3:
-        rgb = _scale_to_255(np.ascontiguousarray(image[:, :, :3]), name)
-    else:
-        grey = image[:, :, 0] if image.ndim == 3 else image
-        rgb = np.repeat(_scale_to_255(grey, name)[:, :, None], 3, axis=2)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    pixels = _to_255(image, name, max_pixels)  # the same checks as for SIFT
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)

@@ -6,8 +6,6 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .errors import OptionError
 from .features import Features, Matches
 from .geometry import MODELS, Geometry, estimate
@@ -31,10 +29,10 @@ class TwoViewResult:
 
     @property
     def inlier_matches(self) -> Matches:
-        if self.geometry is None or self.geometry.model is None:
-            return self.matches if self.geometry is None else self.matches.subset(
-                np.zeros(len(self.matches), bool))
-        return self.matches.subset(self.geometry.inliers)
+        """Matches the model keeps (none without a model; all when not verified)."""
+        if self.geometry is None:
+            return self.matches
+        return self.matches.subset(self.geometry.inliers)  # all false when model is None
 
     def summary(self) -> dict:
         """JSON-ready numbers: keypoints, matches, inliers, model and timings."""

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from .. import __version__
 from .._files import atomic_write
-from ..errors import ImageError, OptionError, VisiontkError
+from ..errors import ImageError, OptionError
 from ..features import Features
 from . import executors, store
 from .config import read_spec
 from .progress import Progress
 from .registry import load_stage
-from .stage import Stage
+from .stage import KINDS, Stage
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm"}
 
@@ -68,6 +68,10 @@ class Pipeline:
         if not stages:
             raise OptionError("a pipeline needs at least one stage")
         self.stages = list(stages)
+        for s in self.stages:
+            if s.kind not in KINDS:
+                raise OptionError(f"stage {s.name} has kind {s.kind!r}; expected one of "
+                                  f"{', '.join(KINDS)}")
         self.image_stages = [s for s in self.stages if s.kind == "image"]
         self.pair_stages = [s for s in self.stages if s.kind == "pair"]
         if self.stages != self.image_stages + self.pair_stages:
@@ -229,4 +233,4 @@ def _write_json(path: Path, data) -> None:
         tmp.write_text(json.dumps(data, indent=2, default=str))
 
 
-__all__ = ["Pipeline", "RunResult", "VisiontkError", "resolve_images"]
+__all__ = ["Pipeline", "RunResult", "resolve_images"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -62,9 +62,6 @@ class SiftOptions:
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise OptionError(f"sift option {name} must be True or False, "
                                   f"got {getattr(self, name)!r}")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _number(value) -> bool:
