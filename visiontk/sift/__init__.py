@@ -136,11 +136,12 @@ def sift_gray(gray, opts: SiftOptions, xp, mask=None) -> Features:
 
 
 def sift_batch(images, *, device: str = "auto", **options) -> list:
-    """:func:`sift` on many images, decoding image k+1 on a host thread while image k is
-    processed, so the device (GPU or CPU kernels) is not left waiting on file decoding.
+    """:func:`sift` on many images, keeping the device busy: image k+1 is decoded on a host
+    thread, and on the GPU also copied up (pinned memory, its own stream), while image k is
+    processed.
 
     Returns one :class:`Features` per image, in order. A bad image raises its
-    :class:`~visiontk.errors.ImageError` when its turn comes.
+    :class:`~visiontk.errors.ImageError` (at the latest when its turn comes).
 
     Example
     -------
@@ -151,34 +152,49 @@ def sift_batch(images, *, device: str = "auto", **options) -> list:
     opts = _options(options)
     xp = backend.array_module(backend.resolve_device(device))
     images = list(images)
+    if not images:
+        return []
+    if backend.is_numpy(xp):
+        def stage(gray):
+            return gray, None
+    else:
+        from ._gpu_kernels import Uploader
+
+        stage = Uploader().start
     results = []
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(io.load_gray, images[0], max_pixels=opts.max_pixels) \
-            if images else None
+        def decode(k):
+            return pool.submit(io.load_gray, images[k], max_pixels=opts.max_pixels)
+
+        pending = decode(0)
+        current = stage(pending.result())
+        if len(images) > 1:
+            pending = decode(1)
         for k in range(len(images)):
-            gray = pending.result()
+            gray, ready = current
             if k + 1 < len(images):
-                pending = pool.submit(io.load_gray, images[k + 1], max_pixels=opts.max_pixels)
+                current = stage(pending.result())
+                if k + 2 < len(images):
+                    pending = decode(k + 2)
+            if ready is not None:
+                xp.cuda.get_current_stream().wait_event(ready)
             results.append(sift_gray(gray, opts, xp))
     return results
 
 
-def extract(gray, opts: SiftOptions, xp, mask=None) -> Features:
-    """Run SIFT on a grey float32 (0..255) array already on the device of ``xp``."""
+def extract(gray, opts: SiftOptions, xp, mask=None, kernels=None) -> Features:
+    """Run SIFT on a grey float32 (0..255) array already on the device of ``xp``, with the
+    loops of ``kernels`` (default: the compiled ones for ``xp``, see :func:`_kernels`)."""
     height, width = gray.shape
+    kernels = kernels or _kernels(xp)
     t0 = time.perf_counter()
     octaves = scale_space(gray, sigma=opts.sigma, n_octave_layers=opts.n_octave_layers,
-                          upsample=opts.upsample, xp=xp)
+                          upsample=opts.upsample, xp=xp,
+                          octave_blur=getattr(kernels, "octave_blur", None))
     t1 = time.perf_counter()
-    threshold = prethreshold(opts.contrast_threshold, opts.n_octave_layers)
-    kernels = _kernels(xp)
     found = []
-    for number, octave in enumerate(octaves):
-        layer, row, col = kernels.find_candidates(octave, threshold, xp)
-        ext = refine_extrema(octave.gaussians, layer, row, col,
-                             n_octave_layers=opts.n_octave_layers,
-                             contrast_threshold=opts.contrast_threshold,
-                             edge_threshold=opts.edge_threshold, xp=xp)
+    for number, (octave, ext) in enumerate(zip(octaves, _detect(kernels, octaves, opts, xp),
+                                               strict=True)):
         # Neighbouring candidates can converge on the same sample: keep one (OpenCV removes
         # these exact duplicates after sorting).
         _, h, w = octave.gaussians.shape
@@ -244,6 +260,20 @@ def extract(gray, opts: SiftOptions, xp, mask=None) -> Features:
     return feats
 
 
+def _detect(kernels, octaves, opts: SiftOptions, xp) -> list:
+    """Refined extrema of every octave: the kernels' fused detection where they have one (the
+    GPU's), otherwise their candidate search followed by the xp refinement."""
+    threshold = prethreshold(opts.contrast_threshold, opts.n_octave_layers)
+    tests = {"n_octave_layers": opts.n_octave_layers,
+             "contrast_threshold": opts.contrast_threshold,
+             "edge_threshold": opts.edge_threshold}
+    fused = getattr(kernels, "detect_extrema", None)
+    if fused is not None:
+        return fused(octaves, threshold=threshold, **tests)
+    return [refine_extrema(o.gaussians, *kernels.find_candidates(o, threshold, xp), xp=xp,
+                           **tests) for o in octaves]
+
+
 def _inside_mask(mask, x, y, xp):
     m = xp.asarray(mask)
     h, w = m.shape
@@ -291,12 +321,13 @@ def _take_compile_time() -> float:
 
 
 def gpu_kernels():
-    """The CUDA kernels (needs CuPy), or None."""
+    """The CUDA kernels for CuPy's current device (needs CuPy), or None."""
     try:
         from . import _gpu_kernels
+
+        return _gpu_kernels.for_current_device()
     except ImportError:
         return None
-    return _gpu_kernels
 
 
 def _kernels(xp):

@@ -1,80 +1,238 @@
-"""CUDA versions of SIFT's three heavy loops (kernels/sift.cu, loaded with cupy.RawModule).
+"""Host side of SIFT's CUDA kernels (kernels/sift.cu): launches, reused device buffers and the
+compaction of detected extrema.
 
-Same interface as :mod:`visiontk.sift._cpu_kernels` and the xp definitions; importing this
-module raises ImportError without CuPy.
+:class:`CudaSift` takes a compiled module (``cupy.RawModule``, or the CPU emulator of the test
+suite) and an array module, so its logic also runs in CI on numpy. Each kernel computes what
+an xp definition in visiontk/sift/ computes; tests compare them. :func:`for_current_device`
+builds the CuPy instance and raises ImportError without CuPy.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 
-import cupy as cp
+import numpy as np
 
-from .constants import DESCR_BINS, DESCR_WIDTH, IMAGE_BORDER, ORI_BINS
+from .. import backend
+from .constants import DESCR_BINS, DESCR_WIDTH, IMAGE_BORDER, MAX_REFINE_STEPS, ORI_BINS
+from .detect import Extrema
+from .scale_space import layer_taps
 
 SOURCE = Path(__file__).with_name("kernels") / "sift.cu"
-#: Threads per block for the per-keypoint kernels (one block per keypoint).
+#: Threads per block of the per-keypoint kernels (one block per keypoint) and of the extrema
+#: kernel. The blur kernel's tile and widest kernel are fixed in sift.cu.
 BLOCK = 128
+BLUR_TILE = (32, 32)
+BLUR_BLOCK = (32, 8)
+BLUR_MAX_RADIUS = 20
+#: Grid-stride kernels never launch more blocks than this (enough to fill any current GPU).
+MAX_BLOCKS = 65535
+#: NVRTC options of the module (tests compile the source with exactly these).
+NVRTC_OPTIONS = ("--std=c++14",)
+
+
+class CudaSift:
+    """SIFT's scale space, detection, orientation and descriptor loops as CUDA kernels.
+
+    Buffers (Gaussian and DoG stacks, extrema lists) are allocated once per image size and
+    reused, per thread: a batch of same-sized images allocates nothing after the first.
+    Detection launches every octave's kernel and then reads all the counts at once, the one
+    host round-trip of detection.
+    """
+
+    def __init__(self, module, xp, block: int = BLOCK, initial_capacity: int | None = None):
+        self.xp = xp
+        self.block = block
+        self.initial_capacity = initial_capacity
+        self._module = module
+        self._local = threading.local()
+
+    def _kernel(self, name):
+        return self._module.get_function(name)
+
+    def _buffer(self, key, shape, dtype):
+        buffers = self._local.__dict__.setdefault("buffers", {})
+        found = buffers.get(key)
+        if found is None or found.shape != tuple(shape) or found.dtype != dtype:
+            found = buffers[key] = self.xp.empty(shape, dtype=dtype)
+        return found
+
+    # -- scale space ---------------------------------------------------------------------------
+    def octave_blur(self, base, sigma: float, n_octave_layers: int, level: int):
+        """All Gaussian layers of an octave and its DoG from the octave's ``base``, blurred
+        directly from it (:func:`~visiontk.sift.scale_space.layer_taps`). Returns (gaussians,
+        dogs), or None when a layer's kernel is wider than the tile's halo (large ``sigma``):
+        the caller then blurs layer by layer."""
+        xp = self.xp
+        taps = layer_taps(sigma, n_octave_layers)
+        radius_max = max(len(t) // 2 for t in taps)
+        if radius_max > BLUR_MAX_RADIUS:
+            return None
+        table = np.zeros((len(taps), 2 * BLUR_MAX_RADIUS + 1), np.float32)
+        for row, t in zip(table, taps, strict=True):
+            r = len(t) // 2
+            row[BLUR_MAX_RADIUS - r: BLUR_MAX_RADIUS + r + 1] = t
+        radii = np.array([len(t) // 2 for t in taps], np.int32)
+        base = xp.ascontiguousarray(base, dtype=xp.float32)
+        h, w = base.shape
+        n_gauss = len(taps)
+        gauss = self._buffer(("gauss", level), (n_gauss, h, w), np.float32)
+        dogs = self._buffer(("dogs", level), (n_gauss - 1, h, w), np.float32)
+        grid = ((w + BLUR_TILE[0] - 1) // BLUR_TILE[0], (h + BLUR_TILE[1] - 1) // BLUR_TILE[1])
+        self._kernel("octave_blur_dog")(
+            grid, BLUR_BLOCK,
+            (base, np.int32(h), np.int32(w), np.int32(n_gauss), xp.asarray(table),
+             xp.asarray(radii), np.int32(radius_max), gauss, dogs))
+        return gauss, dogs
+
+    # -- detection -----------------------------------------------------------------------------
+    def detect_extrema(self, octaves, *, threshold: float, n_octave_layers: int,
+                       contrast_threshold: float, edge_threshold: float) -> list[Extrema]:
+        """Extrema of every octave, refined and tested (what
+        :func:`visiontk.sift.detect.refine_extrema` keeps from
+        :func:`~visiontk.sift.detect.find_candidates`), ordered by their (layer, row, col)."""
+        xp = self.xp
+        counts = self._buffer("counts", (len(octaves),), np.uint64)
+        counts.fill(0)
+        capacities = self._local.__dict__.setdefault("capacity", {})
+        lists = []
+        params = (np.float32(threshold), np.float32(contrast_threshold),
+                  np.float32(edge_threshold), np.int32(IMAGE_BORDER),
+                  np.int32(MAX_REFINE_STEPS))
+
+        def launch(k, octave, capacity):
+            dogs = xp.ascontiguousarray(octave.dogs, dtype=xp.float32)
+            n_dog, h, w = dogs.shape
+            out = (self._buffer(("layer", k), (capacity,), np.int64),
+                   self._buffer(("row", k), (capacity,), np.int64),
+                   self._buffer(("col", k), (capacity,), np.int64),
+                   self._buffer(("offset", k), (capacity, 3), np.float32),
+                   self._buffer(("response", k), (capacity,), np.float32))
+            inner = (n_dog - 2) * h * w
+            blocks = max(1, min((inner + self.block - 1) // self.block, MAX_BLOCKS))
+            self._kernel("detect_extrema")(
+                (blocks,), (self.block,),
+                (dogs, np.int32(n_dog - 2), np.int32(h), np.int32(w), *params,
+                 np.uint64(capacity), counts[k:k + 1], *out))
+            return out
+
+        for k, octave in enumerate(octaves):
+            shape = octave.gaussians.shape[1:]
+            capacity = capacities.get(shape, self.initial_capacity
+                                      or max(4096, shape[0] * shape[1] // 64))
+            lists.append((launch(k, octave, capacity), capacity))
+        found = backend.to_host(counts).astype(np.int64)
+        result = []
+        for k, octave in enumerate(octaves):
+            out, capacity = lists[k]
+            n = int(found[k])
+            if n > capacity:  # more extrema than room: grow this size's lists and rerun
+                capacities[octave.gaussians.shape[1:]] = n
+                counts[k:k + 1].fill(0)
+                out = launch(k, octave, n)
+            layer, row, col, offset, response = (a[:n] for a in out)
+            order = xp.argsort((layer * octave.gaussians.shape[1] + row)
+                               * octave.gaussians.shape[2] + col)
+            offset = offset[order]
+            result.append(Extrema(layer[order], row[order], col[order], offset[:, 0],
+                                  offset[:, 1], offset[:, 2], response[order]))
+        return result
+
+    # -- orientation and descriptors -----------------------------------------------------------
+    def raw_orientation_histograms(self, gaussians, layer, row, col, scale, xp=None):
+        """CUDA :func:`visiontk.sift.orient.raw_orientation_histograms`."""
+        xp = self.xp
+        g = xp.ascontiguousarray(gaussians, dtype=xp.float32)
+        _, h, w = g.shape
+        count = int(layer.shape[0])
+        hist = xp.zeros((count, ORI_BINS), xp.float32)
+        if count:
+            self._kernel("orientation_histograms")(
+                (count,), (self.block,),
+                (g, np.int32(h), np.int32(w), *self._int64(layer, row, col),
+                 *self._float32(scale), np.int32(count), hist))
+        return hist
+
+    def raw_descriptors(self, gaussians, layer, x, y, direction, scale, xp=None):
+        """CUDA :func:`visiontk.sift.describe.raw_descriptors`."""
+        xp = self.xp
+        g = xp.ascontiguousarray(gaussians, dtype=xp.float32)
+        _, h, w = g.shape
+        count = int(layer.shape[0])
+        out = xp.zeros((count, DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS), xp.float32)
+        if count:
+            self._kernel("descriptors")(
+                (count,), (self.block,),
+                (g, np.int32(h), np.int32(w), *self._int64(layer),
+                 *self._float32(x, y, direction, scale), np.int32(count), out))
+        return out
+
+    def _int64(self, *arrays):
+        return [self.xp.ascontiguousarray(a, dtype=self.xp.int64) for a in arrays]
+
+    def _float32(self, *arrays):
+        return [self.xp.ascontiguousarray(a, dtype=self.xp.float32) for a in arrays]
 
 
 @functools.cache
 def _module(device_id: int):
-    return cp.RawModule(code=SOURCE.read_text(), options=("--std=c++14",))
+    import cupy as cp
+
+    return cp.RawModule(code=SOURCE.read_text(), options=NVRTC_OPTIONS)
 
 
-def _kernel(name: str):
-    return _module(cp.cuda.Device().id).get_function(name)
+def cupy_module():
+    """kernels/sift.cu as a ``cupy.RawModule`` for CuPy's current device (compiled by NVRTC
+    on the first launch)."""
+    import cupy as cp
+
+    return _module(cp.cuda.Device().id)
 
 
-def find_candidates(octave, threshold: float, xp=cp):
-    """CUDA :func:`visiontk.sift.detect.find_candidates`; candidates in row-major order."""
-    g = cp.ascontiguousarray(octave.gaussians, dtype=cp.float32)
-    n_gauss, h, w = g.shape
-    inner = (n_gauss - 3) * h * w
-    # Extrema are sparse: a tenth of the pixels is a generous bound; rerun bigger if exceeded.
-    capacity = max(1024, inner // 10)
-    while True:
-        count = cp.zeros(1, cp.uint64)
-        out = [cp.empty(capacity, cp.int64) for _ in range(3)]
-        blocks = min((inner + 255) // 256, 65535 * 8)
-        _kernel("extrema")((blocks,), (256,),
-                           (g, cp.int32(n_gauss), cp.int32(h), cp.int32(w),
-                            cp.float32(threshold), cp.int32(IMAGE_BORDER), cp.uint64(capacity),
-                            count, *out))
-        found = int(count.get()[0])
-        if found <= capacity:
-            break
-        capacity = found
-    layer, row, col = (a[:found] for a in out)
-    order = cp.argsort((layer * h + row) * w + col)
-    return layer[order], row[order], col[order]
+@functools.cache
+def _for_device(device_id: int) -> CudaSift:
+    import cupy as cp
+
+    return CudaSift(_module(device_id), cp)
 
 
-def raw_orientation_histograms(gaussians, layer, row, col, scale, xp=cp):
-    """CUDA :func:`visiontk.sift.orient.raw_orientation_histograms`."""
-    g = cp.ascontiguousarray(gaussians, dtype=cp.float32)
-    _, h, w = g.shape
-    count = int(layer.shape[0])
-    hist = cp.zeros((count, ORI_BINS), cp.float32)
-    if count:
-        _kernel("orientation_histograms")(
-            (count,), (BLOCK,),
-            (g, cp.int32(h), cp.int32(w), layer.astype(cp.int64), row.astype(cp.int64),
-             col.astype(cp.int64), scale.astype(cp.float32), cp.int32(count), hist))
-    return hist
+def for_current_device() -> CudaSift:
+    """The CuPy-backed kernels for CuPy's current device."""
+    import cupy as cp
+
+    return _for_device(cp.cuda.Device().id)
 
 
-def raw_descriptors(gaussians, layer, x, y, direction, scale, xp=cp):
-    """CUDA :func:`visiontk.sift.describe.raw_descriptors`."""
-    g = cp.ascontiguousarray(gaussians, dtype=cp.float32)
-    _, h, w = g.shape
-    count = int(layer.shape[0])
-    out = cp.zeros((count, DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS), cp.float32)
-    if count:
-        _kernel("descriptors")(
-            (count,), (BLOCK,),
-            (g, cp.int32(h), cp.int32(w), layer.astype(cp.int64), x.astype(cp.float32),
-             y.astype(cp.float32), direction.astype(cp.float32), scale.astype(cp.float32),
-             cp.int32(count), out))
-    return out
+class Uploader:
+    """Host-to-GPU copies of grey images on their own stream from pinned host memory, so the
+    next image of a batch uploads while the current one is processed."""
+
+    def __init__(self):
+        import cupy as cp
+
+        self._cp = cp
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        self._pinned = {}  # shape -> two pinned buffers and the events of their last copies
+        self._turn = 0
+
+    def start(self, gray: np.ndarray):
+        """Begin copying ``gray`` (float32, host); returns the device array and the event a
+        consumer stream waits on before reading it."""
+        cp = self._cp
+        import cupyx
+
+        slots = self._pinned.setdefault(gray.shape, [
+            [cupyx.empty_pinned(gray.shape, np.float32), None] for _ in range(2)])
+        slot = slots[self._turn % 2]
+        self._turn += 1
+        if slot[1] is not None:
+            slot[1].synchronize()  # its previous copy has left the buffer
+        np.copyto(slot[0], gray, casting="same_kind")
+        with self.stream:
+            device = cp.empty(gray.shape, np.float32)
+            device.set(slot[0], stream=self.stream)
+            slot[1] = self.stream.record()
+        return device, slot[1]
+

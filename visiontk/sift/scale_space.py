@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .. import backend
 from .constants import ASSUMED_BLUR, IMAGE_BORDER
 
@@ -87,11 +89,37 @@ def layer_sigmas(sigma: float, n_octave_layers: int) -> list[float]:
     return sigmas
 
 
-def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp) -> list[Octave]:
+def layer_taps(sigma: float, n_octave_layers: int) -> list:
+    """Gaussian kernels taking an octave's base (blur ``sigma``) straight to each of its layers
+    (blur sigma·k^i): sigma_i = sqrt((sigma·k^i)² − sigma²), float32 taps reaching 4 sigma_i
+    as cv2.GaussianBlur chooses for float images; layer 0's kernel is [1].
+
+    What the GPU's fused blur applies (sift.cu, ``octave_blur_dog``).
+
+    Example
+    -------
+    >>> [len(t) for t in layer_taps(1.6, 3)]
+    [1, 11, 17, 23, 31, 41]
+    """
+    import cv2
+
+    k = 2.0 ** (1.0 / n_octave_layers)
+    taps = [np.ones(1, np.float32)]
+    for i in range(1, n_octave_layers + 3):
+        s = math.sqrt((sigma * k ** i) ** 2 - sigma ** 2)
+        size = int(round(s * 8 + 1)) | 1
+        taps.append(cv2.getGaussianKernel(size, s, cv2.CV_32F).ravel())
+    return taps
+
+
+def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp,
+                octave_blur=None) -> list[Octave]:
     """Build the Gaussian and DoG octaves of a grey float32 image (0..255).
 
     Returns a list of :class:`Octave`, finest first. Octaves too small to hold an extremum
-    inside SIFT's image border are not built.
+    inside SIFT's image border are not built. Layers are blurred one from the next, as OpenCV
+    does; ``octave_blur(base, sigma, n_octave_layers, level)``, if given (the GPU's fused
+    kernel), builds an octave's (gaussians, dogs) at once instead, or returns None to decline.
 
     Example
     -------
@@ -116,11 +144,16 @@ def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp)
         h, w = base.shape
         if min(h, w) <= 2 * IMAGE_BORDER + 2:
             break
-        gaussians = xp.empty((n_layers, h, w), dtype=xp.float32)
-        gaussians[0] = base
-        for i in range(1, n_layers):
-            backend.gaussian_blur(gaussians[i - 1], sigmas[i], out=gaussians[i])
-        octaves.append(Octave(first + o, gaussians))
+        fused = octave_blur(base, sigma, n_octave_layers, o) if octave_blur else None
+        if fused is None:
+            gaussians = xp.empty((n_layers, h, w), dtype=xp.float32)
+            gaussians[0] = base
+            for i in range(1, n_layers):
+                backend.gaussian_blur(gaussians[i - 1], sigmas[i], out=gaussians[i])
+            octaves.append(Octave(first + o, gaussians))
+        else:
+            gaussians, dogs = fused
+            octaves.append(Octave(first + o, gaussians, dogs))
         # The next octave starts from the layer with twice the base blur, taken every 2nd pixel.
         nxt = gaussians[n_octave_layers]
         base = xp.ascontiguousarray(nxt[: (h // 2) * 2: 2, : (w // 2) * 2: 2])

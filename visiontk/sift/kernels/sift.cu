@@ -2,7 +2,8 @@
 // nvcc in the test suite. Each kernel computes what an xp definition in visiontk/sift/ computes
 // (and what the numba kernels in _cpu_kernels.py compute); tests compare them on one input.
 //
-// Layouts: a Gaussian stack is float32 [n_gauss][h][w], row-major. D_l = G_{l+1} - G_l.
+// Layouts: a Gaussian stack is float32 [n_gauss][h][w], row-major; the DoG stack
+// [n_gauss - 1][h][w] holds D_l = G_{l+1} - G_l.
 // Keypoint arrays are int64 (layer, row, col) and float32 (x, y, scale, direction).
 
 #define ORI_BINS 36
@@ -29,49 +30,192 @@ __device__ __forceinline__ float atan2_degrees(float y, float x) {
     return a;
 }
 
-__device__ __forceinline__ float dog(const float* g, int layer, int r, int c, int h, int w) {
-    const long long plane = (long long)h * w;
-    const long long at = layer * plane + (long long)r * w + c;
-    return g[at + plane] - g[at];
+// ---------------------------------------------------------------------------------------------
+// Scale space: every Gaussian layer of an octave and the DoG, from the octave's base, in one
+// kernel. Layer l is the base blurred by sqrt(sigma_l^2 - sigma_0^2) (CudaSift does the same):
+// equal to OpenCV's layer-by-layer blurs up to the 4-sigma truncation (measured: 0.004 grey
+// levels at most, no keypoint changes on the sample images). Borders reflect without repeating
+// the edge pixel (BORDER_REFLECT_101). Each block loads its tile plus a halo of the widest
+// kernel into shared memory once, then per layer runs the horizontal pass into shared memory and
+// the vertical pass into the outputs; a thread keeps its previous layer's values in registers
+// for the DoG.
+
+#define BLUR_TILE_W 32
+#define BLUR_TILE_H 32
+#define BLUR_MAX_RADIUS 20
+#define BLUR_TAPS (2 * BLUR_MAX_RADIUS + 1)
+#define BLUR_SRC_W (BLUR_TILE_W + 2 * BLUR_MAX_RADIUS)
+#define BLUR_SRC_H (BLUR_TILE_H + 2 * BLUR_MAX_RADIUS)
+#define BLUR_MAX_PER_THREAD 16  // outputs per thread: blocks need >= 64 threads
+
+__device__ __forceinline__ int reflect101(int i, int n) {
+    if (n == 1) return 0;
+    while (i < 0 || i >= n) i = i < 0 ? -i : 2 * n - 2 - i;
+    return i;
 }
 
-// One thread per pixel of the inner DoG layers: 3x3x3 extremum with |D| > threshold (ties
-// count, as OpenCV). Survivors are appended at an atomic counter; the caller sorts them.
-extern "C" __global__ void extrema(const float* g, int n_gauss, int h, int w, float threshold,
-                                   int border, unsigned long long capacity,
-                                   unsigned long long* count, long long* out_layer,
-                                   long long* out_row, long long* out_col) {
-    const long long inner = (long long)(n_gauss - 3) * h * w;
+// taps: [n_gauss][BLUR_TAPS], layer l's kernel centred at BLUR_MAX_RADIUS with radii[l] taps
+// each side (layer 0: radius 0, tap 1: a copy of the base). gauss: [n_gauss][h][w];
+// dogs: [n_gauss - 1][h][w]. radius_max = max(radii) <= BLUR_MAX_RADIUS.
+extern "C" __global__ void octave_blur_dog(const float* base, int h, int w, int n_gauss,
+                                           const float* taps, const int* radii, int radius_max,
+                                           float* gauss, float* dogs) {
+    __shared__ float src[BLUR_SRC_H * BLUR_SRC_W];
+    __shared__ float rows[BLUR_SRC_H * BLUR_TILE_W];
+    const int threads = blockDim.x * blockDim.y;
+    const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+    const int x0 = blockIdx.x * BLUR_TILE_W, y0 = blockIdx.y * BLUR_TILE_H;
+    const int rm = radius_max;
+    const int src_h = BLUR_TILE_H + 2 * rm, src_w = BLUR_TILE_W + 2 * rm;
+    for (int s = tid; s < src_h * src_w; s += threads) {
+        const int r = s / src_w, c = s % src_w;
+        src[r * BLUR_SRC_W + c] =
+            base[(long long)reflect101(y0 - rm + r, h) * w + reflect101(x0 - rm + c, w)];
+    }
+    float previous[BLUR_MAX_PER_THREAD];
+    const long long plane = (long long)h * w;
+    for (int layer = 0; layer < n_gauss; ++layer) {
+        __syncthreads();  // src is loaded / the last layer's vertical pass is done with rows
+        const float* t = taps + layer * BLUR_TAPS + BLUR_MAX_RADIUS;
+        const int radius = radii[layer];
+        for (int s = tid; s < src_h * BLUR_TILE_W; s += threads) {
+            const int r = s / BLUR_TILE_W, c = s % BLUR_TILE_W;
+            const float* line = src + r * BLUR_SRC_W + c + rm;
+            float sum = t[0] * line[0];
+            for (int k = 1; k <= radius; ++k) sum += t[k] * (line[-k] + line[k]);
+            rows[r * BLUR_TILE_W + c] = sum;
+        }
+        __syncthreads();
+        for (int j = 0, s = tid; s < BLUR_TILE_W * BLUR_TILE_H; ++j, s += threads) {
+            const int r = s / BLUR_TILE_W, c = s % BLUR_TILE_W;
+            const float* column = rows + (r + rm) * BLUR_TILE_W + c;
+            float sum = t[0] * column[0];
+            for (int k = 1; k <= radius; ++k)
+                sum += t[k] * (column[-k * BLUR_TILE_W] + column[k * BLUR_TILE_W]);
+            const int y = y0 + r, x = x0 + c;
+            if (y < h && x < w) {
+                const long long at = (long long)y * w + x;
+                gauss[layer * plane + at] = sum;
+                if (layer > 0) dogs[(layer - 1) * plane + at] = sum - previous[j];
+            }
+            previous[j] = sum;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extrema: one thread per pixel of the inner DoG layers finds 3x3x3 extrema with |D| > threshold
+// (ties count, as OpenCV), refines each by the quadratic fit of visiontk.sift.detect
+// (refine_extrema: same arithmetic, float32, same order), applies the contrast and edge tests,
+// and appends survivors at an atomic counter. The caller orders them by position.
+
+#define IMG_SCALE ((float)(1.0 / 255.0))
+#define HALF_SCALE ((float)(0.5 / 255.0))
+#define QUARTER_SCALE ((float)(0.25 / 255.0))
+
+struct Fit {
+    float v, g0, g1, g2, dxx, dyy, dss, dxy, dxs, dys;
+};
+
+__device__ __forceinline__ Fit local_fit(const float* dogs, long long idx, int w,
+                                         long long plane) {
+    const float* d = dogs + idx;
+    Fit f;
+    f.v = d[0];
+    const float x1 = d[1], x0 = d[-1], y1 = d[w], y0 = d[-w], s1 = d[plane], s0 = d[-plane];
+    f.g0 = (x1 - x0) * HALF_SCALE;
+    f.g1 = (y1 - y0) * HALF_SCALE;
+    f.g2 = (s1 - s0) * HALF_SCALE;
+    f.dxx = (x1 + x0 - 2.f * f.v) * IMG_SCALE;
+    f.dyy = (y1 + y0 - 2.f * f.v) * IMG_SCALE;
+    f.dss = (s1 + s0 - 2.f * f.v) * IMG_SCALE;
+    f.dxy = (d[w + 1] - d[w - 1] - d[-w + 1] + d[-w - 1]) * QUARTER_SCALE;
+    f.dxs = (d[plane + 1] - d[plane - 1] - d[-plane + 1] + d[-plane - 1]) * QUARTER_SCALE;
+    f.dys = (d[plane + w] - d[plane - w] - d[-plane + w] + d[-plane - w]) * QUARTER_SCALE;
+    return f;
+}
+
+__device__ __forceinline__ bool is_extremum(const float* dogs, long long idx, int w,
+                                            long long plane, float threshold) {
+    const float v = dogs[idx];
+    const bool peak = v > threshold;
+    if (!peak && !(v < -threshold)) return false;
+    for (int dl = -1; dl <= 1; ++dl)
+        for (int dr = -1; dr <= 1; ++dr)
+            for (int dc = -1; dc <= 1; ++dc) {
+                const float u = dogs[idx + dl * plane + dr * w + dc];
+                if (peak ? u > v : u < v) return false;
+            }
+    return true;
+}
+
+// dogs: [n_layers + 2][h][w]. Outputs, one entry per kept extremum: the (layer, row, col) it
+// converged to, offsets (layer, row, col) of the fitted extremum from it, and |D| there.
+extern "C" __global__ void detect_extrema(const float* dogs, int n_layers, int h, int w,
+                                          float threshold, float contrast_threshold,
+                                          float edge_threshold, int border, int max_steps,
+                                          unsigned long long capacity, unsigned long long* count,
+                                          long long* out_layer, long long* out_row,
+                                          long long* out_col, float* out_offset,
+                                          float* out_response) {
+    const long long plane = (long long)h * w;
+    const long long inner = n_layers * plane;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < inner;
          i += (long long)blockDim.x * gridDim.x) {
-        const int layer = (int)(i / ((long long)h * w)) + 1;
-        const int r = (int)((i / w) % h);
-        const int c = (int)(i % w);
+        int layer = (int)(i / plane) + 1;
+        int r = (int)((i / w) % h);
+        int c = (int)(i % w);
         if (r < border || r >= h - border || c < border || c >= w - border) continue;
-        const float v = dog(g, layer, r, c, h, w);
-        bool ok;
-        if (v > threshold) {
-            ok = true;
-            for (int dl = -1; dl <= 1 && ok; ++dl)
-                for (int dr = -1; dr <= 1 && ok; ++dr)
-                    for (int dc = -1; dc <= 1 && ok; ++dc)
-                        if (dog(g, layer + dl, r + dr, c + dc, h, w) > v) ok = false;
-        } else if (v < -threshold) {
-            ok = true;
-            for (int dl = -1; dl <= 1 && ok; ++dl)
-                for (int dr = -1; dr <= 1 && ok; ++dr)
-                    for (int dc = -1; dc <= 1 && ok; ++dc)
-                        if (dog(g, layer + dl, r + dr, c + dc, h, w) < v) ok = false;
-        } else {
-            ok = false;
-        }
-        if (ok) {
-            unsigned long long slot = atomicAdd(count, 1ULL);
-            if (slot < capacity) {
-                out_layer[slot] = layer;
-                out_row[slot] = r;
-                out_col[slot] = c;
+        if (!is_extremum(dogs, i + plane, w, plane, threshold)) continue;
+        Fit f;
+        float xs = 0.f, xr = 0.f, xc = 0.f;
+        bool converged = false;
+        for (int step = 0; step < max_steps; ++step) {
+            f = local_fit(dogs, layer * plane + (long long)r * w + c, w, plane);
+            // H X = g by Doolittle LU without pivoting (visiontk.sift.detect._solve_symmetric3).
+            const float l10 = f.dxy / f.dxx, l20 = f.dxs / f.dxx;
+            const float u11 = f.dyy - l10 * f.dxy, u12 = f.dys - l10 * f.dxs;
+            const float l21 = (f.dys - l20 * f.dxy) / u11;
+            const float u22 = (f.dss - l20 * f.dxs) - l21 * u12;
+            const float v1 = f.g1 - l10 * f.g0;
+            const float v2 = f.g2 - l20 * f.g0 - l21 * v1;
+            const float x2 = v2 / u22;
+            const float x1 = (v1 - x2 * u12) / u11;
+            const float x0 = (f.g0 - x2 * f.dxs - x1 * f.dxy) / f.dxx;
+            xc = -x0;
+            xr = -x1;
+            xs = -x2;
+            if (fabsf(xc) < 0.5f && fabsf(xr) < 0.5f && fabsf(xs) < 0.5f) {
+                converged = true;
+                break;
             }
+            if (!isfinite(xc) || !isfinite(xr) || !isfinite(xs) || fabsf(xc) >= 1e6f ||
+                fabsf(xr) >= 1e6f || fabsf(xs) >= 1e6f)
+                break;
+            layer += (int)rintf(xs);
+            r += (int)rintf(xr);
+            c += (int)rintf(xc);
+            if (layer < 1 || layer > n_layers || r < border || r >= h - border || c < border ||
+                c >= w - border)
+                break;
+        }
+        if (!converged) continue;
+        const float contrast = f.v * IMG_SCALE + 0.5f * (f.g0 * xc + f.g1 * xr + f.g2 * xs);
+        const float trace = f.dxx + f.dyy;
+        const float det = f.dxx * f.dyy - f.dxy * f.dxy;
+        const float edge_limit = (edge_threshold + 1.f) * (edge_threshold + 1.f);
+        if (!(fabsf(contrast) * n_layers >= contrast_threshold) || !(det > 0.f) ||
+            !(trace * trace * edge_threshold < edge_limit * det))
+            continue;
+        const unsigned long long slot = atomicAdd(count, 1ULL);
+        if (slot < capacity) {
+            out_layer[slot] = layer;
+            out_row[slot] = r;
+            out_col[slot] = c;
+            out_offset[3 * slot] = xs;
+            out_offset[3 * slot + 1] = xr;
+            out_offset[3 * slot + 2] = xc;
+            out_response[slot] = fabsf(contrast);
         }
     }
 }
