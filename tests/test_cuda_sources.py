@@ -1,4 +1,6 @@
-"""Every CUDA source compiles with nvcc, so a syntax error cannot land unseen (no GPU needed)."""
+"""Every CUDA source compiles, so a syntax error cannot land unseen (no GPU needed): with nvcc
+where it is installed, and with NVRTC, the compiler CuPy's RawModule uses at run time, with the
+options visiontk passes it (NVRTC sees no host headers, so it can refuse what nvcc accepts)."""
 
 import shutil
 import subprocess
@@ -6,8 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from visiontk.sift._gpu_kernels import NVRTC_OPTIONS
+
 SOURCES = sorted((Path(__file__).resolve().parent.parent / "visiontk").rglob("*.cu"))
 NVCC = shutil.which("nvcc")
+#: Architectures the GPU benchmark targets: A100 (sm_80) and H100/H200 (sm_90).
+ARCHS = ("80", "90")
+
+
+def _nvrtc():
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as exc:  # ImportError without CuPy, a loader error without libnvrtc
+        return None, f"NVRTC is not available ({str(exc).splitlines()[0] if str(exc) else exc})"
+    return nvrtc, ""
+
+
+NVRTC, NO_NVRTC = _nvrtc()
 
 
 def test_there_are_cuda_sources():
@@ -16,11 +35,24 @@ def test_there_are_cuda_sources():
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed on this machine")
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
-def test_cuda_source_compiles(source, tmp_path):
-    # sm_80 (A100) and sm_90 (H100/H200): the architectures the GPU benchmark targets.
-    for arch in ("sm_80", "sm_90"):
-        p = subprocess.run([NVCC, f"-arch={arch}", "--std=c++14", "-c", str(source), "-o",
-                            str(tmp_path / f"{source.stem}.{arch}.o")],
+def test_cuda_source_compiles_with_nvcc(source, tmp_path):
+    for arch in ARCHS:
+        p = subprocess.run([NVCC, f"-arch=sm_{arch}", "--std=c++14", "-c", str(source), "-o",
+                            str(tmp_path / f"{source.stem}.sm_{arch}.o")],
                            capture_output=True, text=True, check=False)
         assert p.returncode == 0, p.stderr
         assert "warning" not in p.stderr.lower(), p.stderr
+
+
+@pytest.mark.skipif(NVRTC is None, reason=NO_NVRTC)
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_cuda_source_compiles_with_nvrtc(source):
+    for arch in ARCHS:
+        program = NVRTC.createProgram(source.read_text(), source.name, [], [])
+        try:
+            NVRTC.compileProgram(program, [*NVRTC_OPTIONS, f"-arch=compute_{arch}"])
+        except NVRTC.NVRTCError:
+            pytest.fail(f"compute_{arch}: {NVRTC.getProgramLog(program)}")
+        log = NVRTC.getProgramLog(program)
+        assert "warning" not in log.lower(), log
+        assert b".entry" in NVRTC.getPTX(program)  # kernels were emitted
