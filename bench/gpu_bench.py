@@ -2,10 +2,11 @@
 
     python bench/gpu_bench.py [--json FILE]      (needs CuPy and an NVIDIA GPU)
 
-Prints: the GPU model; extraction of a 1920×1080 photo (single image, and per image in batches
-of 16 through visiontk.sift_batch); matching 2k×2k and 20k×20k descriptors (device-resident,
-and through visiontk.match from host arrays); cv2.SIFT on the same image on the CPU
-(visiontk GPU / OpenCV CPU ratio); and the CPU/GPU parity summary on the sample images.
+Prints: the GPU model; the fused kernels' device time; extraction of a 1920×1080 photo
+(single image, and per image in batches of 16 through visiontk.sift_batch); matching 2k×2k and
+20k×20k descriptors (device-resident, and through visiontk.match from host arrays); cv2.SIFT on
+the same image on the CPU (visiontk GPU / OpenCV CPU ratio); and the CPU/GPU parity summary on
+the sample images.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import skimage.data
-from scipy.spatial import cKDTree
 
 import visiontk
 from visiontk.matching import nearest_neighbours
+from visiontk.sift.agreement import keypoint_agreement
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 
@@ -41,14 +42,37 @@ def median_time(fn, repeats, sync=None):
 def parity(name):
     cpu = visiontk.sift(SAMPLES / name, device="cpu")
     gpu = visiontk.sift(SAMPLES / name, device="cuda")
-    dist, idx = cKDTree(gpu.xy).query(cpu.xy)
-    same = dist < 0.05
-    angle = np.abs((cpu.angle[same] - gpu.angle[idx[same]] + 180) % 360 - 180)
-    desc = np.linalg.norm(cpu.descriptors[same].astype(float) - gpu.descriptors[idx[same]],
-                          axis=1)
-    return {"image": name, "cpu": len(cpu), "gpu": len(gpu), "same_within_0.05px":
-            float(same.mean()), "angle_within_0.5deg": float(np.mean(angle < 0.5)),
-            "descriptor_l2_median": float(np.median(desc))}
+    return {"image": name, **keypoint_agreement(cpu, gpu)}
+
+
+def kernel_breakdown(gray, repeats):
+    """GPU time of the fused kernels on the 1080p image (cupyx.profiler, device time): the
+    blur of octave -1 (3840x2160), detection over all octaves, and the whole extraction."""
+    import cupy as cp
+    from cupyx.profiler import benchmark
+
+    from visiontk.sift import SiftOptions, extract
+    from visiontk.sift._gpu_kernels import for_current_device
+    from visiontk.sift.detect import prethreshold
+    from visiontk.sift.scale_space import scale_space
+
+    kernels = for_current_device()
+    g = cp.asarray(gray, dtype=cp.float32)
+    octaves = scale_space(g, sigma=1.6, n_octave_layers=3, upsample=True, xp=cp,
+                          octave_blur=kernels.octave_blur)
+    base = octaves[0].gaussians[0].copy()
+
+    def device_ms(fn, *args):
+        return float(np.median(benchmark(fn, args, n_repeat=repeats).gpu_times) * 1e3)
+
+    return {
+        "blur_dog_octave_-1_ms": device_ms(kernels.octave_blur, base, 1.6, 3, 0),
+        "detect_all_octaves_ms": device_ms(
+            lambda: kernels.detect_extrema(octaves, threshold=prethreshold(0.04, 3),
+                                           n_octave_layers=3, contrast_threshold=0.04,
+                                           edge_threshold=10.0)),
+        "extract_ms": device_ms(lambda: extract(g, SiftOptions(), cp, kernels=kernels)),
+    }
 
 
 def main():
@@ -92,6 +116,7 @@ def main():
         "opencv_cpu_1080p_ms": opencv * 1e3,
         "ratio_gpu_single_over_opencv_cpu": single / opencv,
         "ratio_gpu_batch_over_opencv_cpu": batched / opencv,
+        "kernels_device_time": kernel_breakdown(gray, args.repeats),
         "matching": matching,
         "parity": [parity(n) for n in ("astronaut.png", "coffee.png", "motorcycle_left.png")],
     }

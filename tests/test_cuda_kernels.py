@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 import pytest
 from cuda_emulator import EmulatedModule
-from scipy.spatial import cKDTree
 
 from visiontk import backend, io
 from visiontk.sift import SiftOptions, XpKernels, extract
 from visiontk.sift._gpu_kernels import SOURCE, CudaSift
+from visiontk.sift.agreement import keypoint_agreement
 from visiontk.sift.describe import quantize_descriptors
 from visiontk.sift.detect import prethreshold, refine_extrema
 from visiontk.sift.orient import dominant_orientations, orientation_scale, smooth_histograms
@@ -181,26 +181,6 @@ def test_descriptor_kernel_equals_definition(cuda, keypoints):
 # -- the whole GPU path ------------------------------------------------------------------------
 
 
-def parity(cpu, gpu) -> dict:
-    """How the GPU path's keypoints compare with the CPU path's: the fraction of CPU keypoints
-    with a GPU keypoint within 0.05 px (paired by position and angle: one place can carry
-    several orientations), and for those, octave/layer equality, angle and descriptor gaps."""
-    def points(f):
-        return np.c_[f.xy, f.angle / 100]
-
-    dist, idx = cKDTree(points(gpu)).query(points(cpu))
-    same = dist < 0.05
-    angle = np.abs((cpu.angle[same] - gpu.angle[idx[same]] + 180) % 360 - 180)
-    desc = np.linalg.norm(cpu.descriptors[same].astype(float) - gpu.descriptors[idx[same]],
-                          axis=1)
-    return {"cpu": len(cpu), "gpu": len(gpu), "same": float(same.mean()),
-            "octave_layer_equal": bool(
-                np.array_equal(cpu.octave_number[same], gpu.octave_number[idx[same]])
-                and np.array_equal(cpu.layer[same], gpu.layer[idx[same]])),
-            "angle_within_0.5": float(np.mean(angle < 0.5)),
-            "descriptor_l2_median": float(np.median(desc))}
-
-
 @pytest.mark.parametrize("name", ["astronaut.png", "coffee.png", "motorcycle_left.png"])
 def test_gpu_path_equals_cpu_path(cuda, samples, name):
     """The issue's tolerances on the sample images: position within 0.05 px with the same
@@ -209,8 +189,9 @@ def test_gpu_path_equals_cpu_path(cuda, samples, name):
     gray = io.load_gray(samples / name)
     cpu = extract(gray, opts, np)
     gpu = extract(cuda.device(gray), opts, cuda.xp, kernels=cuda.kernels())
-    p = parity(cpu, gpu)
-    assert p["cpu"] > 500 and abs(p["cpu"] - p["gpu"]) <= 0.01 * p["cpu"], p
+    p = keypoint_agreement(cpu, gpu)
+    assert p["reference"] > 500, p
+    assert abs(p["reference"] - p["other"]) <= 0.01 * p["reference"], p
     assert p["same"] > 0.98 and p["octave_layer_equal"], p
     assert p["angle_within_0.5"] > 0.99 and p["descriptor_l2_median"] < 3, p
 

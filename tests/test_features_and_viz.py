@@ -61,3 +61,29 @@ def test_matches_convert_to_cv2_dmatches(astronaut):
     assert [[d.queryIdx, d.trainIdx] for d in dm] == m.pairs.tolist()
     drawn = cv2.drawMatches(astronaut, a.to_keypoints(), rotated, b.to_keypoints(), dm, None)
     assert drawn.shape[1] == astronaut.shape[1] + rotated.shape[1]
+
+
+def test_keypoint_agreement_sees_moved_turned_and_changed_keypoints(astronaut):
+    import dataclasses
+
+    from visiontk.sift.agreement import keypoint_agreement
+
+    ref = visiontk.sift(astronaut, max_features=400)
+    same = keypoint_agreement(ref, ref)
+    assert same["same"] == 1.0 and same["octave_layer_equal"]
+    assert same["angle_within_0.5"] == 1.0 and same["descriptor_l2_median"] == 0.0
+
+    moved = ref.xy.copy()
+    moved[::2] += 0.1
+    assert keypoint_agreement(ref, dataclasses.replace(ref, xy=moved))["same"] == 0.5
+    turned = ref.angle.copy()
+    turned[:100] = (turned[:100] + 1.0) % 360
+    assert keypoint_agreement(ref, dataclasses.replace(ref, angle=turned))[
+        "angle_within_0.5"] == 0.75
+    other_layer = ref.octave.copy()
+    other_layer[0] ^= 1 << 8
+    assert not keypoint_agreement(ref, dataclasses.replace(ref, octave=other_layer))[
+        "octave_layer_equal"]
+    blank = np.zeros_like(ref.descriptors)
+    assert keypoint_agreement(ref, dataclasses.replace(ref, descriptors=blank))[
+        "descriptor_l2_median"] > 100

@@ -4,10 +4,10 @@ GPU exists; the kernels themselves are tested in test_cuda_kernels.py (also emul
 
 import numpy as np
 import pytest
-from test_cuda_kernels import parity
 
 import visiontk
 from visiontk import backend
+from visiontk.sift.agreement import keypoint_agreement
 
 USABLE, WHY = backend.cuda_status()
 pytestmark = pytest.mark.skipif(not USABLE, reason=f"no GPU for the CUDA tests: {WHY}")
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not USABLE, reason=f"no GPU for the CUDA tests: 
 def test_sift_on_cuda_equals_cpu(samples):
     cpu = visiontk.sift(samples / "astronaut.png", device="cpu")
     gpu = visiontk.sift(samples / "astronaut.png", device="cuda")
-    p = parity(cpu, gpu)
+    p = keypoint_agreement(cpu, gpu)
     assert p["same"] > 0.98 and p["octave_layer_equal"], p
     assert p["angle_within_0.5"] > 0.99 and p["descriptor_l2_median"] < 3, p
     assert visiontk.sift(samples / "astronaut.png", device="auto").xy.shape == gpu.xy.shape

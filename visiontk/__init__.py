@@ -1,7 +1,7 @@
 """visiontk: SIFT features, matching and robust two-view geometry.
 
 >>> import visiontk
->>> result = visiontk.match_images("sample_images/graffiti_a.png", "sample_images/graffiti_b.png")
+>>> result = visiontk.match_images("sample_images/coffee.png", "sample_images/coffee_warped.png")
 >>> result.geometry.n_inliers
 """
 

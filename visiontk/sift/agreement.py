@@ -1,0 +1,41 @@
+"""How closely two SIFT runs on one image agree (CPU against GPU, visiontk against OpenCV)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+
+def keypoint_agreement(reference, other, max_px: float = 0.05) -> dict:
+    """Compare two :class:`~visiontk.Features` of the same image.
+
+    Each reference keypoint is paired with the nearest keypoint of ``other`` in (x, y,
+    angle/100): one place can carry several orientations, and the angle tells them apart.
+    Returns the counts; ``same``, the fraction of reference keypoints paired within
+    ``max_px`` pixels; and for those pairs: ``octave_layer_equal`` (all pairs in the same octave
+    and layer), ``angle_within_0.5`` (fraction within 0.5°) and ``descriptor_l2_median``.
+
+    Example
+    -------
+    >>> keypoint_agreement(visiontk.sift(img, device="cpu"), visiontk.sift(img, device="cuda"))
+    {'reference': 1096, 'other': 1096, 'same': 0.999, ...}
+    """
+    def points(f):
+        return np.c_[f.xy, f.angle / 100.0]
+
+    dist, idx = cKDTree(points(other)).query(points(reference))
+    same = dist < max_px
+    mate = idx[same]
+    angle = np.abs((reference.angle[same] - other.angle[mate] + 180.0) % 360.0 - 180.0)
+    descriptor = np.linalg.norm(reference.descriptors[same].astype(np.float64)
+                                - other.descriptors[mate], axis=1)
+    return {
+        "reference": len(reference),
+        "other": len(other),
+        "same": float(same.mean()) if len(reference) else 1.0,
+        "octave_layer_equal": bool(
+            np.array_equal(reference.octave_number[same], other.octave_number[mate])
+            and np.array_equal(reference.layer[same], other.layer[mate])),
+        "angle_within_0.5": float(np.mean(angle < 0.5)) if same.any() else 0.0,
+        "descriptor_l2_median": float(np.median(descriptor)) if same.any() else float("inf"),
+    }
