@@ -164,14 +164,12 @@ def extract_command(images, out, max_features, upright, rootsift, max_pixels, de
         raise click.UsageError(f"several inputs share the file name {clashes[0]}; "
                                "their outputs would overwrite each other")
     failed = []
-    for path in images:
-        try:
-            feats = visiontk.sift(path, device=device, max_features=max_features,
-                                  upright=upright, rootsift=rootsift, max_pixels=max_pixels)
-        except VisiontkError as exc:
-            if exc.exit_code == 2:
-                raise
-            failed.append(str(exc))
+    # iter_sift decodes (and on a GPU uploads) the next image while this one is processed.
+    for path, feats in visiontk.iter_sift(images, device=device, max_features=max_features,
+                                          upright=upright, rootsift=rootsift,
+                                          max_pixels=max_pixels):
+        if isinstance(feats, VisiontkError):
+            failed.append(str(feats))
             continue
         target = feats.save(out / f"{path.name}.npz")
         click.echo(f"{path}: {len(feats)} keypoints -> {target}")

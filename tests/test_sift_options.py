@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import visiontk
-from visiontk.errors import OptionError
+from visiontk.errors import ImageError, OptionError
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,20 @@ def test_sift_batch_equals_single_calls(samples):
     for p, feats in zip(paths, batch, strict=True):
         np.testing.assert_array_equal(feats.xy, visiontk.sift(p, max_features=300).xy)
     assert visiontk.sift_batch([]) == []
+
+
+def test_iter_sift_reports_a_bad_image_and_goes_on(samples, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    paths = [samples / "coffee.png", broken, tmp_path / "missing.png", samples / "astronaut.png"]
+    got = list(visiontk.iter_sift(paths, max_features=200))
+    assert [p for p, _ in got] == paths
+    assert isinstance(got[1][1], ImageError) and "broken.png" in str(got[1][1])
+    assert isinstance(got[2][1], ImageError) and "missing.png" in str(got[2][1])
+    for path, feats in (got[0], got[3]):
+        np.testing.assert_array_equal(feats.xy, visiontk.sift(path, max_features=200).xy)
+    with pytest.raises(ImageError, match="broken.png"):
+        visiontk.sift_batch(paths)
 
 
 def test_sift_batch_refuses_unknown_options_in_one_line(samples):

@@ -13,7 +13,7 @@ from .errors import VisiontkError
 from .features import Features, Matches
 from .geometry import Geometry, estimate_fundamental, estimate_homography
 from .matching import match
-from .sift import SiftOptions, sift_batch
+from .sift import SiftOptions, iter_sift, sift_batch
 from .sift import sift as _sift_function
 from .two_view import TwoViewResult, match_images
 from .vit.attention import dino_attention
@@ -23,5 +23,5 @@ sift = _sift_function
 
 __all__ = ["Features", "Geometry", "Matches", "SiftOptions", "TwoViewResult", "VisiontkError",
            "__version__", "dino_attention", "draw_matches", "estimate_fundamental",
-           "estimate_homography", "match",
+           "estimate_homography", "iter_sift", "match",
            "match_images", "sift", "sift_batch"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import backend, io
-from ..errors import ImageError, OptionError
+from ..errors import ImageError, OptionError, VisiontkError
 from ..features import Features
 from . import constants as C
 from .describe import quantize_descriptors, raw_descriptors
@@ -136,16 +136,34 @@ def sift_gray(gray, opts: SiftOptions, xp, mask=None) -> Features:
 
 
 def sift_batch(images, *, device: str = "auto", **options) -> list:
-    """:func:`sift` on many images, keeping the device busy: image k+1 is decoded on a host
-    thread, and on the GPU also copied up (pinned memory, its own stream), while image k is
-    processed.
+    """:func:`sift` on many images, keeping the device busy (see :func:`iter_sift`).
 
-    Returns one :class:`Features` per image, in order. A bad image raises its
-    :class:`~visiontk.errors.ImageError` (at the latest when its turn comes).
+    Returns one :class:`Features` per image, in order; a bad image raises its
+    :class:`~visiontk.errors.ImageError`.
 
     Example
     -------
     >>> feats = sift_batch(["a.png", "b.png"], device="cuda")
+    """
+    results = []
+    for _, found in iter_sift(images, device=device, **options):
+        if isinstance(found, VisiontkError):
+            raise found
+        results.append(found)
+    return results
+
+
+def iter_sift(images, *, device: str = "auto", **options):
+    """Yield ``(image, Features)`` for each of ``images`` in order, or ``(image, ImageError)``
+    for one that cannot be read, so a bad file does not stop the rest.
+
+    Image k+1 is decoded on a host thread, and on the GPU also copied up (pinned memory, on its
+    own stream), while image k is processed. Options are checked before the first image.
+
+    Example
+    -------
+    >>> for path, feats in iter_sift(paths, device="cuda", max_features=4000):
+    ...     feats.save(f"{path}.npz")
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -153,7 +171,7 @@ def sift_batch(images, *, device: str = "auto", **options) -> list:
     xp = backend.array_module(backend.resolve_device(device))
     images = list(images)
     if not images:
-        return []
+        return
     if backend.is_numpy(xp):
         def stage(gray):
             return gray, None
@@ -161,25 +179,31 @@ def sift_batch(images, *, device: str = "auto", **options) -> list:
         from ._gpu_kernels import Uploader
 
         stage = Uploader().start
-    results = []
+
+    def staged(future):
+        try:
+            return stage(future.result()), None
+        except VisiontkError as exc:
+            return None, exc
+
     with ThreadPoolExecutor(max_workers=1) as pool:
         def decode(k):
             return pool.submit(io.load_gray, images[k], max_pixels=opts.max_pixels)
 
-        pending = decode(0)
-        current = stage(pending.result())
-        if len(images) > 1:
-            pending = decode(1)
-        for k in range(len(images)):
-            gray, ready = current
+        current = staged(decode(0))
+        pending = decode(1) if len(images) > 1 else None
+        for k, image in enumerate(images):
+            on_device, error = current
             if k + 1 < len(images):
-                current = stage(pending.result())
-                if k + 2 < len(images):
-                    pending = decode(k + 2)
+                current = staged(pending)
+                pending = decode(k + 2) if k + 2 < len(images) else None
+            if error is not None:
+                yield image, error
+                continue
+            gray, ready = on_device
             if ready is not None:
                 xp.cuda.get_current_stream().wait_event(ready)
-            results.append(sift_gray(gray, opts, xp))
-    return results
+            yield image, sift_gray(gray, opts, xp)
 
 
 def extract(gray, opts: SiftOptions, xp, mask=None, kernels=None) -> Features:
