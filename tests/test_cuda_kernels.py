@@ -76,17 +76,19 @@ def test_emulator_shared_memory_barriers_and_atomics(tmp_path):
 def test_emulator_refuses_arguments_of_the_wrong_c_type(tmp_path):
     kernel = EmulatedModule(SOURCE, tmp_path).get_function("orientation_histograms")
     g = np.zeros((6, 32, 32), np.float32)
+    stacks = np.array([g.ctypes.data], np.uint64)
     ints = np.zeros(1, np.int64)
-    good = [g, np.int32(32), np.int32(32), ints, ints, ints, np.zeros(1, np.float32),
-            np.int32(1), np.zeros((1, 36), np.float32)]
+    sizes = np.array([32], np.int32)
+    good = [stacks, sizes, sizes, ints, ints, ints, ints, np.zeros(1, np.float32), np.int32(1),
+            np.zeros((1, 36), np.float32)]
     kernel((1,), (32,), good)
-    for i, bad in [(1, 32), (1, np.int64(32)), (3, ints.astype(np.int32)),
-                   (8, np.zeros(72, np.float32)[::2])]:
+    for i, bad in [(8, 1), (8, np.int64(1)), (4, ints.astype(np.int32)),
+                   (0, stacks.astype(np.int64)), (9, np.zeros(72, np.float32)[::2])]:
         args = list(good)
         args[i] = bad
         with pytest.raises(TypeError, match=f"argument {i}"):
             kernel((1,), (32,), args)
-    with pytest.raises(TypeError, match="9 parameters"):
+    with pytest.raises(TypeError, match="10 parameters"):
         kernel((1,), (32,), good[:-1])
 
 

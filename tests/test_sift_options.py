@@ -122,7 +122,7 @@ def test_iter_sift_reports_a_bad_image_and_goes_on(samples, tmp_path):
     assert isinstance(got[2][1], ImageError) and "missing.png" in str(got[2][1])
     for path, feats in (got[0], got[3]):
         np.testing.assert_array_equal(feats.xy, visiontk.sift(path, max_features=200).xy)
-    with pytest.raises(ImageError, match="broken.png"):
+    with pytest.raises(ImageError, match=r"broken\.png"):
         visiontk.sift_batch(paths)
 
 

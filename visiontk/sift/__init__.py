@@ -15,15 +15,10 @@ from .. import backend, io
 from ..errors import ImageError, OptionError, VisiontkError
 from ..features import Features
 from . import constants as C
-from .describe import quantize_descriptors, raw_descriptors
-from .detect import find_candidates, prethreshold, refine_extrema
-from .orient import (
-    dominant_orientations,
-    orientation_scale,
-    raw_orientation_histograms,
-    smooth_histograms,
-)
-from .scale_space import UPSAMPLE_SHIFT, scale_space
+from . import extraction
+from .describe import raw_descriptors
+from .detect import find_candidates
+from .orient import raw_orientation_histograms
 
 
 @dataclass(frozen=True)
@@ -209,107 +204,7 @@ def iter_sift(images, *, device: str = "auto", **options):
 def extract(gray, opts: SiftOptions, xp, mask=None, kernels=None) -> Features:
     """Run SIFT on a grey float32 (0..255) array already on the device of ``xp``, with the
     loops of ``kernels`` (default: the compiled ones for ``xp``, see :func:`_kernels`)."""
-    height, width = gray.shape
-    kernels = kernels or _kernels(xp)
-    t0 = time.perf_counter()
-    octaves = scale_space(gray, sigma=opts.sigma, n_octave_layers=opts.n_octave_layers,
-                          upsample=opts.upsample, xp=xp,
-                          octave_blur=getattr(kernels, "octave_blur", None))
-    t1 = time.perf_counter()
-    found = []
-    for number, (octave, ext) in enumerate(zip(octaves, _detect(kernels, octaves, opts, xp),
-                                               strict=True)):
-        # Neighbouring candidates can converge on the same sample: keep one (OpenCV removes
-        # these exact duplicates after sorting).
-        _, h, w = octave.gaussians.shape
-        _, first = xp.unique((ext.layer * h + ext.row) * w + ext.col, return_index=True)
-        layer, row, col = ext.layer[first], ext.row[first], ext.col[first]
-        x = col + ext.offset_col[first]
-        y = row + ext.offset_row[first]
-        if mask is not None:
-            shift = UPSAMPLE_SHIFT if opts.upsample else 0.0
-            inside = _inside_mask(mask, x * octave.scale + shift, y * octave.scale + shift, xp)
-            layer, row, col, x, y = layer[inside], row[inside], col[inside], x[inside], y[inside]
-            first = first[inside]
-        scale = orientation_scale(opts.sigma, opts.n_octave_layers, layer,
-                                  ext.offset_layer[first], xp)
-        response = ext.response[first]
-        if opts.upright:
-            which = xp.arange(layer.shape[0])
-            angle = xp.zeros(layer.shape[0], dtype=xp.float32)
-        else:
-            hist = kernels.raw_orientation_histograms(octave.gaussians, layer, row, col, scale,
-                                                      xp)
-            which, angle = dominant_orientations(smooth_histograms(hist, xp), xp)
-        sub = xp.rint((ext.offset_layer[first][which] + 0.5) * 255).astype(xp.int64)
-        found.append({"number": xp.full(which.shape[0], number, dtype=xp.int64),
-                      "layer": layer[which], "x": x[which], "y": y[which],
-                      "scale": scale[which], "angle": angle, "response": response[which],
-                      "sub": sub})
-    t2 = time.perf_counter()
-    if not found:
-        return Features.empty((height, width))
-    cat = {k: xp.concatenate([f[k] for f in found]) for k in found[0]}
-    order = _strongest_first(cat, xp)
-    if opts.max_features:
-        order = order[: opts.max_features]
-    cat = {k: v[order] for k, v in cat.items()}
-
-    raw = xp.zeros((cat["x"].shape[0], 128), dtype=xp.float32)
-    direction = xp.where(cat["angle"] == 0, 0.0, 360.0 - cat["angle"]).astype(xp.float32)
-    for number, octave in enumerate(octaves):
-        sel = xp.nonzero(cat["number"] == number)[0]
-        if sel.shape[0]:
-            raw[sel] = kernels.raw_descriptors(octave.gaussians, cat["layer"][sel], cat["x"][sel],
-                                               cat["y"][sel], direction[sel], cat["scale"][sel],
-                                               xp)
-    descriptors = quantize_descriptors(raw, xp, rootsift=opts.rootsift)
-    t3 = time.perf_counter()
-
-    factor = xp.asarray([o.scale for o in octaves], dtype=xp.float32)[cat["number"]]
-    shift = UPSAMPLE_SHIFT if opts.upsample else 0.0
-    index = xp.asarray([o.index for o in octaves], dtype=xp.int64)[cat["number"]]
-    packed = (index & 255) | (cat["layer"] << 8) | ((cat["sub"] & 255) << 16)
-    feats = Features(
-        xy=backend.to_host(xp.stack([cat["x"] * factor + shift, cat["y"] * factor + shift],
-                                    axis=1)).astype(np.float32),
-        size=backend.to_host(cat["scale"] * 2 * factor).astype(np.float32),
-        angle=backend.to_host(cat["angle"]).astype(np.float32),
-        response=backend.to_host(cat["response"]).astype(np.float32),
-        octave=backend.to_host(packed).astype(np.int32),
-        descriptors=backend.to_host(descriptors),
-        image_size=(height, width),
-    )
-    feats.timings = {"scale_space": t1 - t0, "detect_orient": t2 - t1, "describe": t3 - t2}
-    return feats
-
-
-def _detect(kernels, octaves, opts: SiftOptions, xp) -> list:
-    """Refined extrema of every octave: the kernels' fused detection where they have one (the
-    GPU's), otherwise their candidate search followed by the xp refinement."""
-    threshold = prethreshold(opts.contrast_threshold, opts.n_octave_layers)
-    tests = {"n_octave_layers": opts.n_octave_layers,
-             "contrast_threshold": opts.contrast_threshold,
-             "edge_threshold": opts.edge_threshold}
-    fused = getattr(kernels, "detect_extrema", None)
-    if fused is not None:
-        return fused(octaves, threshold=threshold, **tests)
-    return [refine_extrema(o.gaussians, *kernels.find_candidates(o, threshold, xp), xp=xp,
-                           **tests) for o in octaves]
-
-
-def _inside_mask(mask, x, y, xp):
-    m = xp.asarray(mask)
-    h, w = m.shape
-    xi = xp.clip(xp.floor(x + 0.5).astype(xp.int64), 0, w - 1)
-    yi = xp.clip(xp.floor(y + 0.5).astype(xp.int64), 0, h - 1)
-    return m[yi, xi]
-
-
-def _strongest_first(cat, xp):
-    """Order by response (descending), then octave, layer, y, x, angle: deterministic."""
-    keys = [cat["angle"], cat["x"], cat["y"], cat["layer"], cat["number"], -cat["response"]]
-    return xp.lexsort(xp.stack([k.astype(xp.float64) for k in keys]))
+    return extraction.extract(gray, opts, xp, kernels or _kernels(xp), mask=mask)
 
 
 class XpKernels:

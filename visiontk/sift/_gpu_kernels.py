@@ -18,7 +18,7 @@ import numpy as np
 from .. import backend
 from .constants import DESCR_BINS, DESCR_WIDTH, IMAGE_BORDER, MAX_REFINE_STEPS, ORI_BINS
 from .detect import Extrema
-from .scale_space import layer_taps
+from .scale_space import Octave, layer_taps
 
 SOURCE = Path(__file__).with_name("kernels") / "sift.cu"
 #: Threads per block of the per-keypoint kernels (one block per keypoint) and of the extrema
@@ -140,40 +140,66 @@ class CudaSift:
                                   offset[:, 1], offset[:, 2], response[order]))
         return result
 
-    # -- orientation and descriptors -----------------------------------------------------------
-    def raw_orientation_histograms(self, gaussians, layer, row, col, scale, xp=None):
-        """CUDA :func:`visiontk.sift.orient.raw_orientation_histograms`."""
+    # -- orientation and descriptors: keypoints of all octaves in one launch -------------------
+    def orientation_histograms_all(self, octaves, number, layer, row, col, scale):
+        """Raw orientation histograms of keypoints of any octaves (``number``: which), in one
+        launch; per keypoint what :func:`visiontk.sift.orient.raw_orientation_histograms`
+        computes."""
         xp = self.xp
-        g = xp.ascontiguousarray(gaussians, dtype=xp.float32)
-        _, h, w = g.shape
         count = int(layer.shape[0])
         hist = xp.zeros((count, ORI_BINS), xp.float32)
         if count:
             self._kernel("orientation_histograms")(
                 (count,), (self.block,),
-                (g, np.int32(h), np.int32(w), *self._int64(layer, row, col),
+                (*self._octave_table(octaves), *self._int64(number, layer, row, col),
                  *self._float32(scale), np.int32(count), hist))
         return hist
 
-    def raw_descriptors(self, gaussians, layer, x, y, direction, scale, xp=None):
-        """CUDA :func:`visiontk.sift.describe.raw_descriptors`."""
+    def descriptors_all(self, octaves, number, layer, x, y, direction, scale):
+        """Raw descriptors of keypoints of any octaves in one launch; per keypoint what
+        :func:`visiontk.sift.describe.raw_descriptors` computes."""
         xp = self.xp
-        g = xp.ascontiguousarray(gaussians, dtype=xp.float32)
-        _, h, w = g.shape
         count = int(layer.shape[0])
         out = xp.zeros((count, DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS), xp.float32)
         if count:
             self._kernel("descriptors")(
                 (count,), (self.block,),
-                (g, np.int32(h), np.int32(w), *self._int64(layer),
+                (*self._octave_table(octaves), *self._int64(number, layer),
                  *self._float32(x, y, direction, scale), np.int32(count), out))
         return out
+
+    def raw_orientation_histograms(self, gaussians, layer, row, col, scale, xp=None):
+        """CUDA :func:`visiontk.sift.orient.raw_orientation_histograms` (one octave)."""
+        return self.orientation_histograms_all(
+            [Octave(0, gaussians)], self.xp.zeros(layer.shape[0], np.int64), layer, row, col,
+            scale)
+
+    def raw_descriptors(self, gaussians, layer, x, y, direction, scale, xp=None):
+        """CUDA :func:`visiontk.sift.describe.raw_descriptors` (one octave)."""
+        return self.descriptors_all([Octave(0, gaussians)],
+                                    self.xp.zeros(layer.shape[0], np.int64), layer, x, y,
+                                    direction, scale)
+
+    def _octave_table(self, octaves):
+        """(addresses, heights, widths) of the octaves' Gaussian stacks, as device arrays."""
+        stacks = [self.xp.ascontiguousarray(o.gaussians, dtype=self.xp.float32)
+                  for o in octaves]
+        self._local.stacks = stacks  # keep converted copies alive until the next launch
+        return (self.xp.asarray(np.array([_address(g) for g in stacks], np.uint64)),
+                self.xp.asarray(np.array([g.shape[1] for g in stacks], np.int32)),
+                self.xp.asarray(np.array([g.shape[2] for g in stacks], np.int32)))
 
     def _int64(self, *arrays):
         return [self.xp.ascontiguousarray(a, dtype=self.xp.int64) for a in arrays]
 
     def _float32(self, *arrays):
         return [self.xp.ascontiguousarray(a, dtype=self.xp.float32) for a in arrays]
+
+
+def _address(array) -> int:
+    """Device address of a CuPy array, or host address of a numpy one (CPU emulation)."""
+    pointer = getattr(array.data, "ptr", None)
+    return int(pointer) if pointer is not None else int(array.ctypes.data)
 
 
 @functools.cache

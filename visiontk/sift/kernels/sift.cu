@@ -4,7 +4,7 @@
 //
 // Layouts: a Gaussian stack is float32 [n_gauss][h][w], row-major; the DoG stack
 // [n_gauss - 1][h][w] holds D_l = G_{l+1} - G_l.
-// Keypoint arrays are int64 (layer, row, col) and float32 (x, y, scale, direction).
+// Keypoint arrays are int64 (octave, layer, row, col) and float32 (x, y, scale, direction).
 
 #define ORI_BINS 36
 #define DESCR_WIDTH 4
@@ -220,15 +220,33 @@ extern "C" __global__ void detect_extrema(const float* dogs, int n_layers, int h
     }
 }
 
+// Keypoints of all octaves are handled in one launch: stacks[o] is the address of octave o's
+// Gaussian stack (float32 [n_gauss][heights[o]][widths[o]]) and octave[k] says where keypoint
+// k lives.
+__device__ __forceinline__ const float* keypoint_image(const unsigned long long* stacks,
+                                                       const int* heights, const int* widths,
+                                                       const long long* octave,
+                                                       const long long* layer, int k, int* h,
+                                                       int* w) {
+    const int o = (int)octave[k];
+    *h = heights[o];
+    *w = widths[o];
+    return reinterpret_cast<const float*>(stacks[o]) + layer[k] * (long long)(*h) * (*w);
+}
+
 // One block per keypoint: 36-bin histogram of gradient directions in a square window of
 // radius rint(4.5 scale), Gaussian weight sigma 1.5 scale, accumulated in shared memory.
-extern "C" __global__ void orientation_histograms(const float* g, int h, int w,
+extern "C" __global__ void orientation_histograms(const unsigned long long* stacks,
+                                                  const int* heights, const int* widths,
+                                                  const long long* octave,
                                                   const long long* layer, const long long* row,
                                                   const long long* col, const float* scale,
                                                   int count, float* hist) {
     __shared__ float local[ORI_BINS];
     const int k = blockIdx.x;
     if (k >= count) return;
+    int h, w;
+    const float* img = keypoint_image(stacks, heights, widths, octave, layer, k, &h, &w);
     for (int b = threadIdx.x; b < ORI_BINS; b += blockDim.x) local[b] = 0.f;
     __syncthreads();
     const float sc = scale[k];
@@ -236,7 +254,6 @@ extern "C" __global__ void orientation_histograms(const float* g, int h, int w,
     const float sig = 1.5f * sc;
     const float wscale = -1.f / (2.f * sig * sig);
     const int side = 2 * radius + 1;
-    const float* img = g + layer[k] * (long long)h * w;
     for (int s = threadIdx.x; s < side * side; s += blockDim.x) {
         const int i = s / side - radius, j = s % side - radius;
         const int y = (int)row[k] + i, x = (int)col[k] + j;
@@ -257,12 +274,16 @@ extern "C" __global__ void orientation_histograms(const float* g, int h, int w,
 // One block per keypoint: 4x4x8 descriptor with trilinear interpolation, the window centred on
 // the keypoint's nearest pixel and rotated by its direction, as OpenCV. Raw (unnormalised)
 // values; normalisation and bytes are done by the xp code on the device.
-extern "C" __global__ void descriptors(const float* g, int h, int w, const long long* layer,
-                                       const float* xs, const float* ys, const float* direction,
+extern "C" __global__ void descriptors(const unsigned long long* stacks, const int* heights,
+                                       const int* widths, const long long* octave,
+                                       const long long* layer, const float* xs,
+                                       const float* ys, const float* direction,
                                        const float* scale, int count, float* out) {
     __shared__ float local[DESCR_HIST];
     const int k = blockIdx.x;
     if (k >= count) return;
+    int h, w;
+    const float* img = keypoint_image(stacks, heights, widths, octave, layer, k, &h, &w);
     const int d = DESCR_WIDTH, n = DESCR_BINS;
     for (int b = threadIdx.x; b < DESCR_HIST; b += blockDim.x) local[b] = 0.f;
     __syncthreads();
@@ -275,7 +296,6 @@ extern "C" __global__ void descriptors(const float* g, int h, int w, const long 
     const float wscale = -1.f / (d * d * 0.5f) / (hist_width * hist_width);
     const int px = (int)rintf(xs[k]), py = (int)rintf(ys[k]);
     const float ori = direction[k];
-    const float* img = g + layer[k] * (long long)h * w;
     const int side = 2 * radius + 1;
     for (long long s = threadIdx.x; s < (long long)side * side; s += blockDim.x) {
         const int i = (int)(s / side) - radius, j = (int)(s % side) - radius;
