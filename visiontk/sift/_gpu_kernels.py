@@ -92,7 +92,8 @@ class CudaSift:
                        contrast_threshold: float, edge_threshold: float) -> list[Extrema]:
         """Extrema of every octave, refined and tested (what
         :func:`visiontk.sift.detect.refine_extrema` keeps from
-        :func:`~visiontk.sift.detect.find_candidates`), ordered by their (layer, row, col)."""
+        :func:`~visiontk.sift.detect.find_candidates`), in the order the GPU found them: the
+        caller sorts (extraction does, when it removes duplicates)."""
         xp = self.xp
         counts = self._buffer("counts", (len(octaves),), np.uint64)
         counts.fill(0)
@@ -133,11 +134,8 @@ class CudaSift:
                 counts[k:k + 1].fill(0)
                 out = launch(k, octave, n)
             layer, row, col, offset, response = (a[:n] for a in out)
-            order = xp.argsort((layer * octave.gaussians.shape[1] + row)
-                               * octave.gaussians.shape[2] + col)
-            offset = offset[order]
-            result.append(Extrema(layer[order], row[order], col[order], offset[:, 0],
-                                  offset[:, 1], offset[:, 2], response[order]))
+            result.append(Extrema(layer, row, col, offset[:, 0], offset[:, 1], offset[:, 2],
+                                  response))
         return result
 
     # -- orientation and descriptors: keypoints of all octaves in one launch -------------------
