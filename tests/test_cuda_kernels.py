@@ -126,20 +126,20 @@ def test_detect_kernel_equals_candidates_then_refinement(cuda, octaves, initial_
     on_device = [scale_space_module.Octave(o.index, cuda.device(o.gaussians)) for o in octaves]
     ours = kernels.detect_extrema(on_device, threshold=prethreshold(0.04, 3), **tests)
     total = 0
-    for octave, got in zip(octaves, ours, strict=True):
+    for octave, found in zip(octaves, ours, strict=True):
         ref = refine_extrema(octave.gaussians,
                              *XpKernels.find_candidates(octave, prethreshold(0.04, 3), np),
                              xp=np, **tests)
         _, h, w = octave.gaussians.shape
-        got = {k: cuda.host(v) for k, v in vars(got).items()}
+        got = {k: cuda.host(v) for k, v in vars(found).items()}
         # Atomics append in any order; duplicates (two candidates converging on one sample)
         # are equal, so sort by position, then offset.
         theirs = np.lexsort((ref.offset_col, (ref.layer * h + ref.row) * w + ref.col))
-        ours = np.lexsort((got["offset_col"], (got["layer"] * h + got["row"]) * w + got["col"]))
+        mine = np.lexsort((got["offset_col"], (got["layer"] * h + got["row"]) * w + got["col"]))
         for name in ("layer", "row", "col"):
-            np.testing.assert_array_equal(got[name][ours], getattr(ref, name)[theirs])
+            np.testing.assert_array_equal(got[name][mine], getattr(ref, name)[theirs])
         for name in ("offset_layer", "offset_row", "offset_col", "response"):
-            np.testing.assert_allclose(got[name][ours], getattr(ref, name)[theirs], atol=1e-5,
+            np.testing.assert_allclose(got[name][mine], getattr(ref, name)[theirs], atol=1e-5,
                                        err_msg=name)
         total += len(ref)
     assert total > 100
