@@ -5,7 +5,10 @@ with the reason, where there is none). Speed is bench/gpu_bench.py's.
 """
 
 import importlib
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -253,3 +256,36 @@ def test_reused_buffers_do_not_leak_between_images(cuda, astronaut):
         np.testing.assert_array_equal(f.xy, first.xy)
         # Float atomics make a GPU's last bits run-dependent: a byte may move by one.
         assert np.abs(f.descriptors.astype(int) - first.descriptors).max() <= 1
+
+
+# -- memory safety ---------------------------------------------------------------------------
+
+
+def _libasan():
+    if shutil.which("gcc") is None:
+        return None
+    found = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                           text=True, check=False).stdout.strip()
+    return found if Path(found).is_file() else None
+
+
+LIBASAN = _libasan()
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or LIBASAN is None,
+                    reason="needs g++ and AddressSanitizer (libasan)")
+def test_kernels_stay_inside_their_buffers(tmp_path):
+    """The emulated kernel tests again, built with AddressSanitizer: a read or write outside a
+    buffer (which a GPU may turn into silent garbage) fails here with its location."""
+    env = dict(os.environ, CUDA_EMULATOR_FLAGS="-fsanitize=address -fno-omit-frame-pointer",
+               LD_PRELOAD=LIBASAN,
+               ASAN_OPTIONS=f"detect_leaks=0:log_path={tmp_path / 'asan'}")
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                        __file__, "-k", "emulated", "--basetemp",
+                        str(tmp_path / "run")],
+                       capture_output=True, text=True, env=env, check=False)
+    # ASan warns once that fibers (swapcontext) may confuse it; only its errors count.
+    reports = "".join(f.read_text() for f in tmp_path.glob("asan*"))
+    assert "ERROR: AddressSanitizer" not in reports, reports
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert " passed" in p.stdout

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -23,6 +24,9 @@ import numpy as np
 
 HEADER = Path(__file__).with_name("cuda_host.h")
 GXX = shutil.which("g++")
+#: Extra g++ flags, e.g. "-fsanitize=address" to catch out-of-bounds accesses in the kernels
+#: (run Python with LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0).
+EXTRA_FLAGS = os.environ.get("CUDA_EMULATOR_FLAGS", "").split()
 
 _C_TYPES = {
     "float": np.float32, "double": np.float64, "int": np.int32, "unsigned int": np.uint32,
@@ -73,14 +77,15 @@ class EmulatedModule:
             f"{{ emu::launch({name}, g, b, a, {str(uses_barriers(text, name)).lower()}); }}\n"
             for name in self.signatures)
         unit = f'#include "{HEADER}"\n#include "{Path(source).resolve()}"\n{wrappers}'
-        digest = hashlib.sha256((unit + text + HEADER.read_text()).encode()).hexdigest()[:16]
+        digest = hashlib.sha256((unit + text + HEADER.read_text() + " ".join(EXTRA_FLAGS))
+                                .encode()).hexdigest()[:16]
         library = Path(build_dir) / f"{Path(source).stem}-{digest}.so"
         if not library.exists():
             cpp = library.with_suffix(".cpp")
             cpp.write_text(unit)
             subprocess.run([GXX, "-std=c++20", "-O2", "-fPIC", "-shared", "-pthread",
-                            "-Wall", "-Werror", "-Wno-unknown-pragmas", str(cpp), "-o",
-                            str(library)], check=True, capture_output=True, text=True)
+                            "-Wall", "-Werror", "-Wno-unknown-pragmas", *EXTRA_FLAGS, str(cpp),
+                            "-o", str(library)], check=True, capture_output=True, text=True)
         self._library = ctypes.CDLL(str(library))
 
     def get_function(self, name: str) -> EmulatedKernel:
