@@ -66,26 +66,40 @@ class CudaSift:
         dogs), or None when a layer's kernel is wider than the tile's halo (large ``sigma``):
         the caller then blurs layer by layer."""
         xp = self.xp
-        taps = layer_taps(sigma, n_octave_layers)
-        radius_max = max(len(t) // 2 for t in taps)
-        if radius_max > BLUR_MAX_RADIUS:
+        found = self._taps(sigma, n_octave_layers)
+        if found is None:
             return None
-        table = np.zeros((len(taps), 2 * BLUR_MAX_RADIUS + 1), np.float32)
-        for row, t in zip(table, taps, strict=True):
-            r = len(t) // 2
-            row[BLUR_MAX_RADIUS - r: BLUR_MAX_RADIUS + r + 1] = t
-        radii = np.array([len(t) // 2 for t in taps], np.int32)
+        table, radii, radius_max = found
         base = xp.ascontiguousarray(base, dtype=xp.float32)
         h, w = base.shape
-        n_gauss = len(taps)
+        n_gauss = int(radii.shape[0])
         gauss = self._buffer(("gauss", level), (n_gauss, h, w), np.float32)
         dogs = self._buffer(("dogs", level), (n_gauss - 1, h, w), np.float32)
         grid = ((w + BLUR_TILE[0] - 1) // BLUR_TILE[0], (h + BLUR_TILE[1] - 1) // BLUR_TILE[1])
         self._kernel("octave_blur_dog")(
             grid, BLUR_BLOCK,
-            (base, np.int32(h), np.int32(w), np.int32(n_gauss), xp.asarray(table),
-             xp.asarray(radii), np.int32(radius_max), gauss, dogs))
+            (base, np.int32(h), np.int32(w), np.int32(n_gauss), table, radii,
+             np.int32(radius_max), gauss, dogs))
         return gauss, dogs
+
+    def _taps(self, sigma: float, n_octave_layers: int):
+        """(taps table, radii) on the device for these options, uploaded once per thread; None
+        when the widest kernel does not fit the blur tile's halo."""
+        cache = self._local.__dict__.setdefault("taps", {})
+        key = (float(sigma), int(n_octave_layers))
+        if key not in cache:
+            taps = layer_taps(sigma, n_octave_layers)
+            radius_max = max(len(t) // 2 for t in taps)
+            if radius_max > BLUR_MAX_RADIUS:
+                cache[key] = None
+            else:
+                table = np.zeros((len(taps), 2 * BLUR_MAX_RADIUS + 1), np.float32)
+                for row, t in zip(table, taps, strict=True):
+                    r = len(t) // 2
+                    row[BLUR_MAX_RADIUS - r: BLUR_MAX_RADIUS + r + 1] = t
+                radii = np.array([len(t) // 2 for t in taps], np.int32)
+                cache[key] = (self.xp.asarray(table), self.xp.asarray(radii), radius_max)
+        return cache[key]
 
     # -- detection -----------------------------------------------------------------------------
     def detect_extrema(self, octaves, *, threshold: float, n_octave_layers: int,
