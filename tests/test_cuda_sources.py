@@ -56,3 +56,17 @@ def test_cuda_source_compiles_with_nvrtc(source):
         log = NVRTC.getProgramLog(program)
         assert "warning" not in log.lower(), log
         assert b".entry" in NVRTC.getPTX(program)  # kernels were emitted
+
+
+def test_launch_constants_agree_with_the_source():
+    """The host side sizes the blur's grid and taps table from constants the kernel defines."""
+    import re
+
+    from visiontk.sift import _gpu_kernels as host
+
+    text = host.SOURCE.read_text()
+    defined = {m[0]: int(m[1]) for m in re.findall(r"#define (BLUR_\w+) (\d+)\b", text)}
+    assert (defined["BLUR_TILE_W"], defined["BLUR_TILE_H"]) == host.BLUR_TILE
+    assert defined["BLUR_MAX_RADIUS"] == host.BLUR_MAX_RADIUS
+    threads = host.BLUR_BLOCK[0] * host.BLUR_BLOCK[1]
+    assert threads * defined["BLUR_MAX_PER_THREAD"] >= host.BLUR_TILE[0] * host.BLUR_TILE[1]
