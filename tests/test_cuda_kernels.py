@@ -224,6 +224,24 @@ def test_all_octaves_in_one_launch_equal_octave_by_octave(cuda, octaves):
             rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("rootsift", [False, True], ids=["sift", "rootsift"])
+def test_descriptor_kernel_quantizes_like_the_definition(cuda, keypoints, rootsift):
+    octave, ext, scale = keypoints
+    direction = np.random.default_rng(5).uniform(0, 360, len(ext)).astype(np.float32)
+    d = cuda.device
+    args = ([scale_space_module.Octave(0, d(octave.gaussians))], d(np.zeros(len(ext), np.int64)),
+            d(ext.layer), d(ext.col + ext.offset_col), d(ext.row + ext.offset_row),
+            d(direction), d(scale))
+    kernels = cuda.kernels(block=64)
+    raw = cuda.host(kernels.descriptors_all(*args))
+    ours = cuda.host(kernels.quantized_descriptors_all(*args, rootsift=rootsift))
+    ref = quantize_descriptors(raw, np, rootsift=rootsift)
+    assert ours.dtype == np.uint8 and ref.max() > 100
+    # Sums in another order can move a value sitting on .5 by one step, nothing more.
+    gap = np.abs(ours.astype(int) - ref)
+    assert gap.max() <= 1 and (gap == 0).mean() > 0.999
+
+
 # -- the whole GPU path ------------------------------------------------------------------------
 
 
@@ -240,6 +258,18 @@ def test_gpu_path_equals_cpu_path(cuda, samples, name):
     assert abs(p["reference"] - p["other"]) <= 0.01 * p["reference"], p
     assert p["same"] > 0.98 and p["octave_layer_equal"], p
     assert p["angle_within_0.5"] > 0.99 and p["descriptor_l2_median"] < 3, p
+
+
+@pytest.mark.parametrize("options", [{"rootsift": True}, {"upright": True, "max_features": 80}],
+                         ids=["rootsift", "upright-strongest"])
+def test_gpu_path_options_equal_cpu_path(cuda, astronaut, options):
+    gray = cv2.cvtColor(astronaut[:200, :240], cv2.COLOR_RGB2GRAY).astype(np.float32)
+    opts = SiftOptions(**options)
+    cpu = extract(gray, opts, np)
+    gpu = extract(cuda.device(gray), opts, cuda.xp, kernels=cuda.kernels(block=64))
+    p = keypoint_agreement(cpu, gpu)
+    assert p["reference"] > 50 and p["same"] > 0.97 and p["octave_layer_equal"], p
+    assert p["descriptor_l2_median"] < 3, p
 
 
 def test_reused_buffers_do_not_leak_between_images(cuda, astronaut):

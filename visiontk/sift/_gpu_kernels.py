@@ -170,15 +170,27 @@ class CudaSift:
     def descriptors_all(self, octaves, number, layer, x, y, direction, scale):
         """Raw descriptors of keypoints of any octaves in one launch; per keypoint what
         :func:`visiontk.sift.describe.raw_descriptors` computes."""
+        return self._describe(octaves, number, layer, x, y, direction, scale, False)[0]
+
+    def quantized_descriptors_all(self, octaves, number, layer, x, y, direction, scale,
+                                  rootsift: bool = False):
+        """uint8 descriptors, normalised and quantised in the same launch (what
+        :func:`visiontk.sift.describe.quantize_descriptors` makes of the raw ones)."""
+        return self._describe(octaves, number, layer, x, y, direction, scale, rootsift)[1]
+
+    def _describe(self, octaves, number, layer, x, y, direction, scale, rootsift):
         xp = self.xp
         count = int(layer.shape[0])
-        out = xp.zeros((count, DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS), xp.float32)
+        size = DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS
+        raw = xp.zeros((count, size), xp.float32)
+        described = xp.zeros((count, size), xp.uint8)
         if count:
             self._kernel("descriptors")(
                 (count,), (self.block,),
                 (*self._octave_table(octaves), *self._int64(number, layer),
-                 *self._float32(x, y, direction, scale), np.int32(count), out))
-        return out
+                 *self._float32(x, y, direction, scale), np.int32(count), np.int32(rootsift),
+                 raw, described))
+        return raw, described
 
     def raw_orientation_histograms(self, gaussians, layer, row, col, scale, xp=None):
         """CUDA :func:`visiontk.sift.orient.raw_orientation_histograms` (one octave)."""

@@ -60,9 +60,13 @@ def extract(gray, opts, xp, kernels, mask=None) -> Features:
     cat = {k: v[order] for k, v in cat.items()}
 
     direction = xp.where(cat["angle"] == 0, 0.0, 360.0 - cat["angle"]).astype(xp.float32)
-    raw = descriptors(kernels, octaves, cat["number"], cat["layer"], cat["x"], cat["y"],
-                      direction, cat["scale"], xp)
-    described = quantize_descriptors(raw, xp, rootsift=opts.rootsift)
+    where = (octaves, cat["number"], cat["layer"], cat["x"], cat["y"], direction, cat["scale"])
+    fused = getattr(kernels, "quantized_descriptors_all", None)
+    if fused is not None:  # the GPU's kernel makes the bytes itself
+        described = fused(*where, rootsift=opts.rootsift)
+    else:
+        described = quantize_descriptors(descriptors(kernels, *where, xp), xp,
+                                         rootsift=opts.rootsift)
     t3 = time.perf_counter()
 
     factor = xp.asarray([o.scale for o in octaves], dtype=xp.float32)[cat["number"]]

@@ -10,6 +10,9 @@
 #define DESCR_WIDTH 4
 #define DESCR_BINS 8
 #define DESCR_HIST (DESCR_WIDTH + 2) * (DESCR_WIDTH + 2) * (DESCR_BINS + 2)
+#define DESCR_MAG_THRESHOLD 0.2f  // Lowe 2004, 6.1 (visiontk.sift.constants)
+#define DESCR_INT_FACTOR 512.f    // OpenCV SIFT_INT_DESCR_FCTR
+#define FLT_EPS 1.1920929e-07f
 
 // atan2 in degrees, [0, 360): the odd minimax polynomial OpenCV's fastAtan2 uses (error about
 // 0.01 degree), the same as the CPU kernels.
@@ -273,14 +276,17 @@ extern "C" __global__ void orientation_histograms(const unsigned long long* stac
 }
 
 // One block per keypoint: 4x4x8 descriptor with trilinear interpolation, the window centred on
-// the keypoint's nearest pixel and rotated by its direction, as OpenCV. Raw (unnormalised)
-// values; normalisation and bytes are done by the xp code on the device.
+// the keypoint's nearest pixel and rotated by its direction, as OpenCV. Writes the raw
+// (unnormalised) values and the uint8 descriptor.
 extern "C" __global__ void descriptors(const unsigned long long* stacks, const int* heights,
                                        const int* widths, const long long* octave,
                                        const long long* layer, const float* xs,
                                        const float* ys, const float* direction,
-                                       const float* scale, int count, float* out) {
+                                       const float* scale, int count, int rootsift, float* out,
+                                       unsigned char* out_bytes) {
     __shared__ float local[DESCR_HIST];
+    __shared__ float values[DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS];
+    __shared__ float factor[2];
     const int k = blockIdx.x;
     if (k >= count) return;
     int h, w;
@@ -335,5 +341,34 @@ extern "C" __global__ void descriptors(const unsigned long long* stacks, const i
         float v = local[base + b];
         if (b < 2) v += local[base + n + b];
         out[(long long)k * d * d * n + t] = v;
+        values[t] = v;
+    }
+    // Bytes as visiontk.sift.describe.quantize_descriptors: normalise, clip at 0.2 of the
+    // norm, renormalise, x512 (RootSIFT: L1-normalise and square-root instead), saturate.
+    // 128 values: one thread sums them, the block waits.
+    const int size = d * d * n;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float sq = 0.f;
+        for (int t = 0; t < size; ++t) sq += values[t] * values[t];
+        const float limit = sqrtf(sq) * DESCR_MAG_THRESHOLD;
+        float sq2 = 0.f;
+        for (int t = 0; t < size; ++t) {
+            const float c = fminf(values[t], limit);
+            sq2 += c * c;
+        }
+        factor[0] = limit;
+        factor[1] = DESCR_INT_FACTOR / fmaxf(sqrtf(sq2), FLT_EPS);
+        if (rootsift) {
+            float l1 = 0.f;
+            for (int t = 0; t < size; ++t) l1 += fminf(values[t], limit) * factor[1];
+            factor[1] = factor[1] / fmaxf(l1, FLT_EPS);
+        }
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < size; t += blockDim.x) {
+        float v = fminf(values[t], factor[0]) * factor[1];
+        if (rootsift) v = sqrtf(v) * DESCR_INT_FACTOR;
+        out_bytes[(long long)k * size + t] = (unsigned char)fminf(fmaxf(rintf(v), 0.f), 255.f);
     }
 }
