@@ -288,6 +288,31 @@ def test_reused_buffers_do_not_leak_between_images(cuda, astronaut):
         assert np.abs(f.descriptors.astype(int) - first.descriptors).max() <= 1
 
 
+def test_threads_sharing_one_kernels_object_get_their_own_buffers(cuda, astronaut):
+    """CudaSift keeps its buffers per thread: two threads extracting different images at once
+    through one object get what each gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gray = cv2.cvtColor(astronaut[:160, :200], cv2.COLOR_RGB2GRAY).astype(np.float32)
+    images = [gray, np.ascontiguousarray(gray[::-1]), np.ascontiguousarray(gray[:, ::-1]),
+              np.ascontiguousarray(gray.T)]
+    opts = SiftOptions()
+    alone = [extract(cuda.device(g), opts, cuda.xp, kernels=cuda.kernels(block=64))
+             for g in images]
+    shared = cuda.kernels(block=64)
+
+    def run(g):
+        if cuda.xp is not np:  # each thread on its own stream, as concurrent work would be
+            with cuda.xp.cuda.Stream(non_blocking=True):
+                return extract(cuda.device(g), opts, cuda.xp, kernels=shared)
+        return extract(cuda.device(g), opts, cuda.xp, kernels=shared)
+
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(run, images * 2))
+    for one, both in zip(alone * 2, together, strict=True):
+        np.testing.assert_array_equal(both.xy, one.xy)
+
+
 # -- memory safety ---------------------------------------------------------------------------
 
 

@@ -3,9 +3,9 @@
 // blocks one after another. In a kernel that calls __syncthreads, a block's threads are fibers
 // (ucontext) on one CPU thread: each runs until its next barrier, and none passes it until all
 // have reached it; a thread that returns stops counting (as on Volta and later GPUs). Kernels
-// without barriers run their threads one after another. __shared__ arrays are function statics:
-// one block runs at a time. Warp intrinsics are not provided, so a kernel that needs them does
-// not compile here.
+// without barriers run their threads one after another. __shared__ arrays are thread_local
+// function statics: a CPU thread runs one block at a time, and host threads may launch at
+// once. Warp intrinsics are not provided, so a kernel that needs them does not compile here.
 #pragma once
 
 #include <algorithm>
@@ -30,9 +30,10 @@ struct dim3 {
 
 namespace emu {
 
-inline uint3 thread_idx{0, 0, 0};
-inline uint3 block_idx{0, 0, 0};
-inline dim3 block_dim, grid_dim;
+// Per CPU thread, so several host threads may launch at once (each runs its own grid).
+inline thread_local uint3 thread_idx{0, 0, 0};
+inline thread_local uint3 block_idx{0, 0, 0};
+inline thread_local dim3 block_dim, grid_dim;
 
 // The fibers of the running block, when the kernel has barriers.
 struct Fibers {
@@ -44,7 +45,7 @@ struct Fibers {
     unsigned current = 0;
     std::function<void()> body;
 };
-inline Fibers* fibers = nullptr;
+inline thread_local Fibers* fibers = nullptr;
 
 inline void fiber_entry() {
     fibers->body();
@@ -126,8 +127,9 @@ void launch(void (*kernel)(A...), const unsigned* grid, const unsigned* block, v
 #define __host__
 #define __forceinline__ inline
 #define __restrict__ __restrict
-// One block runs at a time, so a function-static array is exactly per-block shared memory.
-#define __shared__ static
+// A CPU thread runs one block at a time, so a thread_local function-static array is exactly
+// per-block shared memory.
+#define __shared__ static thread_local
 
 inline void __syncthreads() {
     if (emu::fibers == nullptr) {
