@@ -313,6 +313,24 @@ def test_threads_sharing_one_kernels_object_get_their_own_buffers(cuda, astronau
         np.testing.assert_array_equal(both.xy, one.xy)
 
 
+def test_concurrent_batches_come_back_in_order_with_the_bad_files_named(cuda, samples,
+                                                                         tmp_path):
+    """iter_sift's GPU strategy (two host threads, a stream each) with these kernels."""
+    from visiontk.sift import _concurrent
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    paths = [samples / "coffee.png", broken, samples / "coffee_warped.png",
+             samples / "astronaut.png", samples / "coffee.png"]
+    opts = SiftOptions(max_features=300)
+    got = list(_concurrent(paths, opts, cuda.xp, cuda.kernels(), workers=2))
+    assert [p for p, _ in got] == paths
+    assert "broken.png" in str(got[1][1])
+    for path, feats in [got[0], *got[2:]]:
+        alone = extract(cuda.device(io.load_gray(path)), opts, cuda.xp, kernels=cuda.kernels())
+        np.testing.assert_array_equal(feats.xy, alone.xy)
+
+
 # -- memory safety ---------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
-"""The public GPU paths on an NVIDIA GPU: ``sift(device="cuda")``, matching and batches (with
-pinned uploads on their own stream) against the CPU path. Skipped, with the reason, where no
+"""The public GPU paths on an NVIDIA GPU: ``sift(device="cuda")``, matching and batches (two
+host threads, each on its own stream) against the CPU path. Skipped, with the reason, where no
 GPU exists; the kernels themselves are tested in test_cuda_kernels.py (also emulated in CI)."""
 
 import numpy as np

@@ -6,7 +6,9 @@ The public entry point is :func:`sift` (re-exported as ``visiontk.sift``).
 from __future__ import annotations
 
 import os
+import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,53 +154,91 @@ def iter_sift(images, *, device: str = "auto", **options):
     """Yield ``(image, Features)`` for each of ``images`` in order, or ``(image, ImageError)``
     for one that cannot be read, so a bad file does not stop the rest.
 
-    Image k+1 is decoded on a host thread, and on the GPU also copied up (pinned memory, on its
-    own stream), while image k is processed. Options are checked before the first image.
+    Keeps the device busy: on the CPU, image k+1 is decoded on a host thread while image k is
+    processed (the kernels already use every core); on a GPU, two host threads each decode,
+    upload (CuPy stages it through pinned memory) and extract on their own CUDA stream, so one
+    image's transfers, kernels and host round-trips overlap the other's. Options are checked
+    before the first image.
 
     Example
     -------
     >>> for path, feats in iter_sift(paths, device="cuda", max_features=4000):
     ...     feats.save(f"{path}.npz")
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     opts = _options(options)
     xp = backend.array_module(backend.resolve_device(device))
-    images = list(images)
+    kernels = _kernels(xp)
+    if backend.is_numpy(xp):
+        yield from _decoded_ahead(list(images), opts, xp, kernels)
+    else:
+        yield from _concurrent(list(images), opts, xp, kernels, workers=GPU_WORKERS)
+
+
+#: Host threads feeding one GPU in :func:`iter_sift` (each with its own CUDA stream).
+GPU_WORKERS = 2
+
+
+def _decoded_ahead(images, opts, xp, kernels):
+    from concurrent.futures import ThreadPoolExecutor
+
     if not images:
         return
-    if backend.is_numpy(xp):
-        def stage(gray):
-            return gray, None
-    else:
-        from ._gpu_kernels import Uploader
-
-        stage = Uploader().start
-
-    def staged(future):
-        try:
-            return stage(future.result()), None
-        except VisiontkError as exc:
-            return None, exc
-
     with ThreadPoolExecutor(max_workers=1) as pool:
         def decode(k):
             return pool.submit(io.load_gray, images[k], max_pixels=opts.max_pixels)
 
-        current = staged(decode(0))
-        pending = decode(1) if len(images) > 1 else None
+        pending = decode(0)
         for k, image in enumerate(images):
-            on_device, error = current
+            try:
+                gray = pending.result()
+            except VisiontkError as exc:
+                gray = exc
             if k + 1 < len(images):
-                current = staged(pending)
-                pending = decode(k + 2) if k + 2 < len(images) else None
-            if error is not None:
-                yield image, error
-                continue
-            gray, ready = on_device
-            if ready is not None:
-                xp.cuda.get_current_stream().wait_event(ready)
-            yield image, sift_gray(gray, opts, xp)
+                pending = decode(k + 1)
+            if isinstance(gray, VisiontkError):
+                yield image, gray
+            else:
+                yield image, extract(xp.asarray(gray), opts, xp, kernels=kernels)
+
+
+def _concurrent(images, opts, xp, kernels, workers: int):
+    """Decode and extract on ``workers`` threads, each on its own stream (CuPy), results in
+    order, at most ``workers + 1`` images in memory."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(image):
+        try:
+            gray = io.load_gray(image, max_pixels=opts.max_pixels)
+        except VisiontkError as exc:
+            return exc
+        with _own_stream(xp):
+            return extract(xp.asarray(gray), opts, xp, kernels=kernels)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        in_flight = deque()
+        for image in images:
+            in_flight.append((image, pool.submit(one, image)))
+            if len(in_flight) > workers:
+                done, future = in_flight.popleft()
+                yield done, future.result()
+        while in_flight:
+            done, future = in_flight.popleft()
+            yield done, future.result()
+
+
+_STREAMS = threading.local()
+
+
+def _own_stream(xp):
+    """This thread's own non-blocking CUDA stream, to use as the current one (CuPy); nothing
+    on numpy."""
+    if backend.is_numpy(xp):
+        return nullcontext()
+    stream = getattr(_STREAMS, "stream", None)
+    if stream is None:
+        stream = _STREAMS.stream = xp.cuda.Stream(non_blocking=True)
+    return stream
 
 
 def extract(gray, opts: SiftOptions, xp, mask=None, kernels=None) -> Features:

@@ -253,36 +253,3 @@ def for_current_device() -> CudaSift:
     import cupy as cp
 
     return _for_device(cp.cuda.Device().id)
-
-
-class Uploader:
-    """Host-to-GPU copies of grey images on their own stream from pinned host memory, so the
-    next image of a batch uploads while the current one is processed."""
-
-    def __init__(self):
-        import cupy as cp
-
-        self._cp = cp
-        self.stream = cp.cuda.Stream(non_blocking=True)
-        self._pinned = {}  # shape -> two pinned buffers and the events of their last copies
-        self._turn = 0
-
-    def start(self, gray: np.ndarray):
-        """Begin copying ``gray`` (float32, host); returns the device array and the event a
-        consumer stream waits on before reading it."""
-        cp = self._cp
-        import cupyx
-
-        slots = self._pinned.setdefault(gray.shape, [
-            [cupyx.empty_pinned(gray.shape, np.float32), None] for _ in range(2)])
-        slot = slots[self._turn % 2]
-        self._turn += 1
-        if slot[1] is not None:
-            slot[1].synchronize()  # its previous copy has left the buffer
-        np.copyto(slot[0], gray, casting="same_kind")
-        with self.stream:
-            device = cp.empty(gray.shape, np.float32)
-            device.set(slot[0], stream=self.stream)
-            slot[1] = self.stream.record()
-        return device, slot[1]
-
