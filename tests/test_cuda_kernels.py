@@ -320,8 +320,12 @@ def test_concurrent_batches_come_back_in_order_with_the_bad_files_named(cuda, sa
 
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
-    paths = [samples / "coffee.png", broken, samples / "coffee_warped.png",
-             samples / "astronaut.png", samples / "coffee.png"]
+    paths = []
+    for name in ("coffee.png", "coffee_warped.png", "astronaut.png"):
+        crop = cv2.imread(str(samples / name))[100:260, 150:350]
+        paths.append(tmp_path / name)
+        cv2.imwrite(str(paths[-1]), crop)
+    paths = [paths[0], broken, paths[1], paths[2], paths[0]]
     opts = SiftOptions(max_features=300)
     got = list(_concurrent(paths, opts, cuda.xp, cuda.kernels(), workers=2))
     assert [p for p, _ in got] == paths
@@ -354,7 +358,8 @@ def test_kernels_stay_inside_their_buffers(tmp_path):
                LD_PRELOAD=LIBASAN,
                ASAN_OPTIONS=f"detect_leaks=0:log_path={tmp_path / 'asan'}")
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                        __file__, "-k", "emulated", "--basetemp",
+                        __file__, "-k", "emulated and not concurrent and not threads",
+                        "--basetemp",
                         str(tmp_path / "run")],
                        capture_output=True, text=True, env=env, check=False)
     # ASan warns once that fibers (swapcontext) may confuse it; only its errors count.
