@@ -260,8 +260,9 @@ def test_gpu_path_equals_cpu_path(cuda, samples, name):
     assert p["angle_within_0.5"] > 0.99 and p["descriptor_l2_median"] < 3, p
 
 
-@pytest.mark.parametrize("options", [{"rootsift": True}, {"upright": True, "max_features": 80}],
-                         ids=["rootsift", "upright-strongest"])
+@pytest.mark.parametrize("options", [{"rootsift": True}, {"upright": True, "max_features": 80},
+                                     {"sigma": 3.0}],
+                         ids=["rootsift", "upright-strongest", "wide-blur-fallback"])
 def test_gpu_path_options_equal_cpu_path(cuda, astronaut, options):
     gray = cv2.cvtColor(astronaut[:200, :240], cv2.COLOR_RGB2GRAY).astype(np.float32)
     opts = SiftOptions(**options)
