@@ -126,6 +126,11 @@ def test_iter_sift_reports_a_bad_image_and_goes_on(samples, tmp_path):
         visiontk.sift_batch(paths)
 
 
+def test_iter_sift_refuses_bad_options_at_the_call(samples):
+    with pytest.raises(OptionError, match="max_features"):
+        visiontk.iter_sift([samples / "coffee.png"], max_features=-1)
+
+
 def test_sift_batch_refuses_unknown_options_in_one_line(samples):
     with pytest.raises(OptionError, match="colour"):
         visiontk.sift_batch([samples / "coffee.png"], colour=True)

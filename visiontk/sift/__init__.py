@@ -157,21 +157,21 @@ def iter_sift(images, *, device: str = "auto", **options):
     Keeps the device busy: on the CPU, image k+1 is decoded on a host thread while image k is
     processed (the kernels already use every core); on a GPU, two host threads each decode,
     upload (CuPy stages it through pinned memory) and extract on their own CUDA stream, so one
-    image's transfers, kernels and host round-trips overlap the other's. Options are checked
-    before the first image.
+    image's transfers, kernels and host round-trips overlap the other's. Options and device
+    are checked at the call.
 
     Example
     -------
     >>> for path, feats in iter_sift(paths, device="cuda", max_features=4000):
     ...     feats.save(f"{path}.npz")
     """
+    # A plain function returning a generator, so bad options or device fail at the call.
     opts = _options(options)
     xp = backend.array_module(backend.resolve_device(device))
     kernels = _kernels(xp)
     if backend.is_numpy(xp):
-        yield from _decoded_ahead(list(images), opts, xp, kernels)
-    else:
-        yield from _concurrent(list(images), opts, xp, kernels, workers=GPU_WORKERS)
+        return _decoded_ahead(list(images), opts, xp, kernels)
+    return _concurrent(list(images), opts, xp, kernels, workers=GPU_WORKERS)
 
 
 #: Host threads feeding one GPU in :func:`iter_sift` (each with its own CUDA stream).
