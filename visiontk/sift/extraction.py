@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import backend
 from ..features import Features
+from .constants import DESCR_BINS, DESCR_WIDTH, ORI_BINS
 from .describe import quantize_descriptors
 from .detect import prethreshold, refine_extrema
 from .orient import dominant_orientations, orientation_scale, smooth_histograms
@@ -130,7 +131,7 @@ def orientation_histograms(kernels, octaves, number, layer, row, col, scale, xp)
     if every is not None:
         return every(octaves, number, layer, row, col, scale)
     return _by_octave(kernels.raw_orientation_histograms, octaves, number,
-                      (layer, row, col, scale), 36, xp)
+                      (layer, row, col, scale), ORI_BINS, xp)
 
 
 def descriptors(kernels, octaves, number, layer, x, y, direction, scale, xp):
@@ -140,7 +141,7 @@ def descriptors(kernels, octaves, number, layer, x, y, direction, scale, xp):
     if every is not None:
         return every(octaves, number, layer, x, y, direction, scale)
     return _by_octave(kernels.raw_descriptors, octaves, number, (layer, x, y, direction, scale),
-                      128, xp)
+                      DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS, xp)
 
 
 def _by_octave(single, octaves, number, arrays, width, xp):
