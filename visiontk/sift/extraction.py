@@ -135,11 +135,8 @@ def orientation_histograms(kernels, octaves, number, layer, row, col, scale, xp)
 
 
 def descriptors(kernels, octaves, number, layer, x, y, direction, scale, xp):
-    """Raw 128-D descriptors of keypoints from several octaves (see
-    :func:`orientation_histograms`)."""
-    every = getattr(kernels, "descriptors_all", None)
-    if every is not None:
-        return every(octaves, number, layer, x, y, direction, scale)
+    """Raw 128-D descriptors of keypoints from several octaves, octave by octave (kernels that
+    take all octaves at once also quantise: ``quantized_descriptors_all``)."""
     return _by_octave(kernels.raw_descriptors, octaves, number, (layer, x, y, direction, scale),
                       DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS, xp)
 
