@@ -14,6 +14,7 @@ import math
 import numba as nb
 import numpy as np
 
+from .._numba_cache import use_user_cache
 from .constants import (
     DESCR_BINS,
     DESCR_SCALE_FACTOR,
@@ -23,6 +24,9 @@ from .constants import (
     ORI_RADIUS_FACTOR,
     ORI_SIGMA_FACTOR,
 )
+
+# before the first @njit(cache=True): compiled kernels go to a per-user folder
+use_user_cache()
 
 _SQRT2 = math.sqrt(2.0)
 

@@ -8,6 +8,10 @@ import math
 import numba as nb
 import numpy as np
 
+from .._numba_cache import use_user_cache
+
+use_user_cache()  # before @vectorize(cache=True): see visiontk/_numba_cache.py
+
 _INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))
 
 
