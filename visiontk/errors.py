@@ -23,3 +23,7 @@ class DeviceError(VisiontkError):
 
 class FeaturesFileError(VisiontkError):
     """A saved features file cannot be read."""
+
+
+class WeightsError(VisiontkError):
+    """A weights file is missing, unreadable, of the wrong layout, or refused as unsafe."""

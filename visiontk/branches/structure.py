@@ -66,6 +66,10 @@ def infer_branches(layer: ConvLayer, following: ConvLayer | None) -> list[Branch
                               f"group, which does not divide {layer.name}'s "
                               f"{layer.out_channels}: give --branches")
         groups = layer.out_channels // following.in_per_group
+    elif following.in_per_group * groups != layer.out_channels:
+        raise OptionError(f"{following.name} reads {groups} groups of {following.in_per_group} "
+                          f"channels = {groups * following.in_per_group}, but {layer.name} has "
+                          f"{layer.out_channels} units: not a plain chain; give --branches")
     if groups < 2:
         raise OptionError(f"{following.name} is not grouped, so {layer.name} has no branches: "
                           "give --branches for concatenated (Inception-style) branches")

@@ -7,12 +7,14 @@ state dicts and .npz carry no group attribute, and :mod:`.structure` infers it f
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..vit.checkpoints import WeightsError, read_pth, read_safetensors
+from ..errors import WeightsError
+from ..tensorfiles import max_bytes, read_npz, read_pth, read_safetensors, real_float32
 
 
 @dataclass
@@ -31,29 +33,39 @@ class ConvLayer:
 
 
 def read_conv_layers(path) -> list[ConvLayer]:
-    """All 4-D convolution kernels in ``path``, in the order the file lists them."""
+    """All 4-D convolution kernels in ``path``, in the order the file lists them, as finite
+    float32 (text, complex, NaN or infinite weights, and empty kernels, are errors)."""
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"{path}: no such file")
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a directory, not a weights file")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         layers = _read_onnx(path)
     else:
         if suffix == ".npz":
-            try:
-                with np.load(path, allow_pickle=False) as data:
-                    raw = {k: data[k] for k in data.files}
-            except (OSError, ValueError) as exc:
-                raise WeightsError(f"{path}: not a readable .npz ({exc})") from None
+            raw = read_npz(path, WeightsError)
         elif suffix == ".safetensors":
             raw = read_safetensors(path)
         else:
             raw = read_pth(path)
-        layers = [ConvLayer(_layer_name(k), np.asarray(v, np.float32))
-                  for k, v in raw.items() if np.asarray(v).ndim == 4 and not k.endswith(".bias")]
+        layers = [_conv_layer(path, _layer_name(k), v) for k, v in raw.items()
+                  if np.ndim(v) == 4 and not k.endswith(".bias")]
     if not layers:
         raise WeightsError(f"{path}: holds no 4-D convolution weights")
     return layers
+
+
+def _conv_layer(path, name: str, weight, groups: int | None = None) -> ConvLayer:
+    where = f"{path}: layer {name}"
+    weight = real_float32(weight, where)
+    if min(weight.shape) < 1:
+        raise WeightsError(f"{where}: kernel of shape {weight.shape} has no units")
+    if groups is not None and (groups < 1 or weight.shape[0] % groups):
+        raise WeightsError(f"{where}: group={groups} does not divide its "
+                           f"{weight.shape[0]} output channels")
+    return ConvLayer(name, weight, groups)
 
 
 def _layer_name(key: str) -> str:
@@ -66,8 +78,13 @@ def _read_onnx(path: Path) -> list[ConvLayer]:
         from onnx import numpy_helper
     except ImportError:
         raise WeightsError("reading ONNX needs the onnx package: pip install onnx") from None
+    size, limit = os.path.getsize(path), max_bytes()
+    if size > limit:
+        raise WeightsError(f"{path}: {size:,} bytes, over the limit of {limit:,} "
+                           "(set VISIONTK_MAX_WEIGHTS_BYTES to raise it)")
     try:
-        model = onnx.load(str(path))
+        # external data would be read from paths the model names: never follow them
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends from protobuf
         raise WeightsError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
     inits = {t.name: t for t in model.graph.initializer}
@@ -75,7 +92,23 @@ def _read_onnx(path: Path) -> list[ConvLayer]:
     for node in model.graph.node:
         if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in inits:
             continue
+        tensor = inits[node.input[1]]
+        name = node.name or _layer_name(node.input[1])
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise WeightsError(f"{path}: layer {name} keeps its weights in an external file, "
+                               "which visiontk does not read")
         groups = next((a.i for a in node.attribute if a.name == "group"), 1)
-        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-        layers.append(ConvLayer(node.name or _layer_name(node.input[1]), weight, int(groups)))
+        dims = list(tensor.dims)
+        if len(dims) != 4 or min(dims) < 1:
+            raise WeightsError(f"{path}: layer {name} has kernel dims {dims[:8]}, expected "
+                               "4 positive sizes")
+        if 4 * int(np.prod(dims, dtype=object)) > limit:
+            raise WeightsError(f"{path}: layer {name} of dims {dims} is over the limit of "
+                               f"{limit:,} bytes")
+        try:
+            weight = numpy_helper.to_array(tensor)
+        except Exception as exc:  # ValueError / TypeError when the dims lie about the data
+            raise WeightsError(f"{path}: layer {name}: its data does not fit its dims {dims} "
+                               f"({type(exc).__name__})") from None
+        layers.append(_conv_layer(path, name, weight, int(groups)))
     return layers

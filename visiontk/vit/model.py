@@ -47,9 +47,9 @@ class ViT:
     (6, H // 8, W // 8)
     """
 
-    def __init__(self, state: dict, xp=np):
+    def __init__(self, state: dict, xp=np, name: str = "weights"):
         self.xp = xp
-        self.config = infer_config(state)
+        self.config = infer_config(state, name)
         self.w = {k: xp.asarray(v) for k, v in state.items()}
 
     @classmethod
@@ -59,7 +59,8 @@ class ViT:
         from .. import backend
 
         xp = backend.array_module(backend.resolve_device(device))
-        return cls(read_weights(find_weights(path, model)), xp)
+        found = find_weights(path, model)
+        return cls(read_weights(found), xp, str(found))
 
     # -- pieces of the forward pass ------------------------------------------------------------
 
@@ -138,24 +139,61 @@ class ViT:
         return attn[:, 1:].reshape(-1, h, w).astype(self.xp.float32)
 
 
-def infer_config(state: dict) -> ViTConfig:
-    """Patch size, width, depth, heads and training grid from the weights' shapes."""
-    try:
-        dim, _, patch, _ = state["patch_embed.proj.weight"].shape
-        tokens = state["pos_embed"].reshape(-1, dim).shape[0] - 1
-    except (KeyError, ValueError) as exc:
-        raise WeightsError(f"weights of an unexpected shape ({exc})") from None
-    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
-    grid = int(round(math.sqrt(tokens)))
-    if grid * grid != tokens:
-        raise WeightsError(f"pos_embed holds {tokens} patches, not a square grid")
-    if state["blocks.0.attn.qkv.weight"].shape != (3 * dim, dim):
-        raise WeightsError(f"attn.qkv.weight has shape {state['blocks.0.attn.qkv.weight'].shape}"
-                           f", expected {(3 * dim, dim)}")
+def infer_config(state: dict, name: str = "weights") -> ViTConfig:
+    """Patch size, width, depth, heads and training grid from the weights' shapes, after
+    checking that every array the forward pass reads is present with the shape it expects."""
+    proj = state["patch_embed.proj.weight"]
+    if proj.ndim != 4 or proj.shape[1] != 3 or proj.shape[2] != proj.shape[3] or \
+            min(proj.shape) < 1:
+        raise WeightsError(f"{name}: patch_embed.proj.weight has shape {proj.shape}, expected "
+                           "(D, 3, P, P)")
+    dim, _, patch, _ = (int(v) for v in proj.shape)
+    tokens = state["pos_embed"].size // dim - 1
+    grid = int(round(math.sqrt(max(tokens, 0))))
+    if state["pos_embed"].size != (tokens + 1) * dim or tokens < 1 or grid * grid != tokens:
+        raise WeightsError(f"{name}: pos_embed has shape {state['pos_embed'].shape}: not "
+                           f"1 + a square grid of patches of width {dim}")
+    blocks = {k.split(".")[1] for k in state if k.startswith("blocks.")}
+    if not all(b.isdigit() for b in blocks):
+        raise WeightsError(f"{name}: block names {sorted(blocks)[:3]} are not numbers")
+    depth = len(blocks)
+    if depth == 0:
+        raise WeightsError(f"{name}: no transformer blocks (blocks.0...)")
+    if {int(b) for b in blocks} != set(range(depth)):
+        raise WeightsError(f"{name}: blocks are not numbered 0..{depth - 1}")
     # DINO's ViTs all use 64-dimensional heads (ViT-S: 6 heads, ViT-B: 12); smaller test models
     # declare theirs in an optional "num_heads" entry.
-    heads = int(state["num_heads"]) if "num_heads" in state else max(1, dim // 64)
-    return ViTConfig(patch=int(patch), dim=int(dim), heads=heads, depth=depth, grid=grid)
+    heads = max(1, dim // 64)
+    if "num_heads" in state:
+        value = state["num_heads"]
+        if value.size != 1 or value.reshape(-1)[0] != int(value.reshape(-1)[0]):
+            raise WeightsError(f"{name}: num_heads is not one integer")
+        heads = int(value.reshape(-1)[0])
+    if heads < 1 or dim % heads:
+        raise WeightsError(f"{name}: {heads} heads do not divide the width {dim}")
+    hidden = state["blocks.0.mlp.fc1.weight"].shape[0] if "blocks.0.mlp.fc1.weight" in state \
+        else 0
+    expected = {"patch_embed.proj.bias": (dim,), "cls_token": (dim,), "norm.weight": (dim,),
+                "norm.bias": (dim,)}
+    for i in range(depth):
+        pre = f"blocks.{i}."
+        expected.update({
+            pre + "norm1.weight": (dim,), pre + "norm1.bias": (dim,),
+            pre + "norm2.weight": (dim,), pre + "norm2.bias": (dim,),
+            pre + "attn.qkv.weight": (3 * dim, dim), pre + "attn.qkv.bias": (3 * dim,),
+            pre + "attn.proj.weight": (dim, dim), pre + "attn.proj.bias": (dim,),
+            pre + "mlp.fc1.weight": (hidden, dim), pre + "mlp.fc1.bias": (hidden,),
+            pre + "mlp.fc2.weight": (dim, hidden), pre + "mlp.fc2.bias": (dim,)})
+    for key, shape in expected.items():
+        if key not in state:
+            raise WeightsError(f"{name}: {key} is missing")
+        got = state[key].shape
+        # cls_token is stored (1, 1, D) officially; any shape with the right element count
+        if (got if len(shape) > 1 else (int(np.prod(got)),)) != shape:
+            raise WeightsError(f"{name}: {key} has shape {got}, expected {shape}")
+    if hidden < 1:
+        raise WeightsError(f"{name}: blocks.0.mlp.fc1.weight has no rows")
+    return ViTConfig(patch=patch, dim=dim, heads=heads, depth=depth, grid=grid)
 
 
 def layer_norm(x, weight, bias, xp):
