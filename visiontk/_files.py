@@ -1,20 +1,43 @@
-"""Writing files so that nobody ever sees half of one."""
+"""Writing files so that nobody ever sees half of one, with the permissions the user's umask
+asks for."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import tempfile
 from pathlib import Path
+
+#: Names of :func:`atomic_write`'s temporaries: ".<final name>.<8 random characters>.part".
+#: sqlite adds its journal beside the temporary database while it is written.
+TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.part(-journal|-wal|-shm)?$")
+
+
+@functools.lru_cache(maxsize=1)
+def umask() -> int:
+    """The process's umask (read from /proc where it can be, without changing it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
 @contextlib.contextmanager
 def atomic_write(path):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block ends
-    without an exception, otherwise remove it."""
+    without an exception, otherwise remove it. The file gets 0666 minus the umask, as
+    ``open()`` would give it (mkstemp's temporaries are 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~umask())
     os.close(fd)
     try:
         yield Path(tmp)
@@ -22,3 +45,48 @@ def atomic_write(path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temporaries(folder) -> int:
+    """Delete :func:`atomic_write` temporaries that a killed process left under ``folder``
+    (only names of that pattern: nothing of anyone else's); returns how many."""
+    removed = 0
+    for p in Path(folder).rglob("*.part*"):
+        if TEMPORARY.match(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def writable_folder(path) -> Path:
+    """Create ``path`` if needed and check that files can be written in it, before any work
+    starts; a one-line :class:`VisiontkError` otherwise."""
+    from .errors import VisiontkError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except FileExistsError:
+        raise VisiontkError(f"{path}: is a file, not a folder for the outputs") from None
+    except NotADirectoryError:
+        raise VisiontkError(f"{path}: cannot be a folder (a part of it is a file)") from None
+    except OSError as exc:
+        raise VisiontkError(f"{path}: cannot write outputs here "
+                            f"({exc.strerror or type(exc).__name__})") from None
+    return path
+
+
+def writable_file(path) -> Path:
+    """Check, before any work, that ``path`` can be written as a file (not a folder, in a
+    folder that exists or can be made and takes new files)."""
+    from .errors import VisiontkError
+
+    path = Path(path)
+    if path.is_dir():
+        raise VisiontkError(f"{path}: is a folder; give a file name for the output")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise VisiontkError(f"{path}: cannot overwrite it (permission denied)")
+    writable_folder(path.parent if str(path.parent) else Path("."))
+    return path

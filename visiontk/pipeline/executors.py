@@ -1,17 +1,16 @@
-"""Where tasks run: this process, a local process pool, or a Dask cluster.
+"""Where tasks run: a local pool of worker processes, or a Dask cluster.
 
 Tasks are plain functions of picklable tuples that talk to the per-item cache on disk, so each
 executor only has to map them; every executor keeps a bounded number of tasks in flight, so a
-folder of any size streams through in bounded memory.
+folder of any size streams through in bounded memory. Tasks never run in the runner's process:
+a task that crashes its process (a segfault in native code, the OOM killer) fails alone.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
+import time
 
 from ..errors import OptionError, VisiontkError
 from ..features import Features
@@ -34,51 +33,30 @@ def create(kind: str, workers: int, scheduler: str | None = None):
     return LocalExecutor(workers)
 
 
-def _limit_threads() -> None:
-    """One compute thread per worker process: parallelism comes from the workers."""
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 class LocalExecutor:
-    """``workers == 1``: tasks run in this process; otherwise a pool of spawned processes."""
+    """Tasks in ``workers`` spawned processes (:class:`.workers.WorkerPool`): a worker that
+    crashes costs only its task, and workers die with the run."""
 
     def __init__(self, workers: int):
         self.workers = workers
         self._pool = None
 
     def __enter__(self):
-        if self.workers > 1:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                             initializer=_limit_threads)
+        from .workers import WorkerPool
+
+        self._pool = WorkerPool(self.workers).__enter__()
         return self
 
     def __exit__(self, *exc):
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            self._pool.__exit__(*exc)
+            self._pool = None
 
-    def map_unordered(self, fn, tasks):
-        if self._pool is None:
-            for task in tasks:
-                yield fn(task)
-            return
-        pending = set()
-        todo = iter(tasks)
-        limit = self.workers * IN_FLIGHT_PER_WORKER
-        while True:
-            while len(pending) < limit:
-                task = next(todo, None)
-                if task is None:
-                    break
-                pending.add(self._pool.submit(fn, task))
-            if not pending:
-                return
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
+    def map_unordered(self, fn, tasks, died):
+        """Yield ``fn(task)`` as tasks finish; ``died(task, cause)`` stands in for the reply of
+        a task whose worker died."""
+        for task, reply in self._pool.map_unordered(fn, tasks):
+            yield died(task, str(reply)) if isinstance(reply, Exception) else reply
 
 
 class DaskExecutor:
@@ -115,20 +93,31 @@ class DaskExecutor:
         if self._cluster is not None:
             self._cluster.close()
 
-    def map_unordered(self, fn, tasks):
+    def map_unordered(self, fn, tasks, died):
         from dask.distributed import as_completed
 
         todo = iter(tasks)
         limit = max(1, len(self._client.scheduler_info().get("workers", {}))) \
             * IN_FLIGHT_PER_WORKER
-        first = [self._client.submit(fn, t, pure=False) for t in _take(todo, limit)]
+        submitted = {}
+
+        def submit(task):
+            future = self._client.submit(fn, task, pure=False)
+            submitted[future.key] = task
+            return future
+
+        first = [submit(t) for t in _take(todo, limit)]
         if not first:
             return
         running = as_completed(first)
         for future in running:
-            yield future.result()
+            task = submitted.pop(future.key)
+            try:
+                yield future.result()
+            except Exception as exc:  # KilledWorker: the task took down workers repeatedly
+                yield died(task, f"{type(exc).__name__}: {str(exc)[:200]}")
             for task in _take(todo, 1):
-                running.add(self._client.submit(fn, task, pure=False))
+                running.add(submit(task))
 
 
 def _take(iterator, n):
@@ -163,26 +152,39 @@ def _failure(item: str, stage: str, exc: Exception) -> dict:
     return {"ok": False, "item": item, "stage": stage, "reason": reason}
 
 
+def image_died(task, cause: str) -> dict:
+    """The failure of an image whose worker process died while running it."""
+    name, path = task[0], task[1]
+    return {"ok": False, "name": name, "item": path, "stage": "worker",
+            "reason": f"{path}: the worker process {cause} while processing it"}
+
+
+def pair_died(task, cause: str) -> dict:
+    a, b = task[0], task[1]
+    return {"ok": False, "a": a, "b": b, "item": f"{a} {b}", "stage": "worker",
+            "reason": f"{a} {b}: the worker process {cause} while processing the pair"}
+
+
 def image_task(task) -> dict:
     """Run the per-image stages on one image unless its features are cached."""
     name, path, specs, cache_root, output_dir = task
     cache = store.Cache(cache_root)
-    stage = "load"
     try:
         key = f"{store.content_hash(path)}-{store.config_hash(specs)}"
         if cache.features_path(key).exists():
             return {"ok": True, "name": name, "key": key, "cached": True}
         context = {"path": path, "name": name, "output_dir": output_dir}
-        for s in _stages(json.dumps(specs)):
-            stage = s.name
-            context.update(s.run(context))
+        seconds = _run_stages(_stages(json.dumps(specs)), context)
         # Features go to the cache (and then features.h5); stages without features wrote their
         # own outputs, and an empty entry marks the image done.
         feats = context.get("features", Features.empty())
         feats.save(cache.features_path(key))
-        return {"ok": True, "name": name, "key": key, "cached": False}
-    except Exception as exc:  # one bad image must not stop the run
-        return {**_failure(path, stage, exc), "name": name}
+        return {"ok": True, "name": name, "key": key, "cached": False, "seconds": seconds}
+    except _StageFailed as failed:  # one bad image must not stop the run
+        return {**_failure(path, failed.stage, failed.error), "name": name,
+                "seconds": failed.seconds}
+    except Exception as exc:
+        return {**_failure(path, "load", exc), "name": name}
 
 
 def pair_task(task) -> dict:
@@ -191,17 +193,37 @@ def pair_task(task) -> dict:
     cache = store.Cache(cache_root)
     key = store.config_hash([key_a, key_b, specs])
     reply = {"a": a, "b": b, "key": key}
-    stage = specs[0][0]
     try:
         if cache.pair_path(key).exists():
             return {**reply, "ok": True, "cached": True}
         context = {"name_a": a, "name_b": b,
                    "features_a": _features(str(cache.features_path(key_a))),
                    "features_b": _features(str(cache.features_path(key_b)))}
-        for s in _stages(json.dumps(specs)):
-            stage = s.name
-            context.update(s.run(context))
+        seconds = _run_stages(_stages(json.dumps(specs)), context)
         cache.save_pair(key, context["matches"], context.get("geometry"))
-        return {**reply, "ok": True, "cached": False}
+        return {**reply, "ok": True, "cached": False, "seconds": seconds}
+    except _StageFailed as failed:
+        return {**reply, **_failure(f"{a} {b}", failed.stage, failed.error),
+                "seconds": failed.seconds}
     except Exception as exc:
-        return {**reply, **_failure(f"{a} {b}", stage, exc)}
+        return {**reply, **_failure(f"{a} {b}", specs[0][0], exc)}
+
+
+class _StageFailed(Exception):
+    def __init__(self, stage: str, error: Exception, seconds: dict):
+        super().__init__(stage)
+        self.stage, self.error, self.seconds = stage, error, seconds
+
+
+def _run_stages(stages, context: dict) -> dict:
+    """Run ``stages`` in order on ``context``; seconds per stage, or :class:`_StageFailed`."""
+    seconds = {}
+    for s in stages:
+        t0 = time.perf_counter()
+        try:
+            context.update(s.run(context))
+        except Exception as exc:
+            seconds[s.name] = time.perf_counter() - t0
+            raise _StageFailed(s.name, exc, seconds) from exc
+        seconds[s.name] = time.perf_counter() - t0
+    return seconds

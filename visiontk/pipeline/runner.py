@@ -8,6 +8,7 @@ at the end it gathers the cache into ``features.h5`` and ``matches.h5`` (and a C
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from .._files import atomic_write
+from .._files import atomic_write, remove_stale_temporaries, writable_folder
 from ..errors import ImageError, OptionError
 from ..features import Features
 from . import executors, store
@@ -44,10 +45,25 @@ class RunResult:
     matches_path: Path | None = None
     colmap_path: Path | None = None
     seconds: float = 0.0
+    #: seconds per stage, summed over the items it ran on (in parallel with several workers),
+    #: and the writing of each output file
+    stage_seconds: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    def add_seconds(self, seconds: dict) -> None:
+        for stage, t in seconds.items():
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + t
+
+    @contextlib.contextmanager
+    def timed(self, what: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add_seconds({what: time.perf_counter() - t0})
 
     def summary(self) -> dict:
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -109,46 +125,59 @@ class Pipeline:
         t0 = time.perf_counter()
         if colmap and not any("features" in s.outputs for s in self.image_stages):
             raise OptionError("--colmap needs a pipeline that extracts features")
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        named = resolve_images(images)
-        cache = store.Cache(out / ".cache")
-        cache.remove_partial()
-        result = RunResult(out=out, images=len(named))
-        image_specs = self.specs(self.image_stages)
+        # Everything that would fail every item fails here, before the first one.
+        out = writable_folder(out)
+        with _exclusive(out):
+            remove_stale_temporaries(out)
+            named = resolve_images(images)
+            for s in self.stages:
+                s.check()
+            result = RunResult(out=out, images=len(named))
+            try:
+                self._run(named, store.Cache(out / ".cache"), result, workers, executor,
+                          scheduler, quiet, colmap)
+            finally:  # interrupted runs too: what was done is summarised, and kept
+                result.seconds = time.perf_counter() - t0
+                _write_json(out / "failures.json", result.failures)
+                _write_json(out / "summary.json", result.summary())
+        return result
+
+    def _run(self, named, cache, result, workers, executor, scheduler, quiet, colmap):
+        out = result.out
         with executors.create(executor, workers, scheduler) as pool:
-            features = self._run_images(pool, named, image_specs, cache, result, quiet)
+            features = self._run_images(pool, named, self.specs(self.image_stages), cache,
+                                        result, quiet)
             if any("features" in s.outputs for s in self.image_stages):
-                result.features_path = out / "features.h5"
-                store.write_features_h5(result.features_path,
-                                        ((n, k, Features.load(cache.features_path(k)))
-                                         for n, k in features), __version__)
+                with result.timed("write features.h5"):
+                    result.features_path = out / "features.h5"
+                    store.write_features_h5(result.features_path,
+                                            ((n, k, Features.load(cache.features_path(k)))
+                                             for n, k in features), __version__)
             pairs = []
             if self.pair_stages:
                 pairs = self._run_pairs(pool, features, cache, result, quiet)
-                result.matches_path = out / "matches.h5"
-                store.write_matches_h5(result.matches_path,
-                                       ((a, b, *cache.load_pair(k)) for a, b, k in pairs),
-                                       __version__)
+                with result.timed("write matches.h5"):
+                    result.matches_path = out / "matches.h5"
+                    store.write_matches_h5(result.matches_path,
+                                           ((a, b, *cache.load_pair(k)) for a, b, k in pairs),
+                                           __version__)
         if colmap:
             from .colmap import export_colmap
 
-            # generators: one image's features in memory at a time
-            result.colmap_path = export_colmap(
-                out / "database.db",
-                ((n, Features.load(cache.features_path(k))) for n, k in features),
-                ((a, b, *cache.load_pair(k)) for a, b, k in pairs))
-        result.seconds = time.perf_counter() - t0
-        _write_json(out / "failures.json", result.failures)
-        _write_json(out / "summary.json", result.summary())
-        return result
+            with result.timed("write database.db"):
+                # generators: one image's features in memory at a time
+                result.colmap_path = export_colmap(
+                    out / "database.db",
+                    ((n, Features.load(cache.features_path(k))) for n, k in features),
+                    ((a, b, *cache.load_pair(k)) for a, b, k in pairs))
 
     def _run_images(self, pool, named, specs, cache, result, quiet):
         tasks = [(name, str(path), specs, str(cache.root), str(cache.root.parent))
                  for name, path in named]
         done = {}
         with Progress(len(tasks), "images", quiet) as progress:
-            for reply in pool.map_unordered(executors.image_task, tasks):
+            for reply in pool.map_unordered(executors.image_task, tasks, executors.image_died):
+                result.add_seconds(reply.get("seconds", {}))
                 if reply["ok"]:
                     done[reply["name"]] = reply["key"]
                     result.images_done += 1
@@ -170,7 +199,8 @@ class Pipeline:
         result.pairs = len(tasks)
         finished = {}
         with Progress(len(tasks), "pairs", quiet) as progress:
-            for reply in pool.map_unordered(executors.pair_task, tasks):
+            for reply in pool.map_unordered(executors.pair_task, tasks, executors.pair_died):
+                result.add_seconds(reply.get("seconds", {}))
                 if reply["ok"]:
                     finished[(reply["a"], reply["b"])] = reply["key"]
                     result.pairs_done += 1
@@ -226,6 +256,24 @@ def _inside(path: Path, base: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path):
+    """Hold ``out/.lock`` for the run: two runs writing one folder would mix their outputs
+    (and each would take the other's temporaries for stale ones)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(out / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OptionError(f"{out}: another visiontk run is writing into this folder") \
+                from None
+        yield
 
 
 def _write_json(path: Path, data) -> None:

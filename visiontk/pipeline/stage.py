@@ -3,7 +3,7 @@
 A stage is a class with a ``name``, a ``kind`` ("image": runs once per image, or "pair": once per
 image pair), the artefacts it reads (``inputs``) and writes (``outputs``), an ``Options``
 dataclass with defaults and validation, and ``run(context) -> dict`` that reads its inputs from
-the context and returns its outputs. Stages import heavy dependencies inside ``run`` so that
+the context and returns its outputs; optionally ``check()``, run once before any item. Stages import heavy dependencies inside ``run`` so that
 listing them stays cheap.
 """
 
@@ -34,6 +34,11 @@ class Stage:
     def from_dict(cls, values: dict | None) -> Stage:
         """Build the stage from user options, refusing unknown or ill-typed ones in one line."""
         return cls(parse_options(cls, values or {}))
+
+    def check(self) -> None:
+        """Called once in the runner's process before any item is processed: raise a
+        :class:`~visiontk.errors.VisiontkError` for a problem that would fail every item (a
+        missing weights or pairs file), so the run stops before it starts."""
 
     def run(self, context: dict) -> dict:  # pragma: no cover - the protocol
         raise NotImplementedError

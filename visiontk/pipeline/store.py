@@ -69,13 +69,6 @@ class Cache:
         (self.root / "features").mkdir(parents=True, exist_ok=True)
         (self.root / "pairs").mkdir(parents=True, exist_ok=True)
 
-    def remove_partial(self) -> int:
-        """Delete temporary files a killed run left behind; returns how many."""
-        stale = list(self.root.rglob("*.part"))
-        for p in stale:
-            p.unlink(missing_ok=True)
-        return len(stale)
-
     def features_path(self, key: str) -> Path:
         return self.root / "features" / f"{key}.npz"
 

@@ -26,6 +26,12 @@ class BranchesStage(Stage):
     outputs = ("branches",)
     Options = BranchesOptions
 
+    def check(self) -> None:
+        if self.options.branches:
+            from ..branches.structure import parse_branch_spec
+
+            parse_branch_spec(self.options.branches)
+
     def run(self, context: dict) -> dict:
         from pathlib import Path
 

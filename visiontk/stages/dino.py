@@ -38,6 +38,16 @@ class DinoAttentionStage(Stage):
     outputs = ("attention",)
     Options = DinoOptions
 
+    def check(self) -> None:
+        """Find and read the weights once here: without them every image would fail alike."""
+        from .. import backend
+        from ..vit.model import ViT
+
+        backend.resolve_device(self.options.device)
+        # on the CPU: this copy only proves the file; each worker loads its own
+        ViT.from_weights(self.options.weights or None, model=self.options.model, device="cpu",
+                         hint="set the stage's weights option")
+
     def run(self, context: dict) -> dict:
         from pathlib import Path
 

@@ -49,6 +49,10 @@ class MatchStage(Stage):
     outputs = ("matches",)
     Options = MatchOptions
 
+    def check(self) -> None:
+        if self.options.pairs == "file":
+            read_pairs_file(Path(self.options.pairs_file))
+
     def select_pairs(self, names: list[str]) -> list[tuple[str, str]]:
         """Pairs of image names to match, each once, in a stable order."""
         if self.options.pairs == "exhaustive":
@@ -66,13 +70,16 @@ class MatchStage(Stage):
         return {"matches": m}
 
 
-def read_pairs_file(path: Path, names: list[str]) -> list[tuple[str, str]]:
-    """Read "name_a name_b" lines (blank lines and # comments skipped), checking the names."""
+def read_pairs_file(path: Path, names: list[str] | None = None) -> list[tuple[str, str]]:
+    """Read "name_a name_b" lines (blank lines and # comments skipped), checking the names
+    against ``names`` when given."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise OptionError(f"{path}: pairs file is not UTF-8 text") from None
     except OSError as exc:
-        raise OptionError(f"{path}: cannot read pairs file ({exc.strerror})") from None
-    known = set(names)
+        raise OptionError(f"{path}: cannot read pairs file ({exc.strerror or exc})") from None
+    known = None if names is None else set(names)
     pairs, seen = [], set()
     for number, raw in enumerate(lines, 1):
         text = raw.split("#", 1)[0].strip()
@@ -82,7 +89,7 @@ def read_pairs_file(path: Path, names: list[str]) -> list[tuple[str, str]]:
         if len(parts) != 2:
             raise OptionError(f"{path}:{number}: expected two image names, got {text!r}")
         for name in parts:
-            if name not in known:
+            if known is not None and name not in known:
                 raise OptionError(f"{path}:{number}: {name!r} is not one of the run's images")
         key = tuple(sorted(parts))
         if parts[0] != parts[1] and key not in seen:

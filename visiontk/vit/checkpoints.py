@@ -108,7 +108,8 @@ OFFICIAL = {
 DOWNLOAD = "https://dl.fbaipublicfiles.com/dino/{stem}/{file}"
 
 
-def find_weights(weights: str | os.PathLike | None, model: str = "dino_vits8") -> Path:
+def find_weights(weights: str | os.PathLike | None, model: str = "dino_vits8",
+                 hint: str = "pass --weights PATH") -> Path:
     """The weights file to use: ``weights`` if given, else the official file of ``model`` in
     $VISIONTK_WEIGHTS, else in the PyTorch hub cache ($TORCH_HOME or ~/.cache/torch). Never
     downloads: when nothing is found, the error names the file and where to get it."""
@@ -130,4 +131,4 @@ def find_weights(weights: str | os.PathLike | None, model: str = "dino_vits8") -
             return place / file
     url = DOWNLOAD.format(stem=file[:-len(".pth")], file=file)
     raise WeightsError(f"no weights for {model}: put {file} (from {url}) in $VISIONTK_WEIGHTS "
-                       "or pass --weights PATH")
+                       f"or {hint}")

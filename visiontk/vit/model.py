@@ -53,13 +53,15 @@ class ViT:
         self.w = {k: xp.asarray(v) for k, v in state.items()}
 
     @classmethod
-    def from_weights(cls, path=None, *, model: str = "dino_vits8", device: str = "cpu"):
+    def from_weights(cls, path=None, *, model: str = "dino_vits8", device: str = "cpu",
+                     hint: str = "pass --weights PATH"):
         """Load from a .pth / .safetensors file (official, timm or Hugging Face layout);
-        ``path=None`` looks ``model`` up (see :func:`find_weights`)."""
+        ``path=None`` looks ``model`` up (see :func:`find_weights`; ``hint`` ends its error
+        when nothing is found)."""
         from .. import backend
 
         xp = backend.array_module(backend.resolve_device(device))
-        found = find_weights(path, model)
+        found = find_weights(path, model, hint)
         return cls(read_weights(found), xp, str(found))
 
     # -- pieces of the forward pass ------------------------------------------------------------

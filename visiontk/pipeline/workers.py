@@ -1,0 +1,184 @@
+"""Worker processes that outlive their tasks and die with their run.
+
+``concurrent.futures.ProcessPoolExecutor`` breaks for good when one worker dies: every pending
+task fails with BrokenProcessPool, and a segfault in a run without a pool ends the whole run
+with no summary. And a parent killed with SIGKILL leaves its workers (and multiprocessing's
+resource tracker) running, adopted by pid 1. This pool:
+
+* runs every task in a spawned worker process, one task per worker at a time, so a worker that
+  dies (a segfault in native code, the OOM killer) costs only the task it was running: the
+  caller is told the cause (:class:`WorkerDied`) and a fresh worker takes the next task;
+* ties each worker to its parent twice: Linux's parent-death signal (``PR_SET_PDEATHSIG``:
+  SIGKILL the moment the parent goes), and everywhere a watchdog thread that exits the worker
+  when its parent process is gone;
+* leaves Ctrl-C and SIGTERM to the parent (workers ignore SIGINT), which stops the workers when
+  the pool closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing import get_context
+from multiprocessing.connection import wait
+
+#: Seconds between the watchdog's looks at the parent (only matters where prctl is missing).
+WATCHDOG_PERIOD = 0.5
+#: Seconds a worker gets to exit after being asked, before it is killed.
+STOP_GRACE = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+class WorkerDied(Exception):
+    """The worker running a task exited before answering (crash, kill, out of memory)."""
+
+    def __init__(self, cause: str):
+        super().__init__(cause)
+        self.cause = cause
+
+
+def exit_cause(exitcode: int | None) -> str:
+    """Words for a dead worker's exit code: 'killed by SIGSEGV', 'exited with status 3'."""
+    if exitcode is None:
+        return "stopped answering"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exited with status {exitcode}"
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    def watchdog():
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(WATCHDOG_PERIOD)
+
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=watchdog, daemon=True, name="visiontk-watchdog").start()
+
+
+def _limit_threads(threads: int) -> None:
+    """Compute threads per worker, so that workers × threads ≈ the machine's cores. Set before
+    numba, OpenMP and OpenCV start their pools."""
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    import cv2
+
+    cv2.setNumThreads(threads)
+
+
+def _worker_main(conn, parent_pid: int, threads: int) -> None:
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _limit_threads(threads)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        fn, task = message
+        try:
+            reply = ("ok", fn(task))
+        except Exception as exc:  # the task functions catch their own; this is a last resort
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send(reply)
+        except (EOFError, OSError):
+            return
+
+
+class _Worker:
+    def __init__(self, context, threads: int):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child, os.getpid(), threads),
+                                       daemon=True, name="visiontk-worker")
+        self.process.start()
+        child.close()
+        self.task = None
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.conn.send(None)
+        self.process.join(STOP_GRACE)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+class WorkerPool:
+    """``workers`` spawned processes running tasks one at a time each (see the module)."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self._context = get_context("spawn")
+        self._pool: list[_Worker] = []
+
+    def __enter__(self):
+        self._pool = [_Worker(self._context, self.threads) for _ in range(self.workers)]
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is not None:  # interrupted or failed: do not wait for running tasks
+            for worker in self._pool:
+                worker.process.kill()
+        for worker in self._pool:
+            worker.stop()
+        self._pool = []
+
+    def map_unordered(self, fn, tasks):
+        """Yield ``(task, reply)`` as tasks finish; ``reply`` is ``fn(task)`` or a
+        :class:`WorkerDied` when the worker running it died."""
+        todo = iter(tasks)
+        exhausted = False
+        while True:
+            for worker in self._pool:
+                if worker.task is None and not exhausted:
+                    task = next(todo, _END)
+                    if task is _END:
+                        exhausted = True
+                        break
+                    worker.task = task
+                    worker.conn.send((fn, task))
+            busy = {w.conn: w for w in self._pool if w.task is not None}
+            if not busy:
+                return
+            for conn in wait(list(busy)):
+                worker = busy[conn]
+                task, worker.task = worker.task, None
+                try:
+                    status, value = conn.recv()
+                except (EOFError, OSError):
+                    yield task, WorkerDied(self._replace(worker))
+                    continue
+                yield task, (value if status == "ok" else RuntimeError(value))
+
+    def _replace(self, worker: _Worker) -> str:
+        worker.process.join(STOP_GRACE)
+        cause = exit_cause(worker.process.exitcode)
+        worker.stop()
+        self._pool[self._pool.index(worker)] = _Worker(self._context, self.threads)
+        return cause
+
+
+_END = object()
