@@ -7,7 +7,8 @@ commands cannot drift from what is tested.
 import re
 import sys
 
-text = open(sys.argv[1] if len(sys.argv) > 1 else "README.md", encoding="utf-8").read()
+with open(sys.argv[1] if len(sys.argv) > 1 else "README.md", encoding="utf-8") as fh:
+    text = fh.read()
 section = re.search(r"^## Set up\n(.*?)(?=^## )", text, re.S | re.M)
 if not section:
     sys.exit("README.md has no '## Set up' section")

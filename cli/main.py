@@ -9,14 +9,17 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 import click
 
 import visiontk
-from visiontk.errors import VisiontkError
+from visiontk._files import writable_file, writable_folder
+from visiontk.errors import OptionError, VisiontkError
 from visiontk.io import DEFAULT_MAX_PIXELS
+from visiontk.pipeline.config import PRESETS
 
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                       show_default=True, help="Where to compute: cuda needs CuPy and an NVIDIA "
@@ -36,6 +39,20 @@ def sift_options(func):
     return func
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: work so far kept, one line, a rerun resumes."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated
+
+
+def one_line(text) -> str:
+    """``text`` with control characters (a newline in a file name, say) shown escaped, so a
+    message stays one line and a name cannot forge output."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _user_errors(func):
     """Turn visiontk's errors into one line on stderr and the error's exit status."""
 
@@ -44,21 +61,24 @@ def _user_errors(func):
         try:
             return func(*args, **kwargs)
         except VisiontkError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, SystemExit):
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             # finished items are already on disk (atomically); a rerun resumes from them
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+            terminated = isinstance(exc, Terminated)
+            click.echo("terminated" if terminated else "interrupted", err=True)
+            sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
         except MemoryError:
-            click.echo("error: out of memory (try --max-features or a smaller image)", err=True)
+            params = {p.name for p in click.get_current_context().command.params}
+            hint = " (try --max-features or a smaller image)" if "max_features" in params else ""
+            click.echo(f"error: out of memory{hint}", err=True)
             sys.exit(1)
         except Exception as exc:  # an internal error: still one line unless debugging
             if os.environ.get("VISIONTK_DEBUG"):
                 raise
-            click.echo(f"error: internal error ({type(exc).__name__}: {exc}); "
+            click.echo(f"error: internal error ({type(exc).__name__}: {one_line(exc)}); "
                        "set VISIONTK_DEBUG=1 for details", err=True)
             sys.exit(1)
 
@@ -70,7 +90,7 @@ def _exit_if_failed(failed: list, total: int) -> None:
     if failed:
         click.echo(f"{len(failed)} of {total} images failed:", err=True)
         for line in failed:
-            click.echo(f"  {line}", err=True)
+            click.echo(f"  {one_line(line)}", err=True)
         sys.exit(1)
 
 
@@ -78,6 +98,7 @@ def _exit_if_failed(failed: list, total: int) -> None:
 @click.version_option(visiontk.__version__, prog_name="visiontk")
 def main():
     """visiontk: SIFT features, matching and two-view geometry."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 @main.command("match")
@@ -104,13 +125,15 @@ def match_command(image_a, image_b, out, no_picture, model, ratio, mutual, thres
     from visiontk.io import load_rgb
     from visiontk.viz import MAX_LINES, draw_matches, save_image
 
+    if not no_picture:  # an unwritable picture fails now, not after the work
+        out = writable_file(out or Path(f"matches_{_safe_stem(image_a)}_"
+                                        f"{_safe_stem(image_b)}.png"))
     result = visiontk.match_images(image_a, image_b, model=model, ratio=ratio, mutual=mutual,
                                    threshold=threshold, device=device,
                                    max_features=max_features, upright=upright,
                                    rootsift=rootsift, max_pixels=max_pixels)
     summary = result.summary()
     if not no_picture:
-        out = out or Path(f"matches_{image_a.stem}_{image_b.stem}.png")
         m = result.inlier_matches if model != "none" else result.matches
         title = (f"{len(result.matches)} matches, "
                  + (f"{summary['inliers']} {model} inliers" if model != "none" else "unverified"))
@@ -128,11 +151,16 @@ def match_command(image_a, image_b, out, no_picture, model, ratio, mutual, thres
         click.echo(_format_summary(summary))
 
 
+def _safe_stem(path: Path) -> str:
+    """A file stem fit for a default output name: no control characters, no separators."""
+    return "".join(c if c.isprintable() and c not in "/\\" else "_" for c in path.stem)
+
+
 def _format_summary(s: dict) -> str:
     lines = []
     rows = zip("AB", s["images"], s["image_sizes"], s["keypoints"], strict=True)
     for label, name, (h, w), n in rows:
-        lines.append(f"{label}: {name}  {w}×{h}  {n} keypoints")
+        lines.append(f"{label}: {one_line(name)}  {w}×{h}  {n} keypoints")
     lines.append(f"matches: {s['matches']}")
     if s["model"] is not None:
         share = f" ({100 * s['inliers'] / s['matches']:.1f}%)" if s["matches"] else ""
@@ -143,7 +171,7 @@ def _format_summary(s: dict) -> str:
             lines.extend("  [" + "  ".join(f"{v: .6g}" for v in row) + "]" for row in s["matrix"])
     lines.append("time: " + ", ".join(f"{k} {v:.3f} s" for k, v in s["seconds"].items()))
     if "picture" in s:
-        lines.append(f"picture: {s['picture']}")
+        lines.append(f"picture: {one_line(s['picture'])}")
     return "\n".join(lines)
 
 
@@ -161,8 +189,9 @@ def extract_command(images, out, max_features, upright, rootsift, max_pixels, de
     names = [p.name for p in images]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
-        raise click.UsageError(f"several inputs share the file name {clashes[0]}; "
+        raise click.UsageError(f"several inputs share the file name {one_line(clashes[0])}; "
                                "their outputs would overwrite each other")
+    writable_folder(out)
     failed = []
     # iter_sift decodes (and on a GPU uploads) the next image while this one is processed.
     for path, feats in visiontk.iter_sift(images, device=device, max_features=max_features,
@@ -172,11 +201,13 @@ def extract_command(images, out, max_features, upright, rootsift, max_pixels, de
             failed.append(str(feats))
             continue
         target = feats.save(out / f"{path.name}.npz")
-        click.echo(f"{path}: {len(feats)} keypoints -> {target}")
+        click.echo(one_line(f"{path}: {len(feats)} keypoints -> {target}"))
     _exit_if_failed(failed, len(images))
 
 
-@main.command("run")
+@main.command("run", help=f"""Run PIPELINE (a .toml/.yaml file or a preset: {", ".join(PRESETS)})
+over a folder of images. Reruns skip finished work; exit status 1 if any item failed; SIGTERM
+or Ctrl-C stop it with the work so far kept.""")
 @click.argument("pipeline")
 @click.option("--images", "-i", required=True,
               help="A folder (searched recursively), a glob pattern, or a .txt list of paths.")
@@ -192,8 +223,6 @@ def extract_command(images, out, max_features, upright, rootsift, max_pixels, de
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @_user_errors
 def run_command(pipeline, images, out, workers, executor, scheduler, colmap, quiet):
-    """Run PIPELINE (a .toml/.yaml file or a preset: sift-match, sift-match-sequential, sift)
-    over a folder of images. Reruns skip finished work; exit status 1 if any item failed."""
     from visiontk.pipeline import Pipeline
 
     result = Pipeline.from_file(pipeline).run(images, out, workers=workers, executor=executor,
@@ -205,13 +234,14 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
                                    else ""))
     for key in ("features_path", "matches_path", "colmap_path"):
         if s[key]:
-            click.echo(f"{key.split('_')[0]}: {s[key]}")
-    click.echo(f"time: {s['seconds']:.1f} s")
+            click.echo(one_line(f"{key.split('_')[0]}: {s[key]}"))
+    click.echo(f"time: {s['seconds']:.1f} s (" + ", ".join(
+        f"{k} {v:.1f}" for k, v in s["stage_seconds"].items()) + ")")
     if result.failures:
-        click.echo(f"{len(result.failures)} failed (listed in {out / 'failures.json'}):",
-                   err=True)
+        click.echo(one_line(f"{len(result.failures)} failed (listed in "
+                            f"{out / 'failures.json'}):"), err=True)
         for f in result.failures:
-            click.echo(f"  [{f['stage']}] {f['reason']}", err=True)
+            click.echo(f"  [{f['stage']}] {one_line(f['reason'])}", err=True)
         sys.exit(1)
 
 
@@ -239,23 +269,43 @@ def attention_command(images, weights, model, out, method, threshold, image_size
                       largest_component, device):
     """DINO attention maps and object masks of each IMAGE, without labels."""
     from visiontk.vit import ViT
-    from visiontk.vit.attention import dino_attention
+    from visiontk.vit.attention import MIN_GRID, dino_attention
     from visiontk.vit.outputs import write_attention
 
+    writable_folder(out)
     vit = ViT.from_weights(weights, model=model, device=device)
+    if 0 < image_size < MIN_GRID * vit.config.patch:
+        raise OptionError(f"--image-size {image_size} gives fewer than {MIN_GRID}×{MIN_GRID} "
+                          f"patches of {vit.config.patch} pixels; use 0 or at least "
+                          f"{MIN_GRID * vit.config.patch}")
     failed = []
-    for path in images:
+    for path, stem in zip(images, _output_stems(images), strict=True):
         try:
             result = dino_attention(path, vit=vit, threshold=threshold, image_size=image_size,
                                     keep_largest=largest_component)
         except VisiontkError as exc:
             failed.append(str(exc))
             continue
-        s = write_attention(result, out, path.stem, method)
-        click.echo(f"{path}: {s['heads']} heads, {s['grid'][0]}×{s['grid'][1]} patches, "
-                   f"{method} mask covers {100 * s['foreground_fraction']:.0f}% -> "
-                   f"{out / (path.stem + '_overlay.png')}")
+        s = write_attention(result, out, stem, method)
+        click.echo(one_line(f"{path}: {s['heads']} heads, {s['grid'][0]}×{s['grid'][1]} "
+                            f"patches, {method} mask covers "
+                            f"{100 * s['foreground_fraction']:.0f}% -> "
+                            f"{out / (stem + '_overlay.png')}"))
     _exit_if_failed(failed, len(images))
+
+
+def _output_stems(paths: list[Path]) -> list[str]:
+    """Output names for ``paths``: their stems when those are unique (and printable), else
+    their paths relative to their common folder, escaped as the pipeline names images
+    ("a%2Fx.png"), so two inputs never write the same files."""
+    from visiontk.pipeline.runner import resolve_images
+    from visiontk.pipeline.store import escape
+
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems) and all(s.isprintable() and s for s in stems):
+        return stems
+    names = dict((path, name) for name, path in resolve_images(list(paths)))
+    return [escape(names[p]) for p in paths]
 
 
 @main.command("branches")
@@ -274,6 +324,7 @@ def branches_command(weights, layer, spec, out):
     from visiontk.branches import analyse, read_conv_layers
     from visiontk.branches.report import write_report
 
+    writable_folder(out)
     result = analyse(read_conv_layers(weights), layer=layer, branches=spec)
     data = write_report(result, out)
     click.echo(f"{result.layer}: {data['units']} units in {len(data['branches'])} branches")
@@ -283,7 +334,7 @@ def branches_command(weights, layer, spec, out):
                    f"{b['colour_units']}")
     click.echo(f"branch vs colour: p = {data['p_value']:.3g} (Mann-Whitney), "
                f"{data['permutation_p_value']:.3g} (permutation)")
-    click.echo(f"report: {out / 'report.html'}")
+    click.echo(one_line(f"report: {out / 'report.html'}"))
 
 
 @main.command("stages")

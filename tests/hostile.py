@@ -147,7 +147,7 @@ def peak_memory_mb(code: str, timeout: float = 120) -> tuple[float, str]:
         print(outcome)
     """)
     done = subprocess.run([sys.executable, "-c", script, code], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or len(lines) < 2:
         raise AssertionError(f"exit {done.returncode}: {done.stderr[-2000:]}")

@@ -17,7 +17,9 @@ Arrays of shape H×W×3 are RGB, H×W×4 RGBA (alpha dropped), H×W×2 grey+alph
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -35,7 +37,7 @@ _EXIF_ORIENTATION = 0x0112
 
 
 def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-               exif_transpose: bool = False) -> np.ndarray:
+               exif_transpose: bool = False, min_side: int = MIN_SIDE) -> np.ndarray:
     """Decode an image file into an array, refusing anything that is not a whole, sane image.
 
     Parameters
@@ -44,6 +46,9 @@ def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         Any format Pillow reads (PNG, JPEG, TIFF, BMP, WebP, ...), 8 or 16 bits.
     max_pixels : int
         Refuse images with more pixels than this, checked from the header before decoding.
+        This is the only size limit: Pillow's own decompression-bomb limit is not applied.
+    min_side : int
+        Refuse images whose shorter side is below this (default: what SIFT needs).
     exif_transpose : bool
         Turn the pixels as the file's EXIF orientation tag says (as photo viewers show it).
 
@@ -69,9 +74,9 @@ def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     if not os.access(p, os.R_OK):
         raise ImageError(f"{name}: permission denied")
     try:
-        with Image.open(p) as im:
+        with _own_size_limit(), Image.open(p) as im:
             width, height = im.size
-            _check_size(name, height, width, max_pixels)
+            _check_size(name, height, width, max_pixels, min_side)
             im.load()
             # exif_transpose copies the image even when there is nothing to turn: ask first
             if exif_transpose and im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
@@ -108,18 +113,36 @@ def _pil_to_array(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def _check_size(name: str, height: int, width: int, max_pixels: int) -> None:
+_PILLOW_LIMIT = threading.Lock()
+
+
+@contextlib.contextmanager
+def _own_size_limit():
+    """Pillow refuses images over its own MAX_IMAGE_PIXELS (about 179 MP) with a message that
+    gives no size; visiontk applies ``max_pixels`` from the header instead, so Pillow's check is
+    off while visiontk opens a file (under a lock: the setting is Pillow's global)."""
+    from PIL import Image
+
+    with _PILLOW_LIMIT:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _check_size(name: str, height: int, width: int, max_pixels: int,
+                min_side: int = MIN_SIDE) -> None:
     if height == 0 or width == 0:
         raise ImageError(f"{name}: image is empty ({width}×{height} pixels)")
-    if min(height, width) < MIN_SIDE:
+    if min(height, width) < min_side:
+        need = "SIFT needs" if min_side == MIN_SIDE else "need"
         raise ImageError(
-            f"{name}: image is {width}×{height} pixels; SIFT needs at least {MIN_SIDE}×{MIN_SIDE}"
-        )
+            f"{name}: image is {width}×{height} pixels; {need} at least {min_side}×{min_side}")
     if height * width > max_pixels:
         raise ImageError(
-            f"{name}: image is {width}×{height} = {height * width / 1e6:.1f} MP, over the limit of "
-            f"{max_pixels / 1e6:.1f} MP (raise it with max_pixels / --max-pixels)"
-        )
+            f"{name}: image is {width}×{height} = {height * width:,} pixels, over the limit of "
+            f"{max_pixels:,} (raise it with max_pixels / --max-pixels)")
 
 
 def to_gray(image: np.ndarray, *, name: str = "<array>",
@@ -151,7 +174,7 @@ def to_gray(image: np.ndarray, *, name: str = "<array>",
     return np.ascontiguousarray(pixels, dtype=np.float32)
 
 
-def _to_255(image, name: str, max_pixels: int) -> np.ndarray:
+def _to_255(image, name: str, max_pixels: int, min_side: int = MIN_SIDE) -> np.ndarray:
     """Check an image array (type, shape, size, range), drop alpha, scale to 0..255 float32:
     H×W or H×W×3."""
     if not isinstance(image, np.ndarray):
@@ -164,7 +187,7 @@ def _to_255(image, name: str, max_pixels: int) -> np.ndarray:
         raise ImageError(
             f"{name}: expected an H×W or H×W×3 image, got an array of shape {image.shape}"
         )
-    _check_size(name, image.shape[0], image.shape[1], max_pixels)
+    _check_size(name, image.shape[0], image.shape[1], max_pixels, min_side)
     return _scale_to_255(image, name)
 
 
@@ -205,7 +228,8 @@ def load_gray(source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     return to_gray(source, max_pixels=max_pixels)
 
 
-def load_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+             min_side: int = MIN_SIDE) -> np.ndarray:
     """Read a path or take an array and return uint8 RGB H×W×3, for drawing pictures.
 
     Example
@@ -215,8 +239,8 @@ def load_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """
     is_path = isinstance(source, (str, os.PathLike))
     name = str(source) if is_path else "<array>"
-    image = read_image(source, max_pixels=max_pixels) if is_path else source
-    pixels = _to_255(image, name, max_pixels)  # the same checks as for SIFT
+    image = read_image(source, max_pixels=max_pixels, min_side=min_side) if is_path else source
+    pixels = _to_255(image, name, max_pixels, min_side)  # the same checks as for SIFT
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)

@@ -15,8 +15,8 @@ What the readers guarantee, whatever the file holds:
   :data:`MAX_COMPRESSION_RATIO` times (a zip bomb); a pickle may not exceed
   :data:`MAX_PICKLE_BYTES` and is read by the pure-Python unpickler, whose memo is a dict (the C
   one allocates its memo from an index in the file: 9 bytes asked it for 4 GB).
-* **One line.** Every problem is the caller's error class (a :class:`~visiontk.errors.VisiontkError`)
-  whose message names the file and the problem.
+* **One line.** Every problem is the caller's error class (a
+  :class:`~visiontk.errors.VisiontkError`) whose message names the file and the problem.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import struct
 import zipfile
 import zlib
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 

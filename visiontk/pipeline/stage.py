@@ -3,8 +3,8 @@
 A stage is a class with a ``name``, a ``kind`` ("image": runs once per image, or "pair": once per
 image pair), the artefacts it reads (``inputs``) and writes (``outputs``), an ``Options``
 dataclass with defaults and validation, and ``run(context) -> dict`` that reads its inputs from
-the context and returns its outputs; optionally ``check()``, run once before any item. Stages import heavy dependencies inside ``run`` so that
-listing them stays cheap.
+the context and returns its outputs; optionally ``check()``, run once before any item. Stages
+import heavy dependencies inside ``run`` so that listing them stays cheap.
 """
 
 from __future__ import annotations

@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import backend, io
-from ..errors import OptionError
+from ..errors import ImageError, OptionError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -27,6 +28,9 @@ MASS_THRESHOLD = 0.6
 #: TokenCut's similarity threshold and the weight of the edges below it.
 TOKENCUT_TAU = 0.2
 TOKENCUT_EPS = 1e-5
+#: Fewest patches a side: TokenCut's second eigenvector needs a graph of several patches, and a
+#: mask of one patch says nothing.
+MIN_GRID = 2
 
 
 @dataclass
@@ -67,10 +71,12 @@ class AttentionResult:
                 "head_foreground_fraction": [float(x) for x in self.masks.mean(axis=(1, 2))]}
 
 
-def preprocess(rgb: np.ndarray, patch: int, image_size: int = IMAGE_SIZE):
+def preprocess(rgb: np.ndarray, patch: int, image_size: int = IMAGE_SIZE,
+               name: str = "<array>"):
     """Resize so the shorter side is ``image_size`` (0 keeps the size), crop to a multiple of
     the patch size from the top-left (as the official script), normalise with ImageNet mean and
-    std. Returns (pixels 3×H×W float32, the cropped RGB uint8 image)."""
+    std. Returns (pixels 3×H×W float32, the cropped RGB uint8 image). Fewer than
+    :data:`MIN_GRID` patches a side is an error: TokenCut needs a graph of several patches."""
     import cv2
 
     h, w = rgb.shape[:2]
@@ -81,8 +87,11 @@ def preprocess(rgb: np.ndarray, patch: int, image_size: int = IMAGE_SIZE):
         rgb = cv2.resize(rgb, size, interpolation=interp)
     h, w = rgb.shape[:2]
     rgb = np.ascontiguousarray(rgb[: h - h % patch, : w - w % patch])
-    if rgb.shape[0] < patch or rgb.shape[1] < patch:
-        raise OptionError(f"image is smaller than one {patch}×{patch} patch")
+    if min(rgb.shape[:2]) < MIN_GRID * patch:
+        raise ImageError(f"{name}: {rgb.shape[1]}×{rgb.shape[0]} pixels after resizing give "
+                         f"a {rgb.shape[1] // patch}×{rgb.shape[0] // patch} patch grid; attention "
+                         f"maps need at least {MIN_GRID}×{MIN_GRID} patches of {patch} pixels "
+                         f"(image size {MIN_GRID * patch} or more)")
     pixels = (rgb.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     return pixels.transpose(2, 0, 1).copy(), rgb
 
@@ -159,8 +168,9 @@ def dino_attention(image, *, weights=None, model: str = "dino_vits8", device: st
     from .model import ViT
 
     net = vit if vit is not None else ViT.from_weights(weights, model=model, device=device)
-    rgb = io.load_rgb(image)
-    pixels, shown = preprocess(rgb, net.config.patch, image_size)
+    name = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
+    rgb = io.load_rgb(image, min_side=1)
+    pixels, shown = preprocess(rgb, net.config.patch, image_size, name)
     attn, keys = net.last_block(pixels)
     attn, keys = backend.to_host(attn), backend.to_host(keys)
     p = net.config.patch
