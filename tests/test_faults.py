@@ -1,0 +1,346 @@
+"""Faults around a run: a worker that crashes, a parent killed with SIGKILL or SIGTERM,
+temporaries a killed run left behind, the umask, outputs that cannot be written, and problems
+that every item would hit, found before the first one."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from visiontk._files import atomic_write
+from visiontk.errors import VisiontkError
+from visiontk.pipeline import Pipeline, registry
+from visiontk.pipeline.store import read_features_h5
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_images"
+
+
+def visiontk_command() -> str:
+    return str(Path(sys.executable).parent / "visiontk")
+
+
+@pytest.fixture
+def images(tmp_path):
+    """Three small photos; the one named crash.png is where the crashing stage crashes."""
+    import cv2
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    coffee = cv2.imread(str(SAMPLES / "coffee.png"))
+    for i, name in enumerate(("a.png", "crash.png", "b.png")):
+        cv2.imwrite(str(folder / name), coffee[40 * i:40 * i + 200, 60 * i:60 * i + 260])
+    return folder
+
+
+@pytest.fixture
+def crashing_stage(tmp_path, monkeypatch):
+    """A plugin stage that dies of SIGSEGV (as native code does) on images named crash.png."""
+    site = tmp_path / "site"
+    (site / "vt_crash").mkdir(parents=True)
+    (site / "vt_crash" / "__init__.py").write_text(textwrap.dedent('''
+        import ctypes
+        from dataclasses import dataclass
+        from visiontk.pipeline import Stage
+
+        @dataclass(frozen=True)
+        class Options:
+            pass
+
+        class Crash(Stage):
+            """Crash on crash.png."""
+            name = "crash"
+            kind = "image"
+            inputs = ("features",)
+            outputs = ("features",)
+            Options = Options
+
+            def run(self, context):
+                if context["name"] == "crash.png":
+                    ctypes.string_at(0)  # read address 0: SIGSEGV
+                return {}
+
+        @dataclass(frozen=True)
+        class SleepOptions:
+            marker: str = ""
+
+        class Sleep(Stage):
+            """Say so in a file, then take a minute."""
+            name = "sleep"
+            kind = "image"
+            inputs = ("path",)
+            outputs = ()
+            Options = SleepOptions
+
+            def run(self, context):
+                import os, time
+                open(f"{self.options.marker}.{os.getpid()}", "w").close()
+                time.sleep(60)
+                return {}
+    '''))
+    dist = site / "vt_crash-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: vt-crash\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[visiontk.stages]\ncrash = vt_crash:Crash\nsleep = vt_crash:Sleep\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    registry.refresh()
+    yield [{"name": "load"}, {"name": "sift", "max_features": 300}, {"name": "crash"},
+           {"name": "match"}]
+    registry.refresh()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_crashing_item_costs_only_itself(images, crashing_stage, tmp_path, workers):
+    out = tmp_path / f"out{workers}"
+    result = Pipeline.from_spec(crashing_stage).run(images, out, workers=workers, quiet=True)
+    assert result.images_done == 2 and result.pairs_done == 1
+    [failure] = result.failures
+    assert failure["item"].endswith("crash.png") and "SIGSEGV" in failure["reason"]
+    assert set(read_features_h5(out / "features.h5")) == {"a.png", "b.png"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images_done"] == 2 and summary["stage_seconds"]["sift"] > 0
+    assert json.loads((out / "failures.json").read_text()) == [failure]
+
+
+def test_crash_through_the_command_line(images, crashing_stage, tmp_path):
+    spec = tmp_path / "p.yaml"
+    spec.write_text(json.dumps({"stages": crashing_stage}))
+    p = subprocess.run([visiontk_command(), "run", str(spec), "--images", str(images), "--out",
+                        str(tmp_path / "o"), "--workers", "2"], capture_output=True, text=True,
+                       check=False, timeout=300)
+    assert p.returncode == 1, p.stderr
+    assert "images: 2/3 done" in p.stdout
+    assert "crash.png" in p.stderr and "SIGSEGV" in p.stderr and "Traceback" not in p.stderr
+    assert (tmp_path / "o" / "summary.json").exists()
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with open(task / "children") as fh:
+            found.update(int(c) for c in fh.read().split())
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie is dead, waiting for its reaper
+
+
+def _start_run(images, out, *extra):
+    """A run slow enough to be killed mid-way: the same images many times over."""
+    many = out.parent / f"{out.name}-many"
+    many.mkdir()
+    for i in range(60):
+        for p in images.glob("*.png"):
+            (many / f"{i:02d}{p.name}").write_bytes(p.read_bytes())
+    cmd = [visiontk_command(), "run", "sift", "--images", str(many), "--out", str(out), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cached = out / ".cache" / "features"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cached.exists() and list(cached.glob("*.npz")):
+            return proc, cmd
+        time.sleep(0.05)
+    raise AssertionError(f"the run did not start: {proc.communicate()}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_a_killed_parent(images, crashing_stage, tmp_path):
+    """Killed while both workers are busy for another minute: none of them outlives it."""
+    marker = tmp_path / "busy"
+    spec = tmp_path / "p.yaml"
+    spec.write_text(json.dumps({"stages": [{"name": "sleep", "marker": str(marker)}]}))
+    proc = subprocess.Popen([visiontk_command(), "run", str(spec), "--images", str(images),
+                             "--out", str(tmp_path / "o"), "--workers", "2", "--quiet"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(tmp_path.glob("busy.*"))) < 2:
+        time.sleep(0.05)
+    children = _children(proc.pid)
+    busy = {int(p.suffix[1:]) for p in tmp_path.glob("busy.*")}
+    assert len(busy) == 2 and busy <= children  # (and multiprocessing's resource tracker)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(c) for c in children):
+        time.sleep(0.1)
+    assert not [c for c in children if _alive(c)], "orphaned processes"
+
+
+def test_sigterm_stops_like_ctrl_c_and_the_rerun_resumes(images, tmp_path):
+    out = tmp_path / "out"
+    proc, cmd = _start_run(images, out, "--workers", "2")
+    children = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines()[-1] == "terminated" and "Traceback" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0 < summary["images_done"] < summary["images"]
+    time.sleep(0.5)
+    assert not [c for c in children if _alive(c)]
+    again = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True, check=False,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    earlier = int(re.search(r"\((\d+) from earlier runs\)", again.stdout).group(1))
+    assert earlier >= summary["images_done"]  # a worker may finish one the parent never heard of
+
+
+def test_stale_temporaries_are_cleaned_and_nothing_else(images, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [out / ".features.h5.a1b2c3d4.part", out / ".database.db.zz_99xyz.part-journal",
+             out / ".cache" / "features" / ".0123.npz.abcdefgh.part"]
+    keep = [out / "notes.part", out / "mine.txt"]
+    for p in stale + keep:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    result = Pipeline.from_spec([{"name": "load"}, {"name": "sift"}]).run(
+        images, out, quiet=True)
+    assert result.ok
+    assert not [p for p in stale if p.exists()]
+    assert all(p.exists() for p in keep)
+
+
+def test_outputs_respect_the_umask(images, tmp_path):
+    old = os.umask(0o027)
+    try:
+        from visiontk._files import umask
+
+        umask.cache_clear()
+        out = tmp_path / "out"
+        Pipeline.from_spec([{"name": "load"}, {"name": "sift"}]).run(images, out, quiet=True)
+        with atomic_write(tmp_path / "x.txt") as tmp:
+            tmp.write_text("x")
+        files = [out / "features.h5", out / "summary.json", tmp_path / "x.txt",
+                 *(out / ".cache" / "features").glob("*.npz")]
+        for f in files:
+            assert stat.S_IMODE(f.stat().st_mode) == 0o640, f
+    finally:
+        os.umask(old)
+        umask.cache_clear()
+
+
+def test_a_second_run_on_the_same_folder_is_refused(images, tmp_path):
+    out = tmp_path / "out"
+    proc, _ = _start_run(images, out, "--quiet")
+    try:
+        with pytest.raises(VisiontkError, match="another visiontk run"):
+            Pipeline.from_spec([{"name": "load"}, {"name": "sift"}]).run(images, out,
+                                                                          quiet=True)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# --- fail before the work ---------------------------------------------------------------------
+
+def _unprivileged(cmd, **kw):
+    """Run a command without root's power to write anywhere: as root, inside a user namespace
+    where our files are owned by an ordinary user (so permission bits apply to us)."""
+    if os.geteuid() == 0:
+        cmd = ["unshare", "--user", "--map-user=1000", "--map-group=1000", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    probe = _unprivileged(["touch", str(folder / "probe")])
+    if probe.returncode == 0 or not shutil.which("touch"):
+        pytest.skip("cannot drop the right to write everywhere here (root without user "
+                    "namespaces)")
+    return folder
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "sift", "--images", "{samples}", "--out", "{ro}/run"],
+    ["run", "sift", "--images", "{samples}", "--out", "{ro}"],
+    ["extract", "{samples}/coffee.png", "--out", "{ro}/x"],
+    ["match", "{samples}/coffee.png", "{samples}/coffee_warped.png", "--out", "{ro}/m.png"],
+    ["branches", "{fixtures}/planted_alexnet.pth", "--out", "{ro}/b"],
+    ["attention", "{samples}/coffee.png", "--weights", "{fixtures}/dino_tiny_p16.pth",
+     "--out", "{ro}/a"],
+])
+def test_unwritable_outputs_fail_at_once(command, read_only):
+    args = [a.format(samples=SAMPLES, ro=read_only, fixtures=ROOT / "tests" / "fixtures")
+            for a in command]
+    t0 = time.monotonic()
+    p = _unprivileged([visiontk_command(), *args], timeout=120)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert str(read_only) in p.stderr and "permission denied" in p.stderr.lower()
+    assert len(p.stderr.strip().splitlines()) == 1 and p.stdout == ""
+    assert time.monotonic() - t0 < 30
+
+
+def test_match_out_that_is_a_folder(tmp_path):
+    p = subprocess.run([visiontk_command(), "match", str(SAMPLES / "coffee.png"),
+                        str(SAMPLES / "coffee_warped.png"), "--out", str(tmp_path)],
+                       capture_output=True, text=True, check=False)
+    assert p.returncode == 1 and "is a folder" in p.stderr and p.stdout == ""
+
+
+def test_missing_or_malformed_pairs_file_fails_before_any_image(images, tmp_path):
+    for text, words in ((None, "cannot read pairs file"), ("a.png b.png c.png\n", "two image")):
+        pairs = tmp_path / "pairs.txt"
+        pairs.unlink(missing_ok=True)
+        if text is not None:
+            pairs.write_text(text)
+        spec = [{"name": "load"}, {"name": "sift"},
+                {"name": "match", "pairs": "file", "pairs_file": str(pairs)}]
+        out = tmp_path / f"out{text is None}"
+        with pytest.raises(VisiontkError, match=words):
+            Pipeline.from_spec(spec).run(images, out, quiet=True)
+        assert not list((out / ".cache").rglob("*.npz"))
+
+
+def test_dino_attention_without_weights_fails_once_before_any_image(images, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.delenv("VISIONTK_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch"))
+    p = subprocess.run([visiontk_command(), "run", "dino-attention", "--images", str(images),
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                       check=False, env={**os.environ})
+    assert p.returncode == 1
+    [line] = p.stderr.strip().splitlines()
+    assert "weights option" in line and "--weights" not in line
+    assert not (tmp_path / "o" / "attention").exists()
+
+
+def test_attention_outputs_never_collide(tmp_path):
+    import cv2
+
+    coffee = cv2.imread(str(SAMPLES / "coffee.png"))
+    for sub, flip in (("a", False), ("b", True)):
+        (tmp_path / sub).mkdir()
+        cv2.imwrite(str(tmp_path / sub / "x.png"), coffee[:, ::-1] if flip else coffee)
+    cv2.imwrite(str(tmp_path / "a" / "x.jpg"), coffee)
+    out = tmp_path / "att"
+    p = subprocess.run([visiontk_command(), "attention", str(tmp_path / "a" / "x.png"),
+                        str(tmp_path / "b" / "x.png"), str(tmp_path / "a" / "x.jpg"),
+                        "--weights", str(ROOT / "tests" / "fixtures" / "dino_tiny_p16.pth"),
+                        "--image-size", "64", "--out", str(out)], capture_output=True, text=True,
+                       check=False)
+    assert p.returncode == 0, p.stderr
+    assert {s.stem for s in out.glob("*.json")} == {"a%2Fx.png", "b%2Fx.png", "a%2Fx.jpg"}
+    a, b = (cv2.imread(str(out / f"{s}%2Fx.png_heads.png")) for s in "ab")
+    assert a.shape == b.shape and not np.array_equal(a, b)  # each image its own pictures
