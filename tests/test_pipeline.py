@@ -293,3 +293,70 @@ def test_load_turns_images_by_exif_orientation(tmp_path, coffee):
     b = read_features_h5(raw.run(tmp_path / "in", tmp_path / "b", quiet=True).features_path)
     assert a["tagged.jpg"].image_size == (600, 400)
     assert b["tagged.jpg"].image_size == (400, 600)
+
+
+def _turn_of_orientations(xy0, ang0, xy1, ang1, rotation) -> np.ndarray:
+    """Orientation change (degrees, wrapped to ±180) of keypoints found again after
+    ``rotation`` (2×3 affine), pairing each moved keypoint with the nearest within 0.5 px."""
+    moved = xy0 @ rotation[:, :2].T + rotation[:, 2]
+    d = np.linalg.norm(moved[:, None] - xy1[None], axis=2)
+    j = d.argmin(axis=1)
+    ok = d[np.arange(len(j)), j] < 0.5
+    return (np.degrees(ang1[j[ok]] - ang0[ok]) + 180) % 360 - 180
+
+
+def test_colmap_orientation_turns_as_colmaps_own_sift(tmp_path, samples):
+    """Rotate a photo by +30° (counter-clockwise on screen): the orientations visiontk exports
+    must turn the way pycolmap's own SIFT turns them, and agree with them on the same image."""
+    pycolmap = pytest.importorskip("pycolmap", reason="pycolmap is installed with [test]")
+    from visiontk.pipeline.colmap import export_colmap
+
+    grey = cv2.imread(str(samples / "coffee.png"), cv2.IMREAD_GRAYSCALE)
+    h, w = grey.shape
+    rotation = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), 30, 1.0)
+    turned = cv2.warpAffine(grey, rotation, (w, h), flags=cv2.INTER_CUBIC)
+    ours, theirs = [], []
+    for i, image in enumerate((grey, turned)):
+        export_colmap(tmp_path / f"{i}.db", [("x.png", visiontk.sift(image))], [])
+        db = pycolmap.Database.open(str(tmp_path / f"{i}.db"))
+        try:
+            kp = np.asarray(db.read_keypoints(1))
+        finally:
+            db.close()
+        ours.append((kp[:, :2] - 0.5, kp[:, 3]))
+        colmap_kp, _ = pycolmap.Sift().extract(np.ascontiguousarray(image, np.float32) / 255)
+        theirs.append((colmap_kp[:, :2] - 0.5, colmap_kp[:, 3]))
+    turn_ours = np.median(_turn_of_orientations(*ours[0], *ours[1], rotation))
+    turn_theirs = np.median(_turn_of_orientations(*theirs[0], *theirs[1], rotation))
+    assert abs(abs(turn_theirs) - 30) < 3
+    assert abs(turn_ours - turn_theirs) < 3, (turn_ours, turn_theirs)
+    # the same image: where both detect a keypoint, orientations agree (COLMAP may keep two)
+    (xy_a, ang_a), (xy_b, ang_b) = ours[0], theirs[0]
+    d = np.linalg.norm(xy_a[:, None] - xy_b[None], axis=2)
+    close = d < 0.3
+    pairs = np.argwhere(close)
+    diff = np.abs((np.degrees(ang_a[pairs[:, 0]] - ang_b[pairs[:, 1]]) + 180) % 360 - 180)
+    best = np.full(len(xy_a), np.inf)
+    np.minimum.at(best, pairs[:, 0], diff)
+    shared = best[np.isfinite(best)]
+    assert len(shared) > 100 and np.mean(shared < 10) > 0.7
+
+
+def test_fundamental_pairs_leave_e_and_h_unset(first_run):
+    pycolmap = pytest.importorskip("pycolmap", reason="pycolmap is installed with [test]")
+    import sqlite3
+
+    from visiontk.pipeline.colmap import MAX_IMAGE_ID
+
+    with sqlite3.connect(first_run.colmap_path) as con:
+        rows = con.execute("SELECT pair_id, config, F, E, H FROM two_view_geometries").fetchall()
+    assert rows and all(config == 3 and f is not None and e is None and h is None
+                        for _, config, f, e, h in rows)
+    db = pycolmap.Database.open(str(first_run.colmap_path))
+    try:
+        pair = db.read_two_view_geometry(*divmod(rows[0][0], MAX_IMAGE_ID))
+        assert np.abs(np.asarray(pair.F)).sum() > 0
+        for unset in (pair.E, pair.H):  # pycolmap says None, COLMAP reads zeros
+            assert unset is None or not np.asarray(unset).any()
+    finally:
+        db.close()

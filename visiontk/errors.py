@@ -21,7 +21,11 @@ class DeviceError(VisiontkError):
     """The requested compute device is not available."""
 
 
-class FeaturesFileError(VisiontkError):
+class FeaturesError(VisiontkError):
+    """Arrays that do not describe one set of keypoints (lengths, shapes, types, NaN)."""
+
+
+class FeaturesFileError(FeaturesError):
     """A saved features file cannot be read."""
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FeaturesFileError
+from .errors import FeaturesError, FeaturesFileError
 
 #: Written into saved files so readers know the convention without guessing.
 CONVENTION = "opencv: x right, y down, centre of the top-left pixel is (0, 0); size = diameter"
@@ -37,6 +37,22 @@ class Features:
     descriptors: np.ndarray
     image_size: tuple = (0, 0)
     timings: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        """Refuse arrays that do not describe one set of keypoints (a FeaturesFileError):
+        matching would otherwise return indices past ``xy``, or descriptors wrap around."""
+        self.xy = _checked(self.xy, "xy", (None, 2), "f", np.float32)
+        n = self.xy.shape[0]
+        self.size = _checked(self.size, "size", (n,), "f", np.float32)
+        self.angle = _checked(self.angle, "angle", (n,), "f", np.float32)
+        self.response = _checked(self.response, "response", (n,), "f", np.float32)
+        self.octave = _checked(self.octave, "octave", (n,), "iu", np.int32)
+        self.descriptors = _checked(self.descriptors, "descriptors", (n, DESCRIPTOR_SIZE), "u",
+                                    np.uint8)
+        size = tuple(np.asarray(self.image_size).reshape(-1).tolist())
+        if len(size) != 2 or not all(isinstance(v, int) and v >= 0 for v in size):
+            raise FeaturesError(f"image_size must be (height, width), got {size}")
+        self.image_size = size
 
     def __len__(self) -> int:
         return int(self.xy.shape[0])
@@ -81,8 +97,8 @@ class Features:
         float32 as cv2.SIFT returns, rounded and saturated)."""
         n = len(keypoints)
         desc = np.zeros((0, 128), np.uint8) if descriptors is None else np.asarray(descriptors)
-        if desc.shape != (n, 128):
-            raise ValueError(f"expected {n}×128 descriptors, got {desc.shape}")
+        if desc.shape != (n, DESCRIPTOR_SIZE):
+            raise FeaturesError(f"expected {n}×{DESCRIPTOR_SIZE} descriptors, got {desc.shape}")
         if desc.dtype != np.uint8:
             desc = np.clip(np.rint(desc), 0, 255).astype(np.uint8)
         return cls(np.array([k.pt for k in keypoints], np.float32).reshape(n, 2),
@@ -105,17 +121,44 @@ class Features:
 
     @classmethod
     def load(cls, path) -> Features:
-        """Read a file written by :meth:`save`."""
+        """Read a file written by :meth:`save`, refusing (FeaturesFileError, naming the file)
+        anything that is not one: other archives, truncated or corrupt files, and arrays of the
+        wrong shape, type or length. Read with the bounds of :mod:`visiontk.tensorfiles`."""
+        from .tensorfiles import read_npz
+
+        data = read_npz(path, FeaturesFileError, kinds="biufU")
+        missing = [k for k in _SAVED if k not in data]
+        if missing:
+            raise FeaturesFileError(f"{path}: not a visiontk features file (no "
+                                    f"{', '.join(missing)})")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                return cls(data["xy"].astype(np.float32), data["size"].astype(np.float32),
-                           data["angle"].astype(np.float32), data["response"].astype(np.float32),
-                           data["octave"].astype(np.int32), data["descriptors"].astype(np.uint8),
-                           tuple(int(v) for v in data["image_size"]))
-        except FileNotFoundError:
-            raise FeaturesFileError(f"{path}: no such file") from None
-        except (OSError, ValueError, KeyError) as exc:
-            raise FeaturesFileError(f"{path}: not a visiontk features file ({exc})") from None
+            return cls(*(data[k] for k in _SAVED))
+        except FeaturesError as exc:
+            raise FeaturesFileError(f"{path}: {exc}") from None
+
+
+#: Arrays of a saved file, in the order Features takes them.
+_SAVED = ("xy", "size", "angle", "response", "octave", "descriptors", "image_size")
+DESCRIPTOR_SIZE = 128
+
+
+def _checked(array, name: str, shape: tuple, kinds: str, dtype) -> np.ndarray:
+    """``array`` as ``dtype`` after checking its shape (None: any length), that its values are
+    of one of the numpy ``kinds`` and fit ``dtype`` (no wrap-around), and are finite."""
+    a = np.asarray(array)
+    if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape,
+                                                                              strict=True)):
+        want = "×".join("N" if s is None else str(s) for s in shape)
+        raise FeaturesError(f"{name} has shape {a.shape}, expected {want}")
+    if a.dtype.kind not in kinds:
+        raise FeaturesError(f"{name} holds {a.dtype} values, expected {np.dtype(dtype)}")
+    if a.dtype.kind in "iu" and a.size:
+        info = np.iinfo(dtype)
+        if a.min() < info.min or a.max() > info.max:
+            raise FeaturesError(f"{name} has values outside {info.min}..{info.max}")
+    if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
+        raise FeaturesError(f"{name} holds NaN or infinite values")
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 @dataclass

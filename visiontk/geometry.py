@@ -47,8 +47,10 @@ def estimate(kind: str, xy_a, xy_b, *, threshold: float | None = None,
     threshold = DEFAULT_THRESHOLD[kind] if threshold is None else threshold
     if not (isinstance(threshold, (int, float)) and threshold > 0):
         raise OptionError(f"threshold must be a number > 0, got {threshold!r}")
-    a = np.asarray(xy_a, np.float64).reshape(-1, 2)
-    b = np.asarray(xy_b, np.float64).reshape(-1, 2)
+    a, b = _points(xy_a, "xy_a"), _points(xy_b, "xy_b")
+    if len(a) != len(b):
+        raise OptionError(f"xy_a has {len(a)} points but xy_b has {len(b)}: correspondences "
+                          "come in pairs")
     n = len(a)
     none = Geometry(kind, None, np.zeros(n, bool))
     if n < MIN_POINTS[kind]:
@@ -65,6 +67,21 @@ def estimate(kind: str, xy_a, xy_b, *, threshold: float | None = None,
     if kind == "homography":
         model, inliers = _polish_homography(a, b, model, inliers, threshold)
     return Geometry(kind, model.astype(np.float64), inliers)
+
+
+def _points(xy, name: str) -> np.ndarray:
+    """N×2 float64 from N×2 or OpenCV's N×1×2, finite."""
+    try:
+        a = np.asarray(xy, np.float64)
+    except (TypeError, ValueError):
+        raise OptionError(f"{name} must be an N×2 array of numbers") from None
+    if a.ndim == 3 and a.shape[1:] == (1, 2):
+        a = a.reshape(-1, 2)
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise OptionError(f"{name} must be an N×2 array of points, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise OptionError(f"{name} holds NaN or infinite coordinates")
+    return a
 
 
 def _polish_homography(a, b, model, inliers, threshold):

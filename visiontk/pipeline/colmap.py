@@ -96,11 +96,13 @@ def export_colmap(path: Path, features: list, pairs: list) -> Path:
                 con.execute("INSERT INTO frame_data VALUES (?, ?, ?, ?)",
                             (image_id, image_id, image_id, SENSOR_CAMERA))
                 con.execute("INSERT INTO images VALUES (?, ?, ?)", (image_id, name, image_id))
-                # x, y, scale, orientation (radians, counter-clockwise as COLMAP's SIFT)
+                # x, y, scale, orientation: COLMAP's angle turns the same way as OpenCV's (both
+                # atan2 of the gradient in y-down image coordinates; checked against pycolmap's
+                # own SIFT on a rotated image in tests/test_pipeline.py)
                 kp = np.zeros((len(f), 4), np.float32)
                 kp[:, :2] = f.xy + 0.5
                 kp[:, 2] = f.size / 2
-                kp[:, 3] = np.radians(360.0 - f.angle) % (2 * np.pi)
+                kp[:, 3] = np.radians(f.angle) % (2 * np.pi)
                 con.execute("INSERT INTO keypoints VALUES (?, ?, ?, ?)",
                             (image_id, len(f), 4, kp.tobytes()))
                 con.execute("INSERT INTO descriptors VALUES (?, ?, ?, ?, ?)",
@@ -121,13 +123,14 @@ def export_colmap(path: Path, features: list, pairs: list) -> Path:
                     if ids[name_a] > ids[name_b]:
                         model = model.T if geometry.kind == "fundamental" \
                             else np.linalg.inv(model)
-                    blobs = {"F": np.eye(3), "E": np.eye(3), "H": np.eye(3)}
-                    blobs["F" if geometry.kind == "fundamental" else "H"] = model
+                    # only the estimated matrix: COLMAP reads a missing one as unset (zeros)
+                    blobs = {"F": None, "E": None, "H": None}
+                    blobs["F" if geometry.kind == "fundamental" else "H"] = model.tobytes()
                     con.execute(
                         "INSERT INTO two_view_geometries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                         "NULL, NULL)",
                         (pid, len(inl), 2, inl.tobytes(), CONFIG[geometry.kind],
-                         blobs["F"].tobytes(), blobs["E"].tobytes(), blobs["H"].tobytes(),
+                         blobs["F"], blobs["E"], blobs["H"],
                          np.array([1.0, 0, 0, 0]).tobytes(), np.zeros(3).tobytes()))
             con.commit()
         finally:
