@@ -12,12 +12,12 @@ import signal
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from plugins import install_plugin
 
 from visiontk._files import atomic_write
 from visiontk.errors import VisiontkError
@@ -48,9 +48,7 @@ def images(tmp_path):
 @pytest.fixture
 def crashing_stage(tmp_path, monkeypatch):
     """A plugin stage that dies of SIGSEGV (as native code does) on images named crash.png."""
-    site = tmp_path / "site"
-    (site / "vt_crash").mkdir(parents=True)
-    (site / "vt_crash" / "__init__.py").write_text(textwrap.dedent('''
+    install_plugin(tmp_path, "vt_crash", '''
         import ctypes
         from dataclasses import dataclass
         from visiontk.pipeline import Stage
@@ -89,14 +87,8 @@ def crashing_stage(tmp_path, monkeypatch):
                 open(f"{self.options.marker}.{os.getpid()}", "w").close()
                 time.sleep(60)
                 return {}
-    '''))
-    dist = site / "vt_crash-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: vt-crash\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[visiontk.stages]\ncrash = vt_crash:Crash\nsleep = vt_crash:Sleep\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    ''', {"crash": "vt_crash:Crash", "sleep": "vt_crash:Sleep"},
+                   monkeypatch)
     registry.refresh()
     yield [{"name": "load"}, {"name": "sift", "max_features": 300}, {"name": "crash"},
            {"name": "match"}]

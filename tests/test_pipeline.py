@@ -8,6 +8,7 @@ import cv2
 import h5py
 import numpy as np
 import pytest
+from plugins import install_plugin
 
 import visiontk
 from visiontk.errors import OptionError
@@ -108,9 +109,7 @@ def test_toml_and_yaml_files_and_safe_loading(tmp_path):
 def test_plugin_stage_is_first_class(tmp_path, monkeypatch, folder):
     """A package that declares a stage in the visiontk.stages entry-point group is found,
     listed without being imported, and runs like a built-in."""
-    pkg = tmp_path / "site"
-    (pkg / "vt_plugin_demo").mkdir(parents=True)
-    (pkg / "vt_plugin_demo" / "__init__.py").write_text(textwrap.dedent('''
+    install_plugin(tmp_path, "vt_plugin_demo", '''
         from dataclasses import dataclass
         from visiontk.pipeline import Stage
 
@@ -128,13 +127,7 @@ def test_plugin_stage_is_first_class(tmp_path, monkeypatch, folder):
 
             def run(self, context):
                 return {"features": context["features"].subset(slice(0, self.options.keep))}
-    '''))
-    dist = pkg / "vt_plugin_demo-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: vt-plugin-demo\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[visiontk.stages]\nkeep-strongest = vt_plugin_demo:KeepStrongest\n")
-    monkeypatch.syspath_prepend(str(pkg))
+    ''', {"keep-strongest": "vt_plugin_demo:KeepStrongest"}, monkeypatch)
     from visiontk.pipeline import registry
 
     registry.refresh()
