@@ -336,3 +336,18 @@ def test_attention_outputs_never_collide(tmp_path):
     assert {s.stem for s in out.glob("*.json")} == {"a%2Fx.png", "b%2Fx.png", "a%2Fx.jpg"}
     a, b = (cv2.imread(str(out / f"{s}%2Fx.png_heads.png")) for s in "ab")
     assert a.shape == b.shape and not np.array_equal(a, b)  # each image its own pictures
+
+
+def test_a_script_without_a_main_guard_can_run_a_pipeline(images, tmp_path):
+    """Workers are fresh interpreters: nothing re-imports the caller's script (multiprocessing's
+    spawn would run it again in every worker and fail)."""
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "from visiontk.pipeline import Pipeline\n"
+        f"r = Pipeline.from_spec([{{'name': 'load'}}, {{'name': 'sift'}}]).run({str(images)!r}, "
+        f"{str(tmp_path / 'out')!r}, workers=2, quiet=True)\n"
+        "print('done', r.images_done)\n")
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       check=False, timeout=300, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines() == ["done 3"]

@@ -5,9 +5,13 @@ task fails with BrokenProcessPool, and a segfault in a run without a pool ends t
 with no summary. And a parent killed with SIGKILL leaves its workers (and multiprocessing's
 resource tracker) running, adopted by pid 1. This pool:
 
-* runs every task in a spawned worker process, one task per worker at a time, so a worker that
-  dies (a segfault in native code, the OOM killer) costs only the task it was running: the
-  caller is told the cause (:class:`WorkerDied`) and a fresh worker takes the next task;
+* runs every task in a worker process (a fresh interpreter, ``python -m
+  visiontk.pipeline.workers``, talking over a socket pair), one task per worker at a time, so a
+  worker that dies (a segfault in native code, the OOM killer) costs only the task it was
+  running: the caller is told the cause (:class:`WorkerDied`) and a fresh worker takes the next
+  task. Unlike multiprocessing's spawn, nothing re-imports the caller's ``__main__``: a script
+  that calls ``Pipeline.run`` needs no ``if __name__ == "__main__"`` guard, and no resource
+  tracker process is started;
 * ties each worker to its parent twice: Linux's parent-death signal (``PR_SET_PDEATHSIG``:
   SIGKILL the moment the parent goes), and everywhere a watchdog thread that exits the worker
   when its parent process is gone;
@@ -20,11 +24,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
-from multiprocessing import get_context
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 
 #: Seconds between the watchdog's looks at the parent (only matters where prctl is missing).
 WATCHDOG_PERIOD = 0.5
@@ -88,6 +93,10 @@ def _worker_main(conn, parent_pid: int, threads: int) -> None:
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _limit_threads(threads)
+    try:
+        sys.path[:] = conn.recv()  # the parent's, with what it added at run time (plugins)
+    except (EOFError, OSError):
+        return
     while True:
         try:
             message = conn.recv()
@@ -107,21 +116,32 @@ def _worker_main(conn, parent_pid: int, threads: int) -> None:
 
 
 class _Worker:
-    def __init__(self, context, threads: int):
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, os.getpid(), threads),
-                                       daemon=True, name="visiontk-worker")
-        self.process.start()
-        child.close()
+    def __init__(self, threads: int):
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(theirs.fileno()), str(os.getpid()),
+                 str(threads)], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+            self.conn = Connection(ours.detach())
+        self.conn.send(list(sys.path))
         self.task = None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.process.poll()
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.kill()
 
     def stop(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             self.conn.send(None)
-        self.process.join(STOP_GRACE)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
+        try:
+            self.process.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.process.wait()
         self.conn.close()
 
 
@@ -131,17 +151,16 @@ class WorkerPool:
     def __init__(self, workers: int):
         self.workers = workers
         self.threads = max(1, (os.cpu_count() or 1) // workers)
-        self._context = get_context("spawn")
         self._pool: list[_Worker] = []
 
     def __enter__(self):
-        self._pool = [_Worker(self._context, self.threads) for _ in range(self.workers)]
+        self._pool = [_Worker(self.threads) for _ in range(self.workers)]
         return self
 
     def __exit__(self, *exc):
         if exc[0] is not None:  # interrupted or failed: do not wait for running tasks
             for worker in self._pool:
-                worker.process.kill()
+                worker.kill()
         for worker in self._pool:
             worker.stop()
         self._pool = []
@@ -159,7 +178,10 @@ class WorkerPool:
                         exhausted = True
                         break
                     worker.task = task
-                    worker.conn.send((fn, task))
+                    # a worker that died idle fails this send, or shows EOF below: either way
+                    # the task is reported as the dead worker's
+                    with contextlib.suppress(OSError):
+                        worker.conn.send((fn, task))
             busy = {w.conn: w for w in self._pool if w.task is not None}
             if not busy:
                 return
@@ -174,11 +196,22 @@ class WorkerPool:
                 yield task, (value if status == "ok" else RuntimeError(value))
 
     def _replace(self, worker: _Worker) -> str:
-        worker.process.join(STOP_GRACE)
-        cause = exit_cause(worker.process.exitcode)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.process.wait(STOP_GRACE)
+        cause = exit_cause(worker.exitcode)
         worker.stop()
-        self._pool[self._pool.index(worker)] = _Worker(self._context, self.threads)
+        self._pool[self._pool.index(worker)] = _Worker(self.threads)
         return cause
 
 
 _END = object()
+
+
+def main(argv: list[str]) -> None:
+    """A worker's life: ``python -m visiontk.pipeline.workers FD PARENT_PID THREADS``."""
+    fd, parent_pid, threads = (int(v) for v in argv)
+    _worker_main(Connection(fd), parent_pid, threads)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
