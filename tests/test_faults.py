@@ -351,3 +351,14 @@ def test_a_script_without_a_main_guard_can_run_a_pipeline(images, tmp_path):
                        check=False, timeout=300, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().splitlines() == ["done 3"]
+
+
+def test_a_crashing_item_on_dask_costs_only_itself(images, crashing_stage, tmp_path):
+    dask = pytest.importorskip("dask", reason="dask is installed with [test]")
+    pytest.importorskip("distributed", reason="dask.distributed is installed with [test]")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        result = Pipeline.from_spec(crashing_stage).run(images, tmp_path / "out", workers=2,
+                                                        executor="dask", quiet=True)
+    assert result.images_done == 2 and result.pairs_done == 1
+    [failure] = result.failures
+    assert failure["item"].endswith("crash.png") and "KilledWorker" in failure["reason"]
