@@ -5,6 +5,7 @@ a fuzzer (hypothesis) varies headers, strides, offsets and shapes around the han
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import struct
 import zipfile
@@ -391,3 +392,24 @@ def test_onnx_dims_that_lie_group_that_does_not_divide_and_external_data(tmp_pat
     assert "91" in str(caught.value) and "96" in str(caught.value)
     outside = onnx_model(tmp_path / "ext.onnx", weight, 2, external=True)
     one_line_error(read_conv_layers, outside, match="external")
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors", ".npz", ".onnx"])
+def test_pipes_and_endless_devices_are_not_read(tmp_path, suffix):
+    """A FIFO would block a reader forever and /dev/zero never ends."""
+    from visiontk.vit import read_weights
+
+    fifo = tmp_path / f"fifo{suffix}"
+    os.mkfifo(fifo)
+    zero = tmp_path / f"zero{suffix}"
+    zero.symlink_to("/dev/zero")
+    for path in (fifo, zero):
+        one_line_error(read_conv_layers, path, match="not a regular file")
+        if suffix in (".pth", ".safetensors"):
+            one_line_error(read_weights, path, match="not a regular file")
+
+
+def test_pickles_larger_than_a_state_dict_needs(tmp_path):
+    big = b"\x80\x02]" + b"]a" * (3 << 20) + b"."
+    one_line_error(read_pth, write_pth(tmp_path / "big.pth", None, data_pkl=big),
+                   match="data.pkl is")

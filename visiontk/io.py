@@ -71,6 +71,8 @@ def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         raise ImageError(f"{name}: no such file")
     if p.is_dir():
         raise ImageError(f"{name}: is a directory, not an image")
+    if not p.is_file():
+        raise ImageError(f"{name}: not a regular file (a pipe or a device?), so not an image")
     if not os.access(p, os.R_OK):
         raise ImageError(f"{name}: permission denied")
     try:

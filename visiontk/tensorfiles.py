@@ -26,10 +26,12 @@ import json
 import math
 import os
 import pickle
+import stat
 import struct
 import zipfile
 import zlib
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
@@ -41,10 +43,11 @@ MAX_BYTES_ENV = "VISIONTK_MAX_WEIGHTS_BYTES"
 #: Deflated checkpoint entries of real weights shrink by less than 2×; zeros shrink ~1000×.
 MAX_COMPRESSION_RATIO = 100
 #: data.pkl of a state dict is kilobytes (one record per tensor); every pickle byte can make
-#: one Python object, so this also bounds the objects a pickle can create.
-MAX_PICKLE_BYTES = 16 << 20
-#: safetensors' own limit on the JSON header.
-MAX_HEADER_BYTES = 100 << 20
+#: one Python object (~64 bytes), so this also bounds what a pickle can allocate (~256 MB).
+MAX_PICKLE_BYTES = 4 << 20
+#: A safetensors JSON header (about 100 bytes per tensor: 16 MiB is 150,000 tensors); parsed
+#: JSON takes up to ~20× its size in Python objects.
+MAX_HEADER_BYTES = 16 << 20
 #: Containers nested deeper than this are not a state dict.
 MAX_NESTING = 8
 #: More dimensions than PyTorch allows.
@@ -103,8 +106,26 @@ def _short(value) -> str:
 
 # --- zip archives (.pth, .npz) ---------------------------------------------------------------
 
+def regular_file(path, error, kind: str) -> Path:
+    """``path`` checked to be an existing regular file: a FIFO would block a reader forever,
+    and /dev/zero never ends."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise error(f"{path}: is a directory, not a {kind}")
+    if not stat.S_ISREG(mode):
+        raise error(f"{path}: not a regular file (a pipe or a device?), so not a {kind}")
+    return path
+
+
 def open_zip(path, error, kind: str) -> zipfile.ZipFile:
     name = str(path)
+    regular_file(path, error, kind)
     try:
         return zipfile.ZipFile(path)
     except FileNotFoundError:
@@ -333,6 +354,7 @@ def read_safetensors(path, error=WeightsError) -> dict:
     """{name: array} from a .safetensors file, every header entry checked before use."""
     name = str(path)
     budget = _Budget(name, error)
+    regular_file(path, error, "safetensors file")
     try:
         size = os.stat(path).st_size
         budget.take("read", size, "the file")
@@ -460,6 +482,18 @@ def real_float32(array, where: str, error=WeightsError) -> np.ndarray:
     return out
 
 
-__all__ = ["DEFAULT_MAX_BYTES", "MAX_BYTES_ENV", "MAX_COMPRESSION_RATIO", "MAX_PICKLE_BYTES",
-           "decode", "find_state_dict", "max_bytes", "read_npz", "read_pth", "read_safetensors",
-           "real_float32"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "MAX_BYTES_ENV",
+    "MAX_COMPRESSION_RATIO",
+    "MAX_HEADER_BYTES",
+    "MAX_PICKLE_BYTES",
+    "decode",
+    "find_state_dict",
+    "max_bytes",
+    "read_npz",
+    "read_pth",
+    "read_safetensors",
+    "real_float32",
+    "regular_file",
+]

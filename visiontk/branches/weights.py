@@ -7,14 +7,20 @@ state dicts and .npz carry no group attribute, and :mod:`.structure` infers it f
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import WeightsError
-from ..tensorfiles import max_bytes, read_npz, read_pth, read_safetensors, real_float32
+from ..tensorfiles import (
+    max_bytes,
+    read_npz,
+    read_pth,
+    read_safetensors,
+    real_float32,
+    regular_file,
+)
 
 
 @dataclass
@@ -35,11 +41,7 @@ class ConvLayer:
 def read_conv_layers(path) -> list[ConvLayer]:
     """All 4-D convolution kernels in ``path``, in the order the file lists them, as finite
     float32 (text, complex, NaN or infinite weights, and empty kernels, are errors)."""
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: no such file")
-    if path.is_dir():
-        raise WeightsError(f"{path}: is a directory, not a weights file")
+    path = regular_file(path, WeightsError, "weights file")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         layers = _read_onnx(path)
@@ -78,13 +80,15 @@ def _read_onnx(path: Path) -> list[ConvLayer]:
         from onnx import numpy_helper
     except ImportError:
         raise WeightsError("reading ONNX needs the onnx package: pip install onnx") from None
-    size, limit = os.path.getsize(path), max_bytes()
-    if size > limit:
-        raise WeightsError(f"{path}: {size:,} bytes, over the limit of {limit:,} "
+    limit = max_bytes()
+    with open(path, "rb") as fh:  # read bounded: the size on disk may change while we read
+        blob = fh.read(limit + 1)
+    if len(blob) > limit:
+        raise WeightsError(f"{path}: over the limit of {limit:,} bytes "
                            "(set VISIONTK_MAX_WEIGHTS_BYTES to raise it)")
     try:
-        # external data would be read from paths the model names: never follow them
-        model = onnx.load(str(path), load_external_data=False)
+        # from bytes: external data (paths the model names) is never followed
+        model = onnx.load_model_from_string(blob)
     except Exception as exc:  # onnx raises DecodeError and friends from protobuf
         raise WeightsError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
     inits = {t.name: t for t in model.graph.initializer}
