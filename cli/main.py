@@ -17,11 +17,13 @@ import click
 
 import visiontk
 from visiontk._files import writable_file, writable_folder
+from visiontk.backend import DEVICES
 from visiontk.errors import OptionError, VisiontkError
+from visiontk.geometry import MIN_INLIERS
 from visiontk.io import DEFAULT_MAX_PIXELS
 from visiontk.pipeline.config import PRESETS
 
-DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+DEVICE = click.option("--device", type=click.Choice(DEVICES), default="auto",
                       show_default=True, help="Where to compute: cuda needs CuPy and an NVIDIA "
                       "GPU; auto uses one when present.")
 MAX_FEATURES = click.option("--max-features", type=click.IntRange(min=0), default=0,
@@ -65,6 +67,10 @@ def _user_errors(func):
             sys.exit(exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, SystemExit):
             raise
+        except BrokenPipeError:
+            # the reader went away (`visiontk stages | head`): stop quietly, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(128 + signal.SIGPIPE)
         except KeyboardInterrupt as exc:
             # finished items are already on disk (atomically); a rerun resumes from them
             terminated = isinstance(exc, Terminated)
@@ -116,11 +122,13 @@ def main():
               help="Keep only mutual nearest neighbours.")
 @click.option("--threshold", type=click.FloatRange(0, min_open=True), default=None,
               help="Inlier threshold in pixels [default: 3 for H, 1 for F].")
+@click.option("--min-inliers", type=click.IntRange(min=0), default=MIN_INLIERS,
+              show_default=True, help="Fewer inliers than this: no model.")
 @sift_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_user_errors
 def match_command(image_a, image_b, out, no_picture, model, ratio, mutual, threshold,
-                  max_features, upright, rootsift, max_pixels, device, as_json):
+                  min_inliers, max_features, upright, rootsift, max_pixels, device, as_json):
     """Match two images: keypoints, matches, inliers, the model and time per stage."""
     from visiontk.io import load_rgb
     from visiontk.viz import MAX_LINES, draw_matches, save_image
@@ -129,7 +137,7 @@ def match_command(image_a, image_b, out, no_picture, model, ratio, mutual, thres
         out = writable_file(out or Path(f"matches_{_safe_stem(image_a)}_"
                                         f"{_safe_stem(image_b)}.png"))
     result = visiontk.match_images(image_a, image_b, model=model, ratio=ratio, mutual=mutual,
-                                   threshold=threshold, device=device,
+                                   threshold=threshold, min_inliers=min_inliers, device=device,
                                    max_features=max_features, upright=upright,
                                    rootsift=rootsift, max_pixels=max_pixels)
     summary = result.summary()
@@ -342,6 +350,7 @@ def branches_command(weights, layer, spec, out):
 def stages_command():
     """List the registered pipeline stages with their options and defaults."""
     from visiontk.pipeline import load_stage, option_fields, stage_names
+    from visiontk.pipeline.stage import type_name
 
     for name in stage_names():
         cls = load_stage(name)
@@ -351,8 +360,7 @@ def stages_command():
         if doc:
             click.echo(f"    {doc[0]}")
         for option, typ, default in option_fields(cls):
-            type_name = getattr(typ, "__name__", str(typ))
-            click.echo(f"    {option} = {default!r}  ({type_name})")
+            click.echo(f"    {option} = {default!r}  ({type_name(typ)})")
 
 
 if __name__ == "__main__":

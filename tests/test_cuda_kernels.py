@@ -309,6 +309,7 @@ def test_threads_sharing_one_kernels_object_get_their_own_buffers(cuda, astronau
 def test_concurrent_batches_come_back_in_order_with_the_bad_files_named(cuda, samples,
                                                                          tmp_path):
     """iter_sift's GPU strategy (two host threads, a stream each) with these kernels."""
+    from visiontk.io import DEFAULT_MAX_PIXELS
     from visiontk.sift import _concurrent
 
     broken = tmp_path / "broken.png"
@@ -320,7 +321,7 @@ def test_concurrent_batches_come_back_in_order_with_the_bad_files_named(cuda, sa
         cv2.imwrite(str(paths[-1]), crop)
     paths = [paths[0], broken, paths[1], paths[2], paths[0]]
     opts = SiftOptions(max_features=300)
-    got = list(_concurrent(paths, opts, cuda.xp, cuda.kernels(), workers=2))
+    got = list(_concurrent(paths, opts, cuda.xp, cuda.kernels(), DEFAULT_MAX_PIXELS, workers=2))
     assert [p for p, _ in got] == paths
     assert "broken.png" in str(got[1][1])
     for path, feats in [got[0], *got[2:]]:

@@ -73,9 +73,10 @@ def crashing_stage(tmp_path, monkeypatch):
         @dataclass(frozen=True)
         class SleepOptions:
             marker: str = ""
+            seconds: float = 60.0
 
         class Sleep(Stage):
-            """Say so in a file, then take a minute."""
+            """Say so in a file (if given a marker), then take a while."""
             name = "sleep"
             kind = "image"
             inputs = ("path",)
@@ -84,8 +85,9 @@ def crashing_stage(tmp_path, monkeypatch):
 
             def run(self, context):
                 import os, time
-                open(f"{self.options.marker}.{os.getpid()}", "w").close()
-                time.sleep(60)
+                if self.options.marker:
+                    open(f"{self.options.marker}.{os.getpid()}", "w").close()
+                time.sleep(self.options.seconds)
                 return {}
     ''', {"crash": "vt_crash:Crash", "sleep": "vt_crash:Sleep"},
                    monkeypatch)
@@ -136,14 +138,15 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status  # a zombie is dead, waiting for its reaper
 
 
-def _start_run(images, out, *extra):
+def _start_run(images, out, *extra, pipeline="sift"):
     """A run slow enough to be killed mid-way: the same images many times over."""
     many = out.parent / f"{out.name}-many"
     many.mkdir()
     for i in range(60):
         for p in images.glob("*.png"):
             (many / f"{i:02d}{p.name}").write_bytes(p.read_bytes())
-    cmd = [visiontk_command(), "run", "sift", "--images", str(many), "--out", str(out), *extra]
+    cmd = [visiontk_command(), "run", pipeline, "--images", str(many), "--out", str(out),
+           *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     cached = out / ".cache" / "features"
     deadline = time.monotonic() + 120
@@ -176,9 +179,13 @@ def test_workers_die_with_a_killed_parent(images, crashing_stage, tmp_path):
     assert not [c for c in children if _alive(c)], "orphaned processes"
 
 
-def test_sigterm_stops_like_ctrl_c_and_the_rerun_resumes(images, tmp_path):
+def test_sigterm_stops_like_ctrl_c_and_the_rerun_resumes(images, crashing_stage, tmp_path):
+    """Items that take 0.2 s each: SIGTERM lands while most are still to do."""
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(json.dumps({"stages": [{"name": "load"}, {"name": "sift"},
+                                           {"name": "sleep", "seconds": 0.2}]}))
     out = tmp_path / "out"
-    proc, cmd = _start_run(images, out, "--workers", "2")
+    proc, cmd = _start_run(images, out, "--workers", "2", pipeline=str(spec))
     children = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

@@ -9,13 +9,16 @@ backend-neutral.
 from __future__ import annotations
 
 import functools
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
 
 from .errors import DeviceError, OptionError
 
-DEVICES = ("auto", "cpu", "cuda")
+#: Where to compute, as every option and flag spells it: the one definition of the choices.
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES = get_args(Device)
 
 #: What to tell a user who asks for the GPU without CuPy.
 CUPY_HINT = ("install CuPy for your CUDA version: pip install 'visiontk[cuda12]' (CUDA 12) or "

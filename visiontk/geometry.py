@@ -14,6 +14,9 @@ MODELS = ("homography", "fundamental")
 MIN_POINTS = {"homography": 4, "fundamental": 8}
 #: Default inlier threshold in pixels (reprojection error for H, Sampson distance for F).
 DEFAULT_THRESHOLD = {"homography": 3.0, "fundamental": 1.0}
+#: Fewer inliers than this and there is no model: a handful of consistent matches is what
+#: chance gives (COLMAP's min_num_inliers is 15 as well).
+MIN_INLIERS = 15
 
 
 @dataclass
@@ -32,9 +35,11 @@ class Geometry:
 
 
 def estimate(kind: str, xy_a, xy_b, *, threshold: float | None = None,
-             confidence: float = 0.9999, max_iters: int = 10000) -> Geometry:
+             min_inliers: int = MIN_INLIERS, confidence: float = 0.9999,
+             max_iters: int = 10000) -> Geometry:
     """Fit a homography (xy_b ~ H · xy_a) or fundamental matrix (xy_bᵀ F xy_a = 0) with
-    USAC MAGSAC++, returning the model and the inlier mask.
+    USAC MAGSAC++, returning the model and the inlier mask; a model with fewer than
+    ``min_inliers`` inliers is no model (``model=None``, no inliers).
 
     Example
     -------
@@ -47,6 +52,8 @@ def estimate(kind: str, xy_a, xy_b, *, threshold: float | None = None,
     threshold = DEFAULT_THRESHOLD[kind] if threshold is None else threshold
     if not (isinstance(threshold, (int, float)) and threshold > 0):
         raise OptionError(f"threshold must be a number > 0, got {threshold!r}")
+    if not (isinstance(min_inliers, int) and min_inliers >= 0):
+        raise OptionError(f"min_inliers must be an integer >= 0, got {min_inliers!r}")
     a, b = _points(xy_a, "xy_a"), _points(xy_b, "xy_b")
     if len(a) != len(b):
         raise OptionError(f"xy_a has {len(a)} points but xy_b has {len(b)}: correspondences "
@@ -66,6 +73,8 @@ def estimate(kind: str, xy_a, xy_b, *, threshold: float | None = None,
     inliers = mask.ravel().astype(bool)
     if kind == "homography":
         model, inliers = _polish_homography(a, b, model, inliers, threshold)
+    if inliers.sum() < min_inliers:
+        return none
     return Geometry(kind, model.astype(np.float64), inliers)
 
 

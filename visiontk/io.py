@@ -37,7 +37,7 @@ _EXIF_ORIENTATION = 0x0112
 
 
 def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-               exif_transpose: bool = False, min_side: int = MIN_SIDE) -> np.ndarray:
+               exif_transpose: bool = True, min_side: int = MIN_SIDE) -> np.ndarray:
     """Decode an image file into an array, refusing anything that is not a whole, sane image.
 
     Parameters
@@ -50,7 +50,8 @@ def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side : int
         Refuse images whose shorter side is below this (default: what SIFT needs).
     exif_transpose : bool
-        Turn the pixels as the file's EXIF orientation tag says (as photo viewers show it).
+        Turn the pixels as the file's EXIF orientation tag says (default: as photo viewers
+        show it; every entry point of visiontk uses this default).
 
     Returns
     -------
@@ -216,7 +217,8 @@ def _scale_to_255(image: np.ndarray, name: str) -> np.ndarray:
         f"{name}: unsupported pixel type {dtype} (use uint8, uint16 or float in [0, 1])")
 
 
-def load_gray(source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_gray(source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+              exif_transpose: bool = True) -> np.ndarray:
     """Read a path or take an array, and return grey float32 on the 0..255 scale.
 
     Example
@@ -225,8 +227,8 @@ def load_gray(source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     dtype('float32')
     """
     if isinstance(source, (str, os.PathLike)):
-        return to_gray(read_image(source, max_pixels=max_pixels), name=str(source),
-                       max_pixels=max_pixels)
+        return to_gray(read_image(source, max_pixels=max_pixels, exif_transpose=exif_transpose),
+                       name=str(source), max_pixels=max_pixels)
     return to_gray(source, max_pixels=max_pixels)
 
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from .errors import OptionError
 from .features import Features, Matches
-from .geometry import MODELS, Geometry, estimate
+from .geometry import MIN_INLIERS, MODELS, Geometry, estimate
+from .io import DEFAULT_MAX_PIXELS
 from .matching import DEFAULT_RATIO, match
 from .sift import sift
 
@@ -50,8 +51,9 @@ class TwoViewResult:
 
 
 def match_images(image_a, image_b, *, model: str = "homography", ratio: float = DEFAULT_RATIO,
-                 mutual: bool = True, threshold: float | None = None, device: str = "auto",
-                 **sift_options) -> TwoViewResult:
+                 mutual: bool = True, threshold: float | None = None,
+                 min_inliers: int = MIN_INLIERS, device: str = "auto",
+                 max_pixels: int = DEFAULT_MAX_PIXELS, **sift_options) -> TwoViewResult:
     """SIFT on both images, ratio + mutual matching, and a robust homography or fundamental
     matrix (``model="none"`` skips verification).
 
@@ -61,6 +63,8 @@ def match_images(image_a, image_b, *, model: str = "homography", ratio: float = 
     model : "homography", "fundamental" or "none"
     ratio, mutual : see :func:`visiontk.match`
     threshold : inlier threshold in pixels (default 3 for H, 1 for F)
+    min_inliers : fewer inliers than this: no model (as the pipeline's verify stage)
+    max_pixels : refuse larger images
     **sift_options : passed to :func:`visiontk.sift` (e.g. ``max_features``)
 
     Example
@@ -75,7 +79,7 @@ def match_images(image_a, image_b, *, model: str = "homography", ratio: float = 
     feats = []
     for key, image in (("sift_a", image_a), ("sift_b", image_b)):
         t = time.perf_counter()
-        feats.append(sift(image, device=device, **sift_options))
+        feats.append(sift(image, device=device, max_pixels=max_pixels, **sift_options))
         spent = time.perf_counter() - t
         # A first call compiles the CPU kernels; report that apart from the image's time.
         compiled = feats[-1].timings.get("compile", 0.0)
@@ -89,7 +93,8 @@ def match_images(image_a, image_b, *, model: str = "homography", ratio: float = 
     if model != "none":
         t = time.perf_counter()
         geometry = estimate(model, feats[0].xy[matches.pairs[:, 0]],
-                            feats[1].xy[matches.pairs[:, 1]], threshold=threshold)
+                            feats[1].xy[matches.pairs[:, 1]], threshold=threshold,
+                            min_inliers=min_inliers)
         timings["verify"] = time.perf_counter() - t
     names = tuple(str(x) if isinstance(x, (str, os.PathLike)) else "<array>"
                   for x in (image_a, image_b))

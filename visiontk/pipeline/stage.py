@@ -64,7 +64,7 @@ def parse_options(stage_cls, values: dict):
             raise OptionError(f"stage {stage_cls.name}: unknown option {key!r} (options: {known})")
         if not _fits(value, fields[key]):
             raise OptionError(f"stage {stage_cls.name}: option {key} must be "
-                              f"{_type_name(fields[key])}, got {value!r}")
+                              f"{type_name(fields[key])}, got {value!r}")
     try:
         return stage_cls.Options(**values)
     except OptionError as exc:
@@ -75,6 +75,8 @@ def parse_options(stage_cls, values: dict):
 
 
 def _fits(value, typ) -> bool:
+    if typing.get_origin(typ) is typing.Literal:  # a choice, e.g. backend.Device
+        return value in typing.get_args(typ)
     if typ is bool:
         return isinstance(value, bool)
     if typ is int:
@@ -89,7 +91,10 @@ def _fits(value, typ) -> bool:
     return True
 
 
-def _type_name(typ) -> str:
+def type_name(typ) -> str:
+    """How an option's type reads in messages and in ``visiontk stages``."""
+    if typing.get_origin(typ) is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(typ)))
     args = typing.get_args(typ)
     if args:
         return " or ".join("None" if a is type(None) else a.__name__ for a in args)

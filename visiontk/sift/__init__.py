@@ -35,7 +35,6 @@ class SiftOptions:
     upsample: bool = True
     upright: bool = False
     rootsift: bool = False
-    max_pixels: int = io.DEFAULT_MAX_PIXELS
 
     def __post_init__(self):
         checks = [
@@ -48,8 +47,6 @@ class SiftOptions:
             ("edge_threshold", _number(self.edge_threshold) and self.edge_threshold > 0,
              "a number > 0"),
             ("sigma", _number(self.sigma) and 0.1 <= self.sigma <= 10, "a number in 0.1..10"),
-            ("max_pixels", isinstance(self.max_pixels, (int, np.integer))
-             and self.max_pixels > 0, "an integer > 0"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -65,7 +62,8 @@ def _number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value)
 
 
-def sift(image, *, device: str = "auto", mask=None, **options) -> Features:
+def sift(image, *, device: str = "auto", mask=None, max_pixels: int = io.DEFAULT_MAX_PIXELS,
+         **options) -> Features:
     """Detect SIFT keypoints and compute their descriptors.
 
     Parameters
@@ -77,12 +75,13 @@ def sift(image, *, device: str = "auto", mask=None, **options) -> Features:
     device : "auto", "cpu" or "cuda"
     mask : ndarray, optional
         H×W; keypoints are kept only where it is non-zero.
+    max_pixels : int
+        Refuse larger images (checked from a file's header before decoding).
     **options
         See :class:`SiftOptions`: ``max_features`` (keep the strongest by response; 0 = all),
         ``n_octave_layers`` (3), ``contrast_threshold`` (0.04), ``edge_threshold`` (10),
         ``sigma`` (1.6), ``upsample`` (True: double the image first, octave −1),
-        ``upright`` (True: no orientation, angle 0), ``rootsift`` (True: RootSIFT descriptors),
-        ``max_pixels`` (refuse larger images).
+        ``upright`` (True: no orientation, angle 0), ``rootsift`` (True: RootSIFT descriptors).
 
     Returns
     -------
@@ -97,10 +96,11 @@ def sift(image, *, device: str = "auto", mask=None, **options) -> Features:
     (500, 128)
     """
     opts = _options(options)
+    max_pixels = _max_pixels(max_pixels)
     resolved = backend.resolve_device(device)
     xp = backend.array_module(resolved)
     t0 = time.perf_counter()
-    gray = io.load_gray(image, max_pixels=opts.max_pixels)
+    gray = io.load_gray(image, max_pixels=max_pixels)
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape[:2] != gray.shape:
@@ -110,6 +110,12 @@ def sift(image, *, device: str = "auto", mask=None, **options) -> Features:
     features = sift_gray(gray, opts, xp, mask=mask)
     features.timings = {"load": t1 - t0, **features.timings}
     return features
+
+
+def _max_pixels(value) -> int:
+    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0):
+        raise OptionError(f"max_pixels must be an integer > 0, got {value!r}")
+    return int(value)
 
 
 def _options(options: dict) -> SiftOptions:
@@ -132,7 +138,8 @@ def sift_gray(gray, opts: SiftOptions, xp, mask=None) -> Features:
     return features
 
 
-def sift_batch(images, *, device: str = "auto", **options) -> list:
+def sift_batch(images, *, device: str = "auto", max_pixels: int = io.DEFAULT_MAX_PIXELS,
+               **options) -> list:
     """:func:`sift` on many images, keeping the device busy (see :func:`iter_sift`).
 
     Returns one :class:`Features` per image, in order; a bad image raises its
@@ -143,14 +150,15 @@ def sift_batch(images, *, device: str = "auto", **options) -> list:
     >>> feats = sift_batch(["a.png", "b.png"], device="cuda")
     """
     results = []
-    for _, found in iter_sift(images, device=device, **options):
+    for _, found in iter_sift(images, device=device, max_pixels=max_pixels, **options):
         if isinstance(found, VisiontkError):
             raise found
         results.append(found)
     return results
 
 
-def iter_sift(images, *, device: str = "auto", **options):
+def iter_sift(images, *, device: str = "auto", max_pixels: int = io.DEFAULT_MAX_PIXELS,
+              **options):
     """Yield ``(image, Features)`` for each of ``images`` in order, or ``(image, ImageError)``
     for one that cannot be read, so a bad file does not stop the rest.
 
@@ -167,25 +175,26 @@ def iter_sift(images, *, device: str = "auto", **options):
     """
     # A plain function returning a generator, so bad options or device fail at the call.
     opts = _options(options)
+    max_pixels = _max_pixels(max_pixels)
     xp = backend.array_module(backend.resolve_device(device))
     kernels = _kernels(xp)
     if backend.is_numpy(xp):
-        return _decoded_ahead(list(images), opts, xp, kernels)
-    return _concurrent(list(images), opts, xp, kernels, workers=GPU_WORKERS)
+        return _decoded_ahead(list(images), opts, xp, kernels, max_pixels)
+    return _concurrent(list(images), opts, xp, kernels, max_pixels, workers=GPU_WORKERS)
 
 
 #: Host threads feeding one GPU in :func:`iter_sift` (each with its own CUDA stream).
 GPU_WORKERS = 2
 
 
-def _decoded_ahead(images, opts, xp, kernels):
+def _decoded_ahead(images, opts, xp, kernels, max_pixels):
     from concurrent.futures import ThreadPoolExecutor
 
     if not images:
         return
     with ThreadPoolExecutor(max_workers=1) as pool:
         def decode(k):
-            return pool.submit(io.load_gray, images[k], max_pixels=opts.max_pixels)
+            return pool.submit(io.load_gray, images[k], max_pixels=max_pixels)
 
         pending = decode(0)
         for k, image in enumerate(images):
@@ -201,7 +210,7 @@ def _decoded_ahead(images, opts, xp, kernels):
                 yield image, extract(xp.asarray(gray), opts, xp, kernels=kernels)
 
 
-def _concurrent(images, opts, xp, kernels, workers: int):
+def _concurrent(images, opts, xp, kernels, max_pixels, workers: int):
     """Decode and extract on ``workers`` threads, each on its own stream (CuPy), results in
     order, at most ``workers + 1`` images in memory."""
     from collections import deque
@@ -209,7 +218,7 @@ def _concurrent(images, opts, xp, kernels, workers: int):
 
     def one(image):
         try:
-            gray = io.load_gray(image, max_pixels=opts.max_pixels)
+            gray = io.load_gray(image, max_pixels=max_pixels)
         except VisiontkError as exc:
             return exc
         with _own_stream(xp):

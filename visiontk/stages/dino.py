@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..backend import Device
 from ..errors import OptionError
 from ..pipeline.stage import Stage
 
@@ -16,7 +17,7 @@ class DinoOptions:
     threshold: float = 0.6
     image_size: int = 480
     keep_largest: bool = False
-    device: str = "auto"
+    device: Device = "auto"
 
     def __post_init__(self):
         if self.method not in ("attention", "tokencut"):

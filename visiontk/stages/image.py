@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..backend import Device
 from ..errors import OptionError
 from ..io import DEFAULT_MAX_PIXELS, MIN_SIDE
 from ..pipeline.stage import Stage
@@ -15,7 +16,7 @@ from ..sift import SiftOptions
 @dataclass(frozen=True)
 class LoadOptions:
     max_side: int = 0  # 0 keeps the resolution; otherwise the longer side is scaled down to it
-    exif: bool = True  # turn images as their EXIF orientation tag says
+    exif: bool = True  # turn images as their EXIF orientation tag says (visiontk's default)
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self):
@@ -42,12 +43,10 @@ class LoadStage(Stage):
     def run(self, context: dict) -> dict:
         import cv2
 
-        from ..io import read_image, to_gray
+        from ..io import load_gray
 
-        path = context["path"]
-        pixels = read_image(path, max_pixels=self.options.max_pixels,
-                            exif_transpose=self.options.exif)
-        gray = to_gray(pixels, name=str(path), max_pixels=self.options.max_pixels)
+        gray = load_gray(context["path"], max_pixels=self.options.max_pixels,
+                         exif_transpose=self.options.exif)
         h, w = gray.shape
         scale = (1.0, 1.0)
         if self.options.max_side and max(h, w) > self.options.max_side:
@@ -60,12 +59,7 @@ class LoadStage(Stage):
 
 @dataclass(frozen=True)
 class SiftStageOptions(SiftOptions):
-    device: str = "auto"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise OptionError(f"stage sift: device must be auto, cpu or cuda, got {self.device!r}")
+    device: Device = "auto"
 
 
 class SiftStage(Stage):

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from ..backend import Device
 from ..errors import OptionError
-from ..geometry import MODELS
+from ..geometry import MIN_INLIERS, MODELS
 from ..matching import DEFAULT_RATIO
 from ..pipeline.stage import Stage
 
@@ -22,7 +21,7 @@ class MatchOptions:
     pairs_file: str = ""  # with pairs = "file": one "name_a name_b" per line
     ratio: float = DEFAULT_RATIO
     mutual: bool = True
-    device: str = "auto"
+    device: Device = "auto"
 
     def __post_init__(self):
         if self.pairs not in PAIRINGS:
@@ -102,7 +101,7 @@ def read_pairs_file(path: Path, names: list[str] | None = None) -> list[tuple[st
 class VerifyOptions:
     model: str = "homography"  # homography | fundamental
     threshold: float | None = None  # pixels; default 3 (H) or 1 (F)
-    min_inliers: int = 15  # fewer inliers than this: no model
+    min_inliers: int = MIN_INLIERS  # fewer inliers than this: no model
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -124,11 +123,9 @@ class VerifyStage(Stage):
     Options = VerifyOptions
 
     def run(self, context: dict) -> dict:
-        from ..geometry import Geometry, estimate
+        from ..geometry import estimate
 
         fa, fb, m = context["features_a"], context["features_b"], context["matches"]
         g = estimate(self.options.model, fa.xy[m.pairs[:, 0]], fb.xy[m.pairs[:, 1]],
-                     threshold=self.options.threshold)
-        if g.n_inliers < self.options.min_inliers:
-            g = Geometry(g.kind, None, np.zeros(len(m), bool))
+                     threshold=self.options.threshold, min_inliers=self.options.min_inliers)
         return {"geometry": g}

@@ -53,7 +53,7 @@ class ViT:
         self.w = {k: xp.asarray(v) for k, v in state.items()}
 
     @classmethod
-    def from_weights(cls, path=None, *, model: str = "dino_vits8", device: str = "cpu",
+    def from_weights(cls, path=None, *, model: str = "dino_vits8", device: str = "auto",
                      hint: str = "pass --weights PATH"):
         """Load from a .pth / .safetensors file (official, timm or Hugging Face layout);
         ``path=None`` looks ``model`` up (see :func:`find_weights`; ``hint`` ends its error
