@@ -25,7 +25,7 @@ import visiontk
 from visiontk.pipeline import Pipeline
 
 SPEC = [{"name": "load"}, {"name": "sift", "max_features": 2000},
-        {"name": "match", "pairs": "sequential", "window": 3},
+        {"name": "pairs-sequential", "window": 3}, {"name": "match"},
         {"name": "verify", "model": "homography"}]
 
 

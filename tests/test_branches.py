@@ -168,8 +168,9 @@ def test_branches_stage_over_weights_files(tmp_path):
     models.mkdir()
     write_npz(models / "planted.npz", conv1, conv2)
     write_npz(models / "even.npz", *planted_layers(dealt_evenly=True))
-    r = Pipeline.from_file("branches").run(str(models / "*.npz"), tmp_path / "out", quiet=True)
-    assert r.ok and r.images_done == 2
+    (models / "notes.png").write_bytes(b"not weights")  # a folder yields the weights only
+    r = Pipeline.from_file("branches").run(models, tmp_path / "out", quiet=True)
+    assert r.ok and r.images == r.images_done == 2
     planted = json.loads((tmp_path / "out" / "branches" / "planted.npz" / "branches.json")
                          .read_text())
     even = json.loads((tmp_path / "out" / "branches" / "even.npz" / "branches.json").read_text())

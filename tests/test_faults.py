@@ -305,7 +305,7 @@ def test_missing_or_malformed_pairs_file_fails_before_any_image(images, tmp_path
         if text is not None:
             pairs.write_text(text)
         spec = [{"name": "load"}, {"name": "sift"},
-                {"name": "match", "pairs": "file", "pairs_file": str(pairs)}]
+                {"name": "pairs-file", "path": str(pairs)}, {"name": "match"}]
         out = tmp_path / f"out{text is None}"
         with pytest.raises(VisiontkError, match=words):
             Pipeline.from_spec(spec).run(images, out, quiet=True)

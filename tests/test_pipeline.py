@@ -59,7 +59,10 @@ def test_builtin_stages_are_registered_through_entry_points():
     ({"name": "sift", "colour": True}, ["stage sift", "unknown option 'colour'"]),
     ({"name": "sift", "max_features": "many"}, ["stage sift", "max_features", "integer"]),
     ({"name": "sift", "upright": 1}, ["stage sift", "upright", "true or false"]),
-    ({"name": "match", "pairs": "random"}, ["stage match", "pairs"]),
+    ({"name": "match", "pairs": "sequential"}, ["stage match", "option pairs moved",
+                                                "pairs-sequential"]),
+    ({"name": "pairs-sequential", "window": 0}, ["stage pairs-sequential", "window"]),
+    ({"name": "match", "device": "gpu"}, ["stage match", "device", "one of auto, cpu, cuda"]),
     ({"name": "verify", "threshold": -1.0}, ["stage verify", "threshold"]),
     ({"name": "load", "max_side": 3}, ["stage load", "max_side"]),
     ({"name": "nope"}, ["unknown stage 'nope'"]),
@@ -76,9 +79,21 @@ def test_bad_options_are_one_line_errors(spec, words):
 def test_pipeline_checks_stage_order_and_inputs():
     with pytest.raises(OptionError, match="needs image"):
         Pipeline.from_spec([{"name": "sift"}])
-    with pytest.raises(OptionError, match="before per-pair"):
+    with pytest.raises(OptionError, match="stages go in this order"):
         Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "match"},
                             {"name": "load"}])
+    with pytest.raises(OptionError, match="stages go in this order"):
+        Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "match"},
+                            {"name": "pairs-sequential"}])
+    with pytest.raises(OptionError, match="one pair selection per pipeline"):
+        Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "pairs-exhaustive"},
+                            {"name": "pairs-sequential"}, {"name": "match"}])
+    with pytest.raises(OptionError, match="no per-pair stage follows"):
+        Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "pairs-exhaustive"}])
+    with pytest.raises(OptionError, match="different kinds of files"):
+        Pipeline.from_spec([{"name": "load"}, {"name": "branches"}])
+    default = Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "match"}])
+    assert default.selection.name == "pairs-exhaustive"
 
 
 def test_toml_and_yaml_files_and_safe_loading(tmp_path):
@@ -240,15 +255,15 @@ def test_bad_images_are_listed_and_the_run_goes_on(folder, tmp_path):
 
 def test_pair_selection(folder, tmp_path):
     seq = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 200},
-                              {"name": "match", "pairs": "sequential", "window": 1}])
+                              {"name": "pairs-sequential", "window": 1}, {"name": "match"}])
     r = seq.run(folder, tmp_path / "seq", quiet=True)
     assert r.pairs == 4
     pairs_file = tmp_path / "pairs.txt"
     pairs_file.write_text("# chosen\ncoffee.png coffee_warped.png\n\n"
                           "motorcycle_left.png sub/motorcycle_right.png\n")
     from_file = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 200},
-                                    {"name": "match", "pairs": "file",
-                                     "pairs_file": str(pairs_file)}])
+                                    {"name": "pairs-file", "path": str(pairs_file)},
+                                    {"name": "match"}])
     r = from_file.run(folder, tmp_path / "file", quiet=True)
     assert r.pairs == 2
     with h5py.File(r.matches_path) as h5:
@@ -353,3 +368,64 @@ def test_fundamental_pairs_leave_e_and_h_unset(first_run):
             assert unset is None or not np.asarray(unset).any()
     finally:
         db.close()
+
+
+def test_plugin_pair_selection_and_resident_stage_objects(tmp_path, monkeypatch, folder):
+    """A plugin supplies its own pair selection (kind "pairs"), and a worker keeps the stage
+    objects the runner sent for a whole run (a stage that loads a model loads it once)."""
+    from visiontk.pipeline import registry
+
+    install_plugin(tmp_path, "vt_pairs_demo", '''
+        import os
+        from dataclasses import dataclass
+        from visiontk.pipeline import Stage
+
+        @dataclass(frozen=True)
+        class Options:
+            hub: str = ""
+
+        class Star(Stage):
+            """Every image paired with one hub image."""
+            name = "pairs-star"
+            kind = "pairs"
+            inputs = ("features",)
+            outputs = ("pairs",)
+            Options = Options
+
+            def select(self, names, features):
+                assert len(features(self.options.hub)) > 0
+                return [(self.options.hub, n) for n in names if n != self.options.hub]
+
+        @dataclass(frozen=True)
+        class LogOptions:
+            log: str = ""
+
+        class Log(Stage):
+            """Append which object in which process ran."""
+            name = "log-object"
+            kind = "image"
+            inputs = ("features",)
+            outputs = ()
+            Options = LogOptions
+
+            def run(self, context):
+                self.count = getattr(self, "count", 0) + 1  # items this object has run
+                with open(self.options.log, "a") as fh:
+                    fh.write(f"{os.getpid()} {self.count}\\n")
+                return {}
+    ''', {"pairs-star": "vt_pairs_demo:Star", "log-object": "vt_pairs_demo:Log"}, monkeypatch)
+    registry.refresh()
+    try:
+        log = tmp_path / "log.txt"
+        p = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 100},
+                                {"name": "log-object", "log": str(log)},
+                                {"name": "pairs-star", "hub": "coffee.png"}, {"name": "match"}])
+        r = p.run(folder, tmp_path / "out", quiet=True)
+        assert r.ok and r.pairs == r.images - 1
+        with h5py.File(r.matches_path) as h5:
+            assert all(g.startswith("coffee.png|") for g in h5)
+        seen = [line.split() for line in log.read_text().splitlines()]
+        assert len({pid for pid, _ in seen}) == 1  # one worker ...
+        assert sorted(int(n) for _, n in seen) == list(range(1, r.images + 1))  # one object
+    finally:
+        registry.refresh()

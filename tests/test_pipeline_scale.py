@@ -15,7 +15,7 @@ from test_pipeline import assert_same_h5
 from visiontk.pipeline import Pipeline
 
 SPEC = [{"name": "load"}, {"name": "sift", "max_features": 400},
-        {"name": "match", "pairs": "sequential", "window": 2},
+        {"name": "pairs-sequential", "window": 2}, {"name": "match"},
         {"name": "verify", "model": "homography"}]
 
 
@@ -110,7 +110,7 @@ def test_stages_command_lists_options_and_defaults():
     p = subprocess.run([visiontk_command(), "stages"], capture_output=True, text=True,
                        check=False)
     assert p.returncode == 0
-    for line in ("sift  (image stage", "max_features = 0", "pairs = 'exhaustive'",
+    for line in ("sift  (image stage", "max_features = 0", "window = 5", "pairs stage",
                  "model = 'homography'"):
         assert line in p.stdout
 

@@ -12,15 +12,18 @@ A pipeline file lists stages in order, each with its options::
     max_features = 8000
 
     [[stages]]
-    name = "match"
-    pairs = "sequential"
+    name = "pairs-sequential"
     window = 10
+
+    [[stages]]
+    name = "match"
 
     [[stages]]
     name = "verify"
     model = "fundamental"
 
-The same in YAML: ``stages: [{name: load, max_side: 1600}, {name: sift}, ...]``.
+The same in YAML: ``stages: [{name: load, max_side: 1600}, {name: sift}, ...]``. Without a
+pair-selection stage, per-pair stages see every pair (``pairs-exhaustive``).
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ from pathlib import Path
 from ..errors import OptionError
 
 PRESETS = {
-    "sift-match": [{"name": "load"}, {"name": "sift"}, {"name": "match"},
-                   {"name": "verify", "model": "fundamental"}],
+    "sift-match": [{"name": "load"}, {"name": "sift"}, {"name": "pairs-exhaustive"},
+                   {"name": "match"}, {"name": "verify", "model": "fundamental"}],
     "sift-match-sequential": [{"name": "load"}, {"name": "sift"},
-                              {"name": "match", "pairs": "sequential", "window": 5},
+                              {"name": "pairs-sequential", "window": 5}, {"name": "match"},
                               {"name": "verify", "model": "fundamental"}],
     "sift": [{"name": "load"}, {"name": "sift"}],
     "dino-attention": [{"name": "dino-attention"}],

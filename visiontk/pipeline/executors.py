@@ -9,8 +9,8 @@ a task that crashes its process (a segfault in native code, the OOM killer) fail
 from __future__ import annotations
 
 import functools
-import json
 import time
+from pathlib import Path
 
 from ..errors import OptionError, VisiontkError
 from ..features import Features
@@ -128,11 +128,20 @@ def _take(iterator, n):
         yield item
 
 
-@functools.lru_cache(maxsize=8)
-def _stages(specs_json: str):
-    from .registry import load_stage
+_RESIDENT: dict = {}
+#: Stage lists a worker keeps (each may hold a loaded model).
+RESIDENT_CONFIGS = 4
 
-    return [load_stage(name).from_dict(options) for name, options in json.loads(specs_json)]
+
+def _resident(config: str, stages: tuple) -> tuple:
+    """The stage objects this worker already holds for ``config`` (the hash of their names and
+    options), else ``stages`` (as the runner sent them, already validated), kept: a stage that
+    loads a model on its first item (dino-attention) loads it once per worker."""
+    if config not in _RESIDENT:
+        while len(_RESIDENT) >= RESIDENT_CONFIGS:
+            _RESIDENT.pop(next(iter(_RESIDENT)))
+        _RESIDENT[config] = stages
+    return _RESIDENT[config]
 
 
 @functools.lru_cache(maxsize=64)
@@ -167,14 +176,15 @@ def pair_died(task, cause: str) -> dict:
 
 def image_task(task) -> dict:
     """Run the per-image stages on one image unless its features are cached."""
-    name, path, specs, cache_root, output_dir = task
+    name, path, stages, config, cache_root, output_dir = task
     cache = store.Cache(cache_root)
     try:
-        key = f"{store.content_hash(path)}-{store.config_hash(specs)}"
+        key = f"{store.content_hash(path)}-{config}"
         if cache.features_path(key).exists():
             return {"ok": True, "name": name, "key": key, "cached": True}
-        context = {"path": path, "name": name, "output_dir": output_dir}
-        seconds = _run_stages(_stages(json.dumps(specs)), context)
+        context = {"path": path, "name": name,
+                   "output": store.ItemOutput(Path(output_dir), name)}
+        seconds = _run_stages(_resident(config, stages), context)
         # Features go to the cache (and then features.h5); stages without features wrote their
         # own outputs, and an empty entry marks the image done.
         feats = context.get("features", Features.empty())
@@ -189,9 +199,9 @@ def image_task(task) -> dict:
 
 def pair_task(task) -> dict:
     """Run the per-pair stages on one pair unless its result is cached."""
-    a, b, key_a, key_b, specs, cache_root = task
+    a, b, key_a, key_b, stages, config, cache_root = task
     cache = store.Cache(cache_root)
-    key = store.config_hash([key_a, key_b, specs])
+    key = store.config_hash([key_a, key_b, config])
     reply = {"a": a, "b": b, "key": key}
     try:
         if cache.pair_path(key).exists():
@@ -199,14 +209,14 @@ def pair_task(task) -> dict:
         context = {"name_a": a, "name_b": b,
                    "features_a": _features(str(cache.features_path(key_a))),
                    "features_b": _features(str(cache.features_path(key_b)))}
-        seconds = _run_stages(_stages(json.dumps(specs)), context)
+        seconds = _run_stages(_resident(config, stages), context)
         cache.save_pair(key, context["matches"], context.get("geometry"))
         return {**reply, "ok": True, "cached": False, "seconds": seconds}
     except _StageFailed as failed:
         return {**reply, **_failure(f"{a} {b}", failed.stage, failed.error),
                 "seconds": failed.seconds}
     except Exception as exc:
-        return {**reply, **_failure(f"{a} {b}", specs[0][0], exc)}
+        return {**reply, **_failure(f"{a} {b}", stages[0].name, exc)}
 
 
 class _StageFailed(Exception):

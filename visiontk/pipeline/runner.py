@@ -24,9 +24,7 @@ from . import executors, store
 from .config import read_spec
 from .progress import Progress
 from .registry import load_stage
-from .stage import KINDS, Stage
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm"}
+from .stage import IMAGE_SUFFIXES, KINDS, Stage
 
 
 @dataclass
@@ -72,7 +70,8 @@ class RunResult:
 
 
 class Pipeline:
-    """An ordered list of stages: per-image stages first, then per-pair stages.
+    """An ordered list of stages: per-image stages, at most one pair-selection stage, then
+    per-pair stages (see :mod:`.stage` for the kinds).
 
     Example
     -------
@@ -89,9 +88,25 @@ class Pipeline:
                 raise OptionError(f"stage {s.name} has kind {s.kind!r}; expected one of "
                                   f"{', '.join(KINDS)}")
         self.image_stages = [s for s in self.stages if s.kind == "image"]
+        selections = [s for s in self.stages if s.kind == "pairs"]
         self.pair_stages = [s for s in self.stages if s.kind == "pair"]
-        if self.stages != self.image_stages + self.pair_stages:
-            raise OptionError("per-image stages must come before per-pair stages")
+        if self.stages != self.image_stages + selections + self.pair_stages:
+            raise OptionError("stages go in this order: per-image stages, a pair selection, "
+                              "per-pair stages")
+        if len(selections) > 1:
+            raise OptionError(f"one pair selection per pipeline, got "
+                              f"{', '.join(s.name for s in selections)}")
+        if selections and not self.pair_stages:
+            raise OptionError(f"stage {selections[0].name} selects pairs, but no per-pair "
+                              "stage follows it")
+        self.selection = selections[0] if selections else \
+            (load_stage("pairs-exhaustive")() if self.pair_stages else None)
+        kinds = {frozenset(s.accepts) for s in self.image_stages}
+        if len(kinds) > 1:
+            raise OptionError("the per-image stages take different kinds of files: "
+                              + ", ".join(s.name for s in self.image_stages))
+        #: what a folder given as the run's input yields (image files, or weights files...)
+        self.accepts = kinds.pop() if kinds else IMAGE_SUFFIXES
         available = {"path"}
         for s in self.stages:
             missing = [i for i in s.inputs if i not in available]
@@ -129,7 +144,7 @@ class Pipeline:
         out = writable_folder(out)
         with _exclusive(out):
             remove_stale_temporaries(out)
-            named = resolve_images(images)
+            named = resolve_images(images, self.accepts)
             for s in self.stages:
                 s.check()
             result = RunResult(out=out, images=len(named))
@@ -172,7 +187,8 @@ class Pipeline:
                     ((a, b, *cache.load_pair(k)) for a, b, k in pairs))
 
     def _run_images(self, pool, named, specs, cache, result, quiet):
-        tasks = [(name, str(path), specs, str(cache.root), str(cache.root.parent))
+        stages, config = tuple(self.image_stages), store.config_hash(specs)
+        tasks = [(name, str(path), stages, config, str(cache.root), str(cache.root.parent))
                  for name, path in named]
         done = {}
         with Progress(len(tasks), "images", quiet) as progress:
@@ -188,14 +204,14 @@ class Pipeline:
         return [(name, done[name]) for name, _ in named if name in done]
 
     def _run_pairs(self, pool, features, cache, result, quiet):
-        match_stage = self.pair_stages[0]
         names = [n for n, _ in features]
         keys = dict(features)
-        select = getattr(match_stage, "select_pairs", None)
-        chosen = select(names) if select else \
-            [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
-        specs = self.specs(self.pair_stages)
-        tasks = [(a, b, keys[a], keys[b], specs, str(cache.root)) for a, b in chosen]
+        with result.timed(self.selection.name):
+            chosen = self.selection.select(names,
+                                           lambda name: Features.load(cache.features_path(
+                                               keys[name])))
+        stages, config = tuple(self.pair_stages), store.config_hash(self.specs(self.pair_stages))
+        tasks = [(a, b, keys[a], keys[b], stages, config, str(cache.root)) for a, b in chosen]
         result.pairs = len(tasks)
         finished = {}
         with Progress(len(tasks), "pairs", quiet) as progress:
@@ -211,9 +227,10 @@ class Pipeline:
         return [(a, b, finished[(a, b)]) for a, b in chosen if (a, b) in finished]
 
 
-def resolve_images(images) -> list[tuple[str, Path]]:
-    """(name, path) for every image, sorted by name; names are paths relative to the folder
-    (or to the common parent of a glob or list), unique within a run."""
+def resolve_images(images, accepts=IMAGE_SUFFIXES) -> list[tuple[str, Path]]:
+    """(name, path) for every input, sorted by name; names are paths relative to the folder
+    (or to the common parent of a glob or list), unique within a run. A folder yields the files
+    whose suffix is in ``accepts`` (image files by default)."""
     if isinstance(images, (list, tuple)):
         paths = [Path(p) for p in images]
         base = None
@@ -221,7 +238,7 @@ def resolve_images(images) -> list[tuple[str, Path]]:
         text = str(images)
         p = Path(text)
         if p.is_dir():
-            paths = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES
+            paths = sorted(q for q in p.rglob("*") if q.suffix.lower() in accepts
                            and q.is_file() and ".cache" not in q.parts)
             base = p
         elif any(ch in text for ch in "*?["):
@@ -236,7 +253,8 @@ def resolve_images(images) -> list[tuple[str, Path]]:
         else:
             raise ImageError(f"{text}: no such folder, image list or pattern")
     if not paths:
-        raise ImageError(f"{images}: no images found")
+        raise ImageError(f"{images}: nothing to process (a folder is searched for "
+                         f"{', '.join(sorted(accepts))} files)")
     if base is None:
         parents = [str(q.resolve().parent) for q in paths]
         base = Path(os.path.commonpath(parents))

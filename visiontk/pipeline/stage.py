@@ -1,10 +1,21 @@
 """The stage protocol: a small declared unit of a pipeline.
 
-A stage is a class with a ``name``, a ``kind`` ("image": runs once per image, or "pair": once per
-image pair), the artefacts it reads (``inputs``) and writes (``outputs``), an ``Options``
-dataclass with defaults and validation, and ``run(context) -> dict`` that reads its inputs from
-the context and returns its outputs; optionally ``check()``, run once before any item. Stages
-import heavy dependencies inside ``run`` so that listing them stays cheap.
+A stage is a class with a ``name``, a ``kind``, the artefacts it reads (``inputs``) and writes
+(``outputs``), an ``Options`` dataclass with defaults and validation, and optionally
+``check()``, run once in the runner's process before any item. The kinds:
+
+* ``"image"``: ``run(context) -> dict`` once per input file (``accepts``: which file suffixes a
+  folder yields for it; images by default). The context holds ``path``, ``name`` and
+  ``output`` (an :class:`~visiontk.pipeline.store.ItemOutput`: where the stage may write files
+  of its own), and what earlier stages returned.
+* ``"pairs"``: ``select(names, features) -> [(name_a, name_b), ...]`` once per run, after the
+  image stages: which pairs the pair stages see (``features(name)`` loads an image's
+  :class:`~visiontk.Features`). At most one per pipeline; exhaustive when there is none.
+* ``"pair"``: ``run(context) -> dict`` once per selected pair (``name_a``, ``name_b``,
+  ``features_a``, ``features_b``, and what earlier pair stages returned).
+
+Stages import heavy dependencies inside ``run`` so that listing them stays cheap; stage objects
+are pickled to the workers, so they hold options, not open resources.
 """
 
 from __future__ import annotations
@@ -15,7 +26,10 @@ from typing import Any, ClassVar
 
 from ..errors import OptionError
 
-KINDS = ("image", "pair")
+KINDS = ("image", "pairs", "pair")
+#: What a folder given to ``--images`` yields by default: image files.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm",
+                            ".ppm"})
 
 
 class Stage:
@@ -26,6 +40,10 @@ class Stage:
     inputs: ClassVar[tuple] = ()
     outputs: ClassVar[tuple] = ()
     Options: ClassVar[type] = type(None)
+    #: File suffixes a folder yields when this stage comes first (image stages).
+    accepts: ClassVar[frozenset] = IMAGE_SUFFIXES
+    #: Options a stage no longer takes: {name: where it went}, for a helpful error.
+    moved: ClassVar[dict] = {}
 
     def __init__(self, options=None):
         self.options = options if options is not None else self.Options()
@@ -59,6 +77,8 @@ def parse_options(stage_cls, values: dict):
         raise OptionError(f"stage {stage_cls.name}: options must be a table of name = value")
     fields = {name: typ for name, typ, _ in option_fields(stage_cls)}
     for key, value in values.items():
+        if key in stage_cls.moved:
+            raise OptionError(f"stage {stage_cls.name}: option {key} {stage_cls.moved[key]}")
         if key not in fields:
             known = ", ".join(sorted(fields)) or "none"
             raise OptionError(f"stage {stage_cls.name}: unknown option {key!r} (options: {known})")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -59,6 +60,25 @@ def config_hash(specs) -> str:
 
     text = json.dumps([__version__, specs], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ItemOutput:
+    """Where an image stage may write files of its own for one item: ``folder(section)`` is
+    ``OUT/<section>/`` (created), ``stem`` the item's name made safe as one file name
+    (escaped as the HDF5 group names are: "a/x.png" → "a%2Fx.png")."""
+
+    root: Path
+    name: str
+
+    @property
+    def stem(self) -> str:
+        return escape(self.name)
+
+    def folder(self, section: str) -> Path:
+        path = Path(self.root) / section
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
 
 class Cache:

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from ..pipeline.stage import Stage
 
+#: The weights formats visiontk.branches reads.
+WEIGHT_SUFFIXES = frozenset({".pth", ".pt", ".safetensors", ".npz", ".onnx"})
+
 
 @dataclass(frozen=True)
 class BranchesOptions:
@@ -25,6 +28,8 @@ class BranchesStage(Stage):
     inputs = ("path",)
     outputs = ("branches",)
     Options = BranchesOptions
+    #: a folder given to --images yields weights files, not images
+    accepts = WEIGHT_SUFFIXES
 
     def check(self) -> None:
         if self.options.branches:
@@ -33,14 +38,11 @@ class BranchesStage(Stage):
             parse_branch_spec(self.options.branches)
 
     def run(self, context: dict) -> dict:
-        from pathlib import Path
-
         from ..branches import analyse, read_conv_layers
         from ..branches.report import write_report
-        from ..pipeline.store import escape
 
         result = analyse(read_conv_layers(context["path"]), layer=self.options.layer or None,
                          branches=self.options.branches or None)
-        folder = Path(context["output_dir"]) / "branches" / escape(context["name"])
-        data = write_report(result, folder)
+        output = context["output"]
+        data = write_report(result, output.folder("branches") / output.stem)
         return {"branches": {"p_value": data["p_value"], "layer": data["layer"]}}

@@ -50,9 +50,6 @@ class DinoAttentionStage(Stage):
                          hint="set the stage's weights option")
 
     def run(self, context: dict) -> dict:
-        from pathlib import Path
-
-        from ..pipeline.store import escape
         from ..vit.attention import dino_attention
         from ..vit.outputs import write_attention
 
@@ -64,6 +61,7 @@ class DinoAttentionStage(Stage):
         result = dino_attention(context["path"], vit=self._vit, threshold=self.options.threshold,
                                 image_size=self.options.image_size,
                                 keep_largest=self.options.keep_largest)
-        folder = Path(context["output_dir"]) / "attention"
-        summary = write_attention(result, folder, escape(context["name"]), self.options.method)
+        output = context["output"]
+        summary = write_attention(result, output.folder("attention"), output.stem,
+                                  self.options.method)
         return {"attention": summary}

@@ -1,9 +1,9 @@
-"""Per-pair stages: ``match`` (pair selection + descriptor matching) and ``verify``."""
+"""Per-pair stages: ``match`` (descriptor matching) and ``verify`` (robust geometry)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 from ..backend import Device
 from ..errors import OptionError
@@ -11,55 +11,30 @@ from ..geometry import MIN_INLIERS, MODELS
 from ..matching import DEFAULT_RATIO
 from ..pipeline.stage import Stage
 
-PAIRINGS = ("exhaustive", "sequential", "file")
+_MOVED = ("moved to a pair-selection stage before match: pairs-exhaustive, pairs-sequential "
+          "(window = N) or pairs-file (path = FILE)")
 
 
 @dataclass(frozen=True)
 class MatchOptions:
-    pairs: str = "exhaustive"  # exhaustive | sequential (each image with the next `window`) | file
-    window: int = 5
-    pairs_file: str = ""  # with pairs = "file": one "name_a name_b" per line
     ratio: float = DEFAULT_RATIO
     mutual: bool = True
     device: Device = "auto"
 
     def __post_init__(self):
-        if self.pairs not in PAIRINGS:
-            raise OptionError(f"stage match: pairs must be one of {', '.join(PAIRINGS)}, "
-                              f"got {self.pairs!r}")
-        if self.window < 1:
-            raise OptionError(f"stage match: window must be >= 1, got {self.window}")
-        if self.pairs == "file" and not self.pairs_file:
-            raise OptionError("stage match: pairs = \"file\" needs pairs_file")
         if not 0 < self.ratio <= 1:
             raise OptionError(f"stage match: ratio must be in (0, 1], got {self.ratio}")
 
 
 class MatchStage(Stage):
-    """Match the descriptors of image pairs (ratio + mutual test); also picks the pairs.
-
-    ``pairs``: exhaustive (every pair), sequential (each image with the next ``window`` in name
-    order, for video or walks) or file (``pairs_file``: "name_a name_b" per line).
-    """
+    """Match the descriptors of each selected image pair (ratio + mutual test)."""
 
     name = "match"
     kind = "pair"
     inputs = ("features",)
     outputs = ("matches",)
     Options = MatchOptions
-
-    def check(self) -> None:
-        if self.options.pairs == "file":
-            read_pairs_file(Path(self.options.pairs_file))
-
-    def select_pairs(self, names: list[str]) -> list[tuple[str, str]]:
-        """Pairs of image names to match, each once, in a stable order."""
-        if self.options.pairs == "exhaustive":
-            return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
-        if self.options.pairs == "sequential":
-            w = self.options.window
-            return [(a, b) for i, a in enumerate(names) for b in names[i + 1:i + 1 + w]]
-        return read_pairs_file(Path(self.options.pairs_file), names)
+    moved: ClassVar[dict] = {"pairs": _MOVED, "window": _MOVED, "pairs_file": _MOVED}
 
     def run(self, context: dict) -> dict:
         from ..matching import match
@@ -67,34 +42,6 @@ class MatchStage(Stage):
         m = match(context["features_a"], context["features_b"], ratio=self.options.ratio,
                   mutual=self.options.mutual, device=self.options.device)
         return {"matches": m}
-
-
-def read_pairs_file(path: Path, names: list[str] | None = None) -> list[tuple[str, str]]:
-    """Read "name_a name_b" lines (blank lines and # comments skipped), checking the names
-    against ``names`` when given."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise OptionError(f"{path}: pairs file is not UTF-8 text") from None
-    except OSError as exc:
-        raise OptionError(f"{path}: cannot read pairs file ({exc.strerror or exc})") from None
-    known = None if names is None else set(names)
-    pairs, seen = [], set()
-    for number, raw in enumerate(lines, 1):
-        text = raw.split("#", 1)[0].strip()
-        if not text:
-            continue
-        parts = text.split()
-        if len(parts) != 2:
-            raise OptionError(f"{path}:{number}: expected two image names, got {text!r}")
-        for name in parts:
-            if known is not None and name not in known:
-                raise OptionError(f"{path}:{number}: {name!r} is not one of the run's images")
-        key = tuple(sorted(parts))
-        if parts[0] != parts[1] and key not in seen:
-            seen.add(key)
-            pairs.append((parts[0], parts[1]))
-    return pairs
 
 
 @dataclass(frozen=True)
