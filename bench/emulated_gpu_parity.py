@@ -21,9 +21,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from cuda_emulator import EmulatedModule  # noqa: E402
 
 from visiontk import io  # noqa: E402
-from visiontk.sift import SiftOptions, extract  # noqa: E402
-from visiontk.sift._gpu_kernels import SOURCE, CudaSift  # noqa: E402
-from visiontk.sift.agreement import keypoint_agreement  # noqa: E402
+from visiontk._sift._gpu_kernels import SOURCE, CudaSift  # noqa: E402
+from visiontk._sift.agreement import keypoint_agreement  # noqa: E402
+from visiontk._sift.backends import CudaBackend, for_device  # noqa: E402
+from visiontk._sift.extraction import extract  # noqa: E402
+from visiontk._sift.options import SiftOptions  # noqa: E402
 
 NAMES = ["astronaut.png", "coffee.png", "coffee_warped.png", "motorcycle_left.png",
          "motorcycle_right.png"]
@@ -31,14 +33,15 @@ NAMES = ["astronaut.png", "coffee.png", "coffee_warped.png", "motorcycle_left.pn
 
 def main():
     with tempfile.TemporaryDirectory() as build:
-        kernels = CudaSift(EmulatedModule(SOURCE, Path(build)), np)
+        emulated = CudaBackend(CudaSift(EmulatedModule(SOURCE, Path(build)), np))
+        cpu = for_device("cpu")
         print("| image | CPU kp | GPU kp | same within 0.05 px | octave+layer | angle ≤ 0.5° "
               "| descriptor L2 median |")
         print("|---|---|---|---|---|---|---|")
         for name in NAMES:
             gray = io.load_gray(ROOT / "sample_images" / name)
-            a = keypoint_agreement(extract(gray, SiftOptions(), np),
-                                   extract(gray, SiftOptions(), np, kernels=kernels))
+            a = keypoint_agreement(extract(gray, SiftOptions(), cpu),
+                                   extract(gray, SiftOptions(), emulated))
             print(f"| {Path(name).stem} | {a['reference']} | {a['other']} | {a['same']:.2%} | "
                   f"{'equal' if a['octave_layer_equal'] else 'DIFFERENT'} | "
                   f"{a['angle_within_0.5']:.2%} | {a['descriptor_l2_median']:.1f} |")

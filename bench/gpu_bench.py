@@ -24,8 +24,8 @@ import numpy as np
 import skimage.data
 
 import visiontk
+from visiontk._sift.agreement import keypoint_agreement
 from visiontk.matching import nearest_neighbours
-from visiontk.sift.agreement import keypoint_agreement
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 
@@ -53,15 +53,15 @@ def kernel_breakdown(gray, repeats):
     import cupy as cp
     from cupyx.profiler import benchmark
 
-    from visiontk.sift import SiftOptions, extract
-    from visiontk.sift._gpu_kernels import for_current_device
-    from visiontk.sift.detect import prethreshold
-    from visiontk.sift.scale_space import scale_space
+    from visiontk._sift.backends import for_device
+    from visiontk._sift.detect import prethreshold
+    from visiontk._sift.extraction import extract
+    from visiontk._sift.options import SiftOptions
 
-    kernels = for_current_device()
+    cuda = for_device("cuda")
+    kernels = cuda.cuda
     g = cp.asarray(gray, dtype=cp.float32)
-    octaves = scale_space(g, sigma=1.6, n_octave_layers=3, upsample=True, xp=cp,
-                          octave_blur=kernels.octave_blur)
+    octaves = cuda.scale_space(g, SiftOptions())
     base = octaves[0].gaussians[0].copy()
 
     def device_ms(fn, *args):
@@ -73,7 +73,7 @@ def kernel_breakdown(gray, repeats):
             lambda: kernels.detect_extrema(octaves, threshold=prethreshold(0.04, 3),
                                            n_octave_layers=3, contrast_threshold=0.04,
                                            edge_threshold=10.0)),
-        "extract_ms": device_ms(lambda: extract(g, SiftOptions(), cp, kernels=kernels)),
+        "extract_ms": device_ms(lambda: extract(g, SiftOptions(), cuda)),
     }
 
 

@@ -32,7 +32,7 @@ def opencv_sift(rgb: np.ndarray, **kwargs):
     """cv2.SIFT with its default (linear, centre-aligned) upscale, keypoints moved by the
     quarter pixel that upscale shifts them (visiontk reports unbiased positions)."""
     import visiontk
-    from visiontk.sift.scale_space import UPSAMPLE_SHIFT
+    from visiontk._sift.scale_space import UPSAMPLE_SHIFT
 
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
     keypoints, descriptors = cv2.SIFT_create(**kwargs).detectAndCompute(gray, None)

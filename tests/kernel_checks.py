@@ -3,8 +3,8 @@
 
 import numpy as np
 
-from visiontk.sift.describe import quantize_descriptors
-from visiontk.sift.orient import dominant_orientations, smooth_histograms
+from visiontk._sift.describe import quantize_descriptors
+from visiontk._sift.orient import dominant_orientations, smooth_histograms
 
 
 def assert_orientation_histograms_agree(ours, ref):

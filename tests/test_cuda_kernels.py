@@ -19,14 +19,16 @@ from cuda_emulator import EmulatedModule
 from kernel_checks import assert_descriptors_agree, assert_orientation_histograms_agree
 
 from visiontk import backend, io
-from visiontk.sift import SiftOptions, XpKernels, extract
-from visiontk.sift._gpu_kernels import SOURCE, CudaSift
-from visiontk.sift.agreement import keypoint_agreement
-from visiontk.sift.describe import quantize_descriptors
-from visiontk.sift.detect import prethreshold, refine_extrema
-from visiontk.sift.orient import orientation_scale
+from visiontk._sift._gpu_kernels import SOURCE, CudaSift
+from visiontk._sift.agreement import keypoint_agreement
+from visiontk._sift.backends import CudaBackend, for_device
+from visiontk._sift.describe import quantize_descriptors, raw_descriptors
+from visiontk._sift.detect import find_candidates, prethreshold, refine_extrema
+from visiontk._sift.extraction import extract
+from visiontk._sift.options import SiftOptions
+from visiontk._sift.orient import orientation_scale, raw_orientation_histograms
 
-scale_space_module = importlib.import_module("visiontk.sift.scale_space")
+scale_space_module = importlib.import_module("visiontk._sift.scale_space")
 GPU, WHY_NOT = backend.cuda_status()
 
 
@@ -43,11 +45,29 @@ def cuda(request, tmp_path_factory):
             pytest.skip(f"no GPU for the CUDA tests: {WHY_NOT}")
         import cupy
 
-        from visiontk.sift._gpu_kernels import cupy_module
+        from visiontk._sift._gpu_kernels import cupy_module
 
         module, xp = cupy_module(), cupy
-    return SimpleNamespace(kernels=lambda **options: CudaSift(module, xp, **options), xp=xp,
-                           host=backend.to_host, device=xp.asarray)
+    return SimpleNamespace(kernels=lambda **options: CudaSift(module, xp, **options),
+                           backend=lambda **options: CudaBackend(CudaSift(module, xp, **options)),
+                           xp=xp, host=backend.to_host, device=xp.asarray)
+
+
+def one_octave_histograms(kernels, gaussians, layer, row, col, scale):
+    """The orientation kernel on keypoints of one octave (what the xp definition takes)."""
+    number = kernels.xp.zeros(layer.shape[0], np.int64)
+    return kernels.orientation_histograms([scale_space_module.Octave(0, gaussians)], number,
+                                          layer, row, col, scale)
+
+
+def one_octave_descriptors(kernels, gaussians, layer, x, y, direction, scale):
+    """The descriptor kernel's raw output on keypoints of one octave."""
+    number = kernels.xp.zeros(layer.shape[0], np.int64)
+    return kernels.descriptors([scale_space_module.Octave(0, gaussians)], number, layer, x, y,
+                               direction, scale)[0]
+
+
+CPU = for_device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +152,7 @@ def test_detect_kernel_equals_candidates_then_refinement(cuda, octaves, initial_
     total = 0
     for octave, found in zip(octaves, ours, strict=True):
         ref = refine_extrema(octave.gaussians,
-                             *XpKernels.find_candidates(octave, prethreshold(0.04, 3), np),
+                             *find_candidates(octave, prethreshold(0.04, 3), np),
                              xp=np, **tests)
         _, h, w = octave.gaussians.shape
         got = {k: cuda.host(v) for k, v in vars(found).items()}
@@ -152,7 +172,7 @@ def test_detect_kernel_equals_candidates_then_refinement(cuda, octaves, initial_
 @pytest.fixture(scope="module")
 def keypoints(octaves):
     octave = octaves[1]
-    ext = refine_extrema(octave.gaussians, *XpKernels.find_candidates(octave, 1.7, np),
+    ext = refine_extrema(octave.gaussians, *find_candidates(octave, 1.7, np),
                          n_octave_layers=3, contrast_threshold=0.04, edge_threshold=10, xp=np)
     return octave, ext, orientation_scale(1.6, 3, ext.layer, ext.offset_layer, np)
 
@@ -160,9 +180,9 @@ def keypoints(octaves):
 def test_orientation_kernel_equals_definition(cuda, keypoints):
     octave, ext, scale = keypoints
     args = (octave.gaussians, ext.layer, ext.row, ext.col, scale)
-    ours = cuda.host(cuda.kernels(block=64).raw_orientation_histograms(
-        *(cuda.device(a) for a in args)))
-    ref = XpKernels.raw_orientation_histograms(*args, np)
+    ours = cuda.host(one_octave_histograms(cuda.kernels(block=64),
+                                           *(cuda.device(a) for a in args)))
+    ref = raw_orientation_histograms(*args, np)
     assert len(ext) > 20
     assert_orientation_histograms_agree(ours, ref)
 
@@ -172,8 +192,9 @@ def test_descriptor_kernel_equals_definition(cuda, keypoints):
     direction = np.random.default_rng(2).uniform(0, 360, len(ext)).astype(np.float32)
     args = (octave.gaussians, ext.layer, ext.col + ext.offset_col, ext.row + ext.offset_row,
             direction, scale)
-    ours = cuda.host(cuda.kernels(block=64).raw_descriptors(*(cuda.device(a) for a in args)))
-    ref = XpKernels.raw_descriptors(*args, np)
+    ours = cuda.host(one_octave_descriptors(cuda.kernels(block=64),
+                                            *(cuda.device(a) for a in args)))
+    ref = raw_descriptors(*args, np)
     assert ref.sum() > 0
     assert_descriptors_agree(ours, ref)
 
@@ -184,7 +205,7 @@ def test_all_octaves_in_one_launch_equal_octave_by_octave(cuda, octaves):
     parts = []
     for number in (0, 1, 2):
         octave = octaves[number]
-        ext = refine_extrema(octave.gaussians, *XpKernels.find_candidates(octave, 1.7, np),
+        ext = refine_extrema(octave.gaussians, *find_candidates(octave, 1.7, np),
                              n_octave_layers=3, contrast_threshold=0.04, edge_threshold=10,
                              xp=np)
         parts.append((np.full(len(ext), number), ext.layer, ext.row, ext.col,
@@ -198,21 +219,21 @@ def test_all_octaves_in_one_launch_equal_octave_by_octave(cuda, octaves):
     on_device = [scale_space_module.Octave(o.index, cuda.device(o.gaussians))
                  for o in octaves[:3]]
     d = cuda.device
-    hist = cuda.host(kernels.orientation_histograms_all(on_device, d(number), d(layer), d(row),
-                                                        d(col), d(scale)))
-    desc = cuda.host(kernels.descriptors_all(on_device, d(number), d(layer), d(x), d(y),
-                                             d(direction), d(scale)))
+    hist = cuda.host(kernels.orientation_histograms(on_device, d(number), d(layer), d(row),
+                                                    d(col), d(scale)))
+    desc = cuda.host(kernels.descriptors(on_device, d(number), d(layer), d(x), d(y),
+                                         d(direction), d(scale))[0])
     assert len(set(number[:50])) == 3
     # Shared-memory float atomics add in any order on a GPU: equal up to rounding.
     for n, octave in enumerate(on_device):
         sel = number == n
         one = [d(a[sel]) for a in (layer, row, col, scale)]
         np.testing.assert_allclose(
-            hist[sel], cuda.host(kernels.raw_orientation_histograms(octave.gaussians, *one)),
+            hist[sel], cuda.host(one_octave_histograms(kernels, octave.gaussians, *one)),
             rtol=1e-5, atol=1e-3)
         one = [d(a[sel]) for a in (layer, x, y, direction, scale)]
         np.testing.assert_allclose(
-            desc[sel], cuda.host(kernels.raw_descriptors(octave.gaussians, *one)),
+            desc[sel], cuda.host(one_octave_descriptors(kernels, octave.gaussians, *one)),
             rtol=1e-5, atol=1e-3)
 
 
@@ -225,8 +246,7 @@ def test_descriptor_kernel_quantizes_like_the_definition(cuda, keypoints, rootsi
             d(ext.layer), d(ext.col + ext.offset_col), d(ext.row + ext.offset_row),
             d(direction), d(scale))
     kernels = cuda.kernels(block=64)
-    raw = cuda.host(kernels.descriptors_all(*args))
-    ours = cuda.host(kernels.quantized_descriptors_all(*args, rootsift=rootsift))
+    raw, ours = (cuda.host(a) for a in kernels.descriptors(*args, rootsift=rootsift))
     ref = quantize_descriptors(raw, np, rootsift=rootsift)
     assert ours.dtype == np.uint8 and ref.max() > 100
     # Sums in another order can move a value sitting on .5 by one step, nothing more.
@@ -243,8 +263,8 @@ def test_gpu_path_equals_cpu_path(cuda, samples, name):
     octave and layer, angle within 0.5°, descriptors within a small L2 distance."""
     opts = SiftOptions()
     gray = io.load_gray(samples / name)
-    cpu = extract(gray, opts, np)
-    gpu = extract(cuda.device(gray), opts, cuda.xp, kernels=cuda.kernels())
+    cpu = extract(gray, opts, CPU)
+    gpu = extract(cuda.device(gray), opts, cuda.backend())
     p = keypoint_agreement(cpu, gpu)
     assert p["reference"] > 500, p
     assert abs(p["reference"] - p["other"]) <= 0.01 * p["reference"], p
@@ -258,8 +278,8 @@ def test_gpu_path_equals_cpu_path(cuda, samples, name):
 def test_gpu_path_options_equal_cpu_path(cuda, astronaut, options):
     gray = cv2.cvtColor(astronaut[:200, :240], cv2.COLOR_RGB2GRAY).astype(np.float32)
     opts = SiftOptions(**options)
-    cpu = extract(gray, opts, np)
-    gpu = extract(cuda.device(gray), opts, cuda.xp, kernels=cuda.kernels(block=64))
+    cpu = extract(gray, opts, CPU)
+    gpu = extract(cuda.device(gray), opts, cuda.backend(block=64))
     p = keypoint_agreement(cpu, gpu)
     assert p["reference"] > 50 and p["same"] > 0.97 and p["octave_layer_equal"], p
     assert p["descriptor_l2_median"] < 3, p
@@ -267,13 +287,13 @@ def test_gpu_path_options_equal_cpu_path(cuda, astronaut, options):
 
 def test_reused_buffers_do_not_leak_between_images(cuda, astronaut):
     gray = cv2.cvtColor(astronaut[:160, :200], cv2.COLOR_RGB2GRAY).astype(np.float32)
-    kernels = cuda.kernels(block=64)
+    kernels = cuda.backend(block=64)
     opts = SiftOptions()
     flipped = np.ascontiguousarray(gray[::-1])
-    first = extract(cuda.device(flipped), opts, cuda.xp, kernels=kernels)
-    extract(cuda.device(gray), opts, cuda.xp, kernels=kernels)
-    again = extract(cuda.device(flipped), opts, cuda.xp, kernels=kernels)
-    fresh = extract(cuda.device(flipped), opts, cuda.xp, kernels=cuda.kernels(block=64))
+    first = extract(cuda.device(flipped), opts, kernels)
+    extract(cuda.device(gray), opts, kernels)
+    again = extract(cuda.device(flipped), opts, kernels)
+    fresh = extract(cuda.device(flipped), opts, cuda.backend(block=64))
     assert len(first) > 50
     for f in (again, fresh):
         np.testing.assert_array_equal(f.xy, first.xy)
@@ -290,15 +310,15 @@ def test_threads_sharing_one_kernels_object_get_their_own_buffers(cuda, astronau
     images = [gray, np.ascontiguousarray(gray[::-1]), np.ascontiguousarray(gray[:, ::-1]),
               np.ascontiguousarray(gray.T)]
     opts = SiftOptions()
-    alone = [extract(cuda.device(g), opts, cuda.xp, kernels=cuda.kernels(block=64))
+    alone = [extract(cuda.device(g), opts, cuda.backend(block=64))
              for g in images]
-    shared = cuda.kernels(block=64)
+    shared = cuda.backend(block=64)
 
     def run(g):
         if cuda.xp is not np:  # each thread on its own stream, as concurrent work would be
             with cuda.xp.cuda.Stream(non_blocking=True):
-                return extract(cuda.device(g), opts, cuda.xp, kernels=shared)
-        return extract(cuda.device(g), opts, cuda.xp, kernels=shared)
+                return extract(cuda.device(g), opts, shared)
+        return extract(cuda.device(g), opts, shared)
 
     with ThreadPoolExecutor(2) as pool:
         together = list(pool.map(run, images * 2))
@@ -309,8 +329,8 @@ def test_threads_sharing_one_kernels_object_get_their_own_buffers(cuda, astronau
 def test_concurrent_batches_come_back_in_order_with_the_bad_files_named(cuda, samples,
                                                                          tmp_path):
     """iter_sift's GPU strategy (two host threads, a stream each) with these kernels."""
+    from visiontk._sift.batch import _concurrent
     from visiontk.io import DEFAULT_MAX_PIXELS
-    from visiontk.sift import _concurrent
 
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
@@ -321,11 +341,11 @@ def test_concurrent_batches_come_back_in_order_with_the_bad_files_named(cuda, sa
         cv2.imwrite(str(paths[-1]), crop)
     paths = [paths[0], broken, paths[1], paths[2], paths[0]]
     opts = SiftOptions(max_features=300)
-    got = list(_concurrent(paths, opts, cuda.xp, cuda.kernels(), DEFAULT_MAX_PIXELS, workers=2))
+    got = list(_concurrent(paths, opts, cuda.backend(), DEFAULT_MAX_PIXELS, workers=2))
     assert [p for p, _ in got] == paths
     assert "broken.png" in str(got[1][1])
     for path, feats in [got[0], *got[2:]]:
-        alone = extract(cuda.device(io.load_gray(path)), opts, cuda.xp, kernels=cuda.kernels())
+        alone = extract(cuda.device(io.load_gray(path)), opts, cuda.backend())
         np.testing.assert_array_equal(feats.xy, alone.xy)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from visiontk.sift._gpu_kernels import NVRTC_OPTIONS
+from visiontk._sift._gpu_kernels import NVRTC_OPTIONS
 
 SOURCES = sorted((Path(__file__).resolve().parent.parent / "visiontk").rglob("*.cu"))
 NVCC = shutil.which("nvcc")
@@ -62,7 +62,7 @@ def test_launch_constants_agree_with_the_source():
     """The host side sizes the blur's grid and taps table from constants the kernel defines."""
     import re
 
-    from visiontk.sift import _gpu_kernels as host
+    from visiontk._sift import _gpu_kernels as host
 
     text = host.SOURCE.read_text()
     defined = {m[0]: int(m[1]) for m in re.findall(r"#define (BLUR_\w+) (\d+)\b", text)}

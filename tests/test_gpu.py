@@ -7,7 +7,7 @@ import pytest
 
 import visiontk
 from visiontk import backend
-from visiontk.sift.agreement import keypoint_agreement
+from visiontk._sift.agreement import keypoint_agreement
 
 USABLE, WHY = backend.cuda_status()
 pytestmark = pytest.mark.skipif(not USABLE, reason=f"no GPU for the CUDA tests: {WHY}")

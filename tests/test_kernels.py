@@ -1,17 +1,23 @@
-"""The compiled CPU kernels compute what the xp definitions compute, on the same input."""
+"""The numba backend computes what the xp definitions compute, on the same input: loop by loop,
+and for the whole of SIFT."""
 
 import cv2
 import numpy as np
 import pytest
 from kernel_checks import assert_descriptors_agree, assert_orientation_histograms_agree
 
-from visiontk.sift import XpKernels, cpu_kernels
-from visiontk.sift.detect import find_candidates, refine_extrema
-from visiontk.sift.orient import orientation_scale
-from visiontk.sift.scale_space import scale_space
+from visiontk._sift.backends import NumbaBackend, XpBackend, cpu_kernels, for_device
+from visiontk._sift.detect import find_candidates, refine_extrema
+from visiontk._sift.orient import orientation_scale
+from visiontk._sift.scale_space import scale_space
 
-compiled = cpu_kernels()
-pytestmark = pytest.mark.skipif(compiled is None, reason="numba is not installed")
+pytestmark = pytest.mark.skipif(cpu_kernels() is None, reason="numba is not installed")
+reference = XpBackend(np)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    return NumbaBackend(cpu_kernels())
 
 
 @pytest.fixture(scope="module")
@@ -25,25 +31,31 @@ def octave_and_keypoints(coffee):
     return octave, ext, scale
 
 
-def test_candidates_identical(octave_and_keypoints):
+def test_the_cpu_gets_the_numba_backend(monkeypatch):
+    assert for_device("cpu").name == "numba"
+    monkeypatch.setenv("VISIONTK_KERNELS", "xp")
+    assert for_device("cpu").name == "xp"
+
+
+def test_candidates_identical(octave_and_keypoints, compiled):
     octave, _, _ = octave_and_keypoints
-    ours = np.stack(compiled.find_candidates(octave, 1.7))
-    ref = np.stack(XpKernels.find_candidates(octave, 1.7, np))
+    ours = np.stack(compiled.candidates(octave, 1.7))
+    ref = np.stack(reference.candidates(octave, 1.7))
     assert ref.shape[1] > 100
     order = np.lexsort(ours[::-1])
     np.testing.assert_array_equal(ours[:, order], ref[:, np.lexsort(ref[::-1])])
 
 
-def test_orientation_histograms_match(octave_and_keypoints):
+def test_orientation_histograms_match(octave_and_keypoints, compiled):
     octave, ext, scale = octave_and_keypoints
     args = (octave.gaussians, ext.layer, ext.row, ext.col, scale)
-    ours = compiled.raw_orientation_histograms(*args)
-    ref = XpKernels.raw_orientation_histograms(*args, np)
+    ours = compiled.raw_orientations(*args)
+    ref = reference.raw_orientations(*args)
     assert ref.shape == (len(ext), 36) and ref.sum() > 0
     assert_orientation_histograms_agree(ours, ref)
 
 
-def test_descriptors_match(octave_and_keypoints):
+def test_descriptors_match(octave_and_keypoints, compiled):
     octave, ext, scale = octave_and_keypoints
     rng = np.random.default_rng(1)
     direction = rng.uniform(0, 360, len(ext)).astype(np.float32)
@@ -51,7 +63,7 @@ def test_descriptors_match(octave_and_keypoints):
     y = (ext.row + ext.offset_row).astype(np.float32)
     args = (octave.gaussians, ext.layer, x, y, direction, scale)
     ours = compiled.raw_descriptors(*args)
-    ref = XpKernels.raw_descriptors(*args, np)
+    ref = reference.raw_descriptors(*args)
     assert ref.shape == (len(ext), 128) and ref.sum() > 0
     assert_descriptors_agree(ours, ref)
 

@@ -97,10 +97,18 @@ def test_device_cuda_without_gpu_says_what_is_missing(astronaut):
     assert len(visiontk.sift(astronaut, device="auto", max_features=10)) == 10
 
 
-def test_subpackage_import_keeps_the_function():
-    import visiontk.sift.describe
+def test_the_implementation_is_importable_by_its_path():
+    """visiontk.sift is the function; every module of its implementation imports by path."""
+    import importlib
 
-    assert callable(visiontk.sift)
+    for name in ("api", "batch", "options", "backends", "extraction", "scale_space", "detect",
+                 "orient", "describe", "constants", "agreement"):
+        module = importlib.import_module(f"visiontk._sift.{name}")
+        assert module.__name__ == f"visiontk._sift.{name}"
+    import visiontk._sift.scale_space as scale_space
+
+    assert scale_space.UPSAMPLE_SHIFT == -0.25 and callable(visiontk.sift)
+    assert visiontk.sift is importlib.import_module("visiontk._sift.api").sift
 
 
 def test_sift_batch_equals_single_calls(samples):

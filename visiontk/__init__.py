@@ -7,19 +7,18 @@
 
 __version__ = "0.1.0"
 
-# The function visiontk.sift shadows the subpackage of the same name on purpose: users call
-# visiontk.sift(image); the implementation stays importable as visiontk.sift.<module>.
+# visiontk.sift is the function users call; its implementation is the private package
+# visiontk._sift (one module per step; see its docstring), importable by its path.
+from ._sift.api import sift
+from ._sift.batch import iter_sift, sift_batch
+from ._sift.options import SiftOptions
 from .errors import VisiontkError
 from .features import Features, Matches
 from .geometry import Geometry, estimate_fundamental, estimate_homography
 from .matching import match
-from .sift import SiftOptions, iter_sift, sift_batch
-from .sift import sift as _sift_function
 from .two_view import TwoViewResult, match_images
 from .vit.attention import dino_attention
 from .viz import draw_matches
-
-sift = _sift_function
 
 __all__ = ["Features", "Geometry", "Matches", "SiftOptions", "TwoViewResult", "VisiontkError",
            "__version__", "dino_attention", "draw_matches", "estimate_fundamental",

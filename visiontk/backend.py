@@ -103,7 +103,7 @@ def gaussian_blur(image, sigma: float, out=None):
 def upsample_2x(image):
     """Double a 2-D float32 image by linear interpolation between pixel centres.
 
-    The numpy form of :func:`visiontk.sift.scale_space.upsample_2x` (cv2.resize, several times
+    The numpy form of :func:`visiontk._sift.scale_space.upsample_2x` (cv2.resize, several times
     faster than strided numpy writes); both agree to float rounding.
     """
     h, w = image.shape

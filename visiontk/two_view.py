@@ -6,12 +6,12 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from ._sift.api import sift
 from .errors import OptionError
 from .features import Features, Matches
 from .geometry import MIN_INLIERS, MODELS, Geometry, estimate
 from .io import DEFAULT_MAX_PIXELS
 from .matching import DEFAULT_RATIO, match
-from .sift import sift
 
 _MODEL_CHOICES = (*MODELS, "none")
 

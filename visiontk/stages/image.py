@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._sift.options import SiftOptions
 from ..backend import Device
 from ..errors import OptionError
 from ..io import DEFAULT_MAX_PIXELS, MIN_SIDE
 from ..pipeline.stage import Stage
-from ..sift import SiftOptions
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,10 @@ class SiftStage(Stage):
     Options = SiftStageOptions
 
     def run(self, context: dict) -> dict:
-        from .. import backend
-        from ..sift import sift_gray
+        from .._sift.api import sift_gray
+        from .._sift.backends import for_device
 
-        xp = backend.array_module(backend.resolve_device(self.options.device))
-        feats = sift_gray(context["image"], self.options, xp)
+        feats = sift_gray(context["image"], self.options, for_device(self.options.device))
         sx, sy = context.get("scale", (1.0, 1.0))
         if (sx, sy) != (1.0, 1.0):
             # pixel centres map as (x + 0.5)·s − 0.5 when an image is resized by 1/s

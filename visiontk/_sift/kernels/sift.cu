@@ -1,5 +1,5 @@
 // visiontk SIFT kernels for NVIDIA GPUs, loaded with cupy.RawModule (NVRTC) and compiled by
-// nvcc in the test suite. Each kernel computes what an xp definition in visiontk/sift/ computes
+// nvcc in the test suite. Each kernel computes what an xp definition in visiontk/_sift/ computes
 // (and what the numba kernels in _cpu_kernels.py compute); tests compare them on one input.
 //
 // Layouts: a Gaussian stack is float32 [n_gauss][h][w], row-major; the DoG stack
@@ -10,7 +10,7 @@
 #define DESCR_WIDTH 4
 #define DESCR_BINS 8
 #define DESCR_HIST (DESCR_WIDTH + 2) * (DESCR_WIDTH + 2) * (DESCR_BINS + 2)
-#define DESCR_MAG_THRESHOLD 0.2f  // Lowe 2004, 6.1 (visiontk.sift.constants)
+#define DESCR_MAG_THRESHOLD 0.2f  // Lowe 2004, 6.1 (visiontk._sift.constants)
 #define DESCR_INT_FACTOR 512.f    // OpenCV SIFT_INT_DESCR_FCTR
 #define FLT_EPS 1.1920929e-07f
 
@@ -109,7 +109,7 @@ extern "C" __global__ void octave_blur_dog(const float* base, int h, int w, int 
 
 // ---------------------------------------------------------------------------------------------
 // Extrema: one thread per pixel of the inner DoG layers finds 3x3x3 extrema with |D| > threshold
-// (ties count, as OpenCV), refines each by the quadratic fit of visiontk.sift.detect
+// (ties count, as OpenCV), refines each by the quadratic fit of visiontk._sift.detect
 // (refine_extrema: same arithmetic, float32, same order), applies the contrast and edge tests,
 // and appends survivors at an atomic counter. The caller orders them by position.
 
@@ -176,7 +176,7 @@ extern "C" __global__ void detect_extrema(const float* dogs, int n_layers, int h
         bool converged = false;
         for (int step = 0; step < max_steps; ++step) {
             f = local_fit(dogs, layer * plane + (long long)r * w + c, w, plane);
-            // H X = g by Doolittle LU without pivoting (visiontk.sift.detect._solve_symmetric3).
+            // H X = g by Doolittle LU without pivoting (visiontk._sift.detect._solve_symmetric3).
             const float l10 = f.dxy / f.dxx, l20 = f.dxs / f.dxx;
             const float u11 = f.dyy - l10 * f.dxy, u12 = f.dys - l10 * f.dxs;
             const float l21 = (f.dys - l20 * f.dxy) / u11;
@@ -343,7 +343,7 @@ extern "C" __global__ void descriptors(const unsigned long long* stacks, const i
         out[(long long)k * d * d * n + t] = v;
         values[t] = v;
     }
-    // Bytes as visiontk.sift.describe.quantize_descriptors: normalise, clip at 0.2 of the
+    // Bytes as visiontk._sift.describe.quantize_descriptors: normalise, clip at 0.2 of the
     // norm, renormalise, x512 (RootSIFT: L1-normalise and square-root instead), saturate.
     // 128 values: one thread sums them, the block waits.
     const int size = d * d * n;

@@ -14,27 +14,23 @@ import numpy as np
 
 from .. import backend
 from ..features import Features
-from .constants import DESCR_BINS, DESCR_WIDTH, ORI_BINS
-from .describe import quantize_descriptors
-from .detect import prethreshold, refine_extrema
 from .orient import dominant_orientations, orientation_scale, smooth_histograms
-from .scale_space import UPSAMPLE_SHIFT, scale_space
+from .scale_space import UPSAMPLE_SHIFT
 
 
-def extract(gray, opts, xp, kernels, mask=None) -> Features:
-    """Run SIFT on a grey float32 (0..255) array already on the device of ``xp``.
+def extract(gray, opts, sift_backend, mask=None) -> Features:
+    """Run SIFT on a grey float32 (0..255) array already on the backend's device.
 
-    ``opts`` is a validated :class:`~visiontk.sift.SiftOptions`; ``kernels`` the loops to use
-    (the xp definitions, the numba kernels or the CUDA kernels); ``mask`` an optional H×W
-    boolean host array.
+    ``opts`` is a validated :class:`~visiontk.SiftOptions`; ``sift_backend`` does the steps
+    (a :class:`.backends.SiftBackend`: the definitions, the numba kernels or the CUDA kernels);
+    ``mask`` an optional H×W boolean host array.
     """
+    xp = sift_backend.xp
     height, width = gray.shape
     t0 = time.perf_counter()
-    octaves = scale_space(gray, sigma=opts.sigma, n_octave_layers=opts.n_octave_layers,
-                          upsample=opts.upsample, xp=xp,
-                          octave_blur=getattr(kernels, "octave_blur", None))
+    octaves = sift_backend.scale_space(gray, opts)
     t1 = time.perf_counter()
-    kp = _distinct_extrema(octaves, _detect(kernels, octaves, opts, xp), xp)
+    kp = _distinct_extrema(octaves, sift_backend.detect(octaves, opts), xp)
     if mask is not None:
         factor = xp.asarray([o.scale for o in octaves], dtype=xp.float32)[kp["number"]]
         shift = UPSAMPLE_SHIFT if opts.upsample else 0.0
@@ -48,8 +44,8 @@ def extract(gray, opts, xp, kernels, mask=None) -> Features:
         which = xp.arange(kp["x"].shape[0])
         angle = xp.zeros(kp["x"].shape[0], dtype=xp.float32)
     else:
-        hist = orientation_histograms(kernels, octaves, kp["number"], kp["layer"], kp["row"],
-                                      kp["col"], kp["scale"], xp)
+        hist = sift_backend.orientations(octaves, kp["number"], kp["layer"], kp["row"],
+                                         kp["col"], kp["scale"])
         which, angle = dominant_orientations(smooth_histograms(hist, xp), xp)
     cat = {k: kp[k][which] for k in ("number", "layer", "x", "y", "scale", "response")}
     cat["angle"] = angle
@@ -61,13 +57,8 @@ def extract(gray, opts, xp, kernels, mask=None) -> Features:
     cat = {k: v[order] for k, v in cat.items()}
 
     direction = xp.where(cat["angle"] == 0, 0.0, 360.0 - cat["angle"]).astype(xp.float32)
-    where = (octaves, cat["number"], cat["layer"], cat["x"], cat["y"], direction, cat["scale"])
-    fused = getattr(kernels, "quantized_descriptors_all", None)
-    if fused is not None:  # the GPU's kernel makes the bytes itself
-        described = fused(*where, rootsift=opts.rootsift)
-    else:
-        described = quantize_descriptors(descriptors(kernels, *where, xp), xp,
-                                         rootsift=opts.rootsift)
+    described = sift_backend.describe(octaves, cat["number"], cat["layer"], cat["x"], cat["y"],
+                                      direction, cat["scale"], rootsift=opts.rootsift)
     t3 = time.perf_counter()
 
     factor = xp.asarray([o.scale for o in octaves], dtype=xp.float32)[cat["number"]]
@@ -91,20 +82,6 @@ def extract(gray, opts, xp, kernels, mask=None) -> Features:
     return feats
 
 
-def _detect(kernels, octaves, opts, xp) -> list:
-    """Refined extrema of every octave: the kernels' fused detection where they have one (the
-    GPU's), otherwise their candidate search followed by the xp refinement."""
-    threshold = prethreshold(opts.contrast_threshold, opts.n_octave_layers)
-    tests = {"n_octave_layers": opts.n_octave_layers,
-             "contrast_threshold": opts.contrast_threshold,
-             "edge_threshold": opts.edge_threshold}
-    fused = getattr(kernels, "detect_extrema", None)
-    if fused is not None:
-        return fused(octaves, threshold=threshold, **tests)
-    return [refine_extrema(o.gaussians, *kernels.find_candidates(o, threshold, xp), xp=xp,
-                           **tests) for o in octaves]
-
-
 def _distinct_extrema(octaves, extrema, xp) -> dict:
     """The extrema of all octaves in one list, ordered by (octave, layer, row, col), with
     those that converged on the same sample kept once (OpenCV removes these duplicates too)."""
@@ -122,32 +99,6 @@ def _distinct_extrema(octaves, extrema, xp) -> dict:
     kp["x"] = kp["col"] + kp.pop("offset_col")
     kp["y"] = kp["row"] + kp.pop("offset_row")
     return kp
-
-
-def orientation_histograms(kernels, octaves, number, layer, row, col, scale, xp):
-    """Raw 36-bin histograms of keypoints from several octaves (``number`` says which): one
-    launch where the kernels take all octaves at once (CUDA), else octave by octave."""
-    every = getattr(kernels, "orientation_histograms_all", None)
-    if every is not None:
-        return every(octaves, number, layer, row, col, scale)
-    return _by_octave(kernels.raw_orientation_histograms, octaves, number,
-                      (layer, row, col, scale), ORI_BINS, xp)
-
-
-def descriptors(kernels, octaves, number, layer, x, y, direction, scale, xp):
-    """Raw 128-D descriptors of keypoints from several octaves, octave by octave (kernels that
-    take all octaves at once also quantise: ``quantized_descriptors_all``)."""
-    return _by_octave(kernels.raw_descriptors, octaves, number, (layer, x, y, direction, scale),
-                      DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS, xp)
-
-
-def _by_octave(single, octaves, number, arrays, width, xp):
-    out = xp.zeros((number.shape[0], width), dtype=xp.float32)
-    for i, octave in enumerate(octaves):
-        sel = xp.nonzero(number == i)[0]
-        if sel.shape[0]:
-            out[sel] = single(octave.gaussians, *(a[sel] for a in arrays), xp)
-    return out
 
 
 def _inside_mask(mask, x, y, xp):

@@ -1,6 +1,6 @@
 """Dominant gradient orientations of keypoints (Lowe 2004, §5), as OpenCV computes them.
 
-The xp functions here are the definition; :mod:`visiontk.sift._cpu_kernels` holds a compiled
+The xp functions here are the definition; :mod:`visiontk._sift._cpu_kernels` holds a compiled
 CPU version of :func:`orientation_histograms` that tests compare against it.
 """
 

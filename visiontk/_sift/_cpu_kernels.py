@@ -94,8 +94,8 @@ def _extrema(g, threshold, border):
     return out_layer, out_row, out_col
 
 
-def find_candidates(octave, threshold: float, xp=np):
-    """Compiled :func:`visiontk.sift.detect.find_candidates` (same inputs and outputs)."""
+def find_candidates(octave, threshold: float):
+    """Compiled :func:`visiontk._sift.detect.find_candidates` (same inputs and outputs)."""
     return _extrema(octave.gaussians, np.float32(threshold), IMAGE_BORDER)
 
 
@@ -171,8 +171,8 @@ def _orientation_kernel(gaussians, layer, row, col, scale):
     return hist
 
 
-def raw_orientation_histograms(gaussians, layer, row, col, scale, xp=np):
-    """Compiled :func:`visiontk.sift.orient.raw_orientation_histograms`."""
+def raw_orientation_histograms(gaussians, layer, row, col, scale):
+    """Compiled :func:`visiontk._sift.orient.raw_orientation_histograms`."""
     return _orientation_kernel(np.ascontiguousarray(gaussians), layer.astype(np.int64),
                                row.astype(np.int64), col.astype(np.int64),
                                scale.astype(np.float32))
@@ -266,8 +266,8 @@ def _descriptor_kernel(gaussians, layer, x, y, direction, scale):
     return out
 
 
-def raw_descriptors(gaussians, layer, x, y, direction, scale, xp=np):
-    """Compiled :func:`visiontk.sift.describe.raw_descriptors`."""
+def raw_descriptors(gaussians, layer, x, y, direction, scale):
+    """Compiled :func:`visiontk._sift.describe.raw_descriptors`."""
     return _descriptor_kernel(np.ascontiguousarray(gaussians), layer.astype(np.int64),
                               x.astype(np.float32), y.astype(np.float32),
                               direction.astype(np.float32), scale.astype(np.float32))

@@ -3,7 +3,7 @@ compaction of detected extrema.
 
 :class:`CudaSift` takes a compiled module (``cupy.RawModule``, or the CPU emulator of the test
 suite) and an array module, so its logic also runs in CI on numpy. Each kernel computes what
-an xp definition in visiontk/sift/ computes; tests compare them. :func:`for_current_device`
+an xp definition in visiontk/_sift/ computes; tests compare them. :func:`for_current_device`
 builds the CuPy instance and raises ImportError without CuPy.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from .. import backend
 from .constants import DESCR_BINS, DESCR_WIDTH, IMAGE_BORDER, MAX_REFINE_STEPS, ORI_BINS
 from .detect import Extrema
-from .scale_space import Octave, layer_taps
+from .scale_space import layer_taps
 
 SOURCE = Path(__file__).with_name("kernels") / "sift.cu"
 #: Threads per block of the per-keypoint kernels (one block per keypoint) and of the extrema
@@ -62,7 +62,7 @@ class CudaSift:
     # -- scale space ---------------------------------------------------------------------------
     def octave_blur(self, base, sigma: float, n_octave_layers: int, level: int):
         """All Gaussian layers of an octave and its DoG from the octave's ``base``, blurred
-        directly from it (:func:`~visiontk.sift.scale_space.layer_taps`). Returns (gaussians,
+        directly from it (:func:`~visiontk._sift.scale_space.layer_taps`). Returns (gaussians,
         dogs), or None when a layer's kernel is wider than the tile's halo (large ``sigma``):
         the caller then blurs layer by layer."""
         xp = self.xp
@@ -105,8 +105,8 @@ class CudaSift:
     def detect_extrema(self, octaves, *, threshold: float, n_octave_layers: int,
                        contrast_threshold: float, edge_threshold: float) -> list[Extrema]:
         """Extrema of every octave, refined and tested (what
-        :func:`visiontk.sift.detect.refine_extrema` keeps from
-        :func:`~visiontk.sift.detect.find_candidates`), in the order the GPU found them: the
+        :func:`visiontk._sift.detect.refine_extrema` keeps from
+        :func:`~visiontk._sift.detect.find_candidates`), in the order the GPU found them: the
         caller sorts (extraction does, when it removes duplicates)."""
         xp = self.xp
         counts = self._buffer("counts", (len(octaves),), np.uint64)
@@ -153,9 +153,9 @@ class CudaSift:
         return result
 
     # -- orientation and descriptors: keypoints of all octaves in one launch -------------------
-    def orientation_histograms_all(self, octaves, number, layer, row, col, scale):
+    def orientation_histograms(self, octaves, number, layer, row, col, scale):
         """Raw orientation histograms of keypoints of any octaves (``number``: which), in one
-        launch; per keypoint what :func:`visiontk.sift.orient.raw_orientation_histograms`
+        launch; per keypoint what :func:`visiontk._sift.orient.raw_orientation_histograms`
         computes."""
         xp = self.xp
         count = int(layer.shape[0])
@@ -167,18 +167,12 @@ class CudaSift:
                  *self._float32(scale), np.int32(count), hist))
         return hist
 
-    def descriptors_all(self, octaves, number, layer, x, y, direction, scale):
-        """Raw descriptors of keypoints of any octaves in one launch; per keypoint what
-        :func:`visiontk.sift.describe.raw_descriptors` computes."""
-        return self._describe(octaves, number, layer, x, y, direction, scale, False)[0]
-
-    def quantized_descriptors_all(self, octaves, number, layer, x, y, direction, scale,
-                                  rootsift: bool = False):
-        """uint8 descriptors, normalised and quantised in the same launch (what
-        :func:`visiontk.sift.describe.quantize_descriptors` makes of the raw ones)."""
-        return self._describe(octaves, number, layer, x, y, direction, scale, rootsift)[1]
-
-    def _describe(self, octaves, number, layer, x, y, direction, scale, rootsift):
+    def descriptors(self, octaves, number, layer, x, y, direction, scale,
+                    rootsift: bool = False):
+        """Descriptors of keypoints of any octaves in one launch: (raw, uint8). Per keypoint,
+        raw is what :func:`visiontk._sift.describe.raw_descriptors` computes and uint8 what
+        :func:`visiontk._sift.describe.quantize_descriptors` makes of it (the kernel
+        normalises and quantises in the same launch)."""
         xp = self.xp
         count = int(layer.shape[0])
         size = DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS
@@ -191,18 +185,6 @@ class CudaSift:
                  *self._float32(x, y, direction, scale), np.int32(count), np.int32(rootsift),
                  raw, described))
         return raw, described
-
-    def raw_orientation_histograms(self, gaussians, layer, row, col, scale, xp=None):
-        """CUDA :func:`visiontk.sift.orient.raw_orientation_histograms` (one octave)."""
-        return self.orientation_histograms_all(
-            [Octave(0, gaussians)], self.xp.zeros(layer.shape[0], np.int64), layer, row, col,
-            scale)
-
-    def raw_descriptors(self, gaussians, layer, x, y, direction, scale, xp=None):
-        """CUDA :func:`visiontk.sift.describe.raw_descriptors` (one octave)."""
-        return self.descriptors_all([Octave(0, gaussians)],
-                                    self.xp.zeros(layer.shape[0], np.int64), layer, x, y,
-                                    direction, scale)
 
     def _octave_table(self, octaves):
         """(addresses, heights, widths) of the octaves' Gaussian stacks, as device arrays."""

@@ -113,13 +113,15 @@ def layer_taps(sigma: float, n_octave_layers: int) -> list:
 
 
 def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp,
-                octave_blur=None) -> list[Octave]:
+                double=None, octave_blur=None) -> list[Octave]:
     """Build the Gaussian and DoG octaves of a grey float32 image (0..255).
 
     Returns a list of :class:`Octave`, finest first. Octaves too small to hold an extremum
-    inside SIFT's image border are not built. Layers are blurred one from the next, as OpenCV
-    does; ``octave_blur(base, sigma, n_octave_layers, level)``, if given (the GPU's fused
-    kernel), builds an octave's (gaussians, dogs) at once instead, or returns None to decline.
+    inside SIFT's image border are not built. ``double(image)`` doubles the image (default:
+    :func:`upsample_2x`; the CPU backends pass cv2's equal and faster form). Layers are blurred
+    one from the next, as OpenCV does; ``octave_blur(base, sigma, n_octave_layers, level)``, if
+    given (the GPU's fused kernel), builds an octave's (gaussians, dogs) at once instead, or
+    returns None to decline.
 
     Example
     -------
@@ -130,7 +132,7 @@ def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp,
     height, width = gray.shape
     first = -1 if upsample else 0
     if upsample:
-        base = backend.upsample_2x(gray) if backend.is_numpy(xp) else upsample_2x(gray, xp)
+        base = double(gray) if double is not None else upsample_2x(gray, xp)
         initial = math.sqrt(max(sigma ** 2 - (2 * ASSUMED_BLUR) ** 2, 0.01))
     else:
         base = gray

@@ -1,6 +1,6 @@
 """SIFT descriptors: 4×4 cells × 8 directions, in OpenCV's layout and byte scaling (Lowe 2004, §6).
 
-The xp function :func:`raw_descriptors` is the definition; :mod:`visiontk.sift._cpu_kernels`
+The xp function :func:`raw_descriptors` is the definition; :mod:`visiontk._sift._cpu_kernels`
 holds a compiled CPU version that tests compare against it.
 """
 

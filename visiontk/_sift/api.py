@@ -1,0 +1,81 @@
+"""``visiontk.sift``: SIFT on one image, the call users make."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import io
+from ..errors import ImageError
+from ..features import Features
+from .backends import SiftBackend, for_device, take_compile_time
+from .extraction import extract
+from .options import SiftOptions, checked_max_pixels
+
+
+def sift(image, *, device: str = "auto", mask=None, max_pixels: int = io.DEFAULT_MAX_PIXELS,
+         **options) -> Features:
+    """Detect SIFT keypoints and compute their descriptors.
+
+    Parameters
+    ----------
+    image : ndarray or path
+        H×W grey or H×W×3 RGB (H×W×4 RGBA and H×W×2 grey+alpha lose their alpha); uint8
+        (0..255), uint16 (0..65535) or float (0..1). A path is decoded with
+        :func:`visiontk.io.read_image` (turned as its EXIF orientation tag says).
+    device : "auto", "cpu" or "cuda"
+    mask : ndarray, optional
+        H×W; keypoints are kept only where it is non-zero.
+    max_pixels : int
+        Refuse larger images (checked from a file's header before decoding).
+    **options
+        See :class:`~visiontk.SiftOptions`: ``max_features`` (keep the strongest by response;
+        0 = all), ``n_octave_layers`` (3), ``contrast_threshold`` (0.04), ``edge_threshold``
+        (10), ``sigma`` (1.6), ``upsample`` (True: double the image first, octave −1),
+        ``upright`` (True: no orientation, angle 0), ``rootsift`` (True: RootSIFT descriptors).
+
+    Returns
+    -------
+    Features
+        Sorted by response, strongest first (ties broken by position), so ``max_features``
+        and slicing keep the strongest.
+
+    Example
+    -------
+    >>> import visiontk
+    >>> feats = visiontk.sift("sample_images/astronaut.png", max_features=500)
+    >>> feats.descriptors.shape
+    (500, 128)
+    """
+    opts = SiftOptions.from_keywords(options)
+    max_pixels = checked_max_pixels(max_pixels)
+    sift_backend = for_device(device)
+    t0 = time.perf_counter()
+    gray = io.load_gray(image, max_pixels=max_pixels)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape[:2] != gray.shape:
+            raise ImageError(f"mask has shape {mask.shape[:2]} but the image is {gray.shape}")
+        mask = mask.reshape(gray.shape[0], gray.shape[1], -1).any(axis=2)
+    t1 = time.perf_counter()
+    features = sift_gray(gray, opts, sift_backend, mask=mask)
+    features.timings = {"load": t1 - t0, **features.timings}
+    return features
+
+
+def sift_gray(gray, opts: SiftOptions, sift_backend: SiftBackend, mask=None) -> Features:
+    """SIFT on a grey float32 (0..255) host array with validated options, on the backend's
+    device. Reports the kernels' first compilation as ``timings["compile"]``.
+
+    Example
+    -------
+    >>> from visiontk._sift.backends import for_device
+    >>> sift_gray(np.zeros((64, 64), np.float32), SiftOptions(), for_device("cpu")).xy.shape
+    (0, 2)
+    """
+    features = extract(sift_backend.xp.asarray(gray), opts, sift_backend, mask=mask)
+    compiled = take_compile_time()
+    if compiled:
+        features.timings["compile"] = compiled
+    return features

@@ -1,0 +1,207 @@
+"""SIFT's backends: who carries out each of SIFT's four steps on which device.
+
+SIFT has four steps, and a backend is an object that does each of them:
+
+* ``scale_space``: Gaussian octaves. XpBackend and NumbaBackend: :func:`.scale_space.scale_space`
+  (cv2 blurs on the CPU); CudaBackend: a fused blur + DoG kernel per octave.
+* ``detect``: refined extrema. XpBackend: :func:`.detect.find_candidates` then
+  :func:`.detect.refine_extrema`; NumbaBackend: a compiled candidate search, the same
+  refinement; CudaBackend: one fused detect + refine kernel per octave.
+* ``orientations``: raw orientation histograms. XpBackend:
+  :func:`.orient.raw_orientation_histograms` octave by octave; NumbaBackend: its compiled form;
+  CudaBackend: one launch for the keypoints of all octaves.
+* ``describe``: uint8 descriptors. XpBackend: :func:`.describe.raw_descriptors` and
+  :func:`.describe.quantize_descriptors`; NumbaBackend: compiled raw descriptors, the same
+  quantisation; CudaBackend: one launch that also quantises.
+
+The xp definitions are the reference: the compiled backends are tested against them
+(tests/test_kernels.py, tests/test_cuda_kernels.py). :func:`for_device` resolves a user's
+device request once into a backend, which carries its array module (``backend.xp``); the data
+flow (:mod:`.extraction`) receives the backend and never asks again which device it is on.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Protocol
+
+import numpy as np
+
+from .. import backend as devices
+from .constants import DESCR_BINS, DESCR_WIDTH, ORI_BINS
+from .describe import quantize_descriptors, raw_descriptors
+from .detect import Extrema, find_candidates, prethreshold, refine_extrema
+from .orient import raw_orientation_histograms
+from .scale_space import Octave, scale_space, upsample_2x
+
+#: Set to "xp" to run the definitions instead of the compiled loops (for comparisons).
+KERNELS_ENV = "VISIONTK_KERNELS"
+
+
+class SiftBackend(Protocol):
+    """The four steps of SIFT on one device (arrays of ``xp``)."""
+
+    name: str
+    xp: object
+
+    def scale_space(self, gray, opts) -> list[Octave]:
+        """Gaussian (and DoG) octaves of a grey float32 image (0..255) on the device."""
+
+    def detect(self, octaves, opts) -> list[Extrema]:
+        """Refined, tested extrema of each octave."""
+
+    def orientations(self, octaves, number, layer, row, col, scale):
+        """Raw (unsmoothed) orientation histograms, K × ORI_BINS float32, of keypoints of any
+        octaves (``number`` says which)."""
+
+    def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool):
+        """Descriptors, K × 128 uint8 (normalised, clipped, quantised; RootSIFT if asked)."""
+
+
+class XpBackend:
+    """SIFT's definitions in plain array code, on numpy or CuPy: the reference the compiled
+    backends are checked against. Subclasses replace the loops (``candidates``,
+    ``raw_orientations``, ``raw_descriptors``) or whole steps."""
+
+    name = "xp"
+
+    def __init__(self, xp=np):
+        self.xp = xp
+
+    def scale_space(self, gray, opts) -> list[Octave]:
+        # On the CPU, cv2.resize doubles the image exactly as the definition does, faster.
+        double = devices.upsample_2x if self.xp is np else \
+            functools.partial(upsample_2x, xp=self.xp)
+        return scale_space(gray, sigma=opts.sigma, n_octave_layers=opts.n_octave_layers,
+                           upsample=opts.upsample, xp=self.xp, double=double)
+
+    def detect(self, octaves, opts) -> list[Extrema]:
+        threshold = prethreshold(opts.contrast_threshold, opts.n_octave_layers)
+        return [refine_extrema(o.gaussians, *self.candidates(o, threshold), xp=self.xp,
+                               **_tests(opts)) for o in octaves]
+
+    def candidates(self, octave, threshold: float):
+        return find_candidates(octave, threshold, self.xp)
+
+    def orientations(self, octaves, number, layer, row, col, scale):
+        return self._by_octave(self.raw_orientations, octaves, number,
+                               (layer, row, col, scale), ORI_BINS)
+
+    def raw_orientations(self, gaussians, layer, row, col, scale):
+        return raw_orientation_histograms(gaussians, layer, row, col, scale, self.xp)
+
+    def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool):
+        raw = self._by_octave(self.raw_descriptors, octaves, number,
+                              (layer, x, y, direction, scale),
+                              DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS)
+        return quantize_descriptors(raw, self.xp, rootsift=rootsift)
+
+    def raw_descriptors(self, gaussians, layer, x, y, direction, scale):
+        return raw_descriptors(gaussians, layer, x, y, direction, scale, self.xp)
+
+    def _by_octave(self, single, octaves, number, arrays, width):
+        """A per-octave loop over keypoints of several octaves, results in their order."""
+        xp = self.xp
+        out = xp.zeros((number.shape[0], width), dtype=xp.float32)
+        for i, octave in enumerate(octaves):
+            sel = xp.nonzero(number == i)[0]
+            if sel.shape[0]:
+                out[sel] = single(octave.gaussians, *(a[sel] for a in arrays))
+        return out
+
+
+class NumbaBackend(XpBackend):
+    """The CPU: numba kernels for the three per-pixel and per-keypoint loops (_cpu_kernels),
+    the definitions for the rest."""
+
+    name = "numba"
+
+    def __init__(self, kernels):
+        super().__init__(np)
+        self.kernels = kernels
+
+    def candidates(self, octave, threshold: float):
+        return self.kernels.find_candidates(octave, threshold)
+
+    def raw_orientations(self, gaussians, layer, row, col, scale):
+        return self.kernels.raw_orientation_histograms(gaussians, layer, row, col, scale)
+
+    def raw_descriptors(self, gaussians, layer, x, y, direction, scale):
+        return self.kernels.raw_descriptors(gaussians, layer, x, y, direction, scale)
+
+
+class CudaBackend(XpBackend):
+    """NVIDIA GPUs: the CUDA kernels of kernels/sift.cu (through :class:`._gpu_kernels.CudaSift`)
+    for every step, each launched once per octave or once for all keypoints."""
+
+    name = "cuda"
+
+    def __init__(self, cuda):
+        super().__init__(cuda.xp)
+        self.cuda = cuda
+
+    def scale_space(self, gray, opts) -> list[Octave]:
+        return scale_space(gray, sigma=opts.sigma, n_octave_layers=opts.n_octave_layers,
+                           upsample=opts.upsample, xp=self.xp,
+                           double=functools.partial(upsample_2x, xp=self.xp),
+                           octave_blur=self.cuda.octave_blur)
+
+    def detect(self, octaves, opts) -> list[Extrema]:
+        threshold = prethreshold(opts.contrast_threshold, opts.n_octave_layers)
+        return self.cuda.detect_extrema(octaves, threshold=threshold, **_tests(opts))
+
+    def orientations(self, octaves, number, layer, row, col, scale):
+        return self.cuda.orientation_histograms(octaves, number, layer, row, col, scale)
+
+    def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool):
+        return self.cuda.descriptors(octaves, number, layer, x, y, direction, scale,
+                                     rootsift=rootsift)[1]
+
+
+def _tests(opts) -> dict:
+    return {"n_octave_layers": opts.n_octave_layers,
+            "contrast_threshold": opts.contrast_threshold,
+            "edge_threshold": opts.edge_threshold}
+
+
+# --- the registry: which backend a device gets ------------------------------------------------
+
+def for_device(device: str = "auto") -> SiftBackend:
+    """The backend for a user's device request ("auto", "cpu", "cuda"), resolved once:
+    numba kernels on the CPU (the definitions where numba is missing), CUDA kernels on a GPU.
+    ``VISIONTK_KERNELS=xp`` selects the definitions on either device."""
+    resolved = devices.resolve_device(device)
+    xp = devices.array_module(resolved)
+    if os.environ.get(KERNELS_ENV, "compiled") == "xp":
+        return XpBackend(xp)
+    if resolved == "cpu":
+        kernels = cpu_kernels()
+        return XpBackend(np) if kernels is None else NumbaBackend(kernels)
+    from . import _gpu_kernels
+
+    return CudaBackend(_gpu_kernels.for_current_device())
+
+
+_PENDING_COMPILE = [0.0]
+
+
+@functools.cache
+def cpu_kernels():
+    """The numba kernels, compiled (or loaded from numba's cache) once per process, or None
+    when numba is not installed. The time it took is reported once (:func:`take_compile_time`)."""
+    t = time.perf_counter()
+    try:
+        from . import _cpu_kernels
+    except ImportError:
+        return None
+    _cpu_kernels.warm_up()
+    _PENDING_COMPILE[0] += time.perf_counter() - t
+    return _cpu_kernels
+
+
+def take_compile_time() -> float:
+    """Seconds spent compiling kernels since the last call (reported once, in timings)."""
+    spent, _PENDING_COMPILE[0] = _PENDING_COMPILE[0], 0.0
+    return spent

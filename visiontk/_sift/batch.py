@@ -1,0 +1,130 @@
+"""SIFT on many images, keeping the device busy: the scheduler behind
+:func:`visiontk.iter_sift` and :func:`visiontk.sift_batch`."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import nullcontext
+
+from .. import backend, io
+from ..errors import VisiontkError
+from .backends import for_device
+from .extraction import extract
+from .options import SiftOptions, checked_max_pixels
+
+#: Host threads feeding one GPU in :func:`iter_sift` (each with its own CUDA stream).
+GPU_WORKERS = 2
+
+
+def sift_batch(images, *, device: str = "auto", max_pixels: int = io.DEFAULT_MAX_PIXELS,
+               **options) -> list:
+    """:func:`visiontk.sift` on many images, keeping the device busy (see :func:`iter_sift`).
+
+    Returns one :class:`~visiontk.Features` per image, in order; a bad image raises its
+    :class:`~visiontk.errors.ImageError`.
+
+    Example
+    -------
+    >>> feats = sift_batch(["sample_images/coffee.png", "sample_images/astronaut.png"])
+    >>> [len(f) > 0 for f in feats]
+    [True, True]
+    """
+    results = []
+    for _, found in iter_sift(images, device=device, max_pixels=max_pixels, **options):
+        if isinstance(found, VisiontkError):
+            raise found
+        results.append(found)
+    return results
+
+
+def iter_sift(images, *, device: str = "auto", max_pixels: int = io.DEFAULT_MAX_PIXELS,
+              **options):
+    """Yield ``(image, Features)`` for each of ``images`` in order, or ``(image, ImageError)``
+    for one that cannot be read, so a bad file does not stop the rest.
+
+    Keeps the device busy: on the CPU, image k+1 is decoded on a host thread while image k is
+    processed (the kernels already use every core); on a GPU, two host threads each decode,
+    upload (CuPy stages it through pinned memory) and extract on their own CUDA stream, so one
+    image's transfers, kernels and host round-trips overlap the other's. Options and device
+    are checked at the call.
+
+    Example
+    -------
+    >>> for path, feats in iter_sift(["sample_images/coffee.png"], max_features=100):
+    ...     print(path, len(feats))
+    sample_images/coffee.png 100
+    """
+    # A plain function returning a generator, so bad options or device fail at the call.
+    opts = SiftOptions.from_keywords(options)
+    max_pixels = checked_max_pixels(max_pixels)
+    sift_backend = for_device(device)
+    if backend.is_numpy(sift_backend.xp):
+        return _decoded_ahead(list(images), opts, sift_backend, max_pixels)
+    return _concurrent(list(images), opts, sift_backend, max_pixels, workers=GPU_WORKERS)
+
+
+def _decoded_ahead(images, opts, sift_backend, max_pixels):
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not images:
+        return
+    xp = sift_backend.xp
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        def decode(k):
+            return pool.submit(io.load_gray, images[k], max_pixels=max_pixels)
+
+        pending = decode(0)
+        for k, image in enumerate(images):
+            try:
+                gray = pending.result()
+            except VisiontkError as exc:
+                gray = exc
+            if k + 1 < len(images):
+                pending = decode(k + 1)
+            if isinstance(gray, VisiontkError):
+                yield image, gray
+            else:
+                yield image, extract(xp.asarray(gray), opts, sift_backend)
+
+
+def _concurrent(images, opts, sift_backend, max_pixels, workers: int):
+    """Decode and extract on ``workers`` threads, each on its own stream (CuPy), results in
+    order, at most ``workers + 1`` images in memory."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    xp = sift_backend.xp
+
+    def one(image):
+        try:
+            gray = io.load_gray(image, max_pixels=max_pixels)
+        except VisiontkError as exc:
+            return exc
+        with _own_stream(xp):
+            return extract(xp.asarray(gray), opts, sift_backend)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        in_flight = deque()
+        for image in images:
+            in_flight.append((image, pool.submit(one, image)))
+            if len(in_flight) > workers:
+                done, future = in_flight.popleft()
+                yield done, future.result()
+        while in_flight:
+            done, future = in_flight.popleft()
+            yield done, future.result()
+
+
+_STREAMS = threading.local()
+
+
+def _own_stream(xp):
+    """This thread's own non-blocking CUDA stream, to use as the current one (CuPy); nothing
+    on numpy (and on the CPU emulation of the CUDA kernels)."""
+    cuda = getattr(xp, "cuda", None)
+    if cuda is None or not hasattr(cuda, "Stream"):
+        return nullcontext()
+    stream = getattr(_STREAMS, "stream", None)
+    if stream is None:
+        stream = _STREAMS.stream = cuda.Stream(non_blocking=True)
+    return stream
