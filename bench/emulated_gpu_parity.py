@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from cuda_emulator import EmulatedModule  # noqa: E402
 
 from visiontk import io  # noqa: E402
-from visiontk._sift._gpu_kernels import SOURCE, CudaSift  # noqa: E402
+from visiontk._sift._gpu_kernels import NVRTC_OPTIONS, SOURCE, CudaSift  # noqa: E402
 from visiontk._sift.agreement import keypoint_agreement  # noqa: E402
 from visiontk._sift.backends import CudaBackend, for_device  # noqa: E402
 from visiontk._sift.extraction import extract  # noqa: E402
@@ -33,7 +33,7 @@ NAMES = ["astronaut.png", "coffee.png", "coffee_warped.png", "motorcycle_left.pn
 
 def main():
     with tempfile.TemporaryDirectory() as build:
-        emulated = CudaBackend(CudaSift(EmulatedModule(SOURCE, Path(build)), np))
+        emulated = CudaBackend(CudaSift(EmulatedModule(SOURCE, Path(build), NVRTC_OPTIONS), np))
         cpu = for_device("cpu")
         print("| image | CPU kp | GPU kp | same within 0.05 px | octave+layer | angle ≤ 0.5° "
               "| descriptor L2 median |")

@@ -19,7 +19,7 @@ from cuda_emulator import EmulatedModule
 from kernel_checks import assert_descriptors_agree, assert_orientation_histograms_agree
 
 from visiontk import backend, io
-from visiontk._sift._gpu_kernels import SOURCE, CudaSift
+from visiontk._sift._gpu_kernels import NVRTC_OPTIONS, SOURCE, CudaSift
 from visiontk._sift.agreement import keypoint_agreement
 from visiontk._sift.backends import CudaBackend, for_device
 from visiontk._sift.describe import quantize_descriptors, raw_descriptors
@@ -39,7 +39,8 @@ def cuda(request, tmp_path_factory):
     if request.param == "emulated":
         if shutil.which("g++") is None:
             pytest.skip("g++ is needed to emulate the CUDA kernels")
-        module, xp = EmulatedModule(SOURCE, tmp_path_factory.mktemp("cuda_emulator")), np
+        module = EmulatedModule(SOURCE, tmp_path_factory.mktemp("cuda_emulator"), NVRTC_OPTIONS)
+        xp = np
     else:
         if not GPU:
             pytest.skip(f"no GPU for the CUDA tests: {WHY_NOT}")
@@ -98,7 +99,8 @@ def test_emulator_shared_memory_barriers_and_atomics(tmp_path):
 
 
 def test_emulator_refuses_arguments_of_the_wrong_c_type(tmp_path):
-    kernel = EmulatedModule(SOURCE, tmp_path).get_function("orientation_histograms")
+    kernel = EmulatedModule(SOURCE, tmp_path, NVRTC_OPTIONS).get_function(
+        "orientation_histograms")
     g = np.zeros((6, 32, 32), np.float32)
     stacks = np.array([g.ctypes.data], np.uint64)
     ints = np.zeros(1, np.int64)

@@ -37,7 +37,7 @@ def test_there_are_cuda_sources():
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
 def test_cuda_source_compiles_with_nvcc(source, tmp_path):
     for arch in ARCHS:
-        p = subprocess.run([NVCC, f"-arch=sm_{arch}", "--std=c++14", "-c", str(source), "-o",
+        p = subprocess.run([NVCC, f"-arch=sm_{arch}", *NVRTC_OPTIONS, "-c", str(source), "-o",
                             str(tmp_path / f"{source.stem}.sm_{arch}.o")],
                            capture_output=True, text=True, check=False)
         assert p.returncode == 0, p.stderr
@@ -58,15 +58,29 @@ def test_cuda_source_compiles_with_nvrtc(source):
         assert b".entry" in NVRTC.getPTX(program)  # kernels were emitted
 
 
-def test_launch_constants_agree_with_the_source():
-    """The host side sizes the blur's grid and taps table from constants the kernel defines."""
+def test_constants_come_from_python_not_from_copies_in_the_source():
+    """sift.cu defines none of the constants it is given (-D from constants.py and the launch
+    geometry), refuses to compile without them, and the blur's registers cover its tile."""
     import re
 
     from visiontk._sift import _gpu_kernels as host
+    from visiontk._sift import constants
 
     text = host.SOURCE.read_text()
-    defined = {m[0]: int(m[1]) for m in re.findall(r"#define (BLUR_\w+) (\d+)\b", text)}
-    assert (defined["BLUR_TILE_W"], defined["BLUR_TILE_H"]) == host.BLUR_TILE
-    assert defined["BLUR_MAX_RADIUS"] == host.BLUR_MAX_RADIUS
+    given = host.defines()
+    assert not [name for name in given if re.search(rf"#define\s+{name}\b", text)]
+    assert float(given["ORI_RADIUS_FACTOR"].rstrip("f")) == constants.ORI_RADIUS_FACTOR
+    assert int(given["ORI_BINS"]) == constants.ORI_BINS
+    for literal in ("4.5f", "1.5f", "3.f", "57.28"):
+        assert literal not in text
     threads = host.BLUR_BLOCK[0] * host.BLUR_BLOCK[1]
-    assert threads * defined["BLUR_MAX_PER_THREAD"] >= host.BLUR_TILE[0] * host.BLUR_TILE[1]
+    assert threads * host.BLUR_MAX_PER_THREAD >= host.BLUR_TILE[0] * host.BLUR_TILE[1]
+
+
+@pytest.mark.skipif(NVRTC is None, reason=NO_NVRTC)
+def test_source_without_the_options_does_not_compile():
+    source = SOURCES[0]
+    program = NVRTC.createProgram(source.read_text(), source.name, [], [])
+    with pytest.raises(NVRTC.NVRTCError):
+        NVRTC.compileProgram(program, ["--std=c++14", "-arch=compute_80"])
+    assert "compile_options" in NVRTC.getProgramLog(program)

@@ -69,22 +69,26 @@ def uses_barriers(source: str, name: str) -> bool:
 class EmulatedModule:
     """``cupy.RawModule(code=...)`` for the CPU: ``get_function(name)(grid, block, args)``."""
 
-    def __init__(self, source: Path, build_dir: Path):
+    def __init__(self, source: Path, build_dir: Path, options=()):
+        """``options``: the module's compile options; its -D definitions reach g++ (as
+        visiontk._sift._gpu_kernels.compile_options() gives them to NVRTC)."""
         text = Path(source).read_text()
+        defines = [o for o in options if o.startswith("-D")]
         self.signatures = parse_kernels(text)
         wrappers = "".join(
             f'extern "C" void emu_{name}(const unsigned* g, const unsigned* b, void** a) '
             f"{{ emu::launch({name}, g, b, a, {str(uses_barriers(text, name)).lower()}); }}\n"
             for name in self.signatures)
         unit = f'#include "{HEADER}"\n#include "{Path(source).resolve()}"\n{wrappers}'
-        digest = hashlib.sha256((unit + text + HEADER.read_text() + " ".join(EXTRA_FLAGS))
-                                .encode()).hexdigest()[:16]
+        digest = hashlib.sha256((unit + text + HEADER.read_text() + " ".join(EXTRA_FLAGS)
+                                 + " ".join(defines)).encode()).hexdigest()[:16]
         library = Path(build_dir) / f"{Path(source).stem}-{digest}.so"
         if not library.exists():
             cpp = library.with_suffix(".cpp")
             cpp.write_text(unit)
             subprocess.run([GXX, "-std=c++20", "-O2", "-fPIC", "-shared", "-pthread",
-                            "-Wall", "-Werror", "-Wno-unknown-pragmas", *EXTRA_FLAGS, str(cpp),
+                            "-Wall", "-Werror", "-Wno-unknown-pragmas", *defines, *EXTRA_FLAGS,
+                            str(cpp),
                             "-o", str(library)], check=True, capture_output=True, text=True)
         self._library = ctypes.CDLL(str(library))
 

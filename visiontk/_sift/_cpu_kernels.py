@@ -16,6 +16,10 @@ import numpy as np
 
 from .._numba_cache import use_user_cache
 from .constants import (
+    ATAN_P1,
+    ATAN_P3,
+    ATAN_P5,
+    ATAN_P7,
     DESCR_BINS,
     DESCR_SCALE_FACTOR,
     DESCR_WIDTH,
@@ -99,12 +103,12 @@ def find_candidates(octave, threshold: float):
     return _extrema(octave.gaussians, np.float32(threshold), IMAGE_BORDER)
 
 
-# Odd minimax polynomial for atan on [0, 1], in degrees: the approximation OpenCV's fastAtan2
-# uses (max error about 0.01°), far cheaper than libm's atan2 in these inner loops.
-_ATAN_P1 = np.float32(57.283627)
-_ATAN_P3 = np.float32(-18.667446)
-_ATAN_P5 = np.float32(8.914001)
-_ATAN_P7 = np.float32(-2.539725)
+# OpenCV's fastAtan2 polynomial (constants.ATAN_P*): far cheaper than libm's atan2 in these
+# inner loops.
+_ATAN_P1 = np.float32(ATAN_P1)
+_ATAN_P3 = np.float32(ATAN_P3)
+_ATAN_P5 = np.float32(ATAN_P5)
+_ATAN_P7 = np.float32(ATAN_P7)
 
 
 @nb.njit(cache=True, inline="always")

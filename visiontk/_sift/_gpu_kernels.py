@@ -16,21 +16,48 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
+from . import constants as C
 from .constants import DESCR_BINS, DESCR_WIDTH, IMAGE_BORDER, MAX_REFINE_STEPS, ORI_BINS
 from .detect import Extrema
 from .scale_space import layer_taps
 
 SOURCE = Path(__file__).with_name("kernels") / "sift.cu"
 #: Threads per block of the per-keypoint kernels (one block per keypoint) and of the extrema
-#: kernel. The blur kernel's tile and widest kernel are fixed in sift.cu.
+#: kernel.
 BLOCK = 128
+#: The fused blur: output tile per block (w, h), threads per block, widest kernel radius it
+#: holds in shared memory; each thread keeps the outputs it writes in registers, enough for
+#: blocks of BLUR_MIN_THREADS threads.
 BLUR_TILE = (32, 32)
 BLUR_BLOCK = (32, 8)
 BLUR_MAX_RADIUS = 20
+BLUR_MIN_THREADS = 64
+BLUR_MAX_PER_THREAD = BLUR_TILE[0] * BLUR_TILE[1] // BLUR_MIN_THREADS
 #: Grid-stride kernels never launch more blocks than this (enough to fill any current GPU).
 MAX_BLOCKS = 65535
+
+
+def defines() -> dict:
+    """Every constant sift.cu uses, from constants.py and the launch geometry above: passed as
+    -D options, so the kernels hold no copies (floats as C float literals)."""
+    floats = {name: getattr(C, name) for name in (
+        "ORI_SIGMA_FACTOR", "ORI_RADIUS_FACTOR", "DESCR_SCALE_FACTOR", "DESCR_MAG_THRESHOLD",
+        "DESCR_INT_FACTOR", "ATAN_P1", "ATAN_P3", "ATAN_P5", "ATAN_P7")}
+    ints = {"ORI_BINS": C.ORI_BINS, "DESCR_WIDTH": C.DESCR_WIDTH, "DESCR_BINS": C.DESCR_BINS,
+            "BLUR_TILE_W": BLUR_TILE[0], "BLUR_TILE_H": BLUR_TILE[1],
+            "BLUR_MAX_RADIUS": BLUR_MAX_RADIUS, "BLUR_MAX_PER_THREAD": BLUR_MAX_PER_THREAD}
+    return {**{k: str(int(v)) for k, v in ints.items()},
+            **{k: f"{float(v)!r}f" for k, v in floats.items()}}
+
+
+def compile_options() -> tuple:
+    """The options sift.cu is compiled with, by NVRTC here and by nvcc and the CPU emulator in
+    the tests: the language standard and :func:`defines`."""
+    return ("--std=c++14", *(f"-D{k}={v}" for k, v in defines().items()))
+
+
 #: NVRTC options of the module (tests compile the source with exactly these).
-NVRTC_OPTIONS = ("--std=c++14",)
+NVRTC_OPTIONS = compile_options()
 
 
 class CudaSift:

@@ -34,3 +34,8 @@ DESCR_SCALE_FACTOR = 3.0
 DESCR_MAG_THRESHOLD = 0.2
 #: Factor turning the unit descriptor into bytes (OpenCV SIFT_INT_DESCR_FCTR).
 DESCR_INT_FACTOR = 512.0
+
+#: atan(t) in degrees on [0, 1] as p1·t + p3·t³ + p5·t⁵ + p7·t⁷: the odd minimax polynomial of
+#: OpenCV's fastAtan2 (core/src/mathfuncs_core.simd.hpp; error about 0.01°), used by the CPU
+#: and GPU kernels alike for gradient angles.
+ATAN_P1, ATAN_P3, ATAN_P5, ATAN_P7 = 57.283627, -18.667446, 8.914001, -2.539725

@@ -6,18 +6,21 @@
 // [n_gauss - 1][h][w] holds D_l = G_{l+1} - G_l.
 // Keypoint arrays are int64 (octave, layer, row, col) and float32 (x, y, scale, direction).
 
-#define ORI_BINS 36
-#define DESCR_WIDTH 4
-#define DESCR_BINS 8
+//
+// SIFT's constants (ORI_BINS, DESCR_WIDTH, ..., the atan polynomial) and the blur tile come from
+// the compile options, -D NAME=value, made by visiontk._sift._gpu_kernels.compile_options()
+// from visiontk/_sift/constants.py: the kernels hold no copies of them.
+
+#ifndef ORI_BINS
+#error "compile with the options of visiontk._sift._gpu_kernels.compile_options()"
+#endif
 #define DESCR_HIST (DESCR_WIDTH + 2) * (DESCR_WIDTH + 2) * (DESCR_BINS + 2)
-#define DESCR_MAG_THRESHOLD 0.2f  // Lowe 2004, 6.1 (visiontk._sift.constants)
-#define DESCR_INT_FACTOR 512.f    // OpenCV SIFT_INT_DESCR_FCTR
 #define FLT_EPS 1.1920929e-07f
 
 // atan2 in degrees, [0, 360): the odd minimax polynomial OpenCV's fastAtan2 uses (error about
 // 0.01 degree), the same as the CPU kernels.
 __device__ __forceinline__ float atan2_degrees(float y, float x) {
-    const float p1 = 57.283627f, p3 = -18.667446f, p5 = 8.914001f, p7 = -2.539725f;
+    const float p1 = ATAN_P1, p3 = ATAN_P3, p5 = ATAN_P5, p7 = ATAN_P7;
     float ax = fabsf(x), ay = fabsf(y), a, t, t2;
     if (ax >= ay) {
         t = ay / (ax + 2.220446e-16f);
@@ -44,13 +47,11 @@ __device__ __forceinline__ float atan2_degrees(float y, float x) {
 // the vertical pass into the outputs; a thread keeps its previous layer's values in registers
 // for the DoG.
 
-#define BLUR_TILE_W 32
-#define BLUR_TILE_H 32
-#define BLUR_MAX_RADIUS 20
+// BLUR_TILE_W, BLUR_TILE_H, BLUR_MAX_RADIUS and BLUR_MAX_PER_THREAD (outputs per thread) come
+// from the compile options, as the host sizes its launches with them.
 #define BLUR_TAPS (2 * BLUR_MAX_RADIUS + 1)
 #define BLUR_SRC_W (BLUR_TILE_W + 2 * BLUR_MAX_RADIUS)
 #define BLUR_SRC_H (BLUR_TILE_H + 2 * BLUR_MAX_RADIUS)
-#define BLUR_MAX_PER_THREAD 16  // outputs per thread: blocks need >= 64 threads
 
 __device__ __forceinline__ int reflect101(int i, int n) {
     if (n == 1) return 0;
@@ -254,8 +255,8 @@ extern "C" __global__ void orientation_histograms(const unsigned long long* stac
     for (int b = threadIdx.x; b < ORI_BINS; b += blockDim.x) local[b] = 0.f;
     __syncthreads();
     const float sc = scale[k];
-    const int radius = (int)rintf(4.5f * sc);
-    const float sig = 1.5f * sc;
+    const int radius = (int)rintf(ORI_RADIUS_FACTOR * sc);
+    const float sig = ORI_SIGMA_FACTOR * sc;
     const float wscale = -1.f / (2.f * sig * sig);
     const int side = 2 * radius + 1;
     for (int s = threadIdx.x; s < side * side; s += blockDim.x) {
@@ -294,7 +295,7 @@ extern "C" __global__ void descriptors(const unsigned long long* stacks, const i
     const int d = DESCR_WIDTH, n = DESCR_BINS;
     for (int b = threadIdx.x; b < DESCR_HIST; b += blockDim.x) local[b] = 0.f;
     __syncthreads();
-    const float hist_width = 3.f * scale[k];
+    const float hist_width = DESCR_SCALE_FACTOR * scale[k];
     int radius = (int)rintf(hist_width * 1.4142135623730951f * (d + 1) * 0.5f);
     const int diag = (int)sqrtf((float)h * h + (float)w * w);
     radius = min(radius, diag);
