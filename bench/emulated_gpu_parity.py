@@ -9,23 +9,20 @@ On a GPU, bench/gpu_bench.py prints the same table from the real device.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from visiontk import io
+from visiontk._sift._gpu_kernels import NVRTC_OPTIONS, SOURCE, CudaSift
+from visiontk._sift.agreement import keypoint_agreement
+from visiontk._sift.backends import CudaBackend, for_device
+from visiontk._sift.extraction import extract
+from visiontk._sift.options import SiftOptions
+from visiontk.testing.cuda_emulator import EmulatedModule
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from cuda_emulator import EmulatedModule  # noqa: E402
-
-from visiontk import io  # noqa: E402
-from visiontk._sift._gpu_kernels import NVRTC_OPTIONS, SOURCE, CudaSift  # noqa: E402
-from visiontk._sift.agreement import keypoint_agreement  # noqa: E402
-from visiontk._sift.backends import CudaBackend, for_device  # noqa: E402
-from visiontk._sift.extraction import extract  # noqa: E402
-from visiontk._sift.options import SiftOptions  # noqa: E402
 
 NAMES = ["astronaut.png", "coffee.png", "coffee_warped.png", "motorcycle_left.png",
          "motorcycle_right.png"]

@@ -1,7 +1,7 @@
 """SIFT's CUDA kernels against their xp definitions, and the whole GPU extraction path against
-the CPU path. Every test runs twice: on the CPU through tests/cuda_emulator (g++ and a small
-CUDA header; this is what CI runs, with no GPU) and on an NVIDIA GPU through CuPy (skipped,
-with the reason, where there is none). Speed is bench/gpu_bench.py's.
+the CPU path. Every test runs twice: on the CPU through visiontk.testing.cuda_emulator (g++
+and a small CUDA header; this is what CI runs, with no GPU) and on an NVIDIA GPU through CuPy
+(skipped, with the reason, where there is none). Speed is bench/gpu_bench.py's.
 """
 
 import importlib
@@ -15,8 +15,6 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from cuda_emulator import EmulatedModule
-from kernel_checks import assert_descriptors_agree, assert_orientation_histograms_agree
 
 from visiontk import backend, io
 from visiontk._sift._gpu_kernels import NVRTC_OPTIONS, SOURCE, CudaSift
@@ -27,6 +25,11 @@ from visiontk._sift.detect import find_candidates, prethreshold, refine_extrema
 from visiontk._sift.extraction import extract
 from visiontk._sift.options import SiftOptions
 from visiontk._sift.orient import orientation_scale, raw_orientation_histograms
+from visiontk.testing.cuda_emulator import SELFTEST, EmulatedModule
+from visiontk.testing.kernel_checks import (
+    assert_descriptors_agree,
+    assert_orientation_histograms_agree,
+)
 
 scale_space_module = importlib.import_module("visiontk._sift.scale_space")
 GPU, WHY_NOT = backend.cuda_status()
@@ -83,7 +86,7 @@ def octaves(astronaut):
 
 
 def test_emulator_shared_memory_barriers_and_atomics(tmp_path):
-    selftest = EmulatedModule(Path(__file__).parent / "cuda_emulator" / "selftest.cu", tmp_path)
+    selftest = EmulatedModule(SELFTEST, tmp_path)
     x = np.random.default_rng(0).uniform(-1, 1, 1000).astype(np.float32)
     sums = np.zeros(4, np.float32)
     total = np.zeros(1, np.float32)

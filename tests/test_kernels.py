@@ -4,12 +4,15 @@ and for the whole of SIFT."""
 import cv2
 import numpy as np
 import pytest
-from kernel_checks import assert_descriptors_agree, assert_orientation_histograms_agree
 
 from visiontk._sift.backends import NumbaBackend, XpBackend, cpu_kernels, for_device
 from visiontk._sift.detect import find_candidates, refine_extrema
 from visiontk._sift.orient import orientation_scale
 from visiontk._sift.scale_space import scale_space
+from visiontk.testing.kernel_checks import (
+    assert_descriptors_agree,
+    assert_orientation_histograms_agree,
+)
 
 pytestmark = pytest.mark.skipif(cpu_kernels() is None, reason="numba is not installed")
 reference = XpBackend(np)

@@ -1,7 +1,7 @@
 """Train a small two-branch CNN on photo patches (CPU, a few minutes), then ask visiontk
 whether its first layer specialised by branch. Needs torch (pip install torch==2.13.0).
 
-    python bench/train_two_branch.py [--minutes 3] [--out two_branch.pth]
+    python examples/train_two_branch.py [--minutes 3] [--out two_branch.pth]
 
 Network: conv1 3→48 (7×7, stride 2) feeding conv2 48→96 with groups=2 (AlexNet's split: each
 half of conv1 only reaches its own half of conv2), conv3 (groups=2), global pooling, linear.

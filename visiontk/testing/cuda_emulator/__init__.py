@@ -4,6 +4,7 @@ The .cu source is compiled by g++ with ``cuda_host.h`` (a block's threads as fib
 switch at __syncthreads, std::atomic_ref for atomics), so the kernels' indexing, shared-memory and
 compaction logic is tested in CI, where there is no GPU. It cannot show speed, warp-level
 behaviour or memory-model races; the GPU tests (tests/test_gpu.py) do that where a GPU exists.
+Needs g++ (C++20).
 
 The launcher is stricter than CuPy on purpose: every argument must have exactly the C type
 the kernel declares (a numpy scalar of that dtype, or a C-contiguous array of that element
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 HEADER = Path(__file__).with_name("cuda_host.h")
+#: Kernels that exercise the emulator itself (barriers, shared memory, atomics).
+SELFTEST = Path(__file__).with_name("selftest.cu")
 GXX = shutil.which("g++")
 #: Extra g++ flags, e.g. "-fsanitize=address" to catch out-of-bounds accesses in the kernels
 #: (run Python with LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0).
