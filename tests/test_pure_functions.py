@@ -81,7 +81,7 @@ def test_read_pairs_file(tmp_path):
     with pytest.raises(OptionError, match=r"pairs.txt:2: 'a.png' is not one of"):
         read_pairs_file(path, ["b.png", "c.png"])
     path.write_text("a.png\n")
-    with pytest.raises(OptionError, match="pairs.txt:1: expected two image names"):
+    with pytest.raises(OptionError, match=r"pairs\.txt:1: expected two image names"):
         read_pairs_file(path)
     path.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(OptionError, match="not UTF-8"):
