@@ -2,7 +2,8 @@
 
 >>> import visiontk
 >>> result = visiontk.match_images("sample_images/coffee.png", "sample_images/coffee_warped.png")
->>> result.geometry.n_inliers
+>>> result.geometry.n_inliers > 200
+True
 """
 
 __version__ = "0.1.0"

@@ -43,9 +43,10 @@ def estimate(kind: str, xy_a, xy_b, *, threshold: float | None = None,
 
     Example
     -------
-    >>> g = estimate("homography", xy_a, xy_b)
-    >>> g.model.shape, g.inliers.dtype
-    ((3, 3), dtype('bool'))
+    >>> xy_a = np.random.default_rng(0).uniform(0, 100, (30, 2))
+    >>> g = estimate("homography", xy_a, xy_a + 5)
+    >>> g.model.shape, g.inliers.dtype, g.n_inliers
+    ((3, 3), dtype('bool'), 30)
     """
     if kind not in MODELS:
         raise OptionError(f"model must be one of {', '.join(MODELS)}, got {kind!r}")

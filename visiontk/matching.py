@@ -39,8 +39,11 @@ def match(features_a, features_b, *, ratio: float = DEFAULT_RATIO, mutual: bool 
 
     Example
     -------
-    >>> m = match(sift("a.png"), sift("b.png"))
-    >>> m.pairs[:3]
+    >>> import visiontk
+    >>> a = visiontk.sift("sample_images/coffee.png")
+    >>> m = match(a, visiontk.sift("sample_images/coffee_warped.png"))
+    >>> len(m) > 100, m.pairs.shape[1], bool((m.pairs[:, 0] < len(a)).all())
+    (True, 2, True)
     """
     from .backend import array_module, resolve_device, to_host
 

@@ -69,7 +69,7 @@ def match_images(image_a, image_b, *, model: str = "homography", ratio: float = 
 
     Example
     -------
-    >>> r = match_images("sample_images/graffiti_a.png", "sample_images/graffiti_b.png")
+    >>> r = match_images("sample_images/coffee.png", "sample_images/coffee_warped.png")
     >>> r.geometry.n_inliers > 100
     True
     """

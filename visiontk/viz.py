@@ -35,9 +35,11 @@ def draw_matches(image_a: np.ndarray, image_b: np.ndarray, xy_a: np.ndarray, xy_
 
     Example
     -------
-    >>> pic = draw_matches(rgb_a, rgb_b, xy_a, xy_b)
-    >>> pic.shape[0] == max(rgb_a.shape[0], rgb_b.shape[0])
-    True
+    >>> rgb_a, rgb_b = np.zeros((40, 60, 3), np.uint8), np.zeros((50, 30, 3), np.uint8)
+    >>> xy = np.array([[10.0, 12.0], [20.0, 30.0]])
+    >>> pic = draw_matches(rgb_a, rgb_b, xy, xy)
+    >>> pic.shape[0] >= max(rgb_a.shape[0], rgb_b.shape[0]), pic.dtype
+    (True, dtype('uint8'))
     """
     ha, wa = image_a.shape[:2]
     hb, wb = image_b.shape[:2]

@@ -17,8 +17,10 @@ def keypoint_agreement(reference, other, max_px: float = 0.05) -> dict:
 
     Example
     -------
-    >>> keypoint_agreement(visiontk.sift(img, device="cpu"), visiontk.sift(img, device="cuda"))
-    {'reference': 1096, 'other': 1096, 'same': 0.999, ...}
+    >>> import visiontk
+    >>> cpu = visiontk.sift("sample_images/coffee.png", device="cpu")
+    >>> keypoint_agreement(cpu, cpu)["same"]   # on a GPU machine: against device="cuda"
+    1.0
     """
     def points(f):
         return np.c_[f.xy, f.angle / 100.0]

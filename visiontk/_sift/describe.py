@@ -117,7 +117,7 @@ def quantize_descriptors(raw, xp, *, rootsift: bool = False):
 
     Example
     -------
-    >>> quantize_descriptors(np.ones((1, 128), np.float32), np)[0, 0]
+    >>> int(quantize_descriptors(np.ones((1, 128), np.float32), np)[0, 0])
     45
     """
     norm = xp.sqrt((raw * raw).sum(axis=1, keepdims=True))

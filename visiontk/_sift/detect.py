@@ -51,7 +51,13 @@ def find_candidates(octave, threshold: float, xp):
 
     Example
     -------
+    >>> from visiontk import io
+    >>> from visiontk._sift.scale_space import scale_space
+    >>> gray = io.load_gray("sample_images/coffee.png")
+    >>> octave = scale_space(gray, sigma=1.6, n_octave_layers=3, upsample=True, xp=np)[1]
     >>> layer, row, col = find_candidates(octave, 1.7, np)
+    >>> len(layer) > 100, int(layer.min()) >= 1
+    (True, True)
     """
     dogs = octave.dogs
     _, h, w = dogs.shape
@@ -120,8 +126,14 @@ def refine_extrema(gaussians, layer, row, col, *, n_octave_layers: int,
 
     Example
     -------
+    >>> from visiontk import io
+    >>> from visiontk._sift.scale_space import scale_space
+    >>> gray = io.load_gray("sample_images/coffee.png")
+    >>> octave = scale_space(gray, sigma=1.6, n_octave_layers=3, upsample=True, xp=np)[1]
     >>> ext = refine_extrema(octave.gaussians, *find_candidates(octave, 1.7, np),
     ...                      n_octave_layers=3, contrast_threshold=0.04, edge_threshold=10, xp=np)
+    >>> bool((abs(ext.offset_col) <= 0.5).all())
+    True
     """
     _, h, w = gaussians.shape
     flat = gaussians.reshape(-1)

@@ -93,7 +93,10 @@ def dominant_orientations(hist, xp):
 
     Example
     -------
-    >>> which, angle = dominant_orientations(orientation_histograms(...), np)
+    >>> hist = np.zeros((1, 36), np.float32)
+    >>> hist[0, 8:11] = [0.5, 1.0, 0.5]   # gradients pointing at 90° (bin 9), y down
+    >>> dominant_orientations(hist, np)
+    (array([0]), array([270.], dtype=float32))
     """
     left = xp.roll(hist, 1, axis=1)
     right = xp.roll(hist, -1, axis=1)

@@ -125,6 +125,7 @@ def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp,
 
     Example
     -------
+    >>> gray = np.zeros((64, 80), np.float32)
     >>> octaves = scale_space(gray, sigma=1.6, n_octave_layers=3, upsample=True, xp=np)
     >>> octaves[0].index, octaves[0].gaussians.shape[0]
     (-1, 6)

@@ -75,8 +75,11 @@ class Pipeline:
 
     Example
     -------
-    >>> result = Pipeline.from_file("sift-match").run("photos/", out="run1")
+    >>> import tempfile
+    >>> result = Pipeline.from_file("sift").run("sample_images", out=tempfile.mkdtemp(),
+    ...                                         quiet=True)
     >>> result.images_done, result.failures
+    (5, [])
     """
 
     def __init__(self, stages: list[Stage]):
