@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from readme import markdown_table, publish
 
 from visiontk import io
 from visiontk._sift._gpu_kernels import NVRTC_OPTIONS, SOURCE, CudaSift
@@ -29,19 +30,28 @@ NAMES = ["astronaut.png", "coffee.png", "coffee_warped.png", "motorcycle_left.pn
 
 
 def main():
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    args = parser.parse_args()
+    rows = []
     with tempfile.TemporaryDirectory() as build:
         emulated = CudaBackend(CudaSift(EmulatedModule(SOURCE, Path(build), NVRTC_OPTIONS), np))
         cpu = for_device("cpu")
-        print("| image | CPU kp | GPU kp | same within 0.05 px | octave+layer | angle ≤ 0.5° "
-              "| descriptor L2 median |")
-        print("|---|---|---|---|---|---|---|")
         for name in NAMES:
             gray = io.load_gray(ROOT / "sample_images" / name)
             a = keypoint_agreement(extract(gray, SiftOptions(), cpu),
                                    extract(gray, SiftOptions(), emulated))
-            print(f"| {Path(name).stem} | {a['reference']} | {a['other']} | {a['same']:.2%} | "
-                  f"{'equal' if a['octave_layer_equal'] else 'DIFFERENT'} | "
-                  f"{a['angle_within_0.5']:.2%} | {a['descriptor_l2_median']:.1f} |")
+            rows.append([Path(name).stem, a["reference"], a["other"], f"{a['same']:.2%}",
+                         "equal" if a["octave_layer_equal"] else "DIFFERENT",
+                         f"{a['angle_within_0.5']:.2%}", f"{a['descriptor_l2_median']:.1f}"])
+    text = markdown_table(["image", "CPU kp", "GPU kp", "same within 0.05 px", "octave+layer",
+                           "angle ≤ 0.5°", "descriptor L2 median"], rows)
+    print(text)
+    if args.readme:
+        publish("emulated_gpu_parity", text,
+                command="python bench/emulated_gpu_parity.py --readme")
 
 
 if __name__ == "__main__":

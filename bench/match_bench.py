@@ -16,6 +16,7 @@ import time
 
 import cv2
 import numpy as np
+from readme import markdown_table, publish
 
 import visiontk
 
@@ -42,9 +43,9 @@ def timed(fn, repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 50000])
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args()
-    print("| N×N | visiontk.match | OpenCV BFMatcher knn | visiontk/OpenCV | peak RSS (MB) |")
-    print("|---|---|---|---|---|")
+    rows = []
     for n in args.sizes:
         a, b = descriptors(n, 0), descriptors(n, 1)
         b[: n // 2] = np.clip(a[: n // 2].astype(int) + 3, 0, 255)  # half have a true partner
@@ -57,7 +58,13 @@ def main():
             cv_cell, ratio = f"{t_cv:.3f} s", f"{t_ours / t_cv:.2f}×"
         else:
             cv_cell, ratio = "not run", "–"
-        print(f"| {n}×{n} | {t_ours:.3f} s | {cv_cell} | {ratio} | {peak:.0f} |")
+        rows.append([f"{n}×{n}", f"{t_ours:.3f} s", cv_cell, ratio, f"{peak:.0f}"])
+        print(" | ".join(rows[-1]), flush=True)
+    text = markdown_table(["N×N", "visiontk.match", "OpenCV BFMatcher knn", "visiontk/OpenCV",
+                           "peak RSS (MB)"], rows)
+    print(text)
+    if args.readme:
+        publish("match_bench", text, command="python bench/match_bench.py --readme")
 
 
 if __name__ == "__main__":

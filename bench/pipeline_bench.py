@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import skimage.data
+from readme import markdown_table, publish
 
 import visiontk
 from visiontk.pipeline import Pipeline
@@ -59,6 +60,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
@@ -75,18 +77,18 @@ def main():
                 times[workers].append(time.perf_counter() - t)
                 assert r.ok and r.images_done == args.images
         med = {key: statistics.median(v) for key, v in times.items()}
-        print(f"# {args.images} images 1024×1024, sift (2000 features) + sequential match "
-              f"(window 3, {r.pairs} pairs) + homography; medians of {args.rounds} rounds\n")
-        print("| how | seconds | images/s | vs plain loop |")
-        print("|---|---|---|---|")
         rows = [("plain loop of library calls", med["loop"]),
                 ("visiontk run, 1 worker", med[1]), ("visiontk run, 2 workers", med[2])]
-        for name, secs in rows:
-            print(f"| {name} | {secs:.1f} | {args.images / secs:.2f} | "
-                  f"{secs / med['loop']:.2f}× |")
-        print(f"\nrunner overhead with 1 worker: {100 * (med[1] / med['loop'] - 1):+.1f}% "
-              f"(content hashing, per-item cache, HDF5 output); all runs: "
-              f"{ {k: [round(x, 1) for x in v] for k, v in times.items()} }")
+        text = "\n".join([
+            f"{args.images} images 1024×1024, sift (2000 features) + sequential match "
+            f"(window 3, {r.pairs} pairs) + homography; medians of {args.rounds} rounds\n",
+            markdown_table(["how", "seconds", "images/s", "vs plain loop"],
+                           [[name, f"{secs:.1f}", f"{args.images / secs:.2f}",
+                             f"{secs / med['loop']:.2f}×"] for name, secs in rows]),
+            f"\nAll runs (seconds): { {k: [round(x, 1) for x in v] for k, v in times.items()} }"])
+        print(text)
+        if args.readme:
+            publish("pipeline_bench", text, command="python bench/pipeline_bench.py --readme")
 
 
 if __name__ == "__main__":

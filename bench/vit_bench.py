@@ -14,6 +14,7 @@ import time
 import tracemalloc
 
 import numpy as np
+from readme import markdown_table, publish
 
 from visiontk.vit import ViT
 
@@ -92,15 +93,18 @@ def median_time(fn, repeats=3):
 
 
 def main():
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    args = parser.parse_args()
     try:
         import torch
 
         torch.set_num_threads(2)
     except ImportError:
         torch = None
-    print("| model | image | tokens | visiontk (s) | torch CPU (s) | visiontk/torch | "
-          "max |Δ attention| | visiontk peak MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows = []
     for patch in (16, 8):
         state = vit_s_state(patch)
         model = ViT(state)
@@ -117,11 +121,18 @@ def main():
                 t_ref = median_time(
                     lambda s=state, p=pixels, q=patch: torch_last_attention(s, p, q))
                 delta = float(np.abs(ours.reshape(ref.shape) - ref).max())
-                cells = f"{t_ref:.3f} | {t_ours / t_ref:.2f}× | {delta:.1e}"
+                cells = [f"{t_ref:.3f}", f"{t_ours / t_ref:.2f}×", f"{delta:.1e}"]
             else:
-                cells = "not installed | – | –"
+                cells = ["not installed", "–", "–"]
             tokens = 1 + (size // patch) ** 2
-            print(f"| ViT-S/{patch} | {size}² | {tokens} | {t_ours:.3f} | {cells} | {peak:.0f} |")
+            rows.append([f"ViT-S/{patch}", f"{size}²", tokens, f"{t_ours:.3f}", *cells,
+                         f"{peak:.0f}"])
+            print(" | ".join(map(str, rows[-1])), flush=True)
+    text = markdown_table(["model", "image", "tokens", "visiontk (s)", "torch CPU (s)",
+                           "visiontk/torch", "max abs Δ attention", "visiontk peak MB"], rows)
+    print(text)
+    if args.readme:
+        publish("vit_bench", text, command="python bench/vit_bench.py --readme")
 
 
 if __name__ == "__main__":
