@@ -19,8 +19,9 @@ if [ -d .wheels ]; then
 fi
 status=0
 if "$py" -m pytest --version >/dev/null 2>&1; then
-    "$py" -m pytest -q -rs -p no:cacheprovider tests/test_cuda_kernels.py tests/test_gpu.py \
-        tests/test_cuda_sources.py 2>&1 | tee "$out/gpu_tests.log" || status=1
+    "$py" -m pytest -q -rs -p no:cacheprovider tests/sift/test_cuda_kernels.py \
+        tests/sift/test_gpu.py tests/sift/test_cuda_sources.py 2>&1 | tee "$out/gpu_tests.log" \
+        || status=1
 else
     echo "pytest is not installed for $py: GPU tests not run" | tee "$out/gpu_tests.log"
     status=1

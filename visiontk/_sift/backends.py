@@ -15,7 +15,7 @@ SIFT has four steps, and a backend is an object that does each of them:
   quantisation; CudaBackend: one launch that also quantises.
 
 The xp definitions are the reference: the compiled backends are tested against them
-(tests/test_kernels.py, tests/test_cuda_kernels.py). :func:`for_device` resolves a user's
+(tests/sift/test_kernels.py, tests/sift/test_cuda_kernels.py). :func:`for_device` resolves a user's
 device request once into a backend, which carries its array module (``backend.xp``); the data
 flow (:mod:`.extraction`) receives the backend and never asks again which device it is on.
 """

@@ -98,7 +98,7 @@ def export_colmap(path: Path, features: list, pairs: list) -> Path:
                 con.execute("INSERT INTO images VALUES (?, ?, ?)", (image_id, name, image_id))
                 # x, y, scale, orientation: COLMAP's angle turns the same way as OpenCV's (both
                 # atan2 of the gradient in y-down image coordinates; checked against pycolmap's
-                # own SIFT on a rotated image in tests/test_pipeline.py)
+                # own SIFT on a rotated image in tests/pipeline/test_pipeline.py)
                 kp = np.zeros((len(f), 4), np.float32)
                 kp[:, :2] = f.xy + 0.5
                 kp[:, 2] = f.size / 2

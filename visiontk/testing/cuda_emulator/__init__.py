@@ -3,7 +3,7 @@
 The .cu source is compiled by g++ with ``cuda_host.h`` (a block's threads as fibers that
 switch at __syncthreads, std::atomic_ref for atomics), so the kernels' indexing, shared-memory and
 compaction logic is tested in CI, where there is no GPU. It cannot show speed, warp-level
-behaviour or memory-model races; the GPU tests (tests/test_gpu.py) do that where a GPU exists.
+behaviour or memory-model races; the GPU tests (tests/sift/test_gpu.py) do that where a GPU exists.
 Needs g++ (C++20).
 
 The launcher is stricter than CuPy on purpose: every argument must have exactly the C type

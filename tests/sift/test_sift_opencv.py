@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from conftest import opencv_sift
 from scipy.spatial import cKDTree
 
 import visiontk
+from conftest import opencv_sift
 
 
 def correspondences(ours, theirs, max_px=1.0):

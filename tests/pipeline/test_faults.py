@@ -24,7 +24,7 @@ from visiontk.errors import VisiontkError
 from visiontk.pipeline import Pipeline, registry
 from visiontk.pipeline.store import read_features_h5
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from visiontk._sift._gpu_kernels import NVRTC_OPTIONS
 
-SOURCES = sorted((Path(__file__).resolve().parent.parent / "visiontk" / "_sift").rglob("*.cu"))
+SOURCES = sorted((Path(__file__).resolve().parents[2] / "visiontk" / "_sift").rglob("*.cu"))
 NVCC = shutil.which("nvcc")
 #: Architectures the GPU benchmark targets: A100 (sm_80) and H100/H200 (sm_90).
 ARCHS = ("80", "90")

@@ -20,7 +20,7 @@ from visiontk.vit.attention import (
     tokencut,
 )
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 REAL_PTH = FIXTURES / "dino_tiny_p16.pth"  # written by torch.save (make_dino_fixture.py)
 
 

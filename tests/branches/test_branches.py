@@ -19,7 +19,7 @@ from visiontk.branches.analysis import (
 from visiontk.errors import OptionError
 from visiontk.vit import WeightsError
 
-PLANTED_PTH = Path(__file__).resolve().parent / "fixtures" / "planted_alexnet.pth"
+PLANTED_PTH = Path(__file__).resolve().parents[1] / "fixtures" / "planted_alexnet.pth"
 
 
 def write_npz(path, conv1, conv2):
