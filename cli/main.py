@@ -23,15 +23,20 @@ from visiontk.geometry import MIN_INLIERS
 from visiontk.io import DEFAULT_MAX_PIXELS
 from visiontk.pipeline.config import PRESETS
 
+# Flags take their defaults from the one definition of each option (SiftOptions, io, backend).
+_SIFT = visiontk.SiftOptions()
 DEVICE = click.option("--device", type=click.Choice(DEVICES), default="auto",
                       show_default=True, help="Where to compute: cuda needs CuPy and an NVIDIA "
                       "GPU; auto uses one when present.")
-MAX_FEATURES = click.option("--max-features", type=click.IntRange(min=0), default=0,
-                            show_default=True, help="Keep the strongest N keypoints (0 = all).")
+MAX_FEATURES = click.option("--max-features", type=click.IntRange(min=0),
+                            default=_SIFT.max_features, show_default=True,
+                            help="Keep the strongest N keypoints (0 = all).")
 MAX_PIXELS = click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
                           show_default=True, help="Refuse larger images.")
-UPRIGHT = click.option("--upright", is_flag=True, help="No orientation: every angle is 0.")
-ROOTSIFT = click.option("--rootsift", is_flag=True, help="RootSIFT descriptors.")
+UPRIGHT = click.option("--upright/--no-upright", default=_SIFT.upright,
+                       help="No orientation: every angle is 0.")
+ROOTSIFT = click.option("--rootsift/--no-rootsift", default=_SIFT.rootsift,
+                        help="RootSIFT descriptors.")
 
 
 def sift_options(func):
