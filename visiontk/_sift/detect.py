@@ -126,14 +126,18 @@ def refine_extrema(gaussians, layer, row, col, *, n_octave_layers: int,
 
     Example
     -------
-    >>> from visiontk import io
-    >>> from visiontk._sift.scale_space import scale_space
-    >>> gray = io.load_gray("sample_images/coffee.png")
-    >>> octave = scale_space(gray, sigma=1.6, n_octave_layers=3, upsample=True, xp=np)[1]
+    A blob centred between pixels is found where it is, to a tenth of a pixel (octave 0 of
+    an upsampled scale space: input pixels, less the quarter pixel of the upsampling):
+
+    >>> from visiontk._sift.scale_space import UPSAMPLE_SHIFT, scale_space
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> blob = (200 * np.exp(-((xx - 31.3) ** 2 + (yy - 30.6) ** 2) / 18)).astype(np.float32)
+    >>> octave = scale_space(blob, sigma=1.6, n_octave_layers=3, upsample=True, xp=np)[1]
     >>> ext = refine_extrema(octave.gaussians, *find_candidates(octave, 1.7, np),
     ...                      n_octave_layers=3, contrast_threshold=0.04, edge_threshold=10, xp=np)
-    >>> bool((abs(ext.offset_col) <= 0.5).all())
-    True
+    >>> x, y = ext.col + ext.offset_col, ext.row + ext.offset_row   # one extremum
+    >>> round(float(x[0] + UPSAMPLE_SHIFT), 1), round(float(y[0] + UPSAMPLE_SHIFT), 1)
+    (31.3, 30.6)
     """
     _, h, w = gaussians.shape
     flat = gaussians.reshape(-1)
