@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from ._sift.api import sift
+from .backend import resolve_device
 from .errors import OptionError
 from .features import Features, Matches
 from .geometry import MIN_INLIERS, MODELS, Geometry, estimate
@@ -75,6 +76,7 @@ def match_images(image_a, image_b, *, model: str = "homography", ratio: float = 
     """
     if model not in _MODEL_CHOICES:
         raise OptionError(f"model must be one of {', '.join(_MODEL_CHOICES)}, got {model!r}")
+    device = resolve_device(device)  # once: "auto" becomes "cpu" or "cuda" for every step
     timings = {}
     feats = []
     for key, image in (("sift_a", image_a), ("sift_b", image_b)):
