@@ -194,7 +194,7 @@ def image_task(task) -> dict:
         return {**_failure(path, failed.stage, failed.error), "name": name,
                 "seconds": failed.seconds}
     except Exception as exc:
-        return {**_failure(path, "load", exc), "name": name}
+        return {**_failure(path, stages[0].name, exc), "name": name}
 
 
 def pair_task(task) -> dict:
