@@ -4,20 +4,21 @@ asks for."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
 import tempfile
 from pathlib import Path
+
+from .errors import VisiontkError
 
 #: Names of :func:`atomic_write`'s temporaries: ".<final name>.<8 random characters>.part".
 #: sqlite adds its journal beside the temporary database while it is written.
 TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.part(-journal|-wal|-shm)?$")
 
 
-@functools.lru_cache(maxsize=1)
 def umask() -> int:
-    """The process's umask (read from /proc where it can be, without changing it)."""
+    """The process's umask now (read from /proc where it can be, without changing it; read at
+    each write, so a umask the program sets later is respected)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
@@ -61,8 +62,6 @@ def remove_stale_temporaries(folder) -> int:
 def writable_folder(path) -> Path:
     """Create ``path`` if needed and check that files can be written in it, before any work
     starts; a one-line :class:`VisiontkError` otherwise."""
-    from .errors import VisiontkError
-
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -81,8 +80,6 @@ def writable_folder(path) -> Path:
 def writable_file(path) -> Path:
     """Check, before any work, that ``path`` can be written as a file (not a folder, in a
     folder that exists or can be made and takes new files)."""
-    from .errors import VisiontkError
-
     path = Path(path)
     if path.is_dir():
         raise VisiontkError(f"{path}: is a folder; give a file name for the output")

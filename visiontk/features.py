@@ -39,7 +39,7 @@ class Features:
     timings: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
-        """Refuse arrays that do not describe one set of keypoints (a FeaturesFileError):
+        """Refuse arrays that do not describe one set of keypoints (a FeaturesError):
         matching would otherwise return indices past ``xy``, or descriptors wrap around."""
         self.xy = _checked(self.xy, "xy", (None, 2), "f", np.float32)
         n = self.xy.shape[0]
@@ -152,7 +152,7 @@ def _checked(array, name: str, shape: tuple, kinds: str, dtype) -> np.ndarray:
         raise FeaturesError(f"{name} has shape {a.shape}, expected {want}")
     if a.dtype.kind not in kinds:
         raise FeaturesError(f"{name} holds {a.dtype} values, expected {np.dtype(dtype)}")
-    if a.dtype.kind in "iu" and a.size:
+    if a.dtype.kind in "iu" and a.dtype != dtype and a.size:  # a cast could wrap around
         info = np.iinfo(dtype)
         if a.min() < info.min or a.max() > info.max:
             raise FeaturesError(f"{name} has values outside {info.min}..{info.max}")

@@ -77,7 +77,9 @@ def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     if not os.access(p, os.R_OK):
         raise ImageError(f"{name}: permission denied")
     try:
-        with _own_size_limit(), Image.open(p) as im:
+        with _own_size_limit():  # the header only: decoding below runs unlocked
+            opened = Image.open(p)
+        with opened as im:
             width, height = im.size
             _check_size(name, height, width, max_pixels, min_side)
             im.load()
@@ -122,8 +124,9 @@ _PILLOW_LIMIT = threading.Lock()
 @contextlib.contextmanager
 def _own_size_limit():
     """Pillow refuses images over its own MAX_IMAGE_PIXELS (about 179 MP) with a message that
-    gives no size; visiontk applies ``max_pixels`` from the header instead, so Pillow's check is
-    off while visiontk opens a file (under a lock: the setting is Pillow's global)."""
+    gives no size; visiontk applies ``max_pixels`` from the header instead, so Pillow's check
+    (made in ``Image.open``) is off while visiontk opens a file, under a lock since the setting
+    is Pillow's global; hold it for ``Image.open`` only, not while decoding."""
     from PIL import Image
 
     with _PILLOW_LIMIT:

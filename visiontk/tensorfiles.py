@@ -128,10 +128,8 @@ def open_zip(path, error, kind: str) -> zipfile.ZipFile:
     regular_file(path, error, kind)
     try:
         return zipfile.ZipFile(path)
-    except FileNotFoundError:
+    except FileNotFoundError:  # removed since regular_file looked
         raise error(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise error(f"{name}: is a directory, not a {kind}") from None
     except PermissionError:
         raise error(f"{name}: permission denied") from None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error):
@@ -360,10 +358,8 @@ def read_safetensors(path, error=WeightsError) -> dict:
         budget.take("read", size, "the file")
         with open(path, "rb") as fh:
             blob = fh.read(size + 1)
-    except FileNotFoundError:
+    except FileNotFoundError:  # removed since regular_file looked
         raise error(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise error(f"{name}: is a directory, not a safetensors file") from None
     except OSError as exc:
         raise error(f"{name}: cannot read ({exc.strerror or exc})") from None
     if len(blob) < 8:

@@ -221,9 +221,6 @@ def test_stale_temporaries_are_cleaned_and_nothing_else(images, tmp_path):
 def test_outputs_respect_the_umask(images, tmp_path):
     old = os.umask(0o027)
     try:
-        from visiontk._files import umask
-
-        umask.cache_clear()
         out = tmp_path / "out"
         Pipeline.from_spec([{"name": "load"}, {"name": "sift"}]).run(images, out, quiet=True)
         with atomic_write(tmp_path / "x.txt") as tmp:
@@ -234,7 +231,6 @@ def test_outputs_respect_the_umask(images, tmp_path):
             assert stat.S_IMODE(f.stat().st_mode) == 0o640, f
     finally:
         os.umask(old)
-        umask.cache_clear()
 
 
 def test_a_second_run_on_the_same_folder_is_refused(images, tmp_path):
