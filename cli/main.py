@@ -17,31 +17,36 @@ import click
 
 import visiontk
 from visiontk._files import writable_file, writable_folder
+from visiontk._sift.options import DEFAULT_PRESET
+from visiontk._sift.options import PRESETS as PRESET_VALUES
 from visiontk.backend import DEVICES
 from visiontk.errors import OptionError, VisiontkError
 from visiontk.geometry import MIN_INLIERS
 from visiontk.io import DEFAULT_MAX_PIXELS
 from visiontk.pipeline.config import PRESETS
 
-# Flags take their defaults from the one definition of each option (SiftOptions, io, backend).
-_SIFT = visiontk.SiftOptions()
+# Flags take their defaults from the one definition of each option (SiftOptions, io, backend);
+# SIFT flags left out take the preset's value.
+PRESET = click.option("--preset", type=click.Choice(list(PRESET_VALUES)), default=DEFAULT_PRESET,
+                      show_default=True, help="SIFT preset: accurate (beats COLMAP's SIFT, "
+                      "RootSIFT) or opencv (cv2.SIFT's keypoints and descriptors); the flags "
+                      "below override it.")
 DEVICE = click.option("--device", type=click.Choice(DEVICES), default="auto",
                       show_default=True, help="Where to compute: cuda needs CuPy and an NVIDIA "
                       "GPU; auto uses one when present.")
-MAX_FEATURES = click.option("--max-features", type=click.IntRange(min=0),
-                            default=_SIFT.max_features, show_default=True,
-                            help="Keep the strongest N keypoints (0 = all).")
+MAX_FEATURES = click.option("--max-features", type=click.IntRange(min=0), default=None,
+                            help="Keep the strongest N keypoints (0 = all)  [default: 0]")
 MAX_PIXELS = click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
                           show_default=True, help="Refuse larger images.")
-UPRIGHT = click.option("--upright/--no-upright", default=_SIFT.upright,
+UPRIGHT = click.option("--upright/--no-upright", default=None,
                        help="No orientation: every angle is 0.")
-ROOTSIFT = click.option("--rootsift/--no-rootsift", default=_SIFT.rootsift,
-                        help="RootSIFT descriptors.")
+ROOTSIFT = click.option("--rootsift/--no-rootsift", default=None,
+                        help="RootSIFT descriptors [default: as the preset].")
 
 
 def sift_options(func):
     """The SIFT options every command that extracts features takes."""
-    for option in reversed((MAX_FEATURES, UPRIGHT, ROOTSIFT, MAX_PIXELS, DEVICE)):
+    for option in reversed((PRESET, MAX_FEATURES, UPRIGHT, ROOTSIFT, MAX_PIXELS, DEVICE)):
         func = option(func)
     return func
 
@@ -133,7 +138,8 @@ def main():
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_user_errors
 def match_command(image_a, image_b, out, no_picture, model, ratio, mutual, threshold,
-                  min_inliers, max_features, upright, rootsift, max_pixels, device, as_json):
+                  min_inliers, preset, max_features, upright, rootsift, max_pixels, device,
+                  as_json):
     """Match two images: keypoints, matches, inliers, the model and time per stage."""
     from visiontk.io import load_rgb
     from visiontk.viz import MAX_LINES, draw_matches, save_image
@@ -143,7 +149,7 @@ def match_command(image_a, image_b, out, no_picture, model, ratio, mutual, thres
                                         f"{_safe_stem(image_b)}.png"))
     result = visiontk.match_images(image_a, image_b, model=model, ratio=ratio, mutual=mutual,
                                    threshold=threshold, min_inliers=min_inliers, device=device,
-                                   max_features=max_features, upright=upright,
+                                   preset=preset, max_features=max_features, upright=upright,
                                    rootsift=rootsift, max_pixels=max_pixels)
     summary = result.summary()
     if not no_picture:
@@ -194,7 +200,8 @@ def _format_summary(s: dict) -> str:
               help="Folder for the features files (<image file name>.npz).")
 @sift_options
 @_user_errors
-def extract_command(images, out, max_features, upright, rootsift, max_pixels, device):
+def extract_command(images, out, preset, max_features, upright, rootsift, max_pixels,
+                    device):
     """Extract SIFT features of each IMAGE into OUT/<name>.npz.
 
     Good images are all processed; bad ones are listed at the end and make the exit status 1.
@@ -207,9 +214,9 @@ def extract_command(images, out, max_features, upright, rootsift, max_pixels, de
     writable_folder(out)
     failed = []
     # iter_sift decodes (and on a GPU uploads) the next image while this one is processed.
-    for path, feats in visiontk.iter_sift(images, device=device, max_features=max_features,
-                                          upright=upright, rootsift=rootsift,
-                                          max_pixels=max_pixels):
+    for path, feats in visiontk.iter_sift(images, device=device, preset=preset,
+                                          max_features=max_features, upright=upright,
+                                          rootsift=rootsift, max_pixels=max_pixels):
         if isinstance(feats, VisiontkError):
             failed.append(str(feats))
             continue

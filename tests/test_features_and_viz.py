@@ -68,7 +68,7 @@ def test_keypoint_agreement_sees_moved_turned_and_changed_keypoints(astronaut):
 
     from visiontk._sift.agreement import keypoint_agreement
 
-    ref = visiontk.sift(astronaut, max_features=400)
+    ref = visiontk.sift(astronaut, preset="opencv", max_features=400)
     same = keypoint_agreement(ref, ref)
     assert same["same"] == 1.0 and same["octave_layer_equal"]
     assert same["angle_within_0.5"] == 1.0 and same["descriptor_l2_median"] == 0.0

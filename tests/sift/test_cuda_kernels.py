@@ -148,10 +148,14 @@ def test_fused_blur_declines_kernels_wider_than_its_halo(cuda):
     assert cuda.kernels().octave_blur(cuda.xp.zeros((64, 64), np.float32), 4.0, 3, 0) is None
 
 
-@pytest.mark.parametrize("initial_capacity", [None, 3], ids=["room", "overflow-and-rerun"])
-def test_detect_kernel_equals_candidates_then_refinement(cuda, octaves, initial_capacity):
+@pytest.mark.parametrize("initial_capacity, refinement",
+                         [(None, "opencv"), (3, "opencv"), (None, "vlfeat")],
+                         ids=["room", "overflow-and-rerun", "vlfeat"])
+def test_detect_kernel_equals_candidates_then_refinement(cuda, octaves, initial_capacity,
+                                                         refinement):
     kernels = cuda.kernels(block=64, initial_capacity=initial_capacity)
-    tests = {"n_octave_layers": 3, "contrast_threshold": 0.04, "edge_threshold": 10.0}
+    tests = {"n_octave_layers": 3, "contrast_threshold": 0.04, "edge_threshold": 10.0,
+             "refinement": refinement}
     on_device = [scale_space_module.Octave(o.index, cuda.device(o.gaussians)) for o in octaves]
     ours = kernels.detect_extrema(on_device, threshold=prethreshold(0.04, 3), **tests)
     total = 0
@@ -262,18 +266,22 @@ def test_descriptor_kernel_quantizes_like_the_definition(cuda, keypoints, rootsi
 # -- the whole GPU path ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("preset", ["opencv", "accurate"])
 @pytest.mark.parametrize("name", ["astronaut.png", "coffee.png", "motorcycle_left.png"])
-def test_gpu_path_equals_cpu_path(cuda, samples, name):
+def test_gpu_path_equals_cpu_path(cuda, samples, name, preset):
     """The issue's tolerances on the sample images: position within 0.05 px with the same
-    octave and layer, angle within 0.5°, descriptors within a small L2 distance."""
-    opts = SiftOptions()
+    octave and layer, angle within 0.5°, descriptors within a small L2 distance. VLFeat's
+    localisation (the accurate preset) never moves across scales, so one blob can settle on
+    either of two layers; rounding decides a few of those differently."""
+    opts = SiftOptions(preset=preset)
     gray = io.load_gray(samples / name)
     cpu = extract(gray, opts, CPU)
     gpu = extract(cuda.device(gray), opts, cuda.backend())
     p = keypoint_agreement(cpu, gpu)
     assert p["reference"] > 500, p
     assert abs(p["reference"] - p["other"]) <= 0.01 * p["reference"], p
-    assert p["same"] > 0.98 and p["octave_layer_equal"], p
+    assert p["same"] > 0.98, p
+    assert p["octave_layer_equal"] if preset == "opencv" else p["octave_layer_share"] > 0.995, p
     assert p["angle_within_0.5"] > 0.99 and p["descriptor_l2_median"] < 3, p
 
 

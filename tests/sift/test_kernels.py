@@ -58,25 +58,29 @@ def test_orientation_histograms_match(octave_and_keypoints, compiled):
     assert_orientation_histograms_agree(ours, ref)
 
 
-def test_descriptors_match(octave_and_keypoints, compiled):
+@pytest.mark.parametrize("subpixel", [False, True], ids=["pixel-centred", "subpixel"])
+def test_descriptors_match(octave_and_keypoints, compiled, subpixel):
     octave, ext, scale = octave_and_keypoints
     rng = np.random.default_rng(1)
     direction = rng.uniform(0, 360, len(ext)).astype(np.float32)
     x = (ext.col + ext.offset_col).astype(np.float32)
     y = (ext.row + ext.offset_row).astype(np.float32)
     args = (octave.gaussians, ext.layer, x, y, direction, scale)
-    ours = compiled.raw_descriptors(*args)
-    ref = reference.raw_descriptors(*args)
+    ours = compiled.raw_descriptors(*args, subpixel=subpixel)
+    ref = reference.raw_descriptors(*args, subpixel=subpixel)
     assert ref.shape == (len(ext), 128) and ref.sum() > 0
     assert_descriptors_agree(ours, ref)
+    if subpixel:  # the window moved: not the pixel-centred descriptors
+        assert not np.allclose(ref, reference.raw_descriptors(*args), rtol=0.05)
 
 
-def test_whole_pipeline_on_xp_definitions_matches_compiled(monkeypatch, astronaut):
+@pytest.mark.parametrize("preset", ["opencv", "accurate"])
+def test_whole_pipeline_on_xp_definitions_matches_compiled(monkeypatch, astronaut, preset):
     import visiontk
 
-    fast = visiontk.sift(astronaut)
+    fast = visiontk.sift(astronaut, preset=preset)
     monkeypatch.setenv("VISIONTK_KERNELS", "xp")
-    slow = visiontk.sift(astronaut)
+    slow = visiontk.sift(astronaut, preset=preset)
     assert abs(len(fast) - len(slow)) <= 0.01 * len(fast)
     tree_d, tree_i = __import__("scipy.spatial", fromlist=["cKDTree"]).cKDTree(slow.xy).query(
         fast.xy)

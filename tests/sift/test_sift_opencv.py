@@ -33,7 +33,7 @@ def correspondences(ours, theirs, max_px=1.0):
 @pytest.mark.parametrize("name", ["astronaut", "coffee"])
 def test_keypoints_angles_and_descriptors_agree_with_opencv(name, request):
     rgb = request.getfixturevalue(name)
-    ours = visiontk.sift(rgb)
+    ours = visiontk.sift(rgb, preset="opencv")
     theirs = opencv_sift(rgb)
     assert abs(len(ours) - len(theirs)) <= 0.05 * len(theirs)
     pairs, angle_diff = correspondences(ours, theirs)
@@ -51,7 +51,7 @@ def test_keypoints_angles_and_descriptors_agree_with_opencv(name, request):
 
 
 def test_descriptors_cross_match_with_opencv(coffee):
-    ours = visiontk.sift(coffee)
+    ours = visiontk.sift(coffee, preset="opencv")
     theirs = opencv_sift(coffee)
     m = visiontk.match(ours, theirs)
     assert len(m) > 0.85 * min(len(ours), len(theirs))
@@ -60,7 +60,7 @@ def test_descriptors_cross_match_with_opencv(coffee):
 
 
 def test_keypoint_fields_follow_opencv_conventions(astronaut):
-    f = visiontk.sift(astronaut)
+    f = visiontk.sift(astronaut, preset="opencv")
     assert f.xy.dtype == np.float32 and f.xy.shape == (len(f), 2)
     assert f.descriptors.dtype == np.uint8 and f.descriptors.shape == (len(f), 128)
     assert np.all((f.angle >= 0) & (f.angle < 360))

@@ -4,6 +4,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 import visiontk
 from visiontk.errors import ImageError, OptionError
@@ -39,8 +40,9 @@ def test_mask_excludes_keypoints(astronaut, base):
     assert abs(len(left) - len(expected)) <= 2
 
 
-def test_rootsift_descriptors_are_hellinger_normalised(astronaut, base):
-    root = visiontk.sift(astronaut, rootsift=True, max_features=200)
+def test_rootsift_descriptors_are_hellinger_normalised(astronaut):
+    root = visiontk.sift(astronaut, preset="opencv", rootsift=True, max_features=200)
+    base = visiontk.sift(astronaut, preset="opencv", max_features=200)
     v = root.descriptors.astype(float) / 512
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=0.03)
     plain = base.descriptors[:200].astype(float)
@@ -60,6 +62,47 @@ def test_thresholds_layers_sigma_and_upsample_change_detection(astronaut, base):
     assert len(no_up) < len(base)
 
 
+def test_the_default_is_the_accurate_preset_and_options_override_a_preset(astronaut, base):
+    accurate = visiontk.sift(astronaut, preset="accurate")
+    np.testing.assert_array_equal(accurate.descriptors, base.descriptors)
+    opencv = visiontk.sift(astronaut, preset="opencv")
+    # half the contrast threshold and VLFeat's localisation: many more keypoints
+    assert len(base) > 1.3 * len(opencv)
+    # an explicit option wins over the preset's value, the rest stay the preset's
+    strict = visiontk.sift(astronaut, preset="accurate", contrast_threshold=0.04)
+    assert len(opencv) < len(strict) < len(base)
+    assert visiontk.SiftOptions(preset="opencv", rootsift=True).refinement == "opencv"
+
+
+def test_vlfeat_refinement_keeps_extrema_opencv_drops(astronaut):
+    opencv = visiontk.sift(astronaut, preset="opencv")
+    vlfeat = visiontk.sift(astronaut, preset="opencv", refinement="vlfeat")
+    assert len(vlfeat) > 1.1 * len(opencv)
+    # and the ones both keep sit where OpenCV's refinement puts them
+    d, _ = cKDTree(vlfeat.xy).query(opencv.xy)
+    assert np.median(d) < 1e-3
+
+
+def test_max_orientations_keeps_the_highest_peaks(astronaut):
+    every = visiontk.sift(astronaut, preset="opencv", max_orientations=0)
+    one = visiontk.sift(astronaut, preset="opencv", max_orientations=1)
+    two = visiontk.sift(astronaut, preset="opencv", max_orientations=2)
+    assert len(one) < len(two) < len(every)
+    assert len(np.unique(one.xy, axis=0)) == len(one)
+    # each keypoint's one orientation is its strongest: present among all of its peaks
+    _, places = np.unique(every.xy, axis=0, return_inverse=True)
+    assert len(np.unique(places)) == len(one)
+
+
+def test_vlfeat_orientation_smoothing_moves_angles_a_little(astronaut):
+    opencv = visiontk.sift(astronaut, preset="opencv", upright=False, max_features=300)
+    box = visiontk.sift(astronaut, preset="opencv", orientation_smoothing="vlfeat",
+                        max_features=300)
+    tree = cKDTree(np.c_[box.xy, box.angle / 100])
+    d, _ = tree.query(np.c_[opencv.xy, opencv.angle / 100])
+    assert 0.3 < np.mean(d < 0.02) < 1.0   # most angles within 2°, not all identical
+
+
 def test_flat_image_gives_no_features():
     feats = visiontk.sift(np.full((64, 80), 128, np.uint8))
     assert len(feats) == 0 and feats.descriptors.shape == (0, 128)
@@ -69,6 +112,8 @@ def test_flat_image_gives_no_features():
 @pytest.mark.parametrize("options", [
     {"max_features": -1}, {"n_octave_layers": 0}, {"contrast_threshold": "high"},
     {"edge_threshold": 0}, {"sigma": float("nan")}, {"upright": "yes"}, {"colour": True},
+    {"preset": "fast"}, {"refinement": "lowe"}, {"max_orientations": -1},
+    {"orientation_smoothing": "box"}, {"subpixel_window": 1},
 ])
 def test_bad_options_are_one_line_errors(astronaut, options):
     with pytest.raises(OptionError) as info:

@@ -42,7 +42,8 @@ def defines() -> dict:
     -D options, so the kernels hold no copies (floats as C float literals)."""
     floats = {name: getattr(C, name) for name in (
         "ORI_SIGMA_FACTOR", "ORI_RADIUS_FACTOR", "DESCR_SCALE_FACTOR", "DESCR_MAG_THRESHOLD",
-        "DESCR_INT_FACTOR", "ATAN_P1", "ATAN_P3", "ATAN_P5", "ATAN_P7")}
+        "DESCR_INT_FACTOR", "VLFEAT_MOVE_OFFSET", "VLFEAT_MAX_OFFSET", "ATAN_P1", "ATAN_P3",
+        "ATAN_P5", "ATAN_P7")}
     ints = {"ORI_BINS": C.ORI_BINS, "DESCR_WIDTH": C.DESCR_WIDTH, "DESCR_BINS": C.DESCR_BINS,
             "BLUR_TILE_W": BLUR_TILE[0], "BLUR_TILE_H": BLUR_TILE[1],
             "BLUR_MAX_RADIUS": BLUR_MAX_RADIUS, "BLUR_MAX_PER_THREAD": BLUR_MAX_PER_THREAD}
@@ -130,7 +131,8 @@ class CudaSift:
 
     # -- detection -----------------------------------------------------------------------------
     def detect_extrema(self, octaves, *, threshold: float, n_octave_layers: int,
-                       contrast_threshold: float, edge_threshold: float) -> list[Extrema]:
+                       contrast_threshold: float, edge_threshold: float,
+                       refinement: str = "opencv") -> list[Extrema]:
         """Extrema of every octave, refined and tested (what
         :func:`visiontk._sift.detect.refine_extrema` keeps from
         :func:`~visiontk._sift.detect.find_candidates`), in the order the GPU found them: the
@@ -142,7 +144,7 @@ class CudaSift:
         lists = []
         params = (np.float32(threshold), np.float32(contrast_threshold),
                   np.float32(edge_threshold), np.int32(IMAGE_BORDER),
-                  np.int32(MAX_REFINE_STEPS))
+                  np.int32(MAX_REFINE_STEPS), np.int32(refinement == "vlfeat"))
 
         def launch(k, octave, capacity):
             dogs = xp.ascontiguousarray(octave.dogs, dtype=xp.float32)
@@ -195,7 +197,7 @@ class CudaSift:
         return hist
 
     def descriptors(self, octaves, number, layer, x, y, direction, scale,
-                    rootsift: bool = False):
+                    rootsift: bool = False, subpixel: bool = False):
         """Descriptors of keypoints of any octaves in one launch: (raw, uint8). Per keypoint,
         raw is what :func:`visiontk._sift.describe.raw_descriptors` computes and uint8 what
         :func:`visiontk._sift.describe.quantize_descriptors` makes of it (the kernel
@@ -210,7 +212,7 @@ class CudaSift:
                 (count,), (self.block,),
                 (*self._octave_table(octaves), *self._int64(number, layer),
                  *self._float32(x, y, direction, scale), np.int32(count), np.int32(rootsift),
-                 raw, described))
+                 np.int32(subpixel), raw, described))
         return raw, described
 
     def _octave_table(self, octaves):

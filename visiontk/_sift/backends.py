@@ -56,8 +56,10 @@ class SiftBackend(Protocol):
         """Raw (unsmoothed) orientation histograms, K × ORI_BINS float32, of keypoints of any
         octaves (``number`` says which)."""
 
-    def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool):
-        """Descriptors, K × 128 uint8 (normalised, clipped, quantised; RootSIFT if asked)."""
+    def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool,
+                 subpixel: bool = False):
+        """Descriptors, K × 128 uint8 (normalised, clipped, quantised; RootSIFT if asked),
+        the window centred on each keypoint's nearest pixel or, with ``subpixel``, on it."""
 
 
 class XpBackend:
@@ -92,14 +94,16 @@ class XpBackend:
     def raw_orientations(self, gaussians, layer, row, col, scale):
         return raw_orientation_histograms(gaussians, layer, row, col, scale, self.xp)
 
-    def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool):
-        raw = self._by_octave(self.raw_descriptors, octaves, number,
-                              (layer, x, y, direction, scale),
+    def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool,
+                 subpixel: bool = False):
+        raw = self._by_octave(functools.partial(self.raw_descriptors, subpixel=subpixel),
+                              octaves, number, (layer, x, y, direction, scale),
                               DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS)
         return quantize_descriptors(raw, self.xp, rootsift=rootsift)
 
-    def raw_descriptors(self, gaussians, layer, x, y, direction, scale):
-        return raw_descriptors(gaussians, layer, x, y, direction, scale, self.xp)
+    def raw_descriptors(self, gaussians, layer, x, y, direction, scale, *, subpixel=False):
+        return raw_descriptors(gaussians, layer, x, y, direction, scale, self.xp,
+                               subpixel=subpixel)
 
     def _by_octave(self, single, octaves, number, arrays, width):
         """A per-octave loop over keypoints of several octaves, results in their order."""
@@ -128,8 +132,9 @@ class NumbaBackend(XpBackend):
     def raw_orientations(self, gaussians, layer, row, col, scale):
         return self.kernels.raw_orientation_histograms(gaussians, layer, row, col, scale)
 
-    def raw_descriptors(self, gaussians, layer, x, y, direction, scale):
-        return self.kernels.raw_descriptors(gaussians, layer, x, y, direction, scale)
+    def raw_descriptors(self, gaussians, layer, x, y, direction, scale, *, subpixel=False):
+        return self.kernels.raw_descriptors(gaussians, layer, x, y, direction, scale,
+                                            subpixel=subpixel)
 
 
 class CudaBackend(XpBackend):
@@ -155,15 +160,16 @@ class CudaBackend(XpBackend):
     def orientations(self, octaves, number, layer, row, col, scale):
         return self.cuda.orientation_histograms(octaves, number, layer, row, col, scale)
 
-    def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool):
+    def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool,
+                 subpixel: bool = False):
         return self.cuda.descriptors(octaves, number, layer, x, y, direction, scale,
-                                     rootsift=rootsift)[1]
+                                     rootsift=rootsift, subpixel=subpixel)[1]
 
 
 def _tests(opts) -> dict:
     return {"n_octave_layers": opts.n_octave_layers,
             "contrast_threshold": opts.contrast_threshold,
-            "edge_threshold": opts.edge_threshold}
+            "edge_threshold": opts.edge_threshold, "refinement": opts.refinement}
 
 
 # --- the registry: which backend a device gets ------------------------------------------------

@@ -15,6 +15,15 @@ IMAGE_BORDER = 5
 #: Quadratic refinement steps before a candidate is dropped (OpenCV SIFT_MAX_INTERP_STEPS).
 MAX_REFINE_STEPS = 5
 
+#: VLFeat's localisation (vl_sift_detect, what COLMAP runs): move to the neighbouring pixel
+#: when the fitted offset exceeds this, in x or y only ...
+VLFEAT_MOVE_OFFSET = 0.6
+#: ... and keep the extremum when every offset (x, y, scale) of its last fit is under this.
+VLFEAT_MAX_OFFSET = 1.5
+
+#: VLFeat smooths orientation histograms with a [1 1 1]/3 box this many times (sift.c).
+VLFEAT_ORI_SMOOTHING_PASSES = 6
+
 #: Orientation histogram bins (Lowe 2004, §5).
 ORI_BINS = 36
 #: Gaussian weight sigma of the orientation window, in units of the keypoint scale (Lowe: 1.5).

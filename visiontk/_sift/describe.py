@@ -30,7 +30,7 @@ def descriptor_radius(scale, xp):
     return xp.rint(hist_width * math.sqrt(2.0) * (DESCR_WIDTH + 1) * 0.5).astype(xp.int64)
 
 
-def raw_descriptors(gaussians, layer, x, y, direction, scale, xp):
+def raw_descriptors(gaussians, layer, x, y, direction, scale, xp, *, subpixel: bool = False):
     """Unnormalised 128-D gradient histograms around keypoints.
 
     Parameters
@@ -38,7 +38,7 @@ def raw_descriptors(gaussians, layer, x, y, direction, scale, xp):
     gaussians : (n_layers, h, w) float32 Gaussian images of one octave
     layer : int array, Gaussian layer of each keypoint
     x, y : float arrays, keypoint position in octave pixels (the grid is centred on the
-        nearest pixel, as OpenCV)
+        nearest pixel, as OpenCV, or with ``subpixel`` on the position itself, as VLFeat)
     direction : float array, keypoint direction in degrees, counter-clockwise (360 − cv2 angle)
     scale : float array, keypoint sigma in octave pixels
 
@@ -55,6 +55,8 @@ def raw_descriptors(gaussians, layer, x, y, direction, scale, xp):
     radius = xp.minimum(descriptor_radius(scale, xp), int(math.hypot(h, w)))
     px = xp.rint(x).astype(xp.int64)
     py = xp.rint(y).astype(xp.int64)
+    fx = (x - px).astype(xp.float32) if subpixel else xp.zeros(count, xp.float32)
+    fy = (y - py).astype(xp.float32) if subpixel else xp.zeros(count, xp.float32)
     theta = xp.radians(direction.astype(xp.float32))
     hist_width = (DESCR_SCALE_FACTOR * scale).astype(xp.float32)
     cos_t = (xp.cos(theta) / hist_width).astype(xp.float32)
@@ -69,8 +71,8 @@ def raw_descriptors(gaussians, layer, x, y, direction, scale, xp):
         offs = xp.arange(-r_max, r_max + 1, dtype=xp.int64)
         di = xp.repeat(offs, offs.shape[0])[None, :]
         dj = xp.tile(offs, offs.shape[0])[None, :]
-        fi = di.astype(xp.float32)
-        fj = dj.astype(xp.float32)
+        fi = di.astype(xp.float32) - fy[sl, None]
+        fj = dj.astype(xp.float32) - fx[sl, None]
         c_rot = fj * cos_t[sl, None] - fi * sin_t[sl, None]
         r_rot = fj * sin_t[sl, None] + fi * cos_t[sl, None]
         rbin = r_rot + (d // 2 - 0.5)

@@ -40,16 +40,14 @@ def extract(gray, opts, sift_backend, mask=None) -> Features:
         return Features.empty((height, width))
     kp["scale"] = orientation_scale(opts.sigma, opts.n_octave_layers, kp["layer"],
                                     kp["offset_layer"], xp)
-    if opts.upright:
-        which = xp.arange(kp["x"].shape[0])
-        angle = xp.zeros(kp["x"].shape[0], dtype=xp.float32)
+    if opts.max_features and kp["x"].shape[0] > opts.max_features:
+        kp, which, angle = _strongest_detections(kp, opts, octaves, sift_backend)
     else:
-        hist = sift_backend.orientations(octaves, kp["number"], kp["layer"], kp["row"],
-                                         kp["col"], kp["scale"])
-        which, angle = dominant_orientations(smooth_histograms(hist, xp), xp)
+        which, angle = _orientations(kp, opts, octaves, sift_backend)
     cat = {k: kp[k][which] for k in ("number", "layer", "x", "y", "scale", "response")}
     cat["angle"] = angle
-    cat["sub"] = xp.rint((kp["offset_layer"][which] + 0.5) * 255).astype(xp.int64)
+    # OpenCV's sub-layer byte; VLFeat's localisation allows offsets past ±0.5: saturated
+    cat["sub"] = xp.clip(xp.rint((kp["offset_layer"][which] + 0.5) * 255), 0, 255).astype(xp.int64)
     t2 = time.perf_counter()
     order = _strongest_first(cat, xp)
     if opts.max_features:
@@ -58,7 +56,8 @@ def extract(gray, opts, sift_backend, mask=None) -> Features:
 
     direction = xp.where(cat["angle"] == 0, 0.0, 360.0 - cat["angle"]).astype(xp.float32)
     described = sift_backend.describe(octaves, cat["number"], cat["layer"], cat["x"], cat["y"],
-                                      direction, cat["scale"], rootsift=opts.rootsift)
+                                      direction, cat["scale"], rootsift=opts.rootsift,
+                                      subpixel=opts.subpixel_window)
     t3 = time.perf_counter()
 
     factor = xp.asarray([o.scale for o in octaves], dtype=xp.float32)[cat["number"]]
@@ -80,6 +79,44 @@ def extract(gray, opts, sift_backend, mask=None) -> Features:
     )
     feats.timings = {"scale_space": t1 - t0, "detect_orient": t2 - t1, "describe": t3 - t2}
     return feats
+
+
+def _orientations(kp, opts, octaves, sift_backend):
+    """(index into kp, angle) of each keypoint to describe: one per dominant orientation."""
+    xp = sift_backend.xp
+    if opts.upright:
+        return xp.arange(kp["x"].shape[0]), xp.zeros(kp["x"].shape[0], dtype=xp.float32)
+    hist = sift_backend.orientations(octaves, kp["number"], kp["layer"], kp["row"], kp["col"],
+                                     kp["scale"])
+    return dominant_orientations(smooth_histograms(hist, xp, opts.orientation_smoothing), xp,
+                                 opts.max_orientations)
+
+
+def _strongest_detections(kp, opts, octaves, sift_backend):
+    """The detections whose orientations make the ``max_features`` strongest keypoints, and
+    those orientations (as :func:`_orientations` for them).
+
+    Every orientation of a detection shares its response and position, so those keypoints
+    come from the strongest detections, taken in order until they give ``max_features``
+    orientations: the same result as orienting every detection and cutting afterwards,
+    without the orientation histograms of the detections that would be cut (most of them,
+    on a dense image).
+    """
+    xp = sift_backend.xp
+    keys = {**kp, "angle": xp.zeros(kp["x"].shape[0], dtype=xp.float32)}
+    ranked = _strongest_first(keys, xp)
+    whiches, angles, found, start = [], [], 0, 0
+    while found < opts.max_features and start < ranked.shape[0]:
+        chunk = ranked[start:start + opts.max_features - found]
+        which, angle = _orientations({k: v[chunk] for k, v in kp.items()}, opts, octaves,
+                                     sift_backend)
+        whiches.append(which + start)
+        angles.append(angle)
+        start += int(chunk.shape[0])
+        found += int(which.shape[0])
+    chosen = ranked[:start]
+    return ({k: v[chosen] for k, v in kp.items()}, xp.concatenate(whiches),
+            xp.concatenate(angles))
 
 
 def _distinct_extrema(octaves, extrema, xp) -> dict:

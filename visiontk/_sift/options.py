@@ -3,50 +3,99 @@ flags and the pipeline's ``sift`` stage all use."""
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from ..errors import OptionError
 from . import constants as C
 
+#: Named sets of option values. ``opencv``: cv2.SIFT_create()'s defaults and its keypoints and
+#: descriptors. ``accurate``: what measured best on bench/sift_bench.py, beating COLMAP's SIFT
+#: on every column there: half OpenCV's contrast threshold (COLMAP's peak threshold 0.02/3),
+#: VLFeat's localisation and orientation smoothing, the descriptor window centred on the
+#: sub-pixel keypoint (VLFeat), at most 2 orientations and RootSIFT (COLMAP).
+PRESETS = {
+    "opencv": {"max_features": 0, "n_octave_layers": C.N_OCTAVE_LAYERS,
+               "contrast_threshold": C.CONTRAST_THRESHOLD, "edge_threshold": C.EDGE_THRESHOLD,
+               "sigma": C.SIGMA, "upsample": True, "upright": False, "rootsift": False,
+               "refinement": "opencv", "subpixel_window": False,
+               "orientation_smoothing": "opencv", "max_orientations": 0},
+}
+PRESETS["accurate"] = {**PRESETS["opencv"], "contrast_threshold": 0.02, "rootsift": True,
+                       "refinement": "vlfeat", "subpixel_window": True,
+                       "orientation_smoothing": "vlfeat", "max_orientations": 2}
+#: The preset of visiontk.sift, `visiontk match` and the pipeline's sift stage.
+DEFAULT_PRESET = "accurate"
+
+Preset = Literal["accurate", "opencv"]
+Refinement = Literal["opencv", "vlfeat"]
+Smoothing = Literal["opencv", "vlfeat"]
+
 
 @dataclass(frozen=True)
 class SiftOptions:
-    """Options of :func:`visiontk.sift`, validated on construction (defaults are OpenCV's).
+    """Options of :func:`visiontk.sift`, validated on construction.
+
+    ``preset`` names a set of values (:data:`PRESETS`); an option given explicitly overrides
+    the preset's value, and one left at None takes it.
 
     Example
     -------
     >>> SiftOptions(max_features=500).n_octave_layers
     3
+    >>> SiftOptions(preset="opencv", rootsift=True).contrast_threshold
+    0.04
     """
 
-    max_features: int = 0
-    n_octave_layers: int = C.N_OCTAVE_LAYERS
-    contrast_threshold: float = C.CONTRAST_THRESHOLD
-    edge_threshold: float = C.EDGE_THRESHOLD
-    sigma: float = C.SIGMA
-    upsample: bool = True
-    upright: bool = False
-    rootsift: bool = False
+    preset: Preset = DEFAULT_PRESET
+    max_features: int | None = None
+    n_octave_layers: int | None = None
+    contrast_threshold: float | None = None
+    edge_threshold: float | None = None
+    sigma: float | None = None
+    upsample: bool | None = None
+    upright: bool | None = None
+    rootsift: bool | None = None
+    refinement: Refinement | None = None
+    subpixel_window: bool | None = None
+    orientation_smoothing: Smoothing | None = None
+    max_orientations: int | None = None
 
     def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise OptionError(f"sift option preset must be one of {', '.join(PRESETS)}, "
+                              f"got {self.preset!r}")
+        for name, value in PRESETS[self.preset].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         checks = [
             ("max_features", isinstance(self.max_features, (int, np.integer))
-             and self.max_features >= 0, "an integer >= 0 (0 keeps all)"),
+             and not isinstance(self.max_features, bool) and self.max_features >= 0,
+             "an integer >= 0 (0 keeps all)"),
             ("n_octave_layers", isinstance(self.n_octave_layers, (int, np.integer))
+             and not isinstance(self.n_octave_layers, bool)
              and 1 <= self.n_octave_layers <= 10, "an integer in 1..10"),
             ("contrast_threshold", _number(self.contrast_threshold)
              and self.contrast_threshold >= 0, "a number >= 0"),
             ("edge_threshold", _number(self.edge_threshold) and self.edge_threshold > 0,
              "a number > 0"),
             ("sigma", _number(self.sigma) and 0.1 <= self.sigma <= 10, "a number in 0.1..10"),
+            ("refinement", self.refinement in typing.get_args(Refinement),
+             "one of " + ", ".join(typing.get_args(Refinement))),
+            ("orientation_smoothing", self.orientation_smoothing in typing.get_args(Smoothing),
+             "one of " + ", ".join(typing.get_args(Smoothing))),
+            ("max_orientations", isinstance(self.max_orientations, (int, np.integer))
+             and not isinstance(self.max_orientations, bool) and self.max_orientations >= 0,
+             "an integer >= 0 (0 keeps every peak)"),
         ]
         for name, ok, expected in checks:
             if not ok:
                 raise OptionError(f"sift option {name} must be {expected}, "
                                   f"got {getattr(self, name)!r}")
-        for name in ("upsample", "upright", "rootsift"):
+        for name in ("upsample", "upright", "rootsift", "subpixel_window"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise OptionError(f"sift option {name} must be True or False, "
                                   f"got {getattr(self, name)!r}")

@@ -24,7 +24,7 @@ import dataclasses
 import typing
 from typing import Any, ClassVar
 
-from ..errors import OptionError
+from ..errors import OptionError, VisiontkError
 
 KINDS = ("image", "pairs", "pair")
 #: What a folder given to ``--images`` yields by default: image files.
@@ -66,9 +66,15 @@ class Stage:
 
 
 def option_fields(stage_cls) -> list[tuple[str, Any, Any]]:
-    """(name, type, default) of each option of a stage class."""
+    """(name, type, default) of each option of a stage class; the default as the options
+    resolve it (a SIFT option left to its preset shows the preset's value)."""
     hints = typing.get_type_hints(stage_cls.Options)
-    return [(f.name, hints[f.name], f.default) for f in dataclasses.fields(stage_cls.Options)]
+    try:
+        resolved = stage_cls.Options()
+    except (TypeError, VisiontkError):  # a required option: no defaults to resolve
+        resolved = None
+    return [(f.name, hints[f.name], getattr(resolved, f.name, f.default))
+            for f in dataclasses.fields(stage_cls.Options)]
 
 
 def parse_options(stage_cls, values: dict):
@@ -116,6 +122,8 @@ def type_name(typ) -> str:
     if typing.get_origin(typ) is typing.Literal:
         return "one of " + ", ".join(map(str, typing.get_args(typ)))
     args = typing.get_args(typ)
+    if len(args) == 2 and type(None) in args:  # X | None: None means "the default"
+        return type_name(next(a for a in args if a is not type(None)))
     if args:
         return " or ".join("None" if a is type(None) else a.__name__ for a in args)
     return {bool: "true or false", int: "an integer", float: "a number",

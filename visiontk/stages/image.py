@@ -63,7 +63,8 @@ class SiftStageOptions(SiftOptions):
 
 
 class SiftStage(Stage):
-    """SIFT keypoints and descriptors (visiontk.sift), in original-image pixels."""
+    """SIFT keypoints and descriptors (visiontk.sift), in original-image pixels; options left
+    out take the preset's values."""
 
     name = "sift"
     kind = "image"

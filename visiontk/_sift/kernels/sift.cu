@@ -154,11 +154,20 @@ __device__ __forceinline__ bool is_extremum(const float* dogs, long long idx, in
     return true;
 }
 
+// VLFeat's move (refine_extrema_vlfeat._step): -1, 0 or +1 towards an offset beyond 0.6 that
+// keeps the sample inside the border.
+__device__ __forceinline__ int vlfeat_step(float offset, int position, int size, int border) {
+    return (offset > VLFEAT_MOVE_OFFSET && position + 1 < size - border ? 1 : 0) -
+           (offset < -VLFEAT_MOVE_OFFSET && position - 1 >= border ? 1 : 0);
+}
+
 // dogs: [n_layers + 2][h][w]. Outputs, one entry per kept extremum: the (layer, row, col) it
 // converged to, offsets (layer, row, col) of the fitted extremum from it, and |D| there.
+// vlfeat != 0 localises as refine_extrema_vlfeat (VLFeat, COLMAP) instead of OpenCV.
 extern "C" __global__ void detect_extrema(const float* dogs, int n_layers, int h, int w,
                                           float threshold, float contrast_threshold,
                                           float edge_threshold, int border, int max_steps,
+                                          int vlfeat,
                                           unsigned long long capacity, unsigned long long* count,
                                           long long* out_layer, long long* out_row,
                                           long long* out_col, float* out_offset,
@@ -172,7 +181,7 @@ extern "C" __global__ void detect_extrema(const float* dogs, int n_layers, int h
         int c = (int)(i % w);
         if (r < border || r >= h - border || c < border || c >= w - border) continue;
         if (!is_extremum(dogs, i + plane, w, plane, threshold)) continue;
-        Fit f;
+        Fit f = {};
         float xs = 0.f, xr = 0.f, xc = 0.f;
         bool converged = false;
         for (int step = 0; step < max_steps; ++step) {
@@ -190,6 +199,14 @@ extern "C" __global__ void detect_extrema(const float* dogs, int n_layers, int h
             xc = -x0;
             xr = -x1;
             xs = -x2;
+            if (vlfeat) {
+                const int mc = vlfeat_step(xc, c, w, border);
+                const int mr = vlfeat_step(xr, r, h, border);
+                if ((mc == 0 && mr == 0) || step == max_steps - 1) break;
+                c += mc;
+                r += mr;
+                continue;
+            }
             if (fabsf(xc) < 0.5f && fabsf(xr) < 0.5f && fabsf(xs) < 0.5f) {
                 converged = true;
                 break;
@@ -204,6 +221,10 @@ extern "C" __global__ void detect_extrema(const float* dogs, int n_layers, int h
                 c >= w - border)
                 break;
         }
+        if (vlfeat)
+            converged = fabsf(xc) < VLFEAT_MAX_OFFSET && fabsf(xr) < VLFEAT_MAX_OFFSET &&
+                        fabsf(xs) < VLFEAT_MAX_OFFSET && layer + xs >= 0.f &&
+                        layer + xs <= n_layers + 1.f;
         if (!converged) continue;
         const float contrast = f.v * IMG_SCALE + 0.5f * (f.g0 * xc + f.g1 * xr + f.g2 * xs);
         const float trace = f.dxx + f.dyy;
@@ -277,13 +298,15 @@ extern "C" __global__ void orientation_histograms(const unsigned long long* stac
 }
 
 // One block per keypoint: 4x4x8 descriptor with trilinear interpolation, the window centred on
-// the keypoint's nearest pixel and rotated by its direction, as OpenCV. Writes the raw
+// the keypoint's nearest pixel (OpenCV) or, with subpixel, on the keypoint itself (VLFeat),
+// and rotated by its direction. Writes the raw
 // (unnormalised) values and the uint8 descriptor.
 extern "C" __global__ void descriptors(const unsigned long long* stacks, const int* heights,
                                        const int* widths, const long long* octave,
                                        const long long* layer, const float* xs,
                                        const float* ys, const float* direction,
-                                       const float* scale, int count, int rootsift, float* out,
+                                       const float* scale, int count, int rootsift, int subpixel,
+                                       float* out,
                                        unsigned char* out_bytes) {
     __shared__ float local[DESCR_HIST];
     __shared__ float values[DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS];
@@ -303,20 +326,22 @@ extern "C" __global__ void descriptors(const unsigned long long* stacks, const i
     const float cos_t = cosf(theta) / hist_width, sin_t = sinf(theta) / hist_width;
     const float wscale = -1.f / (d * d * 0.5f) / (hist_width * hist_width);
     const int px = (int)rintf(xs[k]), py = (int)rintf(ys[k]);
+    const float fx = subpixel ? xs[k] - px : 0.f, fy = subpixel ? ys[k] - py : 0.f;
     const float ori = direction[k];
     const int side = 2 * radius + 1;
     for (long long s = threadIdx.x; s < (long long)side * side; s += blockDim.x) {
         const int i = (int)(s / side) - radius, j = (int)(s % side) - radius;
         const int y = py + i, x = px + j;
         if (y <= 0 || y >= h - 1 || x <= 0 || x >= w - 1) continue;
-        const float c_rot = j * cos_t - i * sin_t;
-        const float r_rot = j * sin_t + i * cos_t;
+        const float u = j - fx, v = i - fy;
+        const float c_rot = u * cos_t - v * sin_t;
+        const float r_rot = u * sin_t + v * cos_t;
         const float rbin = r_rot + (d / 2 - 0.5f);
         const float cbin = c_rot + (d / 2 - 0.5f);
         if (!(rbin > -1.f && rbin < d && cbin > -1.f && cbin < d)) continue;
         const float dx = img[y * w + x + 1] - img[y * w + x - 1];
         const float dy = img[(y - 1) * w + x] - img[(y + 1) * w + x];
-        const float weight = expf((float)(i * i) * wscale) * expf((float)(j * j) * wscale);
+        const float weight = expf(v * v * wscale) * expf(u * u * wscale);
         const float mag = sqrtf(dx * dx + dy * dy) * weight;
         const float obin = (atan2_degrees(dy, dx) - ori) * (n / 360.f);
         const int r0 = (int)floorf(rbin), c0 = (int)floorf(cbin);
