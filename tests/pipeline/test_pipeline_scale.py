@@ -110,8 +110,9 @@ def test_stages_command_lists_options_and_defaults():
     p = subprocess.run([visiontk_command(), "stages"], capture_output=True, text=True,
                        check=False)
     assert p.returncode == 0
-    for line in ("sift  (image stage", "max_features = 0", "window = 5", "pairs stage",
-                 "model = 'homography'"):
+    # a SIFT option shows the default preset's value, resolved
+    for line in ("sift  (image stage", "preset = 'accurate'", "max_features = 8192",
+                 "window = 5", "pairs stage", "model = 'homography'"):
         assert line in p.stdout
 
 

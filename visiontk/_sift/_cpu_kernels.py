@@ -34,50 +34,105 @@ use_user_cache()
 
 _SQRT2 = math.sqrt(2.0)
 
+# error_model="numpy": a float division by zero gives inf/nan instead of raising, which keeps
+# the per-sample loops free of branches, so LLVM vectorises them (measured: 2x on the sample
+# pass of the descriptor).
+_KERNEL = {"cache": True, "fastmath": True, "error_model": "numpy"}
+#: Rows per parallel task of the extrema search.
+BLOCK_ROWS = 32
 
-@nb.njit(cache=True, inline="always")
-def _dog(g, layer, r, c):
-    return g[layer + 1, r, c] - g[layer, r, c]
 
-
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **_KERNEL)
 def _is_extremum(g, layer, r, c, threshold):
     # D is read from the Gaussians (D_l = G_l+1 − G_l) so no DoG stack is ever stored.
-    v = _dog(g, layer, r, c)
+    v = g[layer + 1, r, c] - g[layer, r, c]
     if v > threshold:
-        for dl in (0, -1, 1):
+        for dl in range(-1, 2):
             for dr in range(-1, 2):
                 for dc in range(-1, 2):
-                    if _dog(g, layer + dl, r + dr, c + dc) > v:
+                    if g[layer + dl + 1, r + dr, c + dc] - g[layer + dl, r + dr, c + dc] > v:
                         return False
         return True
     if v < -threshold:
-        for dl in (0, -1, 1):
+        for dl in range(-1, 2):
             for dr in range(-1, 2):
                 for dc in range(-1, 2):
-                    if _dog(g, layer + dl, r + dr, c + dc) < v:
+                    if g[layer + dl + 1, r + dr, c + dc] - g[layer + dl, r + dr, c + dc] < v:
                         return False
         return True
     return False
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(inline="always", **_KERNEL)
+def _in_layer_extrema(above, here, below, threshold, border, flags):
+    """flags[c] = 1 where D is beyond ±threshold and an extremum of its 3×3 neighbours in
+    its own layer (ties count): a branch-free, vectorised filter that leaves about one pixel
+    in a hundred for the full 3×3×3 test. (Written out: helper functions here stopped LLVM
+    from vectorising the loop.)"""
+    found = 0
+    for c in range(border, here.shape[0] - border):
+        left, right = c - 1, c + 1
+        # a tree of two-argument max/min: the form measured to vectorise
+        hi_a = max(above[left], above[c])
+        hi_b = max(above[right], here[left])
+        hi_c = max(here[right], below[left])
+        hi_d = max(below[c], below[right])
+        lo_a = min(above[left], above[c])
+        lo_b = min(above[right], here[left])
+        lo_c = min(here[right], below[left])
+        lo_d = min(below[c], below[right])
+        hi_ab = max(hi_a, hi_b)
+        hi_cd = max(hi_c, hi_d)
+        lo_ab = min(lo_a, lo_b)
+        lo_cd = min(lo_c, lo_d)
+        hi = max(hi_ab, hi_cd)
+        lo = min(lo_ab, lo_cd)
+        v = here[c]
+        flag = ((v > threshold) & (v >= hi)) | ((v < -threshold) & (v <= lo))
+        flags[c] = flag
+        found += flag
+    return found
+
+
+@nb.njit(parallel=True, **_KERNEL)
 def _extrema(g, threshold, border):
-    # Two passes over rows (count, then write at prefix-sum offsets) give the coordinates
-    # directly, in row-major order, without a full-size mask to scan afterwards.
+    # Pass 1 tests each pixel once, marking extrema in a byte per pixel and counting them per
+    # row; pass 2 writes coordinates at the rows' prefix-sum offsets, in row-major order,
+    # scanning only the marks of rows that have any.
     n_gauss, h, w = g.shape
     rows = (n_gauss - 3) * h
     counts = np.zeros(rows + 1, np.int64)
-    for k in nb.prange(rows):
-        layer = k // h + 1
-        r = k % h
-        if r < border or r >= h - border:
-            continue
-        found = 0
-        for c in range(border, w - border):
-            if _is_extremum(g, layer, r, c, threshold):
-                found += 1
-        counts[k + 1] = found
+    marks = np.zeros((rows, w), np.uint8)
+    # Blocks of rows, so each DoG row of the layer is computed once per block.
+    inner = h - 2 * border
+    per_layer = (inner + BLOCK_ROWS - 1) // BLOCK_ROWS
+    for block in nb.prange((n_gauss - 3) * per_layer):
+        layer = block // per_layer + 1
+        first = border + (block % per_layer) * BLOCK_ROWS
+        last = min(first + BLOCK_ROWS, h - border)
+        lower = g[layer]
+        upper = g[layer + 1]
+        dog = np.empty((3, w), np.float32)  # rows r − 1, r, r + 1 at (row mod 3)
+        for r in range(first, last):
+            for rr in range(r - 1 if r == first else r + 1, r + 2):
+                out = dog[rr % 3]
+                below_row = lower[rr]
+                above_row = upper[rr]
+                for c in range(w):
+                    out[c] = above_row[c] - below_row[c]
+            k = (layer - 1) * h + r
+            mark = marks[k]
+            if _in_layer_extrema(dog[(r - 1) % 3], dog[r % 3], dog[(r + 1) % 3], threshold,
+                                 border, mark) == 0:
+                continue
+            found = 0
+            for c in range(border, w - border):
+                if mark[c]:
+                    if _is_extremum(g, layer, r, c, threshold):
+                        found += 1
+                    else:
+                        mark[c] = 0
+            counts[k + 1] = found
     offsets = np.cumsum(counts)
     total = offsets[rows]
     out_layer = np.empty(total, np.int64)
@@ -86,13 +141,12 @@ def _extrema(g, threshold, border):
     for k in nb.prange(rows):
         if counts[k + 1] == 0:
             continue
-        layer = k // h + 1
-        r = k % h
         at = offsets[k]
+        mark = marks[k]
         for c in range(border, w - border):
-            if _is_extremum(g, layer, r, c, threshold):
-                out_layer[at] = layer
-                out_row[at] = r
+            if mark[c]:
+                out_layer[at] = k // h + 1
+                out_row[at] = k % h
                 out_col[at] = c
                 at += 1
     return out_layer, out_row, out_col
@@ -109,12 +163,6 @@ _ATAN_P1 = np.float32(ATAN_P1)
 _ATAN_P3 = np.float32(ATAN_P3)
 _ATAN_P5 = np.float32(ATAN_P5)
 _ATAN_P7 = np.float32(ATAN_P7)
-
-
-# error_model="numpy": a float division by zero gives inf/nan instead of raising, which keeps
-# the per-sample loops free of branches, so LLVM vectorises them (measured: 2x on the sample
-# pass of the descriptor).
-_KERNEL = {"cache": True, "fastmath": True, "error_model": "numpy"}
 
 
 @nb.njit(inline="always", **_KERNEL)

@@ -30,10 +30,16 @@ def sift(image, *, device: str = "auto", mask=None, max_pixels: int = io.DEFAULT
     max_pixels : int
         Refuse larger images (checked from a file's header before decoding).
     **options
-        See :class:`~visiontk.SiftOptions`: ``max_features`` (keep the strongest by response;
-        0 = all), ``n_octave_layers`` (3), ``contrast_threshold`` (0.04), ``edge_threshold``
-        (10), ``sigma`` (1.6), ``upsample`` (True: double the image first, octave −1),
-        ``upright`` (True: no orientation, angle 0), ``rootsift`` (True: RootSIFT descriptors).
+        ``preset``: ``"accurate"`` (the default: more correct matches than COLMAP's SIFT, at
+        most 8192 keypoints, RootSIFT descriptors) or ``"opencv"`` (cv2.SIFT's keypoints and
+        descriptors); any option given overrides the preset's value. See
+        :class:`~visiontk.SiftOptions`: ``max_features`` (keep the strongest; 0 = all),
+        ``n_octave_layers``, ``contrast_threshold``, ``edge_threshold``, ``sigma``,
+        ``upsample`` (double the image first, octave −1), ``upright`` (no orientation,
+        angle 0), ``rootsift``, ``refinement`` ("opencv" or "vlfeat" localisation),
+        ``subpixel_window`` (descriptor window centred on the sub-pixel keypoint),
+        ``orientation_smoothing`` ("opencv" or "vlfeat"), ``max_orientations`` (0 = every
+        peak within 80% of the highest).
 
     Returns
     -------

@@ -13,10 +13,11 @@ from ..errors import OptionError
 from . import constants as C
 
 #: Named sets of option values. ``opencv``: cv2.SIFT_create()'s defaults and its keypoints and
-#: descriptors. ``accurate``: what measured best on bench/sift_bench.py, beating COLMAP's SIFT
-#: on every column there: half OpenCV's contrast threshold (COLMAP's peak threshold 0.02/3),
-#: VLFeat's localisation and orientation smoothing, the descriptor window centred on the
-#: sub-pixel keypoint (VLFeat), at most 2 orientations and RootSIFT (COLMAP).
+#: descriptors. ``accurate``: COLMAP's choices, measured on bench/sift_bench.py (README):
+#: half OpenCV's contrast threshold (COLMAP's peak threshold 0.02/3), VLFeat's localisation
+#: and orientation smoothing, the descriptor window centred on the sub-pixel keypoint
+#: (VLFeat), at most 2 orientations, RootSIFT, at most 8192 keypoints (COLMAP's
+#: max_num_features; the strongest are kept, and only they are oriented and described).
 PRESETS = {
     "opencv": {"max_features": 0, "n_octave_layers": C.N_OCTAVE_LAYERS,
                "contrast_threshold": C.CONTRAST_THRESHOLD, "edge_threshold": C.EDGE_THRESHOLD,
@@ -24,7 +25,8 @@ PRESETS = {
                "refinement": "opencv", "subpixel_window": False,
                "orientation_smoothing": "opencv", "max_orientations": 0},
 }
-PRESETS["accurate"] = {**PRESETS["opencv"], "contrast_threshold": 0.02, "rootsift": True,
+PRESETS["accurate"] = {**PRESETS["opencv"], "max_features": 8192, "contrast_threshold": 0.02,
+                       "rootsift": True,
                        "refinement": "vlfeat", "subpixel_window": True,
                        "orientation_smoothing": "vlfeat", "max_orientations": 2}
 #: The preset of visiontk.sift, `visiontk match` and the pipeline's sift stage.
