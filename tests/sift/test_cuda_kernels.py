@@ -149,8 +149,8 @@ def test_fused_blur_declines_kernels_wider_than_its_halo(cuda):
 
 
 @pytest.mark.parametrize("initial_capacity, refinement",
-                         [(None, "opencv"), (3, "opencv"), (None, "vlfeat")],
-                         ids=["room", "overflow-and-rerun", "vlfeat"])
+                         [(None, "opencv"), (3, "opencv"), (None, "tolerant")],
+                         ids=["room", "overflow-and-rerun", "tolerant"])
 def test_detect_kernel_equals_candidates_then_refinement(cuda, octaves, initial_capacity,
                                                          refinement):
     kernels = cuda.kernels(block=64, initial_capacity=initial_capacity)

@@ -74,12 +74,12 @@ def test_the_default_is_the_accurate_preset_and_options_override_a_preset(astron
     assert visiontk.SiftOptions(preset="opencv", rootsift=True).refinement == "opencv"
 
 
-def test_vlfeat_refinement_keeps_extrema_opencv_drops(astronaut):
+def test_tolerant_refinement_keeps_extrema_opencv_drops(astronaut):
     opencv = visiontk.sift(astronaut, preset="opencv")
-    vlfeat = visiontk.sift(astronaut, preset="opencv", refinement="vlfeat")
-    assert len(vlfeat) > 1.1 * len(opencv)
+    tolerant = visiontk.sift(astronaut, preset="opencv", refinement="tolerant")
+    assert len(tolerant) > 1.1 * len(opencv)
     # and the ones both keep sit where OpenCV's refinement puts them
-    d, _ = cKDTree(vlfeat.xy).query(opencv.xy)
+    d, _ = cKDTree(tolerant.xy).query(opencv.xy)
     assert np.median(d) < 1e-3
 
 

@@ -144,7 +144,7 @@ class CudaSift:
         lists = []
         params = (np.float32(threshold), np.float32(contrast_threshold),
                   np.float32(edge_threshold), np.int32(IMAGE_BORDER),
-                  np.int32(MAX_REFINE_STEPS), np.int32(refinement == "vlfeat"))
+                  np.int32(MAX_REFINE_STEPS), np.int32(refinement == "tolerant"))
 
         def launch(k, octave, capacity):
             dogs = xp.ascontiguousarray(octave.dogs, dtype=xp.float32)

@@ -36,7 +36,7 @@ def sift(image, *, device: str = "auto", mask=None, max_pixels: int = io.DEFAULT
         :class:`~visiontk.SiftOptions`: ``max_features`` (keep the strongest; 0 = all),
         ``n_octave_layers``, ``contrast_threshold``, ``edge_threshold``, ``sigma``,
         ``upsample`` (double the image first, octave −1), ``upright`` (no orientation,
-        angle 0), ``rootsift``, ``refinement`` ("opencv" or "vlfeat" localisation),
+        angle 0), ``rootsift``, ``refinement`` ("opencv", or "tolerant": VLFeat's),
         ``subpixel_window`` (descriptor window centred on the sub-pixel keypoint),
         ``orientation_smoothing`` ("opencv" or "vlfeat"), ``max_orientations`` (0 = every
         peak within 80% of the highest).

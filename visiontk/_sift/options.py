@@ -14,10 +14,11 @@ from . import constants as C
 
 #: Named sets of option values. ``opencv``: cv2.SIFT_create()'s defaults and its keypoints and
 #: descriptors. ``accurate``: COLMAP's choices, measured on bench/sift_bench.py (README):
-#: half OpenCV's contrast threshold (COLMAP's peak threshold 0.02/3), VLFeat's localisation
-#: and orientation smoothing, the descriptor window centred on the sub-pixel keypoint
-#: (VLFeat), at most 2 orientations, RootSIFT, at most 8192 keypoints (COLMAP's
-#: max_num_features; the strongest are kept, and only they are oriented and described).
+#: half OpenCV's contrast threshold (COLMAP's peak threshold 0.02/3), VLFeat's tolerances in
+#: localisation (detect.refine_extrema_tolerant) and its orientation smoothing, the
+#: descriptor window centred on the sub-pixel keypoint (VLFeat), at most 2 orientations,
+#: RootSIFT, at most 8192 keypoints (COLMAP's max_num_features; the strongest are kept, and
+#: only they are oriented and described).
 PRESETS = {
     "opencv": {"max_features": 0, "n_octave_layers": C.N_OCTAVE_LAYERS,
                "contrast_threshold": C.CONTRAST_THRESHOLD, "edge_threshold": C.EDGE_THRESHOLD,
@@ -27,13 +28,13 @@ PRESETS = {
 }
 PRESETS["accurate"] = {**PRESETS["opencv"], "max_features": 8192, "contrast_threshold": 0.02,
                        "rootsift": True,
-                       "refinement": "vlfeat", "subpixel_window": True,
+                       "refinement": "tolerant", "subpixel_window": True,
                        "orientation_smoothing": "vlfeat", "max_orientations": 2}
 #: The preset of visiontk.sift, `visiontk match` and the pipeline's sift stage.
 DEFAULT_PRESET = "accurate"
 
 Preset = Literal["accurate", "opencv"]
-Refinement = Literal["opencv", "vlfeat"]
+Refinement = Literal["opencv", "tolerant"]
 Smoothing = Literal["opencv", "vlfeat"]
 
 

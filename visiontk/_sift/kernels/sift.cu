@@ -154,20 +154,21 @@ __device__ __forceinline__ bool is_extremum(const float* dogs, long long idx, in
     return true;
 }
 
-// VLFeat's move (refine_extrema_vlfeat._step): -1, 0 or +1 towards an offset beyond 0.6 that
-// keeps the sample inside the border.
-__device__ __forceinline__ int vlfeat_step(float offset, int position, int size, int border) {
-    return (offset > VLFEAT_MOVE_OFFSET && position + 1 < size - border ? 1 : 0) -
-           (offset < -VLFEAT_MOVE_OFFSET && position - 1 >= border ? 1 : 0);
+// VLFeat's move (detect._step): -1, 0 or +1 towards an offset beyond 0.6 that keeps the
+// sample in [low, high).
+__device__ __forceinline__ int tolerant_step(float offset, int position, int low, int high) {
+    return (offset > VLFEAT_MOVE_OFFSET && position + 1 < high ? 1 : 0) -
+           (offset < -VLFEAT_MOVE_OFFSET && position - 1 >= low ? 1 : 0);
 }
 
 // dogs: [n_layers + 2][h][w]. Outputs, one entry per kept extremum: the (layer, row, col) it
 // converged to, offsets (layer, row, col) of the fitted extremum from it, and |D| there.
-// vlfeat != 0 localises as refine_extrema_vlfeat (VLFeat, COLMAP) instead of OpenCV.
+// tolerant != 0 localises as detect.refine_extrema_tolerant (VLFeat's tolerances) instead of
+// OpenCV.
 extern "C" __global__ void detect_extrema(const float* dogs, int n_layers, int h, int w,
                                           float threshold, float contrast_threshold,
                                           float edge_threshold, int border, int max_steps,
-                                          int vlfeat,
+                                          int tolerant,
                                           unsigned long long capacity, unsigned long long* count,
                                           long long* out_layer, long long* out_row,
                                           long long* out_col, float* out_offset,
@@ -199,12 +200,14 @@ extern "C" __global__ void detect_extrema(const float* dogs, int n_layers, int h
             xc = -x0;
             xr = -x1;
             xs = -x2;
-            if (vlfeat) {
-                const int mc = vlfeat_step(xc, c, w, border);
-                const int mr = vlfeat_step(xr, r, h, border);
-                if ((mc == 0 && mr == 0) || step == max_steps - 1) break;
+            if (tolerant) {
+                const int mc = tolerant_step(xc, c, border, w - border);
+                const int mr = tolerant_step(xr, r, border, h - border);
+                const int ms = tolerant_step(xs, layer, 1, n_layers + 1);
+                if ((mc == 0 && mr == 0 && ms == 0) || step == max_steps - 1) break;
                 c += mc;
                 r += mr;
+                layer += ms;
                 continue;
             }
             if (fabsf(xc) < 0.5f && fabsf(xr) < 0.5f && fabsf(xs) < 0.5f) {
@@ -221,7 +224,7 @@ extern "C" __global__ void detect_extrema(const float* dogs, int n_layers, int h
                 c >= w - border)
                 break;
         }
-        if (vlfeat)
+        if (tolerant)
             converged = fabsf(xc) < VLFEAT_MAX_OFFSET && fabsf(xr) < VLFEAT_MAX_OFFSET &&
                         fabsf(xs) < VLFEAT_MAX_OFFSET && layer + xs >= 0.f &&
                         layer + xs <= n_layers + 1.f;
