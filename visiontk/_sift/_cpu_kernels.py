@@ -43,24 +43,21 @@ BLOCK_ROWS = 32
 
 
 @nb.njit(inline="always", **_KERNEL)
-def _is_extremum(g, layer, r, c, threshold):
-    # D is read from the Gaussians (D_l = G_l+1 − G_l) so no DoG stack is ever stored.
-    v = g[layer + 1, r, c] - g[layer, r, c]
-    if v > threshold:
-        for dl in range(-1, 2):
-            for dr in range(-1, 2):
-                for dc in range(-1, 2):
-                    if g[layer + dl + 1, r + dr, c + dc] - g[layer + dl, r + dr, c + dc] > v:
-                        return False
+def _beyond_layers(below, here, above, v, c):
+    """Whether D = ``v`` at column c is also an extremum against the 3×3 neighbours in the
+    layers below and above (rows r−1, r, r+1 of each: ``below`` and ``above`` are 3 × w);
+    ``here`` is unused but keeps the three layers' rows side by side for the reader."""
+    if v > 0:
+        for dr in range(3):
+            for dc in range(c - 1, c + 2):
+                if below[dr, dc] > v or above[dr, dc] > v:
+                    return False
         return True
-    if v < -threshold:
-        for dl in range(-1, 2):
-            for dr in range(-1, 2):
-                for dc in range(-1, 2):
-                    if g[layer + dl + 1, r + dr, c + dc] - g[layer + dl, r + dr, c + dc] < v:
-                        return False
-        return True
-    return False
+    for dr in range(3):
+        for dc in range(c - 1, c + 2):
+            if below[dr, dc] < v or above[dr, dc] < v:
+                return False
+    return True
 
 
 @nb.njit(inline="always", **_KERNEL)
@@ -103,32 +100,37 @@ def _extrema(g, threshold, border):
     rows = (n_gauss - 3) * h
     counts = np.zeros(rows + 1, np.int64)
     marks = np.zeros((rows, w), np.uint8)
-    # Blocks of rows, so each DoG row of the layer is computed once per block.
+    # Blocks of rows, so each DoG row is computed once per block (D is never stored whole):
+    # the cross-layer test then reads rows already in cache, not the Gaussians.
     inner = h - 2 * border
     per_layer = (inner + BLOCK_ROWS - 1) // BLOCK_ROWS
     for block in nb.prange((n_gauss - 3) * per_layer):
         layer = block // per_layer + 1
         first = border + (block % per_layer) * BLOCK_ROWS
         last = min(first + BLOCK_ROWS, h - border)
-        lower = g[layer]
-        upper = g[layer + 1]
-        dog = np.empty((3, w), np.float32)  # rows r − 1, r, r + 1 at (row mod 3)
+        # DoG rows r − 1, r, r + 1 (at row mod 3) of the layers below, at and above this one
+        dog = np.empty((3, 3, w), np.float32)
         for r in range(first, last):
-            for rr in range(r - 1 if r == first else r + 1, r + 2):
-                out = dog[rr % 3]
-                below_row = lower[rr]
-                above_row = upper[rr]
-                for c in range(w):
-                    out[c] = above_row[c] - below_row[c]
+            for dl in range(3):
+                lower = g[layer + dl - 1]
+                upper = g[layer + dl]
+                for rr in range(r - 1 if r == first else r + 1, r + 2):
+                    out = dog[dl, rr % 3]
+                    below_row = lower[rr]
+                    above_row = upper[rr]
+                    for c in range(w):
+                        out[c] = above_row[c] - below_row[c]
             k = (layer - 1) * h + r
             mark = marks[k]
-            if _in_layer_extrema(dog[(r - 1) % 3], dog[r % 3], dog[(r + 1) % 3], threshold,
+            here = dog[1]
+            if _in_layer_extrema(here[(r - 1) % 3], here[r % 3], here[(r + 1) % 3], threshold,
                                  border, mark) == 0:
                 continue
             found = 0
+            centre = here[r % 3]
             for c in range(border, w - border):
                 if mark[c]:
-                    if _is_extremum(g, layer, r, c, threshold):
+                    if _beyond_layers(dog[0], here, dog[2], centre[c], c):
                         found += 1
                     else:
                         mark[c] = 0
