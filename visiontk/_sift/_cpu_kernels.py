@@ -36,8 +36,12 @@ _SQRT2 = math.sqrt(2.0)
 
 # error_model="numpy": a float division by zero gives inf/nan instead of raising, which keeps
 # the per-sample loops free of branches, so LLVM vectorises them (measured: 2x on the sample
-# pass of the descriptor).
-_KERNEL = {"cache": True, "fastmath": True, "error_model": "numpy"}
+# pass of the descriptor). Of fast-math only no-NaN/no-inf/no-signed-zero (what min/max need to
+# vectorise) and FMA contraction (20% on descriptors): with reciprocal or function
+# approximations as well (fastmath=True) the vectorised body and its scalar remainder rounded
+# some samples differently, and which samples take which path depends on buffer addresses:
+# two processes gave descriptors a byte apart (tests/sift/test_determinism.py).
+_KERNEL = {"cache": True, "fastmath": {"nnan", "ninf", "nsz", "contract"}, "error_model": "numpy"}
 #: Rows per parallel task of the extrema search.
 BLOCK_ROWS = 32
 
