@@ -57,11 +57,11 @@ def cuda(request, tmp_path_factory):
                            xp=xp, host=backend.to_host, device=xp.asarray)
 
 
-def one_octave_histograms(kernels, gaussians, layer, row, col, scale):
+def one_octave_histograms(kernels, gaussians, layer, x, y, scale, subpixel=False):
     """The orientation kernel on keypoints of one octave (what the xp definition takes)."""
     number = kernels.xp.zeros(layer.shape[0], np.int64)
     return kernels.orientation_histograms([scale_space_module.Octave(0, gaussians)], number,
-                                          layer, row, col, scale)
+                                          layer, x, y, scale, subpixel=subpixel)
 
 
 def one_octave_descriptors(kernels, gaussians, layer, x, y, direction, scale):
@@ -108,16 +108,17 @@ def test_emulator_refuses_arguments_of_the_wrong_c_type(tmp_path):
     stacks = np.array([g.ctypes.data], np.uint64)
     ints = np.zeros(1, np.int64)
     sizes = np.array([32], np.int32)
-    good = [stacks, sizes, sizes, ints, ints, ints, ints, np.zeros(1, np.float32), np.int32(1),
+    floats = np.zeros(1, np.float32)
+    good = [stacks, sizes, sizes, ints, ints, floats, floats, floats, np.int32(1), np.int32(0),
             np.zeros((1, 36), np.float32)]
     kernel((1,), (32,), good)
-    for i, bad in [(8, 1), (8, np.int64(1)), (4, ints.astype(np.int32)),
-                   (0, stacks.astype(np.int64)), (9, np.zeros(72, np.float32)[::2])]:
+    for i, bad in [(8, 1), (8, np.int64(1)), (4, ints.astype(np.int32)), (5, ints),
+                   (0, stacks.astype(np.int64)), (10, np.zeros(72, np.float32)[::2])]:
         args = list(good)
         args[i] = bad
         with pytest.raises(TypeError, match=f"argument {i}"):
             kernel((1,), (32,), args)
-    with pytest.raises(TypeError, match="10 parameters"):
+    with pytest.raises(TypeError, match="11 parameters"):
         kernel((1,), (32,), good[:-1])
 
 
@@ -186,12 +187,14 @@ def keypoints(octaves):
     return octave, ext, orientation_scale(1.6, 3, ext.layer, ext.offset_layer, np)
 
 
-def test_orientation_kernel_equals_definition(cuda, keypoints):
+@pytest.mark.parametrize("subpixel", [False, True], ids=["pixel-centred", "subpixel"])
+def test_orientation_kernel_equals_definition(cuda, keypoints, subpixel):
     octave, ext, scale = keypoints
-    args = (octave.gaussians, ext.layer, ext.row, ext.col, scale)
+    args = (octave.gaussians, ext.layer, ext.col + ext.offset_col, ext.row + ext.offset_row,
+            scale)
     ours = cuda.host(one_octave_histograms(cuda.kernels(block=64),
-                                           *(cuda.device(a) for a in args)))
-    ref = raw_orientation_histograms(*args, np)
+                                           *(cuda.device(a) for a in args), subpixel=subpixel))
+    ref = raw_orientation_histograms(*args, np, subpixel=subpixel)
     assert len(ext) > 20
     assert_orientation_histograms_agree(ours, ref)
 
@@ -228,15 +231,15 @@ def test_all_octaves_in_one_launch_equal_octave_by_octave(cuda, octaves):
     on_device = [scale_space_module.Octave(o.index, cuda.device(o.gaussians))
                  for o in octaves[:3]]
     d = cuda.device
-    hist = cuda.host(kernels.orientation_histograms(on_device, d(number), d(layer), d(row),
-                                                    d(col), d(scale)))
+    hist = cuda.host(kernels.orientation_histograms(on_device, d(number), d(layer), d(x),
+                                                    d(y), d(scale)))
     desc = cuda.host(kernels.descriptors(on_device, d(number), d(layer), d(x), d(y),
                                          d(direction), d(scale))[0])
     assert len(set(number[:50])) == 3
     # Shared-memory float atomics add in any order on a GPU: equal up to rounding.
     for n, octave in enumerate(on_device):
         sel = number == n
-        one = [d(a[sel]) for a in (layer, row, col, scale)]
+        one = [d(a[sel]) for a in (layer, x, y, scale)]
         np.testing.assert_allclose(
             hist[sel], cuda.host(one_octave_histograms(kernels, octave.gaussians, *one)),
             rtol=1e-5, atol=1e-3)

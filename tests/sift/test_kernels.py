@@ -49,11 +49,13 @@ def test_candidates_identical(octave_and_keypoints, compiled):
     np.testing.assert_array_equal(ours[:, order], ref[:, np.lexsort(ref[::-1])])
 
 
-def test_orientation_histograms_match(octave_and_keypoints, compiled):
+@pytest.mark.parametrize("subpixel", [False, True], ids=["pixel-centred", "subpixel"])
+def test_orientation_histograms_match(octave_and_keypoints, compiled, subpixel):
     octave, ext, scale = octave_and_keypoints
-    args = (octave.gaussians, ext.layer, ext.row, ext.col, scale)
-    ours = compiled.raw_orientations(*args)
-    ref = reference.raw_orientations(*args)
+    args = (octave.gaussians, ext.layer, ext.col + ext.offset_col, ext.row + ext.offset_row,
+            scale)
+    ours = compiled.raw_orientations(*args, subpixel=subpixel)
+    ref = reference.raw_orientations(*args, subpixel=subpixel)
     assert ref.shape == (len(ext), 36) and ref.sum() > 0
     assert_orientation_histograms_agree(ours, ref)
 

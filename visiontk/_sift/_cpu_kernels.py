@@ -213,7 +213,7 @@ def _orientation_row(up, mid, down, wj, wi, weighted, bins, cnt):
 
 
 @nb.njit(parallel=True, **_KERNEL)
-def _orientation_kernel(gaussians, layer, row, col, scale):
+def _orientation_kernel(gaussians, layer, x, y, scale, subpixel):
     count = layer.shape[0]
     _, h, w = gaussians.shape
     hist = np.zeros((count, ORI_BINS), np.float32)
@@ -222,35 +222,40 @@ def _orientation_kernel(gaussians, layer, row, col, scale):
         radius = int(np.rint(np.float32(ORI_RADIUS_FACTOR) * sc))
         sig = np.float32(ORI_SIGMA_FACTOR) * sc
         wscale = np.float32(-1.0) / (np.float32(2.0) * sig * sig)
-        window = _gaussian_table(radius, wscale, np.float32(0.0))
+        # centred on the nearest pixel; weighted around it (OpenCV) or the keypoint (VLFeat)
+        r0 = int(np.rint(y[k]))
+        c0 = int(np.rint(x[k]))
+        window_i = _gaussian_table(radius, wscale, y[k] - np.float32(r0) if subpixel
+                                   else np.float32(0.0))
+        window_j = _gaussian_table(radius, wscale, x[k] - np.float32(c0) if subpixel
+                                   else np.float32(0.0))
         # Two passes, as OpenCV: a vectorised pass computes every sample's weighted magnitude
         # and bin, row by row, then a scalar pass adds them into the histogram.
         side = 2 * radius + 1
         weighted = np.empty(side * side, np.float32)
         bins = np.empty(side * side, np.int32)
         img = gaussians[layer[k]]
-        r0 = row[k]
-        c0 = col[k]
         j_lo = max(-radius, 1 - c0)
         cnt = min(radius, w - 2 - c0) - j_lo + 1
         x0 = c0 + j_lo
         n = 0
         for i in range(max(-radius, 1 - r0), min(radius, h - 2 - r0) + 1):
-            y = r0 + i
-            _orientation_row(img[y - 1, x0:x0 + cnt], img[y, x0 - 1:x0 + cnt + 1],
-                             img[y + 1, x0:x0 + cnt], window[j_lo + radius:j_lo + radius + cnt],
-                             window[i + radius], weighted[n:n + cnt], bins[n:n + cnt], cnt)
+            yy = r0 + i
+            _orientation_row(img[yy - 1, x0:x0 + cnt], img[yy, x0 - 1:x0 + cnt + 1],
+                             img[yy + 1, x0:x0 + cnt],
+                             window_j[j_lo + radius:j_lo + radius + cnt], window_i[i + radius],
+                             weighted[n:n + cnt], bins[n:n + cnt], cnt)
             n += max(cnt, 0)
         for s in range(n):
             hist[k, bins[s]] += weighted[s]
     return hist
 
 
-def raw_orientation_histograms(gaussians, layer, row, col, scale):
+def raw_orientation_histograms(gaussians, layer, x, y, scale, subpixel=False):
     """Compiled :func:`visiontk._sift.orient.raw_orientation_histograms`."""
     return _orientation_kernel(np.ascontiguousarray(gaussians), layer.astype(np.int64),
-                               row.astype(np.int64), col.astype(np.int64),
-                               scale.astype(np.float32))
+                               x.astype(np.float32), y.astype(np.float32),
+                               scale.astype(np.float32), bool(subpixel))
 
 
 @nb.njit(inline="always", **_KERNEL)
@@ -402,6 +407,7 @@ def warm_up() -> None:
     g = np.zeros((6, 16, 16), np.float32)
     one = np.ones(1, np.int64) * 8
     _extrema(g, np.float32(1.0), IMAGE_BORDER)
-    _orientation_kernel(g, one // 8, one, one, np.ones(1, np.float32))
+    _orientation_kernel(g, one // 8, one.astype(np.float32), one.astype(np.float32),
+                        np.ones(1, np.float32), False)
     _descriptor_kernel(g, one // 8, one.astype(np.float32), one.astype(np.float32),
                        np.zeros(1, np.float32), np.ones(1, np.float32), False)

@@ -182,7 +182,8 @@ class CudaSift:
         return result
 
     # -- orientation and descriptors: keypoints of all octaves in one launch -------------------
-    def orientation_histograms(self, octaves, number, layer, row, col, scale):
+    def orientation_histograms(self, octaves, number, layer, x, y, scale,
+                               subpixel: bool = False):
         """Raw orientation histograms of keypoints of any octaves (``number``: which), in one
         launch; per keypoint what :func:`visiontk._sift.orient.raw_orientation_histograms`
         computes."""
@@ -192,8 +193,8 @@ class CudaSift:
         if count:
             self._kernel("orientation_histograms")(
                 (count,), (self.block,),
-                (*self._octave_table(octaves), *self._int64(number, layer, row, col),
-                 *self._float32(scale), np.int32(count), hist))
+                (*self._octave_table(octaves), *self._int64(number, layer),
+                 *self._float32(x, y, scale), np.int32(count), np.int32(subpixel), hist))
         return hist
 
     def descriptors(self, octaves, number, layer, x, y, direction, scale,

@@ -52,9 +52,10 @@ class SiftBackend(Protocol):
     def detect(self, octaves, opts) -> list[Extrema]:
         """Refined, tested extrema of each octave."""
 
-    def orientations(self, octaves, number, layer, row, col, scale):
+    def orientations(self, octaves, number, layer, x, y, scale, *, subpixel: bool = False):
         """Raw (unsmoothed) orientation histograms, K × ORI_BINS float32, of keypoints of any
-        octaves (``number`` says which)."""
+        octaves (``number`` says which), the window weighted around each keypoint's nearest
+        pixel or, with ``subpixel``, around it."""
 
     def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool,
                  subpixel: bool = False):
@@ -87,12 +88,13 @@ class XpBackend:
     def candidates(self, octave, threshold: float):
         return find_candidates(octave, threshold, self.xp)
 
-    def orientations(self, octaves, number, layer, row, col, scale):
-        return self._by_octave(self.raw_orientations, octaves, number,
-                               (layer, row, col, scale), ORI_BINS)
+    def orientations(self, octaves, number, layer, x, y, scale, *, subpixel: bool = False):
+        return self._by_octave(functools.partial(self.raw_orientations, subpixel=subpixel),
+                               octaves, number, (layer, x, y, scale), ORI_BINS)
 
-    def raw_orientations(self, gaussians, layer, row, col, scale):
-        return raw_orientation_histograms(gaussians, layer, row, col, scale, self.xp)
+    def raw_orientations(self, gaussians, layer, x, y, scale, *, subpixel=False):
+        return raw_orientation_histograms(gaussians, layer, x, y, scale, self.xp,
+                                          subpixel=subpixel)
 
     def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool,
                  subpixel: bool = False):
@@ -129,8 +131,9 @@ class NumbaBackend(XpBackend):
     def candidates(self, octave, threshold: float):
         return self.kernels.find_candidates(octave, threshold)
 
-    def raw_orientations(self, gaussians, layer, row, col, scale):
-        return self.kernels.raw_orientation_histograms(gaussians, layer, row, col, scale)
+    def raw_orientations(self, gaussians, layer, x, y, scale, *, subpixel=False):
+        return self.kernels.raw_orientation_histograms(gaussians, layer, x, y, scale,
+                                                       subpixel=subpixel)
 
     def raw_descriptors(self, gaussians, layer, x, y, direction, scale, *, subpixel=False):
         return self.kernels.raw_descriptors(gaussians, layer, x, y, direction, scale,
@@ -157,8 +160,9 @@ class CudaBackend(XpBackend):
         threshold = prethreshold(opts.contrast_threshold, opts.n_octave_layers)
         return self.cuda.detect_extrema(octaves, threshold=threshold, **_tests(opts))
 
-    def orientations(self, octaves, number, layer, row, col, scale):
-        return self.cuda.orientation_histograms(octaves, number, layer, row, col, scale)
+    def orientations(self, octaves, number, layer, x, y, scale, *, subpixel: bool = False):
+        return self.cuda.orientation_histograms(octaves, number, layer, x, y, scale,
+                                                subpixel=subpixel)
 
     def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool,
                  subpixel: bool = False):

@@ -86,8 +86,8 @@ def _orientations(kp, opts, octaves, sift_backend):
     xp = sift_backend.xp
     if opts.upright:
         return xp.arange(kp["x"].shape[0]), xp.zeros(kp["x"].shape[0], dtype=xp.float32)
-    hist = sift_backend.orientations(octaves, kp["number"], kp["layer"], kp["row"], kp["col"],
-                                     kp["scale"])
+    hist = sift_backend.orientations(octaves, kp["number"], kp["layer"], kp["x"], kp["y"],
+                                     kp["scale"], subpixel=opts.subpixel_window)
     return dominant_orientations(smooth_histograms(hist, xp, opts.orientation_smoothing), xp,
                                  opts.max_orientations)
 

@@ -34,14 +34,18 @@ def window_radius(scale, factor: float, xp):
     return xp.rint(factor * scale).astype(xp.int64)
 
 
-def raw_orientation_histograms(gaussians, layer, row, col, scale, xp):
+def raw_orientation_histograms(gaussians, layer, x, y, scale, xp, *, subpixel: bool = False):
     """36-bin histograms of Gaussian-weighted gradient directions around keypoints.
 
     Parameters
     ----------
     gaussians : (n_layers, h, w) float32 Gaussian images of one octave
-    layer, row, col : int arrays, the keypoint's Gaussian layer and integer sample
+    layer : int array, the keypoint's Gaussian layer
+    x, y : float arrays, the keypoint's position in octave pixels; the window is centred on
+        its nearest pixel
     scale : float array, the keypoint's sigma in octave pixels
+    subpixel : the Gaussian weight centred on the keypoint itself (VLFeat), not on that pixel
+        (OpenCV)
 
     Returns
     -------
@@ -53,6 +57,10 @@ def raw_orientation_histograms(gaussians, layer, row, col, scale, xp):
     if count == 0:
         return hist
     _, h, w = gaussians.shape
+    row = xp.rint(y).astype(xp.int64)
+    col = xp.rint(x).astype(xp.int64)
+    fy = (y - row).astype(xp.float32) if subpixel else xp.zeros(count, xp.float32)
+    fx = (x - col).astype(xp.float32) if subpixel else xp.zeros(count, xp.float32)
     radius = window_radius(scale, ORI_RADIUS_FACTOR, xp)
     weight_scale = (-1.0 / (2.0 * (ORI_SIGMA_FACTOR * scale) ** 2)).astype(xp.float32)
     for start in range(0, count, CHUNK):
@@ -71,7 +79,9 @@ def raw_orientation_histograms(gaussians, layer, row, col, scale, xp):
         plane = gaussians.reshape(-1, w)
         base_row = layer[sl, None] * h
         magnitude, angle = gradient_polar(plane, base_row + ys, xs, xp)
-        weight = xp.exp((di * di + dj * dj).astype(xp.float32) * weight_scale[sl, None])
+        vi = di.astype(xp.float32) - fy[sl, None]
+        vj = dj.astype(xp.float32) - fx[sl, None]
+        weight = xp.exp((vi * vi + vj * vj) * weight_scale[sl, None])
         bins = xp.rint(angle * (ORI_BINS / 360.0)).astype(xp.int64) % ORI_BINS
         contrib = xp.where(valid, weight * magnitude, 0).astype(xp.float32)
         n = sl.stop - sl.start

@@ -268,9 +268,9 @@ __device__ __forceinline__ const float* keypoint_image(const unsigned long long*
 extern "C" __global__ void orientation_histograms(const unsigned long long* stacks,
                                                   const int* heights, const int* widths,
                                                   const long long* octave,
-                                                  const long long* layer, const long long* row,
-                                                  const long long* col, const float* scale,
-                                                  int count, float* hist) {
+                                                  const long long* layer, const float* xs,
+                                                  const float* ys, const float* scale,
+                                                  int count, int subpixel, float* hist) {
     __shared__ float local[ORI_BINS];
     const int k = blockIdx.x;
     if (k >= count) return;
@@ -283,9 +283,12 @@ extern "C" __global__ void orientation_histograms(const unsigned long long* stac
     const float sig = ORI_SIGMA_FACTOR * sc;
     const float wscale = -1.f / (2.f * sig * sig);
     const int side = 2 * radius + 1;
+    // centred on the nearest pixel; weighted around it (OpenCV) or the keypoint (VLFeat)
+    const int py = (int)rintf(ys[k]), px = (int)rintf(xs[k]);
+    const float fy = subpixel ? ys[k] - py : 0.f, fx = subpixel ? xs[k] - px : 0.f;
     for (int s = threadIdx.x; s < side * side; s += blockDim.x) {
         const int i = s / side - radius, j = s % side - radius;
-        const int y = (int)row[k] + i, x = (int)col[k] + j;
+        const int y = py + i, x = px + j;
         if (y <= 0 || y >= h - 1 || x <= 0 || x >= w - 1) continue;
         const float dx = img[y * w + x + 1] - img[y * w + x - 1];
         const float dy = img[(y - 1) * w + x] - img[(y + 1) * w + x];
@@ -293,7 +296,8 @@ extern "C" __global__ void orientation_histograms(const unsigned long long* stac
         const float ang = atan2_degrees(dy, dx);
         int bin = (int)rintf(ang * (ORI_BINS / 360.f));
         bin = ((bin % ORI_BINS) + ORI_BINS) % ORI_BINS;
-        const float weight = expf((float)(i * i) * wscale) * expf((float)(j * j) * wscale);
+        const float vi = i - fy, vj = j - fx;
+        const float weight = expf(vi * vi * wscale) * expf(vj * vj * wscale);
         atomicAdd(&local[bin], weight * mag);
     }
     __syncthreads();
