@@ -37,7 +37,7 @@ def sift(image, *, device: str = "auto", mask=None, max_pixels: int = io.DEFAULT
         ``n_octave_layers``, ``contrast_threshold``, ``edge_threshold``, ``sigma``,
         ``upsample`` (double the image first, octave −1), ``upright`` (no orientation,
         angle 0), ``rootsift``, ``refinement`` ("opencv", or "tolerant": VLFeat's),
-        ``subpixel_window`` (descriptor window centred on the sub-pixel keypoint),
+        ``subpixel_window`` (windows centred on the sub-pixel keypoint),
         ``orientation_smoothing`` ("opencv" or "vlfeat"), ``max_orientations`` (0 = every
         peak within 80% of the highest).
 

@@ -15,8 +15,8 @@ from . import constants as C
 #: Named sets of option values. ``opencv``: cv2.SIFT_create()'s defaults and its keypoints and
 #: descriptors. ``accurate``: COLMAP's choices, measured on bench/sift_bench.py (README):
 #: half OpenCV's contrast threshold (COLMAP's peak threshold 0.02/3), VLFeat's tolerances in
-#: localisation (detect.refine_extrema_tolerant) and its orientation smoothing, the
-#: descriptor window centred on the sub-pixel keypoint (VLFeat), at most 2 orientations,
+#: localisation (detect.refine_extrema_tolerant) and its orientation smoothing, orientation
+#: and descriptor windows centred on the sub-pixel keypoint (VLFeat), at most 2 orientations,
 #: RootSIFT, at most 8192 keypoints (COLMAP's max_num_features; the strongest are kept, and
 #: only they are oriented and described).
 PRESETS = {
