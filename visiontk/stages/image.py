@@ -63,8 +63,8 @@ class SiftStageOptions(SiftOptions):
 
 
 class SiftStage(Stage):
-    """SIFT keypoints and descriptors (visiontk.sift), in original-image pixels; options left
-    out take the preset's values."""
+    """SIFT features (visiontk.sift) in original-image pixels; unset options take the preset's.
+    """
 
     name = "sift"
     kind = "image"
