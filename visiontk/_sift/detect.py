@@ -148,24 +148,15 @@ def refine_extrema(gaussians, layer, row, col, *, n_octave_layers: int,
                                      contrast_threshold=contrast_threshold,
                                      edge_threshold=edge_threshold, xp=xp)
     _, h, w = gaussians.shape
-    flat = gaussians.reshape(-1)
-    layer = layer.astype(xp.int64)
-    row = row.astype(xp.int64)
-    col = col.astype(xp.int64)
-    count = layer.shape[0]
-    active = xp.arange(count)
-    converged = xp.zeros(count, dtype=bool)
-    offsets = xp.zeros((3, count), dtype=xp.float32)
-    fits = [xp.zeros(count, dtype=xp.float32) for _ in range(10)]  # v, g0..g2, 6 Hessian terms
+    flat, layer, row, col, offsets, fits = _start_refinement(gaussians, layer, row, col, xp)
+    active = xp.arange(layer.shape[0])
+    converged = xp.zeros(layer.shape[0], dtype=bool)
     b = IMAGE_BORDER
     with _ignore_float_errors(xp):
         for _ in range(MAX_REFINE_STEPS):
             if active.shape[0] == 0:
                 break
-            idx = (layer[active] * h + row[active]) * w + col[active]
-            v, gradient, hessian = _local_fit(flat, idx, h, w)
-            x0, x1, x2 = _solve_symmetric3(hessian, gradient)
-            xc, xr, xs = -x0, -x1, -x2
+            v, gradient, hessian, (xs, xr, xc) = _fit(flat, layer, row, col, active, h, w)
             done = (xp.abs(xc) < 0.5) & (xp.abs(xr) < 0.5) & (xp.abs(xs) < 0.5)
             finished = active[done]
             converged[finished] = True
@@ -192,6 +183,24 @@ def refine_extrema(gaussians, layer, row, col, *, n_octave_layers: int,
     xs, xr, xc = offsets
     return Extrema(layer[keep], row[keep], col[keep], xs[keep], xr[keep], xc[keep],
                    xp.abs(contrast[keep]))
+
+
+def _start_refinement(gaussians, layer, row, col, xp):
+    """The flat Gaussian stack, int64 copies of the samples (they move), and zeroed offsets
+    and fits (v, g0..g2, 6 Hessian terms) for every candidate."""
+    count = layer.shape[0]
+    return (gaussians.reshape(-1), layer.astype(xp.int64), row.astype(xp.int64),
+            col.astype(xp.int64), xp.zeros((3, count), dtype=xp.float32),
+            [xp.zeros(count, dtype=xp.float32) for _ in range(10)])
+
+
+def _fit(flat, layer, row, col, active, h, w):
+    """The quadratic fit at the current samples of the ``active`` candidates: D, gradient,
+    Hessian, and the offsets (layer, row, col) of its extremum."""
+    idx = (layer[active] * h + row[active]) * w + col[active]
+    v, gradient, hessian = _local_fit(flat, idx, h, w)
+    x0, x1, x2 = _solve_symmetric3(hessian, gradient)
+    return v, gradient, hessian, (-x2, -x1, -x0)
 
 
 def _contrast_and_edge_tests(fits, offsets, n_octave_layers, contrast_threshold,
@@ -237,23 +246,14 @@ def refine_extrema_tolerant(gaussians, layer, row, col, *, n_octave_layers: int,
     (31.3, 30.6)
     """
     _, h, w = gaussians.shape
-    flat = gaussians.reshape(-1)
-    layer = layer.astype(xp.int64)
-    row = row.astype(xp.int64)
-    col = col.astype(xp.int64)
-    count = layer.shape[0]
-    active = xp.arange(count)
-    offsets = xp.zeros((3, count), dtype=xp.float32)
-    fits = [xp.zeros(count, dtype=xp.float32) for _ in range(10)]
+    flat, layer, row, col, offsets, fits = _start_refinement(gaussians, layer, row, col, xp)
+    active = xp.arange(layer.shape[0])
     b = IMAGE_BORDER
     with _ignore_float_errors(xp):
         for step in range(MAX_REFINE_STEPS):
             if active.shape[0] == 0:
                 break
-            idx = (layer[active] * h + row[active]) * w + col[active]
-            v, gradient, hessian = _local_fit(flat, idx, h, w)
-            x0, x1, x2 = _solve_symmetric3(hessian, gradient)
-            xc, xr, xs = -x0, -x1, -x2
+            v, gradient, hessian, (xs, xr, xc) = _fit(flat, layer, row, col, active, h, w)
             for store, value in zip(fits, (v, *gradient, *hessian), strict=True):
                 store[active] = value
             offsets[0, active] = xs
