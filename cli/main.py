@@ -28,9 +28,9 @@ from visiontk.pipeline.config import PRESETS
 # Flags take their defaults from the one definition of each option (SiftOptions, io, backend);
 # SIFT flags left out take the preset's value.
 PRESET = click.option("--preset", type=click.Choice(list(PRESET_VALUES)), default=DEFAULT_PRESET,
-                      show_default=True, help="SIFT preset: accurate (beats COLMAP's SIFT, "
-                      "RootSIFT) or opencv (cv2.SIFT's keypoints and descriptors); the flags "
-                      "below override it.")
+                      show_default=True, help="SIFT preset: accurate (COLMAP's choices, "
+                      "RootSIFT, at most 8192 keypoints) or opencv (cv2.SIFT's keypoints and "
+                      "descriptors); the flags below override it.")
 DEVICE = click.option("--device", type=click.Choice(DEVICES), default="auto",
                       show_default=True, help="Where to compute: cuda needs CuPy and an NVIDIA "
                       "GPU; auto uses one when present.")

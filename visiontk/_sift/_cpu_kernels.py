@@ -47,10 +47,9 @@ BLOCK_ROWS = 32
 
 
 @nb.njit(inline="always", **_KERNEL)
-def _beyond_layers(below, here, above, v, c):
+def _beyond_layers(below, above, v, c):
     """Whether D = ``v`` at column c is also an extremum against the 3×3 neighbours in the
-    layers below and above (rows r−1, r, r+1 of each: ``below`` and ``above`` are 3 × w);
-    ``here`` is unused but keeps the three layers' rows side by side for the reader."""
+    layers below and above (rows r−1, r, r+1 of each: ``below`` and ``above`` are 3 × w)."""
     if v > 0:
         for dr in range(3):
             for dc in range(c - 1, c + 2):
@@ -134,7 +133,7 @@ def _extrema(g, threshold, border):
             centre = here[r % 3]
             for c in range(border, w - border):
                 if mark[c]:
-                    if _beyond_layers(dog[0], here, dog[2], centre[c], c):
+                    if _beyond_layers(dog[0], dog[2], centre[c], c):
                         found += 1
                     else:
                         mark[c] = 0
@@ -192,6 +191,18 @@ def _gradient(up, mid, down, t):
     return mid[t + 2] - mid[t], up[t] - down[t]
 
 
+@nb.njit(inline="always", **_KERNEL)
+def _window_centre(x, y, subpixel):
+    """The window's centre pixel (nearest to the keypoint) and the keypoint's offset from it,
+    or (0, 0) when the window is weighted around the pixel (OpenCV) rather than the keypoint
+    (``subpixel``, VLFeat)."""
+    px = int(np.rint(x))
+    py = int(np.rint(y))
+    if subpixel:
+        return px, py, x - np.float32(px), y - np.float32(py)
+    return px, py, np.float32(0.0), np.float32(0.0)
+
+
 @nb.njit(cache=True, inline="always")
 def _gaussian_table(radius, scale, shift):
     """exp(scale · (t − shift)²) for t in −radius..radius: a 2-D Gaussian window is the
@@ -222,13 +233,9 @@ def _orientation_kernel(gaussians, layer, x, y, scale, subpixel):
         radius = int(np.rint(np.float32(ORI_RADIUS_FACTOR) * sc))
         sig = np.float32(ORI_SIGMA_FACTOR) * sc
         wscale = np.float32(-1.0) / (np.float32(2.0) * sig * sig)
-        # centred on the nearest pixel; weighted around it (OpenCV) or the keypoint (VLFeat)
-        r0 = int(np.rint(y[k]))
-        c0 = int(np.rint(x[k]))
-        window_i = _gaussian_table(radius, wscale, y[k] - np.float32(r0) if subpixel
-                                   else np.float32(0.0))
-        window_j = _gaussian_table(radius, wscale, x[k] - np.float32(c0) if subpixel
-                                   else np.float32(0.0))
+        c0, r0, fx, fy = _window_centre(x[k], y[k], subpixel)
+        window_i = _gaussian_table(radius, wscale, fy)
+        window_j = _gaussian_table(radius, wscale, fx)
         # Two passes, as OpenCV: a vectorised pass computes every sample's weighted magnitude
         # and bin, row by row, then a scalar pass adds them into the histogram.
         side = 2 * radius + 1
@@ -321,10 +328,7 @@ def _descriptor_kernel(gaussians, layer, x, y, direction, scale, subpixel):
         sin_t = np.float32(math.sin(theta)) / hist_width
         # The grid is centred on the nearest pixel of the keypoint (OpenCV) or on the keypoint
         # itself (``subpixel``, VLFeat): samples sit at offsets j − fx, i − fy from it.
-        px = int(np.rint(x[k]))
-        py = int(np.rint(y[k]))
-        fx = x[k] - np.float32(px) if subpixel else np.float32(0.0)
-        fy = y[k] - np.float32(py) if subpixel else np.float32(0.0)
+        px, py, fx, fy = _window_centre(x[k], y[k], subpixel)
         # |rotated offset|² = |offset|² / hist_width², so the window factorises into i and j.
         wscale = np.float32(-1.0 / (d * d * 0.5)) / (hist_width * hist_width)
         window_i = _gaussian_table(radius, wscale, fy)

@@ -15,7 +15,7 @@ from .constants import (
     DESCR_SCALE_FACTOR,
     DESCR_WIDTH,
 )
-from .orient import gradient_polar
+from .orient import gradient_polar, window_centre
 
 #: Keypoints per vectorised chunk (memory ≈ chunk × (2·radius+1)² samples).
 CHUNK = 256
@@ -53,10 +53,7 @@ def raw_descriptors(gaussians, layer, x, y, direction, scale, xp, *, subpixel: b
     _, h, w = gaussians.shape
     d, n = DESCR_WIDTH, DESCR_BINS
     radius = xp.minimum(descriptor_radius(scale, xp), int(math.hypot(h, w)))
-    px = xp.rint(x).astype(xp.int64)
-    py = xp.rint(y).astype(xp.int64)
-    fx = (x - px).astype(xp.float32) if subpixel else xp.zeros(count, xp.float32)
-    fy = (y - py).astype(xp.float32) if subpixel else xp.zeros(count, xp.float32)
+    px, py, fx, fy = window_centre(x, y, subpixel, xp)
     theta = xp.radians(direction.astype(xp.float32))
     hist_width = (DESCR_SCALE_FACTOR * scale).astype(xp.float32)
     cos_t = (xp.cos(theta) / hist_width).astype(xp.float32)

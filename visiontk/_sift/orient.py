@@ -29,6 +29,18 @@ def gradient_polar(img, rows, cols, xp):
     return magnitude, angle.astype(xp.float32)
 
 
+def window_centre(x, y, subpixel: bool, xp):
+    """Integer centre (col, row) of each keypoint's window, its nearest pixel, and the
+    keypoint's float32 offset (fx, fy) from it: zero when the window is weighted around the
+    pixel (OpenCV), the sub-pixel remainder when around the keypoint (``subpixel``, VLFeat)."""
+    col = xp.rint(x).astype(xp.int64)
+    row = xp.rint(y).astype(xp.int64)
+    if not subpixel:
+        zeros = xp.zeros(col.shape[0], xp.float32)
+        return col, row, zeros, zeros
+    return col, row, (x - col).astype(xp.float32), (y - row).astype(xp.float32)
+
+
 def window_radius(scale, factor: float, xp):
     """Integer window radius ``round(factor · scale)`` per keypoint (cvRound: half to even)."""
     return xp.rint(factor * scale).astype(xp.int64)
@@ -57,10 +69,7 @@ def raw_orientation_histograms(gaussians, layer, x, y, scale, xp, *, subpixel: b
     if count == 0:
         return hist
     _, h, w = gaussians.shape
-    row = xp.rint(y).astype(xp.int64)
-    col = xp.rint(x).astype(xp.int64)
-    fy = (y - row).astype(xp.float32) if subpixel else xp.zeros(count, xp.float32)
-    fx = (x - col).astype(xp.float32) if subpixel else xp.zeros(count, xp.float32)
+    col, row, fx, fy = window_centre(x, y, subpixel, xp)
     radius = window_radius(scale, ORI_RADIUS_FACTOR, xp)
     weight_scale = (-1.0 / (2.0 * (ORI_SIGMA_FACTOR * scale) ** 2)).astype(xp.float32)
     for start in range(0, count, CHUNK):
