@@ -255,6 +255,12 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
     for key in ("features_path", "matches_path", "colmap_path"):
         if s[key]:
             click.echo(one_line(f"{key.split('_')[0]}: {s[key]}"))
+    for name, m in s["models"].items():
+        click.echo(one_line(
+            f"{name}: {m['registered']} of {m['images']} images registered in {m['models']} "
+            f"model(s); {m['points']} points, reprojection error "
+            f"{m['mean_reprojection_error']} px, track length {m['mean_track_length']} -> "
+            + ", ".join(str(out / f) for f in m["files"][1:])))
     click.echo(f"time: {s['seconds']:.1f} s (" + ", ".join(
         f"{k} {v:.1f}" for k, v in s["stage_seconds"].items()) + ")")
     if result.failures:

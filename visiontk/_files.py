@@ -49,13 +49,20 @@ def atomic_write(path):
 
 
 def remove_stale_temporaries(folder) -> int:
-    """Delete :func:`atomic_write` temporaries that a killed process left under ``folder``
-    (only names of that pattern: nothing of anyone else's); returns how many."""
+    """Delete :func:`atomic_write` temporaries (and temporary folders named the same way) that
+    a killed process left under ``folder`` (only names of that pattern: nothing of anyone
+    else's); returns how many."""
+    import shutil
+
     removed = 0
-    for p in Path(folder).rglob("*.part*"):
-        if TEMPORARY.match(p.name) and p.is_file():
+    for p in list(Path(folder).rglob("*.part*")):
+        if not TEMPORARY.match(p.name) or p.is_symlink():
+            continue
+        if p.is_dir():  # a model being written (visiontk.sfm.mapping)
+            shutil.rmtree(p, ignore_errors=True)
+        else:
             p.unlink(missing_ok=True)
-            removed += 1
+        removed += 1
     return removed
 
 

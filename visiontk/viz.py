@@ -101,3 +101,18 @@ def save_image(path, rgb: np.ndarray) -> Path:
     with atomic_write(path) as tmp:
         tmp.write_bytes(data.tobytes())
     return path
+
+
+def thumbnail(path, width: int = 240) -> np.ndarray | None:
+    """A small RGB copy of an image file (EXIF-turned, as the features saw it), ``width``
+    pixels wide at most; None when the file cannot be read."""
+    from .io import load_rgb
+
+    try:
+        rgb = load_rgb(path)
+    except Exception:  # a picture of the run must not fail the run
+        return None
+    h, w = rgb.shape[:2]
+    if w <= width:
+        return rgb
+    return cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)

@@ -70,12 +70,14 @@ def pair_id(image_id1: int, image_id2: int) -> int:
     return a * MAX_IMAGE_ID + b
 
 
-def export_colmap(path: Path, features: list, pairs: list) -> Path:
+def export_colmap(path: Path, features: list, pairs: list, cameras=None) -> Path:
     """Write a COLMAP database at ``path`` (replaced atomically).
 
     ``features``: (image name, Features) in image-id order (ids from 1);
     ``pairs``: (name_a, name_b, Matches, Geometry or None). Both may be generators: they are
-    read once, one item at a time.
+    read once, one item at a time. ``cameras(name, image_size)`` gives an image's
+    :class:`visiontk.sfm.cameras.Camera` (images given one Camera object share one camera and
+    rig); without it, one SIMPLE_RADIAL camera per image with COLMAP's focal length guess.
     """
     path = Path(path)
     with atomic_write(path) as tmp:
@@ -83,19 +85,19 @@ def export_colmap(path: Path, features: list, pairs: list) -> Path:
         con = sqlite3.connect(tmp)
         try:
             con.executescript(SCHEMA)
-            ids = {}
+            ids, camera_ids = {}, {}
             for image_id, (name, f) in enumerate(features, start=1):
-                h, w = f.image_size
-                focal = 1.2 * max(h, w)
-                params = np.array([focal, w / 2, h / 2, 0.0], np.float64)
-                con.execute("INSERT INTO cameras VALUES (?, ?, ?, ?, ?, 0)",
-                            (image_id, SIMPLE_RADIAL, w, h, params.tobytes()))
-                con.execute("INSERT INTO rigs VALUES (?, ?, ?)",
-                            (image_id, image_id, SENSOR_CAMERA))
-                con.execute("INSERT INTO frames VALUES (?, ?)", (image_id, image_id))
+                camera = cameras(name, f.image_size) if cameras is not None else None
+                # one row per Camera object (kept here so that its id() stays its own)
+                key = id(camera) if camera is not None else ("own", image_id)
+                if key not in camera_ids:
+                    camera_ids[key] = (_insert_camera(con, len(camera_ids) + 1, camera,
+                                                      f.image_size), camera)
+                camera_id = camera_ids[key][0]
+                con.execute("INSERT INTO frames VALUES (?, ?)", (image_id, camera_id))
                 con.execute("INSERT INTO frame_data VALUES (?, ?, ?, ?)",
-                            (image_id, image_id, image_id, SENSOR_CAMERA))
-                con.execute("INSERT INTO images VALUES (?, ?, ?)", (image_id, name, image_id))
+                            (image_id, image_id, camera_id, SENSOR_CAMERA))
+                con.execute("INSERT INTO images VALUES (?, ?, ?)", (image_id, name, camera_id))
                 # x, y, scale, orientation: COLMAP's angle turns the same way as OpenCV's (both
                 # atan2 of the gradient in y-down image coordinates; checked against pycolmap's
                 # own SIFT on a rotated image in tests/pipeline/test_pipeline.py)
@@ -136,6 +138,21 @@ def export_colmap(path: Path, features: list, pairs: list) -> Path:
         finally:
             con.close()
     return path
+
+
+def _insert_camera(con, camera_id: int, camera, image_size) -> int:
+    """A camera row and its trivial rig (rig id = camera id, as COLMAP's extractor makes)."""
+    if camera is None:
+        h, w = image_size
+        model, width, height, prior = SIMPLE_RADIAL, w, h, 0
+        params = np.array([1.2 * max(h, w), w / 2, h / 2, 0.0], np.float64)
+    else:
+        model, width, height = camera.model_id, camera.width, camera.height
+        params, prior = np.array(camera.params, np.float64), int(camera.prior)
+    con.execute("INSERT INTO cameras VALUES (?, ?, ?, ?, ?, ?)",
+                (camera_id, model, width, height, params.tobytes(), prior))
+    con.execute("INSERT INTO rigs VALUES (?, ?, ?)", (camera_id, camera_id, SENSOR_CAMERA))
+    return camera_id
 
 
 def _to_colmap_pixels(geometry) -> np.ndarray:

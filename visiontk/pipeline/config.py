@@ -39,6 +39,10 @@ PRESETS = {
                               {"name": "pairs-sequential", "window": 5}, {"name": "match"},
                               {"name": "verify", "model": "fundamental"}],
     "sift": [{"name": "load"}, {"name": "sift"}],
+    # photos to a 3-D model: every pair up to 30 images, each image's 30 nearest by retrieval
+    # beyond that
+    "sfm": [{"name": "load"}, {"name": "sift"}, {"name": "pairs-exhaustive"}, {"name": "match"},
+            {"name": "verify", "model": "fundamental"}, {"name": "reconstruct"}],
     "dino-attention": [{"name": "dino-attention"}],
     "branches": [{"name": "branches"}],
 }

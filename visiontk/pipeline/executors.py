@@ -174,6 +174,24 @@ def pair_died(task, cause: str) -> dict:
             "reason": f"{a} {b}: the worker process {cause} while processing the pair"}
 
 
+def model_died(task, cause: str) -> dict:
+    stage = task[0].name
+    return {"ok": False, "item": "the run's model", "stage": "worker",
+            "reason": f"{stage}: the worker process {cause} while running it"}
+
+
+def model_task(task) -> dict:
+    """Run one whole-run stage (reconstruct) on the run's cached features and pairs."""
+    stage, context = task
+    t0 = time.perf_counter()
+    try:
+        result = stage.run(dict(context))
+        return {"ok": True, "result": result, "seconds": {stage.name: time.perf_counter() - t0}}
+    except Exception as exc:
+        return {**_failure("the run's model", stage.name, exc),
+                "seconds": {stage.name: time.perf_counter() - t0}}
+
+
 def image_task(task) -> dict:
     """Run the per-image stages on one image unless its features are cached."""
     name, path, stages, config, cache_root, output_dir = task

@@ -12,6 +12,7 @@ import contextlib
 import glob
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ class RunResult:
     features_path: Path | None = None
     matches_path: Path | None = None
     colmap_path: Path | None = None
+    #: what the whole-run stages (reconstruct) reported, by stage name
+    models: dict = field(default_factory=dict)
     seconds: float = 0.0
     #: seconds per stage, summed over the items it ran on (in parallel with several workers),
     #: and the writing of each output file
@@ -93,9 +96,10 @@ class Pipeline:
         self.image_stages = [s for s in self.stages if s.kind == "image"]
         selections = [s for s in self.stages if s.kind == "pairs"]
         self.pair_stages = [s for s in self.stages if s.kind == "pair"]
-        if self.stages != self.image_stages + selections + self.pair_stages:
+        self.model_stages = [s for s in self.stages if s.kind == "model"]
+        if self.stages != self.image_stages + selections + self.pair_stages + self.model_stages:
             raise OptionError("stages go in this order: per-image stages, a pair selection, "
-                              "per-pair stages")
+                              "per-pair stages, whole-run stages (reconstruct)")
         if len(selections) > 1:
             raise OptionError(f"one pair selection per pipeline, got "
                               f"{', '.join(s.name for s in selections)}")
@@ -179,6 +183,9 @@ class Pipeline:
                     store.write_matches_h5(result.matches_path,
                                            ((a, b, *cache.load_pair(k)) for a, b, k in pairs),
                                            __version__)
+            if self.model_stages:  # they write the COLMAP database they map
+                self._run_models(pool, named, features, pairs, cache, result, quiet)
+                return
         if colmap:
             from .colmap import export_colmap
 
@@ -188,6 +195,34 @@ class Pipeline:
                     out / "database.db",
                     ((n, Features.load(cache.features_path(k))) for n, k in features),
                     ((a, b, *cache.load_pair(k)) for a, b, k in pairs))
+
+    def _run_models(self, pool, named, features, pairs, cache, result, quiet):
+        """Each whole-run stage once, in a worker (a mapper that crashes fails alone), unless
+        the same inputs and options made its result before."""
+        paths = dict(named)
+        context = {"out": str(result.out),
+                   "images": [(n, str(paths[n])) for n, _ in features],
+                   "features": [(n, str(cache.features_path(k))) for n, k in features],
+                   "pairs": [(a, b, str(cache.pair_path(k))) for a, b, k in pairs]}
+        inputs = [[n, k] for n, k in features] + [[a, b, k] for a, b, k in pairs]
+        for stage in self.model_stages:
+            key = store.config_hash([inputs, self.specs([stage])])
+            reply = cache.load_model(key)
+            if reply is None:
+                if not quiet:
+                    print(f"{stage.name}: {len(features)} images, {len(pairs)} pairs",
+                          file=sys.stderr, flush=True)
+                reply = next(iter(pool.map_unordered(executors.model_task, [(stage, context)],
+                                                     executors.model_died)))
+                result.add_seconds(reply.get("seconds", {}))
+                if reply["ok"]:
+                    cache.save_model(key, reply)
+            if reply["ok"]:
+                result.models[stage.name] = reply["result"]
+            else:
+                result.failures.append({k: reply[k] for k in ("item", "stage", "reason")})
+            if (result.out / "database.db").exists():
+                result.colmap_path = result.out / "database.db"
 
     def _run_images(self, pool, named, specs, cache, result, quiet):
         stages, config = tuple(self.image_stages), store.config_hash(specs)

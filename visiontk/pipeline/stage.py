@@ -13,6 +13,11 @@ A stage is a class with a ``name``, a ``kind``, the artefacts it reads (``inputs
   :class:`~visiontk.Features`). At most one per pipeline; exhaustive when there is none.
 * ``"pair"``: ``run(context) -> dict`` once per selected pair (``name_a``, ``name_b``,
   ``features_a``, ``features_b``, and what earlier pair stages returned).
+* ``"model"``: ``run(context) -> dict`` once per run, after the pairs, in a worker (``out``,
+  ``images``, and the cache files of every image's features and every pair's matches: see
+  :class:`visiontk.stages.model.ReconstructStage`). What it returns (a JSON-able dict; its
+  ``files``: what it wrote, relative to ``out``) goes into summary.json under its name, and
+  is reused while its inputs and options stay the same.
 
 Stages import heavy dependencies inside ``run`` so that listing them stays cheap; stage objects
 are pickled to the workers, so they hold options, not open resources.
@@ -26,7 +31,7 @@ from typing import Any, ClassVar
 
 from ..errors import OptionError, VisiontkError
 
-KINDS = ("image", "pairs", "pair")
+KINDS = ("image", "pairs", "pair", "model")
 #: What a folder given to ``--images`` yields by default: image files.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm",
                             ".ppm"})

@@ -95,6 +95,23 @@ class Cache:
     def pair_path(self, key: str) -> Path:
         return self.root / "pairs" / f"{key}.npz"
 
+    def save_model(self, key: str, reply: dict) -> None:
+        """A whole-run stage's reply (JSON), once its outputs are in place."""
+        path = self.root / "models" / f"{key}.json"
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(reply, default=str))
+
+    def load_model(self, key: str) -> dict | None:
+        """The reply saved under ``key``, if the files it names are all still there."""
+        path = self.root / "models" / f"{key}.json"
+        try:
+            reply = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        out = self.root.parent
+        written = reply.get("result", {}).get("files", [])
+        return reply if all((out / name).exists() for name in written) else None
+
     def save_pair(self, key: str, matches: Matches, geometry: Geometry | None) -> None:
         n = len(matches)
         inliers = np.zeros(n, bool) if geometry is None else geometry.inliers
@@ -106,12 +123,17 @@ class Cache:
                      model=model, kind=np.asarray(kind))
 
     def load_pair(self, key: str) -> tuple[Matches, Geometry | None]:
-        with np.load(self.pair_path(key), allow_pickle=False) as data:
-            matches = Matches(data["pairs"], data["distances"])
-            kind = str(data["kind"])
-            model = data["model"] if data["model"].shape == (3, 3) else None
-            geometry = Geometry(kind, model, data["inliers"]) if kind else None
-        return matches, geometry
+        return read_pair(self.pair_path(key))
+
+
+def read_pair(path: Path) -> tuple[Matches, Geometry | None]:
+    """A pair's matches and geometry from its cache file."""
+    with np.load(path, allow_pickle=False) as data:
+        matches = Matches(data["pairs"], data["distances"])
+        kind = str(data["kind"])
+        model = data["model"] if data["model"].shape == (3, 3) else None
+        geometry = Geometry(kind, model, data["inliers"]) if kind else None
+    return matches, geometry
 
 
 def write_features_h5(path: Path, items, version: str) -> None:

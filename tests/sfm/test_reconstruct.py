@@ -1,0 +1,132 @@
+"""visiontk run sfm on a rendered 3-D scene with known cameras (visiontk.testing.scene)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from visiontk.errors import OptionError
+from visiontk.pipeline import Pipeline
+from visiontk.sfm.evaluate import model_poses, pose_errors
+from visiontk.testing.scene import make_scene
+
+pycolmap = pytest.importorskip("pycolmap")
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene(views=10, size=(640, 480))
+
+
+@pytest.fixture(scope="module")
+def photos(scene, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scene")
+    scene.write(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mapped(photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sfm")
+    result = Pipeline.from_file("sfm").run(photos, out, workers=2, quiet=True)
+    return result, out
+
+
+def truth_of(scene):
+    return {n: (R, t) for n, R, t in zip(scene.names, scene.R, scene.t, strict=True)}
+
+
+def test_every_view_registered_with_true_poses(mapped, scene):
+    result, out = mapped
+    assert result.ok, result.failures
+    summary = result.models["reconstruct"]
+    assert summary["registered"] == summary["images"] == len(scene.names)
+    assert summary["not_registered"] == []
+    model = pycolmap.Reconstruction(out / "sparse" / "0")  # COLMAP's files read back
+    assert model.num_reg_images() == len(scene.names)
+    assert model.num_points3D() == summary["points"] > 1000
+    errors = pose_errors(model_poses(model), truth_of(scene))
+    # the cameras stand 4.2 m from the boxes; the truth is exact
+    assert errors["median_rotation_deg"] < 0.3 and errors["max_rotation_deg"] < 1.0
+    assert errors["median_centre"] < 0.02
+    assert 0 < summary["mean_reprojection_error"] < 0.8
+    assert summary["mean_track_length"] > 3
+
+
+def test_model_files_pictures_and_summary(mapped):
+    result, out = mapped
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["models"]["reconstruct"]["points"] == result.models["reconstruct"]["points"]
+    header, _, body = (out / "points.ply").read_bytes().partition(b"end_header\n")
+    count = int(header.split(b"element vertex ")[1].split()[0])
+    assert count == result.models["reconstruct"]["points"] and len(body) == count * 15
+    colours = np.frombuffer(body, np.dtype([("xyz", "<f4", 3), ("rgb", "u1", 3)]))["rgb"]
+    assert colours.std() > 20  # coloured from the photos, not one flat colour
+    import cv2
+
+    for name in ("model.png", "registration.png"):
+        picture = cv2.imread(str(out / name))
+        assert picture is not None and picture.std() > 10, name
+    assert result.colmap_path == out / "database.db"
+
+
+def test_rerun_reuses_the_model(mapped, photos):
+    result, out = mapped
+    before = (out / "sparse" / "0" / "points3D.bin").stat().st_mtime_ns
+    again = Pipeline.from_file("sfm").run(photos, out, quiet=True)
+    assert again.models == result.models
+    assert "reconstruct" not in again.stage_seconds  # nothing was mapped again
+    assert (out / "sparse" / "0" / "points3D.bin").stat().st_mtime_ns == before
+
+
+def test_unrelated_images_are_listed_not_registered(photos, tmp_path, samples):
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    # a stereo pair of something else: they match each other, but two images are not a model
+    for name in ("motorcycle_left.png", "motorcycle_right.png"):
+        shutil.copy(samples / name, folder / f"zz_{name}")
+    out = tmp_path / "out"
+    result = Pipeline.from_file("sfm").run(folder, out, quiet=True)
+    summary = result.models["reconstruct"]
+    assert summary["images"] == 12 and summary["registered"] == 10
+    assert summary["not_registered"] == ["zz_motorcycle_left.png",
+                                         "zz_motorcycle_right.png"]
+
+
+def test_known_intrinsics_and_one_camera(photos, scene, tmp_path):
+    K = scene.K
+    (tmp_path / "cameras.txt").write_text(
+        f"# name MODEL width height params\n* PINHOLE 640 480 {K[0, 0]} {K[1, 1]} {K[0, 2]} "
+        f"{K[1, 2]}\n")
+    spec = [{"name": "load"}, {"name": "sift"}, {"name": "match"},
+            {"name": "verify", "model": "fundamental"},
+            {"name": "reconstruct", "intrinsics": str(tmp_path / "cameras.txt"),
+             "single_camera": True}]
+    out = tmp_path / "out"
+    result = Pipeline.from_spec(spec).run(photos, out, quiet=True)
+    summary = result.models["reconstruct"]
+    assert summary["registered"] == 10 and summary["focal_length_from"] == {"file": 10}
+    model = pycolmap.Reconstruction(out / "sparse" / "0")
+    assert model.num_cameras() == 1
+    camera = next(iter(model.cameras.values()))
+    assert camera.model.name == "PINHOLE"
+    assert np.allclose(camera.params[:2], K[0, 0], rtol=0.02)  # refined, but it started true
+
+
+def test_reconstruct_needs_matches_and_comes_last():
+    with pytest.raises(OptionError, match="needs matches"):
+        Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "reconstruct"}])
+    with pytest.raises(OptionError, match="in this order"):
+        Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "match"},
+                            {"name": "reconstruct"}, {"name": "verify"}])
+
+
+def test_bad_intrinsics_file_fails_before_any_image(photos, tmp_path):
+    bad = tmp_path / "cameras.txt"
+    bad.write_text("view_00.png PINHOLE 640 480 500 500\n")
+    spec = [{"name": "load"}, {"name": "sift"}, {"name": "match"},
+            {"name": "reconstruct", "intrinsics": str(bad)}]
+    with pytest.raises(OptionError, match=r"cameras.txt:1: PINHOLE takes 4 params"):
+        Pipeline.from_spec(spec).run(photos, tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out" / "features.h5").exists()

@@ -1,0 +1,185 @@
+"""Camera intrinsics for mapping: from EXIF, from a file of known intrinsics, or COLMAP's guess.
+
+A camera is (model, width, height, params, prior) in COLMAP's terms: ``params`` in the order
+COLMAP's camera model takes them, pixel centres at +0.5 (COLMAP's convention), ``prior`` True
+when the focal length is known (EXIF or a file) rather than guessed, which tells the mapper to
+trust it as a starting point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import OptionError
+
+#: COLMAP's camera model ids and parameter names (COLMAP's src/colmap/sensor/models.h).
+MODELS = {
+    "SIMPLE_PINHOLE": (0, ("f", "cx", "cy")),
+    "PINHOLE": (1, ("fx", "fy", "cx", "cy")),
+    "SIMPLE_RADIAL": (2, ("f", "cx", "cy", "k")),
+    "RADIAL": (3, ("f", "cx", "cy", "k1", "k2")),
+    "OPENCV": (4, ("fx", "fy", "cx", "cy", "k1", "k2", "p1", "p2")),
+}
+#: COLMAP's focal length guess without EXIF: 1.2 × the longer side.
+DEFAULT_FOCAL_FACTOR = 1.2
+_EXIF_IFD = 0x8769
+_FOCAL_LENGTH, _FOCAL_35MM = 0x920A, 0xA405
+_PLANE_X_RESOLUTION, _PLANE_UNIT, _PIXEL_X = 0xA20E, 0xA210, 0xA002
+#: FocalPlaneResolutionUnit: 2 inch, 3 centimetre, 4 millimetre, 5 micrometre (in mm).
+_UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}
+
+
+@dataclass(frozen=True)
+class Camera:
+    model: str
+    width: int
+    height: int
+    params: tuple
+    prior: bool  # focal length known (EXIF, file), not guessed
+    source: str  # "exif 35mm", "exif focal plane", "file", "guess"
+
+    @property
+    def model_id(self) -> int:
+        return MODELS[self.model][0]
+
+
+def camera_for(model: str, width: int, height: int, focal: float | None,
+               source: str = "guess") -> Camera:
+    """A camera of ``model`` with principal point at the centre and no distortion; ``focal``
+    in pixels, COLMAP's 1.2 × longer side when None."""
+    if model not in MODELS:
+        raise OptionError(f"camera model must be one of {', '.join(MODELS)}, got {model!r}")
+    prior = focal is not None
+    f = focal if prior else DEFAULT_FOCAL_FACTOR * max(width, height)
+    values = {"f": f, "fx": f, "fy": f, "cx": width / 2, "cy": height / 2}
+    params = tuple(float(values.get(name, 0.0)) for name in MODELS[model][1])
+    return Camera(model, width, height, params, prior, source if prior else "guess")
+
+
+def exif_focal(path, width: int, height: int) -> tuple[float, str] | None:
+    """Focal length in pixels of an image shown ``width`` × ``height`` (after EXIF turning), or
+    None: from the 35 mm equivalent as COLMAP reads it (f35 / 35 × longer side), else from the
+    focal length in mm and the focal-plane resolution, scaled to this width.
+
+    Any unreadable or implausible tag gives None (the guess), never an error: EXIF is a hint.
+    """
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            exif = im.getexif()
+            tags = dict(exif.get_ifd(_EXIF_IFD))
+            stored_width = im.width
+    except Exception:  # no EXIF, or a broken one: not this function's problem
+        return None
+    longer = max(width, height)
+    f35 = _number(tags.get(_FOCAL_35MM))
+    if f35 and 1 <= f35 <= 5000:
+        return f35 / 35.0 * longer, "exif 35mm"
+    f_mm = _number(tags.get(_FOCAL_LENGTH))
+    per_unit = _number(tags.get(_PLANE_X_RESOLUTION))
+    unit = _UNIT_MM.get(int(_number(tags.get(_PLANE_UNIT)) or 2))
+    if f_mm and per_unit and unit and f_mm > 0 and per_unit > 0:
+        # the focal-plane resolution counts sensor pixels at PixelXDimension pixels across;
+        # the file may since have been resized to stored_width
+        recorded = _number(tags.get(_PIXEL_X)) or stored_width
+        focal = f_mm * per_unit / unit * stored_width / recorded
+        if 0.1 * longer <= focal <= 10 * longer:
+            return focal, "exif focal plane"
+    return None
+
+
+def _number(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def read_intrinsics(path) -> dict[str, Camera]:
+    """Known intrinsics from a text file in COLMAP's cameras.txt style, one camera per line,
+    keyed by image name instead of camera id::
+
+        # name MODEL width height params...
+        view_00.png PINHOLE 640 480 520 520 320 240
+        * SIMPLE_RADIAL 4000 3000 3100 2000 1500 0.01     (every image not named)
+
+    Principal points in COLMAP's convention (the top-left pixel's centre at 0.5, 0.5)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OptionError(f"{path}: cannot read intrinsics file "
+                          f"({getattr(exc, 'strerror', None) or exc})") from None
+    cameras = {}
+    for number, raw in enumerate(lines, 1):
+        text = raw.split("#", 1)[0].strip()
+        if not text:
+            continue
+        parts = text.split()
+        where = f"{path}:{number}"
+        if len(parts) < 4 or parts[1] not in MODELS:
+            raise OptionError(f"{where}: expected 'name MODEL width height params...' with MODEL "
+                              f"one of {', '.join(MODELS)}")
+        name, model = parts[0], parts[1]
+        try:
+            width, height = int(parts[2]), int(parts[3])
+            params = tuple(float(p) for p in parts[4:])
+        except ValueError:
+            raise OptionError(f"{where}: width, height and params must be numbers") from None
+        expected = len(MODELS[model][1])
+        if len(params) != expected or width < 1 or height < 1 \
+                or not np.all(np.isfinite(params)) or params[0] <= 0:
+            raise OptionError(f"{where}: {model} takes {expected} params "
+                              f"({' '.join(MODELS[model][1])}) and a positive focal length")
+        cameras[name] = Camera(model, width, height, params, True, "file")
+    if not cameras:
+        raise OptionError(f"{path}: no cameras in the intrinsics file")
+    return cameras
+
+
+class CameraChooser:
+    """The camera of each image, chosen when its size is known: the intrinsics file's line for
+    its name (or '*'), else EXIF's focal length (``exif``), else COLMAP's guess; with
+    ``single_camera`` every image gets the first image's camera (one camera, one rig).
+
+    ``paths``: image name -> file (for EXIF)."""
+
+    def __init__(self, paths: dict, *, model: str = "SIMPLE_RADIAL", single_camera: bool = False,
+                 intrinsics: str = "", exif: bool = True):
+        if model not in MODELS:
+            raise OptionError(f"camera model must be one of {', '.join(MODELS)}, got {model!r}")
+        self.paths, self.model, self.exif = paths, model, exif
+        self.single_camera, self.intrinsics = single_camera, intrinsics
+        self.known = read_intrinsics(intrinsics) if intrinsics else {}
+        self.shared: Camera | None = None
+        self.sources: dict[str, str] = {}  # name -> where its focal length came from
+
+    def __call__(self, name: str, image_size) -> Camera:
+        h, w = (int(v) for v in image_size)
+        if self.single_camera and self.shared is not None:
+            if (self.shared.width, self.shared.height) != (w, h):
+                raise OptionError(f"single_camera: {name} is {w}×{h}, the first image "
+                                  f"{self.shared.width}×{self.shared.height}")
+            camera = self.shared
+        else:
+            camera = self._choose(name, w, h)
+            if self.single_camera:
+                self.shared = camera
+        self.sources[name] = camera.source
+        return camera
+
+    def _choose(self, name: str, w: int, h: int) -> Camera:
+        given = self.known.get(name, self.known.get("*"))
+        if given is not None:
+            if (given.width, given.height) != (w, h):
+                raise OptionError(f"{self.intrinsics}: the camera for {name} is {given.width}×"
+                                  f"{given.height}, the image {w}×{h}")
+            return given
+        found = exif_focal(self.paths[name], w, h) if self.exif and name in self.paths else None
+        return camera_for(self.model, w, h, *(found or (None,)))

@@ -1,0 +1,170 @@
+"""Mapping a COLMAP database with pycolmap, and writing what a person wants from it.
+
+:func:`map_database` runs COLMAP's incremental (or global) mapper on a database that visiontk
+wrote, colours the points from the images, and writes ``sparse/<i>/`` (COLMAP's binary model,
+largest model first), ``points.ply`` (the largest model's coloured points) and the pictures
+(:mod:`.pictures`); everything is written under temporary names and renamed, so a killed run
+leaves the previous model or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import OptionError
+
+MAPPERS = ("incremental", "global")
+
+
+def import_pycolmap():
+    """pycolmap, or a one-line error saying how to install it."""
+    try:
+        import pycolmap
+    except ImportError:
+        raise OptionError("reconstruct needs pycolmap: pip install 'visiontk[sfm]'") from None
+    with contextlib.suppress(AttributeError):
+        pycolmap.logging.minloglevel = 2  # warnings and errors only: no per-image chatter
+    return pycolmap
+
+
+def map_database(database: Path, images: dict, out: Path, *, mapper: str = "incremental",
+                 min_model_size: int = 3, threads: int = -1, seed: int = 0) -> tuple[list, dict]:
+    """Map ``database`` into ``out``; ``images``: name -> path of every image of the run (for
+    colours). Returns the models (pycolmap Reconstructions, largest first) and the summary
+    (see :func:`describe`)."""
+    pycolmap = import_pycolmap()
+    if mapper not in MAPPERS:
+        raise OptionError(f"mapper must be one of {', '.join(MAPPERS)}, got {mapper!r}")
+    out = Path(out)
+    work = Path(tempfile.mkdtemp(prefix=".sparse.", suffix=".part", dir=out))
+    try:
+        if mapper == "incremental":
+            options = pycolmap.IncrementalPipelineOptions()
+            options.min_model_size = min_model_size
+            options.num_threads = threads
+            options.random_seed = seed
+            options.extract_colors = False  # done below, with EXIF turning as the features had
+            models = pycolmap.incremental_mapping(database, str(out), work, options)
+        else:
+            options = pycolmap.GlobalPipelineOptions()
+            with contextlib.suppress(AttributeError):
+                options.num_threads = threads
+                options.random_seed = seed
+            models = pycolmap.global_mapping(database, str(out), work, options)
+        models = sorted(models.values(), key=lambda m: -m.num_reg_images())
+        for model in models:
+            colour_points(model, images)
+        sparse = work / "sparse"
+        for i, model in enumerate(models):
+            (sparse / str(i)).mkdir(parents=True)
+            model.write(sparse / str(i))
+        if models:
+            write_ply(models[0], work / "points.ply")
+        _replace(sparse, out / "sparse")
+        if models:
+            _replace(work / "points.ply", out / "points.ply")
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                (out / "points.ply").unlink()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return models, describe(models, images)
+
+
+def describe(models: list, images: dict) -> dict:
+    """Counts for summary.json: images registered of all, points, errors, tracks, per model."""
+    registered = set()
+    per_model = []
+    for model in models:
+        names = sorted(model.image(i).name for i in model.reg_image_ids())
+        registered.update(names)
+        per_model.append({
+            "images": len(names), "points": int(model.num_points3D()),
+            "mean_reprojection_error": _finite(model.compute_mean_reprojection_error()),
+            "mean_track_length": _finite(model.compute_mean_track_length()),
+            "mean_observations_per_image": _finite(
+                model.compute_mean_observations_per_reg_image()),
+            "cameras": int(model.num_cameras()), "registered": names})
+    largest = per_model[0] if per_model else {}
+    return {"images": len(images), "registered": len(registered), "models": len(models),
+            "points": largest.get("points", 0),
+            "mean_reprojection_error": largest.get("mean_reprojection_error"),
+            "mean_track_length": largest.get("mean_track_length"),
+            "not_registered": sorted(set(images) - registered), "per_model": per_model}
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return round(value, 4) if np.isfinite(value) else None
+
+
+def colour_points(model, images: dict) -> None:
+    """Each 3-D point's colour: the mean of the pixels that observe it (images read as the
+    features were found: EXIF-turned, original resolution)."""
+    from ..io import load_rgb
+
+    ids = np.array(list(model.point3D_ids()), np.int64)
+    if not len(ids):
+        return
+    index = {int(p): k for k, p in enumerate(ids)}
+    total = np.zeros((len(ids), 3))
+    count = np.zeros(len(ids))
+    for image_id in model.reg_image_ids():
+        image = model.image(image_id)
+        observed = [(p.xy, index[p.point3D_id]) for p in image.points2D if p.has_point3D()]
+        if not observed or image.name not in images:
+            continue
+        try:
+            rgb = load_rgb(images[image.name])
+        except Exception:  # an image that changed since: its points keep the others' colour
+            continue
+        xy = np.array([o[0] for o in observed])
+        rows = np.clip(np.floor(xy[:, 1]).astype(int), 0, rgb.shape[0] - 1)
+        cols = np.clip(np.floor(xy[:, 0]).astype(int), 0, rgb.shape[1] - 1)
+        k = np.array([o[1] for o in observed])
+        np.add.at(total, k, rgb[rows, cols])
+        np.add.at(count, k, 1)
+    colours = np.rint(total / np.maximum(count, 1)[:, None]).astype(np.uint8)
+    for point_id, colour in zip(ids, colours, strict=True):
+        model.point3D(int(point_id)).color = colour
+
+
+def write_ply(model, path: Path) -> None:
+    """Binary little-endian PLY: x y z (float32), red green blue (uint8)."""
+    points = [model.point3D(int(i)) for i in model.point3D_ids()]
+    data = np.zeros(len(points), [("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+                                  ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    if points:
+        xyz = np.array([p.xyz for p in points], np.float32)
+        rgb = np.array([p.color for p in points], np.uint8)
+        for k, axis in enumerate("xyz"):
+            data[axis] = xyz[:, k]
+        for k, channel in enumerate(("red", "green", "blue")):
+            data[channel] = rgb[:, k]
+    header = ("ply\nformat binary_little_endian 1.0\n"
+              f"element vertex {len(points)}\n"
+              "property float x\nproperty float y\nproperty float z\n"
+              "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
+    with open(path, "wb") as fh:
+        fh.write(header.encode("ascii"))
+        fh.write(data.tobytes())
+
+
+def _replace(new: Path, final: Path) -> None:
+    """Put ``new`` where ``final`` is, in one rename when final is a file; a folder swaps in
+    two renames (the old one moved aside first, then removed)."""
+    if new.is_dir() and final.exists():
+        aside = final.with_name(f".{final.name}.{secrets.token_hex(4)}.part")
+        final.rename(aside)
+        new.rename(final)
+        shutil.rmtree(aside, ignore_errors=True)
+    elif new.exists():
+        new.replace(final)
+    elif final.is_dir():  # no models now: no stale ones either
+        shutil.rmtree(final)

@@ -1,0 +1,99 @@
+"""Stages that run once over a whole run (kind "model"): ``reconstruct``, structure from motion.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..pipeline.stage import Stage
+
+CameraModel = Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"]
+#: Thumbnails on the registration sheet (the images not registered come first).
+SHEET_LIMIT = 120
+
+
+@dataclass(frozen=True)
+class ReconstructOptions:
+    mapper: Literal["incremental", "global"] = "incremental"  # COLMAP's, or GLOMAP's global SfM
+    camera_model: CameraModel = "SIMPLE_RADIAL"
+    single_camera: bool = False  # every image from one camera (one set of intrinsics)
+    intrinsics: str = ""  # file of known intrinsics: "name MODEL width height params..." lines
+    exif: bool = True  # focal length from EXIF when present (else COLMAP's 1.2 × longer side)
+    min_model_size: int = 3  # smallest model kept (images)
+    seed: int = 0  # the mapper's random seed: the same input gives the same model
+
+
+class ReconstructStage(Stage):
+    """Map the run's images with COLMAP (pycolmap): OUT/sparse/<i>/, points.ply, model.png."""
+
+    name = "reconstruct"
+    kind = "model"
+    inputs = ("features", "matches")
+    outputs = ("model",)
+    Options = ReconstructOptions
+
+    def check(self) -> None:
+        from ..sfm.cameras import read_intrinsics
+        from ..sfm.mapping import import_pycolmap
+
+        import_pycolmap()
+        if self.options.intrinsics:
+            read_intrinsics(self.options.intrinsics)
+
+    def run(self, context: dict) -> dict:
+        """``context``: ``out`` (the run's folder), ``images`` ((name, path) of the images with
+        features), ``features`` ((name, features file)), ``pairs`` ((name_a, name_b, pair
+        file)): the cache files of :mod:`visiontk.pipeline.store`."""
+        import time
+
+        from ..features import Features
+        from ..pipeline.colmap import export_colmap
+        from ..pipeline.store import read_pair
+        from ..sfm.cameras import CameraChooser
+        from ..sfm.mapping import map_database
+
+        o, out = self.options, Path(context["out"])
+        images = dict(context["images"])
+        cameras = CameraChooser(images, model=o.camera_model, single_camera=o.single_camera,
+                                intrinsics=o.intrinsics, exif=o.exif)
+        t0 = time.perf_counter()
+        # generators: one image's features in memory at a time
+        database = export_colmap(
+            out / "database.db", ((n, Features.load(p)) for n, p in context["features"]),
+            ((a, b, *read_pair(p)) for a, b, p in context["pairs"]), cameras=cameras)
+        t1 = time.perf_counter()
+        models, summary = map_database(database, images, out, mapper=o.mapper,
+                                       min_model_size=o.min_model_size, seed=o.seed)
+        t2 = time.perf_counter()
+        pictures = self._pictures(models, summary, images, out)
+        summary["focal_length_from"] = dict(Counter(cameras.sources.values()))
+        summary["seconds"] = {"write database.db": t1 - t0, "map": t2 - t1,
+                              "pictures": time.perf_counter() - t2}
+        summary["pictures"] = pictures
+        summary["files"] = ["database.db", *(["sparse", "points.ply"] if models else []),
+                            *pictures]
+        return summary
+
+    @staticmethod
+    def _pictures(models, summary, images, out) -> list[str]:
+        from ..sfm.pictures import draw_model, registration_sheet
+        from ..viz import thumbnail
+
+        written = []
+        if models:
+            s = summary
+            title = (f"{s['registered']} of {s['images']} images registered, {s['points']} "
+                     f"points, reprojection error {s['mean_reprojection_error']} px")
+            draw_model(models[0], out / "model.png", title)
+            written.append("model.png")
+        else:
+            (out / "model.png").unlink(missing_ok=True)
+        missing = set(summary["not_registered"])
+        order = sorted(images, key=lambda n: (n not in missing, n))[:SHEET_LIMIT]
+        registration_sheet([(n, thumbnail(images[n], 200), n not in missing) for n in order],
+                           out / "registration.png")
+        return [*written, "registration.png"]
+
