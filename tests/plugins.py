@@ -25,3 +25,20 @@ def install_plugin(root: Path, module: str, source: str, stages: dict, monkeypat
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p))
     return site
+
+
+def blas_threads(_task=None) -> int | None:
+    """Threads numpy's OpenBLAS runs in this process (None: numpy has no OpenBLAS here). A
+    worker task: it reports what the library really uses, not what the environment says."""
+    import ctypes
+    import glob
+
+    import numpy
+
+    for path in glob.glob(os.path.join(os.path.dirname(numpy.__file__) + ".libs", "*openblas*")):
+        lib = ctypes.CDLL(path)
+        for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+                     "openblas_get_num_threads"):
+            if hasattr(lib, name):
+                return int(getattr(lib, name)())
+    return None

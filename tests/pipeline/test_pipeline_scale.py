@@ -141,3 +141,23 @@ def test_interrupted_run_says_so_and_resumes(views, tmp_path):
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     again = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True, check=False)
     assert again.returncode == 0 and "from earlier runs" in again.stdout
+
+
+def test_workers_share_the_cores_out_in_blas_too(monkeypatch):
+    """Two workers on two cores run one BLAS thread each. Setting the variable inside the
+    worker came too late (numpy loads before any worker code), and two workers' spinning
+    OpenBLAS threads made matching 4× slower."""
+    from plugins import blas_threads
+
+    from visiontk.pipeline.workers import WorkerPool
+
+    if blas_threads() is None:
+        pytest.skip("numpy is not built on OpenBLAS here: nothing to count")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: OpenBLAS runs one thread whatever the workers are told")
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # two workers: one thread each
+    with WorkerPool(2) as pool:
+        replies = [reply for _, reply in pool.map_unordered(blas_threads, [0, 1])]
+    assert replies == [1, 1]

@@ -130,3 +130,4 @@ def test_bad_intrinsics_file_fails_before_any_image(photos, tmp_path):
     with pytest.raises(OptionError, match=r"cameras.txt:1: PINHOLE takes 4 params"):
         Pipeline.from_spec(spec).run(photos, tmp_path / "out", quiet=True)
     assert not (tmp_path / "out" / "features.h5").exists()
+

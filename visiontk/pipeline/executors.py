@@ -69,6 +69,8 @@ class DaskExecutor:
         self._client = self._cluster = None
 
     def __enter__(self):
+        from .workers import THREAD_VARIABLES  # not at the top: workers runs as __main__
+
         try:
             from dask.distributed import Client, LocalCluster
         except ImportError:
@@ -83,7 +85,7 @@ class DaskExecutor:
         else:
             self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
                                          processes=True, dashboard_address=None,
-                                         env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+                                         env=dict.fromkeys(THREAD_VARIABLES, "1"))
             self._client = Client(self._cluster)
         return self
 

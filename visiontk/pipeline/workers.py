@@ -79,11 +79,27 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watchdog, daemon=True, name="visiontk-watchdog").start()
 
 
+#: Thread-count variables of the compute libraries a worker loads (numba, OpenMP, OpenBLAS,
+#: MKL). They only work when set before the library loads, so they go into the worker's
+#: environment at its start: ``python -m visiontk.pipeline.workers`` imports numpy (through
+#: visiontk.pipeline) before any code of the worker runs.
+THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "MKL_NUM_THREADS")
+
+
+def worker_environment(threads: int) -> dict:
+    """This process's environment with the compute threads per worker set (values the user
+    set are kept), so that workers × threads ≈ the machine's cores: two workers with two
+    OpenBLAS threads each on two cores made matching 4× slower (spinning threads)."""
+    env = dict(os.environ)
+    for var in THREAD_VARIABLES:
+        env.setdefault(var, str(threads))
+    return env
+
+
 def _limit_threads(threads: int) -> None:
-    """Compute threads per worker, so that workers × threads ≈ the machine's cores. Set before
-    numba, OpenMP and OpenCV start their pools."""
-    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, str(threads))
+    """OpenCV's pool, which can be sized after it loads (the others come from
+    :func:`worker_environment`)."""
     import cv2
 
     cv2.setNumThreads(threads)
@@ -121,7 +137,8 @@ class _Worker:
         with ours, theirs:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(theirs.fileno()), str(os.getpid()),
-                 str(threads)], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+                 str(threads)], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                env=worker_environment(threads))
             self.conn = Connection(ours.detach())
         self.conn.send(list(sys.path))
         self.task = None

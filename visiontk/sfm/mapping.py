@@ -24,6 +24,12 @@ MAPPERS = ("incremental", "global")
 
 def import_pycolmap():
     """pycolmap, or a one-line error saying how to install it."""
+    # OpenCV first: pycolmap's wheel carries its own zlib, and when it is loaded first, OpenCV's
+    # libpng binds to it and corrupts the heap writing a PNG ("double free", SIGABRT; pycolmap
+    # 4.2.1, opencv-python 5.0). Loaded in this order, each library keeps its own. (visiontk's
+    # package already loads OpenCV; this keeps the order if that ever changes.)
+    import cv2  # noqa: F401
+
     try:
         import pycolmap
     except ImportError:

@@ -1,0 +1,113 @@
+"""Photos to a 3-D model: `visiontk run sfm` against COLMAP's own pipeline (pycolmap extract +
+exhaustive match + incremental map), same scenes, same run, each end to end in a fresh process.
+
+Scenes are rendered with known cameras (visiontk.testing.scene: textured boxes on a textured
+floor), so the poses are scored against the truth after a similarity alignment:
+
+    python bench/sfm_bench.py [--rounds 3] [--readme]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from readme import markdown_table, publish
+
+#: (label, make_scene keyword arguments)
+SCENES = [("10 views 640×480", {"views": 10, "size": (640, 480)}),
+          ("14 views 1280×960", {"views": 14, "size": (1280, 960), "focal": 1040.0,
+                                 "arc_degrees": 140.0, "seed": 1})]
+
+COLMAP_SCRIPT = """
+import sys, pycolmap
+pycolmap.logging.minloglevel = 2
+images, out = sys.argv[1], sys.argv[2]
+pycolmap.extract_features(out + "/database.db", images)
+pycolmap.match_exhaustive(out + "/database.db")
+models = pycolmap.incremental_mapping(out + "/database.db", images, out)
+best = max(models.values(), key=lambda m: m.num_reg_images())
+best.write(out)
+"""
+
+
+def run_visiontk(images: Path, out: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "visiontk_cli.main", "run", "sfm", "--images",
+                    str(images), "--out", str(out), "--workers", "2", "--quiet"], check=True)
+    return time.perf_counter() - t0
+
+
+def run_colmap(images: Path, out: Path) -> float:
+    out.mkdir(parents=True)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", COLMAP_SCRIPT, str(images), str(out)], check=True,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def score(model_dir: Path, scene) -> dict:
+    import pycolmap
+
+    from visiontk.sfm.evaluate import model_poses, pose_errors
+
+    model = pycolmap.Reconstruction(model_dir)
+    truth = {n: (R, t) for n, R, t in zip(scene.names, scene.R, scene.t, strict=True)}
+    errors = pose_errors(model_poses(model), truth)
+    return {"registered": model.num_reg_images(), "points": model.num_points3D(),
+            "rotation": errors["median_rotation_deg"], "max_rotation": errors["max_rotation_deg"],
+            "centre": errors["median_centre"],
+            "reprojection": model.compute_mean_reprojection_error(),
+            "track": model.compute_mean_track_length()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="timed runs per method (median)")
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    from visiontk.testing.scene import make_scene
+
+    rows, figures = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, kwargs in SCENES:
+            scene = make_scene(**kwargs)
+            images = Path(tmp) / label.replace(" ", "_") / "images"
+            scene.write(images)
+            times = {"visiontk": [], "COLMAP": []}
+            for r in range(args.rounds):  # interleaved, so both see the same machine load
+                for method, fn in (("visiontk", run_visiontk), ("COLMAP", run_colmap)):
+                    out = images.parent / f"{method}_{r}"
+                    times[method].append(fn(images, out))
+            results = {"visiontk": score(images.parent / "visiontk_0" / "sparse" / "0", scene),
+                       "COLMAP": score(images.parent / "COLMAP_0", scene)}
+            base = statistics.median(times["COLMAP"])
+            for method, s in results.items():
+                t = statistics.median(times[method])
+                figures.append({"scene": label, "method": method, "seconds": t, **s})
+                rows.append([label, method, f"{s['registered']}/{len(scene.names)}",
+                             f"{s['rotation']:.3f} ({s['max_rotation']:.3f})",
+                             f"{1000 * s['centre']:.1f}", s["points"],
+                             f"{s['reprojection']:.3f}", f"{s['track']:.2f}", f"{t:.1f}",
+                             f"{t / base:.2f}×"])
+    header = ["scene", "pipeline", "registered", "rotation error ° median (max)",
+              "centre error mm (median)", "3-D points", "reprojection px", "track length",
+              "seconds (median)", "time / COLMAP"]
+    text = markdown_table(header, rows)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    if args.readme:
+        publish("sfm_bench", text, command="python bench/sfm_bench.py --readme")
+
+
+if __name__ == "__main__":
+    main()
