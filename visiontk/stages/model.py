@@ -17,7 +17,6 @@ SHEET_LIMIT = 120
 
 @dataclass(frozen=True)
 class ReconstructOptions:
-    mapper: Literal["incremental", "global"] = "incremental"  # COLMAP's, or GLOMAP's global SfM
     camera_model: CameraModel = "SIMPLE_RADIAL"
     single_camera: bool = False  # every image from one camera (one set of intrinsics)
     intrinsics: str = ""  # file of known intrinsics: "name MODEL width height params..." lines
@@ -65,7 +64,7 @@ class ReconstructStage(Stage):
             out / "database.db", ((n, Features.load(p)) for n, p in context["features"]),
             ((a, b, *read_pair(p)) for a, b, p in context["pairs"]), cameras=cameras)
         t1 = time.perf_counter()
-        models, summary = map_database(database, images, out, mapper=o.mapper,
+        models, summary = map_database(database, images, out,
                                        min_model_size=o.min_model_size, seed=o.seed)
         t2 = time.perf_counter()
         pictures = self._pictures(models, summary, images, out)
