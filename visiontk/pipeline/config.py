@@ -41,8 +41,9 @@ PRESETS = {
     "sift": [{"name": "load"}, {"name": "sift"}],
     # photos to a 3-D model: every pair up to 30 images, each image's 30 nearest by retrieval
     # beyond that
-    "sfm": [{"name": "load"}, {"name": "sift"}, {"name": "pairs-exhaustive"}, {"name": "match"},
-            {"name": "verify", "model": "fundamental"}, {"name": "reconstruct"}],
+    "sfm": [{"name": "load"}, {"name": "sift"}, {"name": "pairs-retrieval", "neighbours": 30},
+            {"name": "match"}, {"name": "verify", "model": "fundamental"},
+            {"name": "reconstruct"}],
     "dino-attention": [{"name": "dino-attention"}],
     "branches": [{"name": "branches"}],
 }

@@ -112,3 +112,32 @@ def read_pairs_file(path: Path, names: list[str] | None = None) -> list[tuple[st
             seen.add(key)
             pairs.append((parts[0], parts[1]))
     return pairs
+
+
+@dataclass(frozen=True)
+class RetrievalOptions:
+    neighbours: int = 20  # each image with its N most similar; every pair when N >= images - 1
+    words: int = 64  # visual words of the VLAD vocabulary
+
+    def __post_init__(self):
+        if self.neighbours < 1:
+            raise OptionError(f"stage pairs-retrieval: neighbours must be >= 1, "
+                              f"got {self.neighbours}")
+        if not 2 <= self.words <= 1024:
+            raise OptionError(f"stage pairs-retrieval: words must be in 2..1024, got {self.words}")
+
+
+class RetrievalPairs(_Selection):
+    """Each image with its N most similar (VLAD of its SIFT): large unordered sets.
+
+    n·N pairs instead of n²/2; every pair while the images are no more than N + 1."""
+
+    name = "pairs-retrieval"
+    Options = RetrievalOptions
+
+    def select(self, names, features):
+        if len(names) - 1 <= self.options.neighbours:
+            return exhaustive_pairs(names)
+        from ..retrieval import nearest_images
+
+        return nearest_images(names, features, self.options.neighbours, self.options.words)
