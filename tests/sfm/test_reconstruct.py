@@ -69,6 +69,9 @@ def test_model_files_pictures_and_summary(mapped):
         picture = cv2.imread(str(out / name))
         assert picture is not None and picture.std() > 10, name
     assert result.colmap_path == out / "database.db"
+    page = (out / "index.html").read_text()
+    assert 'src="model.png"' in page and 'src="registration.png"' in page
+    assert "10 of 10 images in 1 model(s)" in page
 
 
 def test_rerun_reuses_the_model(mapped, photos):

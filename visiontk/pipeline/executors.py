@@ -225,18 +225,36 @@ def pair_task(task) -> dict:
     reply = {"a": a, "b": b, "key": key}
     try:
         if cache.pair_path(key).exists():
-            return {**reply, "ok": True, "cached": True}
+            return {**reply, **_counts(*cache.load_pair(key)), "ok": True, "cached": True}
         context = {"name_a": a, "name_b": b,
                    "features_a": _features(str(cache.features_path(key_a))),
                    "features_b": _features(str(cache.features_path(key_b)))}
         seconds = _run_stages(_resident(config, stages), context)
         cache.save_pair(key, context["matches"], context.get("geometry"))
-        return {**reply, "ok": True, "cached": False, "seconds": seconds}
+        return {**reply, **_counts(context["matches"], context.get("geometry")), "ok": True,
+                "cached": False, "seconds": seconds}
     except _StageFailed as failed:
         return {**reply, **_failure(f"{a} {b}", failed.stage, failed.error),
                 "seconds": failed.seconds}
     except Exception as exc:
         return {**reply, **_failure(f"{a} {b}", stages[0].name, exc)}
+
+
+def _counts(matches, geometry) -> dict:
+    """A pair's match and inlier counts (inliers: -1 when it was not verified)."""
+    inliers = -1 if geometry is None else int(geometry.inliers.sum())
+    return {"matches": len(matches), "inliers": inliers}
+
+
+def pictures_task(task) -> dict:
+    """The run report's pictures (see :mod:`.report`)."""
+    from .report import pictures_task as make
+
+    return {"ok": True, **make(task)}
+
+
+def pictures_died(task, cause: str) -> dict:
+    return {"ok": False, "thumbs": {}, "pairs": {}}
 
 
 class _StageFailed(Exception):

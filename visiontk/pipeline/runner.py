@@ -144,7 +144,8 @@ class Pipeline:
             scheduler: str | None = None, quiet: bool = False, colmap: bool = False) -> RunResult:
         """Run over ``images`` (a folder, a glob pattern, a text file listing paths, or a list
         of paths) writing into the folder ``out``."""
-        t0 = time.perf_counter()
+        t0 = self._t0 = time.perf_counter()
+        self._pair_counts = {}
         if colmap and not any("features" in s.outputs for s in self.image_stages):
             raise OptionError("--colmap needs a pipeline that extracts features")
         # Everything that would fail every item fails here, before the first one.
@@ -185,7 +186,9 @@ class Pipeline:
                                            __version__)
             if self.model_stages:  # they write the COLMAP database they map
                 self._run_models(pool, named, features, pairs, cache, result, quiet)
-                return
+                colmap = False
+            with result.timed("report"):
+                self._report(pool, named, features, pairs, cache, result)
         if colmap:
             from .colmap import export_colmap
 
@@ -195,6 +198,34 @@ class Pipeline:
                     out / "database.db",
                     ((n, Features.load(cache.features_path(k))) for n, k in features),
                     ((a, b, *cache.load_pair(k)) for a, b, k in pairs))
+
+    def _report(self, pool, named, features, pairs, cache, result):
+        """index.html: the pictures are made in a worker, the page here (see :mod:`.report`)."""
+        from . import report
+
+        failed_items = {str(f["item"]) for f in result.failures}
+        failed = {n for n, p in named if str(p) in failed_items}
+        pictures = [(n, str(p)) for n, p in named if self.accepts == IMAGE_SUFFIXES]
+        thumbs = report.choose_thumbnails(pictures, failed)
+        paths, keys = dict(named), dict(features)
+        counted = [(c[1] if c[1] >= 0 else c[0], a, b, k)
+                   for (a, b, k) in pairs if (c := self._pair_counts.get((a, b)))]
+        chosen = {}
+        if counted and pictures:
+            counted.sort()
+            useful = [c for c in counted if c[0] > 0] or counted
+            for label, (_, a, b, k) in (("strongest", counted[-1]), ("weakest", useful[0])):
+                chosen[label] = (a, str(paths[a]), b, str(paths[b]), str(cache.pair_path(k)),
+                                 str(cache.features_path(keys[a])),
+                                 str(cache.features_path(keys[b])))
+        made = {"thumbs": {}, "pairs": {}}
+        if thumbs or chosen:
+            made = next(iter(pool.map_unordered(executors.pictures_task,
+                                                [(str(result.out), thumbs, chosen)],
+                                                executors.pictures_died)))
+        result.seconds = time.perf_counter() - self._t0
+        report.write_index(result.out, result.summary(), [(n, str(p)) for n, p in named], made,
+                           self._pair_counts)
 
     def _run_models(self, pool, named, features, pairs, cache, result, quiet):
         """Each whole-run stage once, in a worker (a mapper that crashes fails alone), unless
@@ -257,6 +288,8 @@ class Pipeline:
                 result.add_seconds(reply.get("seconds", {}))
                 if reply["ok"]:
                     finished[(reply["a"], reply["b"])] = reply["key"]
+                    self._pair_counts[(reply["a"], reply["b"])] = (reply["matches"],
+                                                                   reply["inliers"])
                     result.pairs_done += 1
                     result.pairs_cached += reply["cached"]
                 else:

@@ -1,0 +1,91 @@
+"""The run report (OUT/index.html): what it shows, that every picture it links exists, and
+what a browser makes of it."""
+
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import pytest
+
+from visiontk.pipeline import Pipeline
+
+
+class Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.text = [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def read_page(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, samples):
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("coffee.png", "coffee_warped.png", "astronaut.png"):
+        shutil.copy(samples / name, folder / name)
+    (folder / "broken.png").write_bytes(b"not a png <script>")
+    out = tmp_path_factory.mktemp("out")
+    result = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 1500},
+                                 {"name": "match"}, {"name": "verify"}]).run(folder, out,
+                                                                              quiet=True)
+    return result, out
+
+
+def test_page_shows_counts_failures_thumbnails_and_pairs(run):
+    result, out = run
+    assert [f["stage"] for f in result.failures] == ["load"]
+    page = read_page(out / "index.html")
+    text = " ".join(page.text)
+    assert "3 of 4 done" in text and "3 of 3 done" in text
+    assert "broken.png (failed)" in text and "not an image" in text
+    for src in page.images:  # every picture it links is there
+        assert (out / src).is_file(), src
+    thumbs = [s for s in page.images if s.startswith("report/thumbs/")]
+    assert len(thumbs) == 3
+    assert {"report/pair_strongest.jpg", "report/pair_weakest.jpg"} <= set(page.images)
+    strongest = cv2.imread(str(out / "report/pair_strongest.jpg"))
+    assert strongest.shape[1] > 600 and strongest.std() > 20
+    assert "<script>" not in (out / "index.html").read_text()  # names and reasons are escaped
+
+
+def test_every_run_kind_gets_a_page(tmp_path, samples):
+    out = tmp_path / "out"
+    Pipeline.from_file("sift").run(samples, out, quiet=True)
+    page = read_page(out / "index.html")
+    assert len([s for s in page.images if s.startswith("report/thumbs/")]) == 5
+    assert "pairs" not in " ".join(page.text).split("Time per stage")[0]
+
+
+def browser() -> str | None:
+    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(browser() is None, reason="no Chromium here (CI installs it: .ci/run)")
+def test_a_real_browser_renders_the_page(run, tmp_path):
+    _, out = run
+    shot = tmp_path / "page.png"
+    subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu",
+                    "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1300,2400",
+                    (out / "index.html").as_uri()], capture_output=True, timeout=120, check=True)
+    picture = cv2.imread(str(shot))
+    assert picture.shape[:2] == (2400, 1300)
+    # the pair pictures (wide, photographic) fill rows of the page: a blank or unstyled page
+    # (pictures missing) leaves most rows plain white
+    rows_with_pictures = (picture.std(axis=(1, 2)) > 40).mean()
+    assert rows_with_pictures > 0.3
+    red = ((picture[:, :, 2] > 150) & (picture[:, :, 1] < 80) & (picture[:, :, 0] < 80)).sum()
+    assert red > 500  # the failed image's red frame

@@ -1,0 +1,171 @@
+"""The run report: ``OUT/index.html``, one page a person opens to see what a run did.
+
+Counts, time per stage, every failure, a thumbnail per image (at most :data:`THUMBNAILS`: the
+failed images first, then spread evenly over the rest), the match pictures of the strongest and
+the weakest verified pairs, and the pictures of whole-run stages (the model of ``reconstruct``).
+Pictures are made in a worker (:func:`pictures_task`: decoding images is the workers' job, so a
+hostile file cannot take the runner down); the page itself is text written here. Everything the
+page shows lives in ``OUT/report/`` and is linked relatively, so the folder can be moved.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from .._files import atomic_write
+from .store import escape
+
+#: Images shown as thumbnails at most (a 10k-image run would otherwise decode 10k files).
+THUMBNAILS = 200
+THUMB_WIDTH = 240
+
+
+def choose_thumbnails(named: list, failed: set) -> list:
+    """(name, path) of the images to show: the failed first, then evenly spread."""
+    bad = [item for item in named if item[0] in failed]
+    good = [item for item in named if item[0] not in failed]
+    room = max(0, THUMBNAILS - len(bad))
+    step = max(1, -(-len(good) // room)) if room else len(good) + 1
+    return (bad + good[::step])[:THUMBNAILS]
+
+
+def pictures_task(task) -> dict:
+    """In a worker: thumbnails and the two pair pictures for the report. Returns the files
+    made (relative to OUT); a picture that cannot be made is left out, never an error."""
+    out, thumbs, pairs = task
+    from ..viz import draw_matches, save_image, thumbnail
+
+    folder = Path(out) / "report"
+    (folder / "thumbs").mkdir(parents=True, exist_ok=True)
+    made = {"thumbs": {}, "pairs": {}}
+    for name, path in thumbs:
+        small = thumbnail(path, THUMB_WIDTH)
+        if small is not None:
+            relative = f"report/thumbs/{escape(name)}.jpg"
+            save_image(Path(out) / relative, small)
+            made["thumbs"][name] = relative
+    for label, (a, path_a, b, path_b, pair_file, features_a, features_b) in pairs.items():
+        try:
+            made["pairs"][label] = _pair_picture(out, label, a, path_a, b, path_b, pair_file,
+                                                 features_a, features_b, draw_matches,
+                                                 save_image)
+        except Exception:  # an image that changed or vanished since: no picture of it
+            continue
+    return made
+
+
+def _pair_picture(out, label, a, path_a, b, path_b, pair_file, features_a, features_b,
+                  draw_matches, save_image) -> str:
+    from ..features import Features
+    from ..io import load_rgb
+    from .store import read_pair
+
+    matches, geometry = read_pair(Path(pair_file))
+    fa, fb = Features.load(features_a), Features.load(features_b)
+    inliers = geometry.inliers if geometry is not None else None
+    n = int(inliers.sum()) if inliers is not None else len(matches)
+    picture = draw_matches(load_rgb(path_a), load_rgb(path_b), fa.xy[matches.pairs[:, 0]],
+                           fb.xy[matches.pairs[:, 1]], inliers, max_side=1200,
+                           title=f"{label}: {a} - {b}, {n} inliers of {len(matches)} matches")
+    relative = f"report/pair_{label}.jpg"
+    save_image(Path(out) / relative, picture)
+    return relative
+
+
+def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts: dict) -> Path:
+    """``OUT/index.html`` from the run's summary; ``images``: (name, path) of every input;
+    ``made``: what :func:`pictures_task` made; ``pair_counts``: (a, b) -> (matches, inliers)."""
+    e = html.escape
+    failures = summary.get("failures", [])
+    parts = [_HEAD.format(title=e(f"visiontk run: {out.name}"))]
+    parts.append(f"<h1>visiontk run <code>{e(str(out))}</code></h1>")
+    rows = [("images", f"{summary['images_done']} of {summary['images']} done "
+                       f"({summary['images_cached']} from earlier runs)")]
+    if summary.get("pairs"):
+        inliers = [k for _, k in pair_counts.values()]
+        rows.append(("pairs", f"{summary['pairs_done']} of {summary['pairs']} done; median "
+                              f"{_median(inliers)} inliers"))
+    rows.append(("failed", str(len(failures))))
+    rows.append(("time", f"{summary['seconds']:.1f} s"))
+    parts.append(_table(None, rows))
+    for stage, model in summary.get("models", {}).items():
+        parts.append(f"<h2>{e(stage)}</h2>")
+        parts.append(_table(None, _model_rows(model)))
+        for picture in model.get("pictures", []):
+            parts.append(f'<p><a href="{e(picture)}"><img class="wide" src="{e(picture)}" '
+                         f'alt="{e(picture)}"></a></p>')
+    if made.get("pairs"):
+        parts.append("<h2>Strongest and weakest pairs</h2>")
+        for label in ("strongest", "weakest"):
+            if label in made["pairs"]:
+                src = made["pairs"][label]
+                parts.append(f'<p><img class="wide" src="{e(src)}" alt="{label} pair"></p>')
+    parts.append("<h2>Time per stage</h2>")
+    parts.append(_table(["stage", "seconds"], [(e(k), f"{v:.2f}") for k, v in
+                                               summary.get("stage_seconds", {}).items()]))
+    parts.append(f"<h2>Failures ({len(failures)})</h2>")
+    if failures:
+        parts.append(_table(["item", "stage", "reason"],
+                            [(e(str(f["item"])), e(f["stage"]), e(f["reason"]))
+                             for f in failures]))
+    else:
+        parts.append("<p>none</p>")
+    failed = {str(f["item"]) for f in failures}
+    shown = made.get("thumbs", {})
+    listed = [(n, p) for n, p in images if n in shown or str(p) in failed]
+    parts.append(f"<h2>Images ({len(listed)} of {len(images)} shown)</h2><div class=grid>")
+    for name, path in listed:
+        bad = str(path) in failed
+        img = f'<img src="{e(shown[name])}" alt="{e(name)}">' if name in shown else \
+            "<div class=missing>no picture</div>"
+        parts.append(f'<figure class="{"bad" if bad else "ok"}">{img}'
+                     f"<figcaption>{e(name)}{' (failed)' if bad else ''}</figcaption></figure>")
+    parts.append("</div></body></html>")
+    path = Path(out) / "index.html"
+    with atomic_write(path) as tmp:
+        tmp.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def _model_rows(model: dict) -> list:
+    e = html.escape
+    rows = [("registered", f"{model.get('registered')} of {model.get('images')} images in "
+                           f"{model.get('models')} model(s)"),
+            ("3-D points", str(model.get("points"))),
+            ("mean reprojection error", f"{model.get('mean_reprojection_error')} px"),
+            ("mean track length", str(model.get("mean_track_length")))]
+    if model.get("not_registered"):
+        rows.append(("not registered", e(", ".join(model["not_registered"]))))
+    if model.get("focal_length_from"):
+        rows.append(("focal length from", e(", ".join(
+            f"{k} {v}" for k, v in model["focal_length_from"].items()))))
+    return rows
+
+
+def _median(values) -> str:
+    values = sorted(values)
+    return str(values[len(values) // 2]) if values else "-"
+
+
+def _table(header, rows) -> str:
+    """An HTML table; ``header`` None for a two-column list of names and values."""
+    head = "<tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+_HEAD = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 24px; color: #222; max-width: 1300px; }}
+table {{ border-collapse: collapse; margin: 8px 0 16px; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: left; vertical-align: top; }}
+img.wide {{ max-width: 100%; border: 1px solid #ccc; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 10px; }}
+figure {{ margin: 0; width: 240px; border: 3px solid #2e7d32; }}
+figure.bad {{ border-color: #c62828; }}
+figure img {{ width: 100%; display: block; }}
+figcaption {{ font-size: 12px; padding: 3px; word-break: break-all; }}
+.missing {{ height: 180px; background: #eee; text-align: center; line-height: 180px; }}
+</style></head><body>"""
