@@ -24,7 +24,9 @@ from readme import markdown_table, publish
 #: (label, make_scene keyword arguments)
 SCENES = [("10 views 640×480", {"views": 10, "size": (640, 480)}),
           ("14 views 1280×960", {"views": 14, "size": (1280, 960), "focal": 1040.0,
-                                 "arc_degrees": 140.0, "seed": 1})]
+                                 "arc_degrees": 140.0, "seed": 1}),
+          ("12 views 2048×1536", {"views": 12, "size": (2048, 1536), "focal": 1660.0,
+                                  "arc_degrees": 120.0, "seed": 2})]
 
 COLMAP_SCRIPT = """
 import sys, pycolmap
@@ -41,7 +43,8 @@ best.write(out)
 def run_visiontk(images: Path, out: Path) -> float:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "visiontk_cli.main", "run", "sfm", "--images",
-                    str(images), "--out", str(out), "--workers", "2", "--quiet"], check=True)
+                    str(images), "--out", str(out), "--workers", "2", "--quiet"], check=True,
+                   stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
 
@@ -73,12 +76,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed runs per method (median)")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--scenes", type=int, nargs="*", help="which scenes (0-based)")
     args = parser.parse_args()
     from visiontk.testing.scene import make_scene
 
     rows, figures = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, kwargs in SCENES:
+        for k, (label, kwargs) in enumerate(SCENES):
+            if args.scenes and k not in args.scenes:
+                continue
             scene = make_scene(**kwargs)
             images = Path(tmp) / label.replace(" ", "_") / "images"
             scene.write(images)

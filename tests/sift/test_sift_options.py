@@ -30,6 +30,27 @@ def test_max_features_keeps_the_strongest(astronaut, base):
     np.testing.assert_array_equal(capped.descriptors, base.descriptors[:100])
 
 
+def test_keep_largest_is_colmaps_rule(astronaut, base):
+    """max_features detections, the largest, each with all its orientations (up to
+    max_orientations): as COLMAP's extractor caps."""
+    every = visiontk.sift(astronaut, max_features=0)
+    capped = visiontk.sift(astronaut, max_features=300, keep="largest")
+    detections = np.unique(capped.xy, axis=0)
+    assert len(detections) == 300 and 300 < len(capped) <= 2 * 300
+    kept = {tuple(p) for p in capped.xy.tolist()}
+    dropped = np.array([s for p, s in zip(every.xy.tolist(), every.size, strict=True)
+                        if tuple(p) not in kept])
+    assert capped.size.min() >= dropped.max() * 0.999  # none dropped is larger than one kept
+    assert np.all(np.diff(capped.response) <= 0)  # still ordered by response
+    # every kept keypoint is one of the uncapped run's, descriptor and all
+    index = {(*p, round(float(a), 3)): i
+             for i, (p, a) in enumerate(zip(every.xy.tolist(), every.angle, strict=True))}
+    same = [index[(*p, round(float(a), 3))]
+            for p, a in zip(capped.xy.tolist(), capped.angle, strict=True)]
+    np.testing.assert_array_equal(capped.descriptors, every.descriptors[same])
+    assert len(base) <= 8192 and visiontk.SiftOptions().keep == "strongest"
+
+
 def test_mask_excludes_keypoints(astronaut, base):
     mask = np.zeros(astronaut.shape[:2], np.uint8)
     mask[:, :256] = 1
@@ -113,7 +134,7 @@ def test_flat_image_gives_no_features():
     {"max_features": -1}, {"n_octave_layers": 0}, {"contrast_threshold": "high"},
     {"edge_threshold": 0}, {"sigma": float("nan")}, {"upright": "yes"}, {"colour": True},
     {"preset": "fast"}, {"refinement": "lowe"}, {"max_orientations": -1},
-    {"orientation_smoothing": "box"}, {"subpixel_window": 1},
+    {"orientation_smoothing": "box"}, {"subpixel_window": 1}, {"keep": "random"},
 ])
 def test_bad_options_are_one_line_errors(astronaut, options):
     with pytest.raises(OptionError) as info:

@@ -40,7 +40,13 @@ def extract(gray, opts, sift_backend, mask=None) -> Features:
         return Features.empty((height, width))
     kp["scale"] = orientation_scale(opts.sigma, opts.n_octave_layers, kp["layer"],
                                     kp["offset_layer"], xp)
-    if opts.max_features and kp["x"].shape[0] > opts.max_features:
+    if opts.keep == "largest" and opts.max_features and kp["x"].shape[0] > opts.max_features:
+        # COLMAP's rule: max_features detections, the largest, each with its orientations
+        kept = _ranked({**kp, "angle": xp.zeros(kp["x"].shape[0], dtype=xp.float32)}, opts,
+                       octaves, xp)[: opts.max_features]
+        kp = {k: v[kept] for k, v in kp.items()}
+        which, angle = _orientations(kp, opts, octaves, sift_backend)
+    elif opts.max_features and kp["x"].shape[0] > opts.max_features:
         kp, which, angle = _strongest_detections(kp, opts, octaves, sift_backend)
     else:
         which, angle = _orientations(kp, opts, octaves, sift_backend)
@@ -50,7 +56,7 @@ def extract(gray, opts, sift_backend, mask=None) -> Features:
     cat["sub"] = xp.clip(xp.rint((kp["offset_layer"][which] + 0.5) * 255), 0, 255).astype(xp.int64)
     t2 = time.perf_counter()
     order = _strongest_first(cat, xp)
-    if opts.max_features:
+    if opts.max_features and opts.keep == "strongest":  # keypoints, as OpenCV's nfeatures
         order = order[: opts.max_features]
     cat = {k: v[order] for k, v in cat.items()}
 
@@ -104,7 +110,7 @@ def _strongest_detections(kp, opts, octaves, sift_backend):
     """
     xp = sift_backend.xp
     keys = {**kp, "angle": xp.zeros(kp["x"].shape[0], dtype=xp.float32)}
-    ranked = _strongest_first(keys, xp)
+    ranked = _ranked(keys, opts, octaves, xp)
     whiches, angles, found, start = [], [], 0, 0
     while found < opts.max_features and start < ranked.shape[0]:
         chunk = ranked[start:start + opts.max_features - found]
@@ -144,6 +150,19 @@ def _inside_mask(mask, x, y, xp):
     xi = xp.clip(xp.floor(x + 0.5).astype(xp.int64), 0, w - 1)
     yi = xp.clip(xp.floor(y + 0.5).astype(xp.int64), 0, h - 1)
     return m[yi, xi]
+
+
+def _ranked(cat, opts, octaves, xp):
+    """The order in which ``max_features`` keeps keypoints: the strongest first, or with
+    ``keep="largest"`` the largest first (COLMAP's rule: coarse-scale features are seen from
+    further apart), ties by response as :func:`_strongest_first`."""
+    if opts.keep != "largest":
+        return _strongest_first(cat, xp)
+    factor = xp.asarray([o.scale for o in octaves], dtype=xp.float64)[cat["number"]]
+    size = cat["scale"].astype(xp.float64) * factor
+    keys = [cat["angle"], cat["x"], cat["y"], cat["layer"], cat["number"], -cat["response"],
+            -size]
+    return xp.lexsort(xp.stack([k.astype(xp.float64) for k in keys]))
 
 
 def _strongest_first(cat, xp):

@@ -24,7 +24,7 @@ PRESETS = {
                "contrast_threshold": C.CONTRAST_THRESHOLD, "edge_threshold": C.EDGE_THRESHOLD,
                "sigma": C.SIGMA, "upsample": True, "upright": False, "rootsift": False,
                "refinement": "opencv", "subpixel_window": False,
-               "orientation_smoothing": "opencv", "max_orientations": 0},
+               "orientation_smoothing": "opencv", "max_orientations": 0, "keep": "strongest"},
 }
 PRESETS["accurate"] = {**PRESETS["opencv"], "max_features": 8192, "contrast_threshold": 0.02,
                        "rootsift": True,
@@ -36,6 +36,7 @@ DEFAULT_PRESET = "accurate"
 Preset = Literal["accurate", "opencv"]
 Refinement = Literal["opencv", "tolerant"]
 Smoothing = Literal["opencv", "vlfeat"]
+Keep = Literal["strongest", "largest"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class SiftOptions:
     subpixel_window: bool | None = None
     orientation_smoothing: Smoothing | None = None
     max_orientations: int | None = None
+    keep: Keep | None = None
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -90,6 +92,8 @@ class SiftOptions:
              "one of " + ", ".join(typing.get_args(Refinement))),
             ("orientation_smoothing", self.orientation_smoothing in typing.get_args(Smoothing),
              "one of " + ", ".join(typing.get_args(Smoothing))),
+            ("keep", self.keep in typing.get_args(Keep),
+             "one of " + ", ".join(typing.get_args(Keep))),
             ("max_orientations", isinstance(self.max_orientations, (int, np.integer))
              and not isinstance(self.max_orientations, bool) and self.max_orientations >= 0,
              "an integer >= 0 (0 keeps every peak)"),

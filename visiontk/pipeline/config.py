@@ -39,9 +39,11 @@ PRESETS = {
                               {"name": "pairs-sequential", "window": 5}, {"name": "match"},
                               {"name": "verify", "model": "fundamental"}],
     "sift": [{"name": "load"}, {"name": "sift"}],
-    # photos to a 3-D model: every pair up to 30 images, each image's 30 nearest by retrieval
-    # beyond that
-    "sfm": [{"name": "load"}, {"name": "sift"}, {"name": "pairs-retrieval", "neighbours": 30},
+    # photos to a 3-D model. Extraction as COLMAP's extractor caps it (images larger than
+    # 3200 pixels scaled down, the 8192 largest detections with their orientations); every
+    # pair up to 31 images, each image's 30 nearest by retrieval beyond that
+    "sfm": [{"name": "load", "max_side": 3200}, {"name": "sift", "keep": "largest"},
+            {"name": "pairs-retrieval", "neighbours": 30},
             {"name": "match"}, {"name": "verify", "model": "fundamental"},
             {"name": "reconstruct"}],
     "dino-attention": [{"name": "dino-attention"}],

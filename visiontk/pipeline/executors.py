@@ -178,7 +178,7 @@ def pair_died(task, cause: str) -> dict:
 
 def model_died(task, cause: str) -> dict:
     stage = task[0].name
-    return {"ok": False, "item": "the run's model", "stage": "worker",
+    return {"ok": False, "stage_name": stage, "item": "the run's model", "stage": "worker",
             "reason": f"{stage}: the worker process {cause} while running it"}
 
 
@@ -186,12 +186,27 @@ def model_task(task) -> dict:
     """Run one whole-run stage (reconstruct) on the run's cached features and pairs."""
     stage, context = task
     t0 = time.perf_counter()
+    reply = {"stage_name": stage.name}
     try:
         result = stage.run(dict(context))
-        return {"ok": True, "result": result, "seconds": {stage.name: time.perf_counter() - t0}}
-    except Exception as exc:
-        return {**_failure("the run's model", stage.name, exc),
+        return {**reply, "ok": True, "result": result,
                 "seconds": {stage.name: time.perf_counter() - t0}}
+    except Exception as exc:
+        return {**reply, **_failure("the run's model", stage.name, exc),
+                "seconds": {stage.name: time.perf_counter() - t0}}
+
+
+def call_task(job) -> dict:
+    """``(fn, task)``: different kinds of task in one map (the report's pictures beside the
+    whole-run stages); the reply says which (``task``: the function's name)."""
+    fn, task = job
+    return {**fn(task), "task": fn.__name__}
+
+
+def call_died(job, cause: str) -> dict:
+    fn, task = job
+    died = {"model_task": model_died, "pictures_task": pictures_died}[fn.__name__]
+    return {**died(task, cause), "task": fn.__name__}
 
 
 def image_task(task) -> dict:

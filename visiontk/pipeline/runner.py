@@ -184,11 +184,16 @@ class Pipeline:
                     store.write_matches_h5(result.matches_path,
                                            ((a, b, *cache.load_pair(k)) for a, b, k in pairs),
                                            __version__)
+            # the report's pictures are made while the whole-run stages (reconstruct) run
+            with result.timed("report and whole-run stages"):
+                made = self._run_whole(pool, named, features, pairs, cache, result, quiet)
             if self.model_stages:  # they write the COLMAP database they map
-                self._run_models(pool, named, features, pairs, cache, result, quiet)
                 colmap = False
-            with result.timed("report"):
-                self._report(pool, named, features, pairs, cache, result)
+            result.seconds = time.perf_counter() - self._t0
+            from .report import write_index
+
+            write_index(out, result.summary(), [(n, str(p)) for n, p in named], made,
+                        self._pair_counts)
         if colmap:
             from .colmap import export_colmap
 
@@ -199,61 +204,67 @@ class Pipeline:
                     ((n, Features.load(cache.features_path(k))) for n, k in features),
                     ((a, b, *cache.load_pair(k)) for a, b, k in pairs))
 
-    def _report(self, pool, named, features, pairs, cache, result):
-        """index.html: the pictures are made in a worker, the page here (see :mod:`.report`)."""
-        from . import report
+    def _pictures_task(self, named, features, pairs, cache, result):
+        """What the report shows (see :mod:`.report`): thumbnails, the strongest and the weakest
+        pair; None when there is nothing to draw."""
+        from .report import choose_thumbnails
 
         failed_items = {str(f["item"]) for f in result.failures}
         failed = {n for n, p in named if str(p) in failed_items}
         pictures = [(n, str(p)) for n, p in named if self.accepts == IMAGE_SUFFIXES]
-        thumbs = report.choose_thumbnails(pictures, failed)
+        thumbs = choose_thumbnails(pictures, failed)
         paths, keys = dict(named), dict(features)
-        counted = [(c[1] if c[1] >= 0 else c[0], a, b, k)
-                   for (a, b, k) in pairs if (c := self._pair_counts.get((a, b)))]
+        counted = sorted((c[1] if c[1] >= 0 else c[0], a, b, k)
+                         for (a, b, k) in pairs if (c := self._pair_counts.get((a, b))))
         chosen = {}
         if counted and pictures:
-            counted.sort()
             useful = [c for c in counted if c[0] > 0] or counted
             for label, (_, a, b, k) in (("strongest", counted[-1]), ("weakest", useful[0])):
                 chosen[label] = (a, str(paths[a]), b, str(paths[b]), str(cache.pair_path(k)),
                                  str(cache.features_path(keys[a])),
                                  str(cache.features_path(keys[b])))
-        made = {"thumbs": {}, "pairs": {}}
-        if thumbs or chosen:
-            made = next(iter(pool.map_unordered(executors.pictures_task,
-                                                [(str(result.out), thumbs, chosen)],
-                                                executors.pictures_died)))
-        result.seconds = time.perf_counter() - self._t0
-        report.write_index(result.out, result.summary(), [(n, str(p)) for n, p in named], made,
-                           self._pair_counts)
+        return (str(result.out), thumbs, chosen) if thumbs or chosen else None
 
-    def _run_models(self, pool, named, features, pairs, cache, result, quiet):
-        """Each whole-run stage once, in a worker (a mapper that crashes fails alone), unless
-        the same inputs and options made its result before."""
+    def _run_whole(self, pool, named, features, pairs, cache, result, quiet) -> dict:
+        """The report's pictures and each whole-run stage, side by side in workers (a mapper
+        that crashes fails alone); a stage is skipped when the same inputs and options made
+        its result before. Returns what the pictures task made."""
         paths = dict(named)
         context = {"out": str(result.out),
                    "images": [(n, str(paths[n])) for n, _ in features],
                    "features": [(n, str(cache.features_path(k))) for n, k in features],
                    "pairs": [(a, b, str(cache.pair_path(k))) for a, b, k in pairs]}
         inputs = [[n, k] for n, k in features] + [[a, b, k] for a, b, k in pairs]
+        jobs, keys, replies = [], {}, {}
+        pictures = self._pictures_task(named, features, pairs, cache, result)
+        if pictures is not None:
+            jobs.append((executors.pictures_task, pictures))
         for stage in self.model_stages:
-            key = store.config_hash([inputs, self.specs([stage])])
-            reply = cache.load_model(key)
-            if reply is None:
+            keys[stage.name] = store.config_hash([inputs, self.specs([stage])])
+            replies[stage.name] = cache.load_model(keys[stage.name])
+            if replies[stage.name] is None:
                 if not quiet:
                     print(f"{stage.name}: {len(features)} images, {len(pairs)} pairs",
                           file=sys.stderr, flush=True)
-                reply = next(iter(pool.map_unordered(executors.model_task, [(stage, context)],
-                                                     executors.model_died)))
-                result.add_seconds(reply.get("seconds", {}))
-                if reply["ok"]:
-                    cache.save_model(key, reply)
+                jobs.append((executors.model_task, (stage, context)))
+        made = {"thumbs": {}, "pairs": {}}
+        for reply in pool.map_unordered(executors.call_task, jobs, executors.call_died):
+            if reply["task"] == "pictures_task":
+                made = reply
+                continue
+            result.add_seconds(reply.get("seconds", {}))
+            replies[reply["stage_name"]] = reply
+            if reply["ok"]:
+                cache.save_model(keys[reply["stage_name"]], reply)
+        for stage in self.model_stages:
+            reply = replies[stage.name]
             if reply["ok"]:
                 result.models[stage.name] = reply["result"]
             else:
                 result.failures.append({k: reply[k] for k in ("item", "stage", "reason")})
-            if (result.out / "database.db").exists():
-                result.colmap_path = result.out / "database.db"
+        if self.model_stages and (result.out / "database.db").exists():
+            result.colmap_path = result.out / "database.db"
+        return made
 
     def _run_images(self, pool, named, specs, cache, result, quiet):
         stages, config = tuple(self.image_stages), store.config_hash(specs)
