@@ -255,6 +255,8 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
     for key in ("features_path", "matches_path", "colmap_path"):
         if s[key]:
             click.echo(one_line(f"{key.split('_')[0]}: {s[key]}"))
+    if (out / "index.html").exists():
+        click.echo(one_line(f"report: {out / 'index.html'}"))
     for name, m in s["models"].items():
         click.echo(one_line(
             f"{name}: {m['registered']} of {m['images']} images registered in {m['models']} "

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import cv2
 import pytest
@@ -37,6 +38,8 @@ def run(tmp_path_factory, samples):
     for name in ("coffee.png", "coffee_warped.png", "astronaut.png"):
         shutil.copy(samples / name, folder / name)
     (folder / "broken.png").write_bytes(b"not a png <script>")
+    (folder / "sub dir").mkdir()
+    shutil.copy(samples / "motorcycle_left.png", folder / "sub dir" / "left #1.png")
     out = tmp_path_factory.mktemp("out")
     result = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 1500},
                                  {"name": "match"}, {"name": "verify"}]).run(folder, out,
@@ -49,12 +52,12 @@ def test_page_shows_counts_failures_thumbnails_and_pairs(run):
     assert [f["stage"] for f in result.failures] == ["load"]
     page = read_page(out / "index.html")
     text = " ".join(page.text)
-    assert "3 of 4 done" in text and "3 of 3 done" in text
+    assert "4 of 5 done" in text and "6 of 6 done" in text
     assert "broken.png (failed)" in text and "not an image" in text
-    for src in page.images:  # every picture it links is there
-        assert (out / src).is_file(), src
+    for src in page.images:  # every picture it links is there, read as a browser reads URLs
+        assert (out / unquote(src)).is_file(), src
     thumbs = [s for s in page.images if s.startswith("report/thumbs/")]
-    assert len(thumbs) == 3
+    assert len(thumbs) == 4
     assert {"report/pair_strongest.jpg", "report/pair_weakest.jpg"} <= set(page.images)
     strongest = cv2.imread(str(out / "report/pair_strongest.jpg"))
     assert strongest.shape[1] > 600 and strongest.std() > 20

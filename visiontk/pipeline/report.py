@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from urllib.parse import quote
 
 from .._files import atomic_write
 from .store import escape
@@ -93,14 +94,14 @@ def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts:
         parts.append(f"<h2>{e(stage)}</h2>")
         parts.append(_table(None, _model_rows(model)))
         for picture in model.get("pictures", []):
-            parts.append(f'<p><a href="{e(picture)}"><img class="wide" src="{e(picture)}" '
-                         f'alt="{e(picture)}"></a></p>')
+            parts.append(f'<p><a href="{_url(picture)}"><img class="wide" '
+                         f'src="{_url(picture)}" alt="{e(picture)}"></a></p>')
     if made.get("pairs"):
         parts.append("<h2>Strongest and weakest pairs</h2>")
         for label in ("strongest", "weakest"):
             if label in made["pairs"]:
                 src = made["pairs"][label]
-                parts.append(f'<p><img class="wide" src="{e(src)}" alt="{label} pair"></p>')
+                parts.append(f'<p><img class="wide" src="{_url(src)}" alt="{label} pair"></p>')
     parts.append("<h2>Time per stage</h2>")
     parts.append(_table(["stage", "seconds"], [(e(k), f"{v:.2f}") for k, v in
                                                summary.get("stage_seconds", {}).items()]))
@@ -117,7 +118,7 @@ def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts:
     parts.append(f"<h2>Images ({len(listed)} of {len(images)} shown)</h2><div class=grid>")
     for name, path in listed:
         bad = str(path) in failed
-        img = f'<img src="{e(shown[name])}" alt="{e(name)}">' if name in shown else \
+        img = f'<img src="{_url(shown[name])}" alt="{e(name)}">' if name in shown else \
             "<div class=missing>no picture</div>"
         parts.append(f'<figure class="{"bad" if bad else "ok"}">{img}'
                      f"<figcaption>{e(name)}{' (failed)' if bad else ''}</figcaption></figure>")
@@ -126,6 +127,12 @@ def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts:
     with atomic_write(path) as tmp:
         tmp.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def _url(relative: str) -> str:
+    """A file under OUT as a relative URL: thumbnails are named by the escaped image name
+    ("a%2Fx.png.jpg"), and a browser would read that "%2F" as a "/"."""
+    return html.escape(quote(relative))
 
 
 def _model_rows(model: dict) -> list:

@@ -8,7 +8,7 @@ scene's centre. Conventions are COLMAP's: ``R``, ``t`` map world to camera (x ri
 z forward), pixel centres at integer + 0.5 in :attr:`Scene.K` — the renderer samples pixel
 ``(col, row)`` at ``(col + 0.5, row + 0.5)``.
 
->>> scene = make_scene(views=3, size=(160, 120))
+>>> scene = make_scene(views=3, size=(160, 120), focal=130.0)
 >>> [im.shape for im in scene.images]
 [(120, 160, 3), (120, 160, 3), (120, 160, 3)]
 """
@@ -140,7 +140,9 @@ def _render(faces, K, R, t, w, h) -> np.ndarray:
         H = _homography(K, R, t, origin, u_end, v_end, texture.shape)
         scale = _scale(H, corners, K)
         if scale < 0.9:  # shrink the texture first: warping alone would alias
-            texture = cv2.resize(full_texture, None, fx=scale, fy=scale,
+            th, tw = full_texture.shape[:2]
+            texture = cv2.resize(full_texture, (max(2, round(tw * scale)),
+                                                max(2, round(th * scale))),
                                  interpolation=cv2.INTER_AREA)
             H = _homography(K, R, t, origin, u_end, v_end, texture.shape)
         th, tw = texture.shape[:2]
