@@ -258,11 +258,16 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
     if (out / "index.html").exists():
         click.echo(one_line(f"report: {out / 'index.html'}"))
     for name, m in s["models"].items():
+        files = ", ".join(str(out / f) for f in m["files"][1:])
+        if not m["models"]:
+            click.echo(one_line(f"{name}: no model ({m['registered']} of {m['images']} images "
+                                f"registered: too few matches between them) -> {files}"))
+            continue
         click.echo(one_line(
             f"{name}: {m['registered']} of {m['images']} images registered in {m['models']} "
             f"model(s); {m['points']} points, reprojection error "
             f"{m['mean_reprojection_error']} px, track length {m['mean_track_length']} -> "
-            + ", ".join(str(out / f) for f in m["files"][1:])))
+            + files))
     click.echo(f"time: {s['seconds']:.1f} s (" + ", ".join(
         f"{k} {v:.1f}" for k, v in s["stage_seconds"].items()) + ")")
     if result.failures:

@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -134,3 +136,29 @@ def test_bad_intrinsics_file_fails_before_any_image(photos, tmp_path):
         Pipeline.from_spec(spec).run(photos, tmp_path / "out", quiet=True)
     assert not (tmp_path / "out" / "features.h5").exists()
 
+
+
+def test_images_that_share_nothing_make_no_model(tmp_path, samples):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("astronaut.png", "coffee.png", "motorcycle_left.png"):
+        shutil.copy(samples / name, folder / name)
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "visiontk_cli.main", "run", "sfm", "--images",
+                        str(folder), "--out", str(out), "--quiet"], capture_output=True,
+                       text=True, check=False)
+    assert p.returncode == 0, p.stderr
+    assert "reconstruct: no model (0 of 3 images registered" in p.stdout
+    summary = json.loads((out / "summary.json").read_text())["models"]["reconstruct"]
+    assert summary["models"] == 0 and summary["not_registered"] == sorted(
+        ["astronaut.png", "coffee.png", "motorcycle_left.png"])
+    assert not (out / "sparse").exists() and not (out / "model.png").exists()
+    assert (out / "registration.png").exists()
+
+
+def test_without_pycolmap_one_line_before_any_image(photos, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pycolmap", None)  # as if it were not installed
+    with pytest.raises(OptionError, match=r"reconstruct needs pycolmap: pip install "
+                                          r"'visiontk\[sfm\]'"):
+        Pipeline.from_file("sfm").run(photos, tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out" / "features.h5").exists()
