@@ -182,3 +182,28 @@ def _scale(H, corners_cam, K) -> float:
         q = H @ np.array([x[0] + d[0], x[1] + d[1], 1.0])
         J[:, k] = q[:2] / q[2] - p
     return float(np.sqrt(abs(np.linalg.det(J))))
+
+
+def main(argv=None) -> None:
+    """``python -m visiontk.testing.scene FOLDER [--views N] [--width W --height H]``: write
+    the views (and ``cameras.txt``, the true intrinsics in the format ``reconstruct`` reads)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Render the test scene's views into FOLDER.")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--views", type=int, default=10)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    args = parser.parse_args(argv)
+    scale = args.width / 640
+    scene = make_scene(views=args.views, size=(args.width, args.height), focal=520.0 * scale)
+    paths = scene.write(args.folder)
+    K = scene.K
+    (args.folder / "cameras.txt").write_text(
+        f"# name MODEL width height params: the true camera of every view\n* PINHOLE "
+        f"{args.width} {args.height} {K[0, 0]} {K[1, 1]} {K[0, 2]} {K[1, 2]}\n")
+    print(f"{len(paths)} views of the test scene in {args.folder}")
+
+
+if __name__ == "__main__":
+    main()
