@@ -44,9 +44,66 @@ def test_matches_equal_brute_force_reference(descriptors, ratio, mutual):
 def test_chunking_does_not_change_the_result(descriptors, monkeypatch):
     a, b = descriptors
     whole = visiontk.match(a, b)
+    monkeypatch.setattr(matching, "_kernels", lambda: None)  # the xp path chunks by rows
     monkeypatch.setattr(matching, "CHUNK_BYTES", 4 * len(b) * 7)  # 7 rows per chunk
     chunked = visiontk.match(a, b)
     np.testing.assert_array_equal(whole.pairs, chunked.pairs)
+
+
+def candidate_sets():
+    rng = np.random.default_rng(3)
+    for n, m in ((1, 1), (4, 2), (2, 7), (700, 3), (1500, 1100), (2100, 2049)):
+        a = rng.integers(0, 140, (n, 128)).astype(np.uint8)
+        b = rng.integers(0, 140, (m, 128)).astype(np.uint8)
+        h = min(n, m) // 2
+        b[:h] = np.clip(a[:h].astype(int) + rng.integers(-3, 4, (h, 128)), 0, 255)
+        yield a, b
+    few = rng.integers(0, 3, (900, 128)).astype(np.uint8)  # many exact ties
+    yield few, np.vstack([few[:300], few[:300], rng.integers(0, 3, (400, 128)).astype(np.uint8)])
+    yield rng.random((300, 64)).astype(np.float32), rng.random((500, 64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_search_equals_the_xp_definition(monkeypatch, threads):
+    """The tiled, banded search (visiontk._match_kernels) gives the xp path's candidates,
+    values and column minima bit for bit, ties to the lower index included, so the matches
+    are the same."""
+    from visiontk import _match_kernels
+
+    monkeypatch.setattr(_match_kernels, "TILE_COLUMNS", 512)  # several tiles each way
+    monkeypatch.setattr(_match_kernels, "TILE_BYTES", 4 * 512 * 300)
+    monkeypatch.setattr(_match_kernels, "BANDS_FROM", 0)
+    monkeypatch.setattr(matching, "_threads", lambda: threads)
+    for a, b in candidate_sets():
+        af, bf = a.astype(np.float32), b.astype(np.float32)
+        a_sq, b_sq = (af * af).sum(axis=1), (bf * bf).sum(axis=1)
+        k = min(3, len(b))
+        want = matching._candidates_xp(af, bf, a_sq, b_sq, k, np)
+        got = _match_kernels.nearest_candidates(af, bf, a_sq, b_sq, threads)
+        np.testing.assert_array_equal(got[0][:, :k], want[0])
+        np.testing.assert_array_equal(got[1][:, :k], want[1])
+        np.testing.assert_array_equal(got[2], want[2])
+        compiled = matching.nearest_neighbours(a, b)
+        with monkeypatch.context() as m:
+            m.setattr(matching, "_kernels", lambda: None)
+            defined = matching.nearest_neighbours(a, b)
+        for x, y in zip(compiled, defined, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_wide_integer_descriptors_are_exact(monkeypatch, compiled):
+    """uint16 descriptors: squared differences summed in int64 (int32 overflowed above
+    65535² / 2 per sum and reordered neighbours)."""
+    if not compiled:
+        monkeypatch.setattr(matching, "_kernels", lambda: None)
+    rng = np.random.default_rng(9)
+    a = rng.integers(0, 65535, (200, 128)).astype(np.uint16)
+    b = rng.integers(0, 65535, (150, 128)).astype(np.uint16)
+    truth = cdist(a.astype(float), b.astype(float))
+    nearest, d1, _, _ = matching.nearest_neighbours(a, b)
+    np.testing.assert_array_equal(nearest, truth.argmin(axis=1))
+    np.testing.assert_allclose(d1, truth.min(axis=1), rtol=1e-12)
 
 
 def test_edge_cases():

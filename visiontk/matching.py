@@ -103,14 +103,49 @@ def nearest_neighbours(a, b, xp=np):
     exact = np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer)
     a_sq = (af * af).sum(axis=1)
     b_sq = (bf * bf).sum(axis=1)
-    n_a, n_b = len(a), len(b)
-    k = min(3, n_b)
+    k = min(3, len(b))
+    kernels = _kernels() if xp is np else None
+    if kernels is not None:
+        cand, block, col_min = kernels.nearest_candidates(af, bf, a_sq, b_sq, _threads())
+        cand, block = cand[:, :k], block[:, :k]
+    else:
+        cand, block, col_min = _candidates_xp(af, bf, a_sq, b_sq, k, xp)
+    if exact and kernels is not None:
+        sq = kernels.rescore(a, b, cand)
+    elif exact:  # re-scored in integers, a block of rows at a time (bounded memory)
+        sq = xp.empty(cand.shape, xp.float64)
+        step = max(1, CHUNK_BYTES // (4 * a.shape[1] * max(k, 1)))
+        for start in range(0, len(a), step):
+            diff = a[start:start + step, None, :].astype(xp.int64) \
+                - b[cand[start:start + step]].astype(xp.int64)
+            sq[start:start + step] = (diff * diff).sum(axis=2)
+    else:
+        sq = block.astype(xp.float64)
+    order = xp.argsort(sq, axis=1, kind="stable")
+    sq = xp.take_along_axis(sq, order, axis=1)
+    cand = xp.take_along_axis(cand, order, axis=1)
+    nearest = cand[:, 0]
+    d1 = sq[:, 0]
+    d2 = sq[:, 1] if k > 1 else xp.full(len(a), xp.inf)
+    nearest_block_value = xp.take_along_axis(block, order[:, :1], axis=1)[:, 0]
+    mutual = nearest_block_value <= col_min[nearest]
+    # Several rows of a can reach one column's minimum only on exact ties: keep the first.
+    claimed = xp.nonzero(mutual)[0]
+    _, first = xp.unique(nearest[claimed], return_index=True)
+    mutual[:] = False
+    mutual[claimed[first]] = True
+    return nearest, xp.sqrt(xp.maximum(d1, 0)), xp.sqrt(xp.maximum(d2, 0)), mutual
+
+
+def _candidates_xp(af, bf, a_sq, b_sq, k: int, xp):
+    """The xp definition of the candidate search (CuPy on the GPU; numpy without numba): the
+    ``k`` nearest columns of every row by float32 distance (ties to the lower index), their
+    values, and each column's minimum."""
+    n_a, n_b = len(af), len(bf)
     chunk = CHUNK_BYTES if xp is np else max(CHUNK_BYTES, GPU_CHUNK_BYTES)
     rows = max(1, min(8192, chunk // (4 * n_b)))
-    nearest = xp.empty(n_a, xp.int64)
-    d1 = xp.empty(n_a, xp.float64)
-    d2 = xp.full(n_a, xp.inf)
-    nearest_block_value = xp.empty(n_a, xp.float32)  # as the distance block saw it
+    cand = xp.empty((n_a, k), xp.int64)
+    block = xp.empty((n_a, k), xp.float32)
     col_min = xp.full(n_b, xp.inf, xp.float32)
     for start in range(0, n_a, rows):
         stop = min(start + rows, n_a)
@@ -121,30 +156,25 @@ def nearest_neighbours(a, b, xp=np):
         dist += b_sq[None, :]
         # Column minima reduce row by row (vectorised); argmin along axis 0 is 100x slower.
         xp.minimum(col_min, dist.min(axis=0), out=col_min)
-        cand = xp.empty((stop - start, k), xp.int64)
-        block = xp.empty((stop - start, k), xp.float32)
         for t in range(k):  # k row-argmin passes beat argpartition by 50x on wide blocks
             j = xp.argmin(dist, axis=1)
-            cand[:, t] = j
-            block[:, t] = dist[r, j]
+            cand[start:stop, t] = j
+            block[start:stop, t] = dist[r, j]
             dist[r, j] = xp.inf
-        if exact:
-            diff = a[start:stop, None, :].astype(xp.int32) - b[cand].astype(xp.int32)
-            sq = (diff * diff).sum(axis=2).astype(xp.float64)
-        else:
-            sq = block.astype(xp.float64)
-        order = xp.argsort(sq, axis=1, kind="stable")
-        sq = xp.take_along_axis(sq, order, axis=1)
-        cand = xp.take_along_axis(cand, order, axis=1)
-        nearest[start:stop] = cand[:, 0]
-        d1[start:stop] = sq[:, 0]
-        nearest_block_value[start:stop] = xp.take_along_axis(block, order[:, :1], axis=1)[:, 0]
-        if k > 1:
-            d2[start:stop] = sq[:, 1]
-    mutual = nearest_block_value <= col_min[nearest]
-    # Several rows of a can reach one column's minimum only on exact ties: keep the first.
-    claimed = xp.nonzero(mutual)[0]
-    _, first = xp.unique(nearest[claimed], return_index=True)
-    mutual[:] = False
-    mutual[claimed[first]] = True
-    return nearest, xp.sqrt(xp.maximum(d1, 0)), xp.sqrt(xp.maximum(d2, 0)), mutual
+    return cand, block, col_min
+
+
+def _kernels():
+    """The compiled CPU candidate search, or None without numba."""
+    try:
+        from . import _match_kernels
+    except ImportError:
+        return None
+    return _match_kernels
+
+
+def _threads() -> int:
+    """Threads for matching: numba's count (NUMBA_NUM_THREADS; a pipeline worker's share)."""
+    import numba
+
+    return numba.get_num_threads()
