@@ -127,6 +127,18 @@ def test_reconstruct_needs_matches_and_comes_last():
                             {"name": "reconstruct"}, {"name": "verify"}])
 
 
+@pytest.mark.parametrize("options, words", [
+    ({"min_model_size": 1}, "min_model_size must be >= 2"), ({"seed": -1}, "seed must be >= 0"),
+    ({"camera_model": "FISHEYE"}, "camera_model must be one of"), ({"exif": "yes"}, "exif must be"),
+])
+def test_bad_reconstruct_options_are_one_line_errors(options, words):
+    spec = [{"name": "load"}, {"name": "sift"}, {"name": "match"},
+            {"name": "reconstruct", **options}]
+    with pytest.raises(OptionError, match=words) as info:
+        Pipeline.from_spec(spec)
+    assert "\n" not in str(info.value) and "stage reconstruct" in str(info.value)
+
+
 def test_bad_intrinsics_file_fails_before_any_image(photos, tmp_path):
     bad = tmp_path / "cameras.txt"
     bad.write_text("view_00.png PINHOLE 640 480 500 500\n")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..errors import OptionError
 from ..pipeline.stage import Stage
 
 CameraModel = Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"]
@@ -23,6 +24,13 @@ class ReconstructOptions:
     exif: bool = True  # focal length from EXIF when present (else COLMAP's 1.2 × longer side)
     min_model_size: int = 3  # smallest model kept (images)
     seed: int = 0  # the mapper's random seed: the same input gives the same model
+
+    def __post_init__(self):
+        if self.min_model_size < 2:
+            raise OptionError(f"stage reconstruct: min_model_size must be >= 2, "
+                              f"got {self.min_model_size}")
+        if self.seed < 0:
+            raise OptionError(f"stage reconstruct: seed must be >= 0, got {self.seed}")
 
 
 class ReconstructStage(Stage):
