@@ -176,12 +176,12 @@ def dino_attention(image, *, weights=None, model: str = "dino_vits8", device: st
     attn, keys = backend.to_host(attn), backend.to_host(keys)
     p = net.config.patch
     grid = (pixels.shape[1] // p, pixels.shape[2] // p)
-    maps = attn[:, 1:].reshape(-1, *grid).astype(np.float32)
+    maps = attn[:, net.config.first_patch:].reshape(-1, *grid).astype(np.float32)
     mean_map = maps.mean(axis=0)
     masks = mass_masks(maps, threshold)
     mean_mask = mass_masks(mean_map, threshold)
     if keep_largest:
         masks = np.stack([largest_component(m) for m in masks])
         mean_mask = largest_component(mean_mask)
-    cut, _ = tokencut(keys[1:], grid)
+    cut, _ = tokencut(keys[net.config.first_patch:], grid)
     return AttentionResult(maps, mean_map, masks, mean_mask, cut, shown, p, threshold)

@@ -5,8 +5,9 @@
 checks every tensor against its storage before making a view, and bounds the memory a file can
 make it use (its docstring lists the guarantees and limits).
 
-Key layouts (official DINO and timm, or Hugging Face ``ViTModel``) are normalised to the
-official names; see :func:`normalise_state_dict`.
+Key layouts (official DINO, DINOv2 and timm, or Hugging Face ``ViTModel``, ``Dinov2Model``
+and ``Dinov2WithRegistersModel``) are normalised to the official names; see
+:func:`normalise_state_dict`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def read_weights(path) -> dict:
 
 _HF_NAMES = [
     ("embeddings.cls_token", "cls_token"),
+    ("embeddings.register_tokens", "register_tokens"),
+    ("embeddings.mask_token", "mask_token"),
     ("embeddings.position_embeddings", "pos_embed"),
     ("embeddings.patch_embeddings.projection.", "patch_embed.proj."),
     ("layernorm.", "norm."),
@@ -37,6 +40,9 @@ _HF_BLOCK = [
     ("layernorm_before.", "norm1."), ("layernorm_after.", "norm2."),
     ("attention.output.dense.", "attn.proj."), ("intermediate.dense.", "mlp.fc1."),
     ("output.dense.", "mlp.fc2."),
+    # Dinov2Model / Dinov2WithRegistersModel
+    ("layer_scale1.lambda1", "ls1.gamma"), ("layer_scale2.lambda1", "ls2.gamma"),
+    ("mlp.weights_in.", "mlp.w12."), ("mlp.weights_out.", "mlp.w3."),
 ]
 
 
@@ -50,7 +56,7 @@ def normalise_state_dict(raw: dict, name: str = "weights") -> dict:
     if any(k.startswith("encoder.layer.") for k in state):
         state = _from_hugging_face(state, name)
     state = {k: real_float32(v, f"{name}: {k}") for k, v in state.items()
-             if not k.startswith(("head.", "pooler.", "fc_norm."))}
+             if not k.startswith(("head.", "pooler.", "fc_norm.", "mask_token"))}
     required = ["cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight",
                 "blocks.0.attn.qkv.weight"]
     missing = [k for k in required if k not in state]
@@ -96,14 +102,17 @@ def _from_hugging_face(state: dict, name: str) -> dict:
     return out
 
 
-#: Official DINO backbones: model name -> (file name, download address).
+#: Official DINO and DINOv2 backbones: model name -> file name.
 OFFICIAL = {
     "dino_vits16": "dino_deitsmall16_pretrain.pth",
     "dino_vits8": "dino_deitsmall8_pretrain.pth",
     "dino_vitb16": "dino_vitbase16_pretrain.pth",
     "dino_vitb8": "dino_vitbase8_pretrain.pth",
+    **{f"dinov2_vit{s}14{r}": f"dinov2_vit{s}14{'_reg4' if r else ''}_pretrain.pth"
+       for s in "sblg" for r in ("", "_reg")},
 }
 DOWNLOAD = "https://dl.fbaipublicfiles.com/dino/{stem}/{file}"
+DOWNLOAD_V2 = "https://dl.fbaipublicfiles.com/dinov2/{model}/{file}"
 
 
 def find_weights(weights: str | os.PathLike | None, model: str = "dino_vits8",
@@ -127,6 +136,7 @@ def find_weights(weights: str | os.PathLike | None, model: str = "dino_vits8",
     for place in places:
         if (place / file).exists():
             return place / file
-    url = DOWNLOAD.format(stem=file[:-len(".pth")], file=file)
+    url = DOWNLOAD_V2.format(model=model.removesuffix("_reg"), file=file) \
+        if model.startswith("dinov2") else DOWNLOAD.format(stem=file[:-len(".pth")], file=file)
     raise WeightsError(f"no weights for {model}: put {file} (from {url}) in $VISIONTK_WEIGHTS "
                        f"or {hint}")

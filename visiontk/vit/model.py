@@ -30,11 +30,27 @@ class ViTConfig:
     heads: int
     depth: int
     grid: int  # side of the positional-embedding grid the model was trained at
+    registers: int = 0  # DINOv2 register tokens (after CLS, without positional embeddings)
+    layer_scale: bool = False  # DINOv2: x + γ·branch(x)
+    swiglu: bool = False  # DINOv2 giant's MLP (mlp.w12, mlp.w3)
+
+    @property
+    def interpolation(self) -> str:
+        """How positional embeddings are resized: "offset" (DINO and DINOv2 without registers:
+        bicubic with scale factors (n + 0.1)/grid) or "antialias" (DINOv2 with registers:
+        bicubic to the target size with PyTorch's antialias filter)."""
+        return "antialias" if self.registers else "offset"
+
+    @property
+    def first_patch(self) -> int:
+        """Index of the first patch token: after CLS and the registers."""
+        return 1 + self.registers
 
     @property
     def name(self) -> str:
-        size = {384: "S", 768: "B"}.get(self.dim, f"D{self.dim}")
-        return f"ViT-{size}/{self.patch}"
+        size = {384: "S", 768: "B", 1024: "L", 1536: "g"}.get(self.dim, f"D{self.dim}")
+        return f"ViT-{size}/{self.patch}" + (f"+{self.registers} registers" if self.registers
+                                             else "")
 
 
 class ViT:
@@ -82,18 +98,25 @@ class ViT:
         weight = self.w["patch_embed.proj.weight"].reshape(c.dim, -1)
         x = patches @ weight.T + self.w["patch_embed.proj.bias"]
         x = xp.concatenate([self.w["cls_token"].reshape(1, c.dim), x], axis=0)
-        return x + self.position_embedding(h, w)
+        x = x + self.position_embedding(h, w)
+        if c.registers:  # DINOv2: registers go in after the positional embeddings
+            x = xp.concatenate([x[:1], self.w["register_tokens"].reshape(c.registers, c.dim),
+                                x[1:]], axis=0)
+        return x
 
     def position_embedding(self, h: int, w: int):
-        """Positional embeddings for an h×w patch grid, as the official code interpolates them:
-        PyTorch bicubic with scale factors ((h + 0.1)/√N, (w + 0.1)/√N)."""
+        """Positional embeddings for an h×w patch grid, as the official code interpolates them
+        (see :attr:`ViTConfig.interpolation`); none when the grid is the trained one."""
         xp, c = self.xp, self.config
         pos = self.w["pos_embed"].reshape(-1, c.dim)
         if h == w == c.grid:
             return pos
         grid = pos[1:].reshape(c.grid, c.grid, c.dim)
-        rows = bicubic_matrix(c.grid, (h + 0.1) / c.grid, h)
-        cols = bicubic_matrix(c.grid, (w + 0.1) / c.grid, w)
+        if c.interpolation == "antialias":
+            rows, cols = antialias_matrix(c.grid, h), antialias_matrix(c.grid, w)
+        else:
+            rows = bicubic_matrix(c.grid, (h + 0.1) / c.grid, h)
+            cols = bicubic_matrix(c.grid, (w + 0.1) / c.grid, w)
         resized = xp.einsum("ij,jkd,lk->ild", xp.asarray(rows), grid, xp.asarray(cols))
         return xp.concatenate([pos[:1], resized.reshape(h * w, c.dim)], axis=0)
 
@@ -117,10 +140,18 @@ class ViT:
             rows = slice(start, min(start + ATTENTION_ROWS, n))
             out[:, rows] = softmax(q[:, rows] @ k_t, xp) @ v
         y = out.transpose(1, 0, 2).reshape(n, c.dim)
-        x = x + (y @ w[pre + "attn.proj.weight"].T + w[pre + "attn.proj.bias"])
+        y = y @ w[pre + "attn.proj.weight"].T + w[pre + "attn.proj.bias"]
+        x = x + (y * w[pre + "ls1.gamma"] if c.layer_scale else y)
         y = layer_norm(x, w[pre + "norm2.weight"], w[pre + "norm2.bias"], xp)
-        y = gelu(y @ w[pre + "mlp.fc1.weight"].T + w[pre + "mlp.fc1.bias"], xp)
-        return x + (y @ w[pre + "mlp.fc2.weight"].T + w[pre + "mlp.fc2.bias"])
+        if c.swiglu:  # SwiGLU: silu(x1) · x2, x1 and x2 the halves of w12's output
+            y = y @ w[pre + "mlp.w12.weight"].T + w[pre + "mlp.w12.bias"]
+            x1, x2 = y[:, : y.shape[1] // 2], y[:, y.shape[1] // 2:]
+            y = (x1 / (1 + xp.exp(-x1))) * x2
+            y = y @ w[pre + "mlp.w3.weight"].T + w[pre + "mlp.w3.bias"]
+        else:
+            y = gelu(y @ w[pre + "mlp.fc1.weight"].T + w[pre + "mlp.fc1.bias"], xp)
+            y = y @ w[pre + "mlp.fc2.weight"].T + w[pre + "mlp.fc2.bias"]
+        return x + (y * w[pre + "ls2.gamma"] if c.layer_scale else y)
 
     def last_block(self, pixels):
         """(CLS-row attention of the last block (heads, 1 + h·w), its keys (1 + h·w, D))."""
@@ -133,12 +164,13 @@ class ViT:
         """Attention of the CLS query in the last block over the patches.
 
         ``pixels``: 3×H×W float32, ImageNet-normalised, H and W multiples of the patch size.
-        Returns heads × (H/P) × (W/P) float32 (the CLS column dropped), on the model's device.
+        Returns heads × (H/P) × (W/P) float32 (the CLS and register columns dropped: registers
+        take part in the softmax but are not patches), on the model's device.
         """
         attn, _ = self.last_block(pixels)
         p = self.config.patch
         h, w = pixels.shape[1] // p, pixels.shape[2] // p
-        return attn[:, 1:].reshape(-1, h, w).astype(self.xp.float32)
+        return attn[:, self.config.first_patch:].reshape(-1, h, w).astype(self.xp.float32)
 
 
 def infer_config(state: dict, name: str = "weights") -> ViTConfig:
@@ -173,8 +205,16 @@ def infer_config(state: dict, name: str = "weights") -> ViTConfig:
         heads = int(value.reshape(-1)[0])
     if heads < 1 or dim % heads:
         raise WeightsError(f"{name}: {heads} heads do not divide the width {dim}")
-    hidden = state["blocks.0.mlp.fc1.weight"].shape[0] if "blocks.0.mlp.fc1.weight" in state \
-        else 0
+    swiglu = "blocks.0.mlp.w12.weight" in state
+    layer_scale = "blocks.0.ls1.gamma" in state
+    registers = 0
+    if "register_tokens" in state:
+        registers = state["register_tokens"].size // dim
+        if registers < 1 or state["register_tokens"].size != registers * dim:
+            raise WeightsError(f"{name}: register_tokens has shape "
+                               f"{state['register_tokens'].shape}, expected (1, R, {dim})")
+    first = "blocks.0.mlp.w12.weight" if swiglu else "blocks.0.mlp.fc1.weight"
+    hidden = state[first].shape[0] if first in state else 0
     expected = {"patch_embed.proj.bias": (dim,), "cls_token": (dim,), "norm.weight": (dim,),
                 "norm.bias": (dim,)}
     for i in range(depth):
@@ -183,9 +223,17 @@ def infer_config(state: dict, name: str = "weights") -> ViTConfig:
             pre + "norm1.weight": (dim,), pre + "norm1.bias": (dim,),
             pre + "norm2.weight": (dim,), pre + "norm2.bias": (dim,),
             pre + "attn.qkv.weight": (3 * dim, dim), pre + "attn.qkv.bias": (3 * dim,),
-            pre + "attn.proj.weight": (dim, dim), pre + "attn.proj.bias": (dim,),
-            pre + "mlp.fc1.weight": (hidden, dim), pre + "mlp.fc1.bias": (hidden,),
-            pre + "mlp.fc2.weight": (dim, hidden), pre + "mlp.fc2.bias": (dim,)})
+            pre + "attn.proj.weight": (dim, dim), pre + "attn.proj.bias": (dim,)})
+        if swiglu:  # w12 makes both halves (2·hidden), w3 reads one
+            expected.update({
+                pre + "mlp.w12.weight": (hidden, dim), pre + "mlp.w12.bias": (hidden,),
+                pre + "mlp.w3.weight": (dim, hidden // 2), pre + "mlp.w3.bias": (dim,)})
+        else:
+            expected.update({
+                pre + "mlp.fc1.weight": (hidden, dim), pre + "mlp.fc1.bias": (hidden,),
+                pre + "mlp.fc2.weight": (dim, hidden), pre + "mlp.fc2.bias": (dim,)})
+        if layer_scale:
+            expected.update({pre + "ls1.gamma": (dim,), pre + "ls2.gamma": (dim,)})
     for key, shape in expected.items():
         if key not in state:
             raise WeightsError(f"{name}: {key} is missing")
@@ -193,9 +241,10 @@ def infer_config(state: dict, name: str = "weights") -> ViTConfig:
         # cls_token is stored (1, 1, D) officially; any shape with the right element count
         if (got if len(shape) > 1 else (int(np.prod(got)),)) != shape:
             raise WeightsError(f"{name}: {key} has shape {got}, expected {shape}")
-    if hidden < 1:
-        raise WeightsError(f"{name}: blocks.0.mlp.fc1.weight has no rows")
-    return ViTConfig(patch=patch, dim=dim, heads=heads, depth=depth, grid=grid)
+    if hidden < 1 or (swiglu and hidden % 2):
+        raise WeightsError(f"{name}: {first} has {hidden} rows")
+    return ViTConfig(patch=patch, dim=dim, heads=heads, depth=depth, grid=grid,
+                     registers=registers, layer_scale=layer_scale, swiglu=swiglu)
 
 
 def layer_norm(x, weight, bias, xp):
@@ -255,3 +304,30 @@ def _cubic_weights(t: float) -> list[float]:
         return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
 
     return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+
+
+def antialias_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """Matrix M (size_out × size_in) doing PyTorch's ``interpolate(size=size_out,
+    mode="bicubic", antialias=True)`` along one axis (the PIL-style filter: cubic with
+    a = −0.5, stretched by the scale when shrinking, cut at the borders and renormalised)."""
+    scale = size_in / size_out
+    support = 2.0 * scale if scale >= 1.0 else 2.0
+    inv = 1.0 / scale if scale >= 1.0 else 1.0
+    m = np.zeros((size_out, size_in), np.float64)
+    for i in range(size_out):
+        centre = scale * (i + 0.5)
+        lo = max(int(centre - support + 0.5), 0)
+        hi = min(int(centre + support + 0.5), size_in)
+        weights = np.array([_aa_cubic((j - centre + 0.5) * inv) for j in range(lo, hi)])
+        total = weights.sum()
+        m[i, lo:hi] = weights / total if total != 0 else weights
+    return m.astype(np.float32)
+
+
+def _aa_cubic(x: float, a: float = -0.5) -> float:
+    x = abs(x)
+    if x < 1.0:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    if x < 2.0:
+        return (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    return 0.0

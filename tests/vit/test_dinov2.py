@@ -1,0 +1,119 @@
+"""DINOv2 and DINOv2 with registers: parity with a PyTorch reference of the official forward
+pass (tests/fixtures/make_dinov2_fixture.py) in the hub and Hugging Face layouts."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dinov2_fixture import HEADS, INPUTS, PATCH, VARIANTS, pixels, tiny_state
+from test_vit import write_safetensors
+
+from visiontk.vit import ViT, WeightsError, find_weights
+from visiontk.vit.attention import dino_attention
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+REAL_PTH = FIXTURES / "dinov2_tiny_reg4.pth"  # written by torch.save (make_dinov2_fixture.py)
+
+
+@pytest.fixture(scope="module")
+def expected():
+    return dict(np.load(FIXTURES / "dinov2_expected.npz"))
+
+
+def hugging_face_dinov2(state: dict) -> dict:
+    """The hub state dict renamed as transformers' Dinov2Model (…WithRegistersModel) stores it."""
+    dim = state["cls_token"].shape[-1]
+    out = {"embeddings.cls_token": state["cls_token"],
+           "embeddings.mask_token": state["mask_token"],
+           "embeddings.position_embeddings": state["pos_embed"],
+           "embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
+           "embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"],
+           "layernorm.weight": state["norm.weight"], "layernorm.bias": state["norm.bias"]}
+    if "register_tokens" in state:
+        out["embeddings.register_tokens"] = state["register_tokens"]
+    names = {"norm1": "norm1", "norm2": "norm2", "attn.proj": "attention.output.dense",
+             "ls1.gamma": "layer_scale1.lambda1", "ls2.gamma": "layer_scale2.lambda1",
+             "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "mlp.w12": "mlp.weights_in",
+             "mlp.w3": "mlp.weights_out"}
+    for key, value in state.items():
+        if not key.startswith("blocks."):
+            continue
+        _, i, rest = key.split(".", 2)
+        layer = f"encoder.layer.{i}."
+        if rest.startswith("attn.qkv."):
+            part = rest.rsplit(".", 1)[1]
+            for j, name in enumerate(("query", "key", "value")):
+                out[f"{layer}attention.attention.{name}.{part}"] = value[j * dim:(j + 1) * dim]
+            continue
+        for old, new in names.items():
+            if rest == old or rest.startswith(old + "."):
+                out[layer + new + rest[len(old):]] = value
+    return out
+
+
+def weights_files(tmp: Path, variant: str) -> dict:
+    state = tiny_state(variant)
+    files = {"hub names, safetensors": write_safetensors(tmp / f"{variant}.safetensors", state),
+             "Hugging Face names": write_safetensors(tmp / f"hf_{variant}.safetensors",
+                                                     hugging_face_dinov2(state))}
+    if variant == "v2reg4":
+        files["torch .pth (hub)"] = REAL_PTH
+    return files
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_forward_matches_the_official_reference_in_both_layouts(tmp_path, expected, variant):
+    registers, swiglu = VARIANTS[variant]
+    for label, path in weights_files(tmp_path, variant).items():
+        model = ViT.from_weights(path, device="cpu")
+        c = model.config
+        assert (c.patch, c.heads, c.registers, c.swiglu, c.layer_scale) == \
+            (PATCH, HEADS, registers, swiglu, True), label
+        for h, w in INPUTS:
+            attn, keys = model.last_block(pixels(h, w))
+            tag = f"{variant}_{h}x{w}"
+            np.testing.assert_allclose(attn, expected[f"attn_{tag}"], atol=1e-4,
+                                       err_msg=f"{label} {tag}")
+            np.testing.assert_allclose(keys, expected[f"keys_{tag}"], atol=1e-4, rtol=1e-4,
+                                       err_msg=f"{label} {tag}")
+            maps = model.last_attention(pixels(h, w))
+            assert maps.shape == (HEADS, h // PATCH, w // PATCH)  # registers are not patches
+            np.testing.assert_allclose(maps.reshape(HEADS, -1), attn[:, 1 + registers:],
+                                       rtol=1e-6)
+
+
+def test_registers_change_the_maps_but_not_their_shape(expected):
+    plain, reg = expected["attn_v2_98x84"], expected["attn_v2reg4_98x84"]
+    assert reg.shape[1] == plain.shape[1] + 4
+    # the registers take part in the softmax: the patch columns no longer sum to 1 - CLS
+    assert np.all(reg[:, 5:].sum(axis=1) < 1 - reg[:, 0] - 1e-6)
+
+
+def test_broken_dinov2_weights_are_one_line_errors(tmp_path):
+    state = tiny_state("v2reg4")
+    state["register_tokens"] = state["register_tokens"][:, :, :100]
+    bad = write_safetensors(tmp_path / "bad.safetensors", state)
+    with pytest.raises(WeightsError, match="register_tokens has shape"):
+        ViT.from_weights(bad, device="cpu")
+    state = tiny_state("v2")
+    del state["blocks.1.ls2.gamma"]
+    with pytest.raises(WeightsError, match="blocks.1.ls2.gamma is missing"):
+        ViT.from_weights(write_safetensors(tmp_path / "no_ls.safetensors", state), device="cpu")
+
+
+def test_dinov2_models_are_looked_up_by_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("VISIONTK_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "none"))
+    with pytest.raises(WeightsError, match=r"dinov2_vits14_reg4_pretrain.pth \(from "
+                                           r"https://dl.fbaipublicfiles.com/dinov2/"
+                                           r"dinov2_vits14/dinov2_vits14_reg4_pretrain.pth\)"):
+        find_weights(None, "dinov2_vits14_reg")
+    (tmp_path / "dinov2_vitb14_pretrain.pth").write_bytes(b"")
+    assert find_weights(None, "dinov2_vitb14") == tmp_path / "dinov2_vitb14_pretrain.pth"
+
+
+def test_attention_maps_and_tokencut_with_registers(samples):
+    model = ViT.from_weights(REAL_PTH, device="cpu")
+    result = dino_attention(samples / "coffee.png", vit=model, image_size=112)
+    assert result.maps.shape == (HEADS, 112 // PATCH, 168 // PATCH)
+    assert result.tokencut.shape == result.maps.shape[1:]
