@@ -24,6 +24,7 @@ from visiontk.errors import OptionError, VisiontkError
 from visiontk.geometry import MIN_INLIERS
 from visiontk.io import DEFAULT_MAX_PIXELS
 from visiontk.pipeline.config import PRESETS
+from visiontk.vit.checkpoints import OFFICIAL as OFFICIAL_VITS
 
 # Flags take their defaults from the one definition of each option (SiftOptions, io, backend);
 # SIFT flags left out take the preset's value.
@@ -281,11 +282,12 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
 @main.command("attention")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--weights", "-w", type=click.Path(path_type=Path), default=None,
-              help="DINO weights (.pth or .safetensors; official, timm or Hugging Face layout) "
+              help="DINO or DINOv2 weights (.pth or .safetensors; official, timm or Hugging "
+              "Face layout) "
               "[default: look --model up in $VISIONTK_WEIGHTS, then the torch hub cache].")
-@click.option("--model", type=click.Choice(["dino_vits8", "dino_vits16", "dino_vitb8",
-                                            "dino_vitb16"]),
-              default="dino_vits8", show_default=True, help="Which official weights to look up.")
+@click.option("--model", type=click.Choice(list(OFFICIAL_VITS)),
+              default="dino_vits8", show_default=True,
+              help="Which official weights to look up (DINO; DINOv2, _reg: with 4 registers).")
 @click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Folder for <name>_heads.png, <name>_overlay.png, <name>_mask.png, "
               "<name>.json.")

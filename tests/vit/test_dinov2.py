@@ -97,7 +97,7 @@ def test_broken_dinov2_weights_are_one_line_errors(tmp_path):
         ViT.from_weights(bad, device="cpu")
     state = tiny_state("v2")
     del state["blocks.1.ls2.gamma"]
-    with pytest.raises(WeightsError, match="blocks.1.ls2.gamma is missing"):
+    with pytest.raises(WeightsError, match=r"blocks\.1\.ls2\.gamma is missing"):
         ViT.from_weights(write_safetensors(tmp_path / "no_ls.safetensors", state), device="cpu")
 
 
