@@ -298,10 +298,13 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
 @click.option("--image-size", type=click.IntRange(min=0), default=480, show_default=True,
               help="Shorter side fed to the ViT (0 keeps the size).")
 @click.option("--largest-component", is_flag=True, help="Keep each mask's largest component.")
+@click.option("--features", is_flag=True,
+              help="Also write the last layer's normalised patch features (<name>_features.npy, "
+              "h×w×D float32) and their first three principal components (<name>_pca.png).")
 @DEVICE
 @_user_errors
 def attention_command(images, weights, model, out, method, threshold, image_size,
-                      largest_component, device):
+                      largest_component, features, device):
     """DINO attention maps and object masks of each IMAGE, without labels."""
     from visiontk.vit import ViT
     from visiontk.vit.attention import MIN_GRID, dino_attention
@@ -317,7 +320,7 @@ def attention_command(images, weights, model, out, method, threshold, image_size
     for path, stem in zip(images, _output_stems(images), strict=True):
         try:
             result = dino_attention(path, vit=vit, threshold=threshold, image_size=image_size,
-                                    keep_largest=largest_component)
+                                    keep_largest=largest_component, features=features)
         except VisiontkError as exc:
             failed.append(str(exc))
             continue

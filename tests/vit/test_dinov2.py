@@ -76,6 +76,9 @@ def test_forward_matches_the_official_reference_in_both_layouts(tmp_path, expect
                                        err_msg=f"{label} {tag}")
             np.testing.assert_allclose(keys, expected[f"keys_{tag}"], atol=1e-4, rtol=1e-4,
                                        err_msg=f"{label} {tag}")
+            _, _, feats = model.last_block(pixels(h, w), features=True)
+            np.testing.assert_allclose(feats, expected[f"features_{tag}"], atol=1e-4,
+                                       rtol=1e-4, err_msg=f"{label} {tag} features")
             maps = model.last_attention(pixels(h, w))
             assert maps.shape == (HEADS, h // PATCH, w // PATCH)  # registers are not patches
             np.testing.assert_allclose(maps.reshape(HEADS, -1), attn[:, 1 + registers:],
@@ -112,8 +115,19 @@ def test_dinov2_models_are_looked_up_by_name(tmp_path, monkeypatch):
     assert find_weights(None, "dinov2_vitb14") == tmp_path / "dinov2_vitb14_pretrain.pth"
 
 
-def test_attention_maps_and_tokencut_with_registers(samples):
+def test_attention_maps_tokencut_and_features_with_registers(samples, tmp_path):
+    from visiontk.vit.outputs import write_attention
+
     model = ViT.from_weights(REAL_PTH, device="cpu")
-    result = dino_attention(samples / "coffee.png", vit=model, image_size=112)
+    result = dino_attention(samples / "coffee.png", vit=model, image_size=112, features=True)
     assert result.maps.shape == (HEADS, 112 // PATCH, 168 // PATCH)
     assert result.tokencut.shape == result.maps.shape[1:]
+    assert result.features.shape == (*result.maps.shape[1:], 128)
+    summary = write_attention(result, tmp_path, "coffee", "attention")
+    saved = np.load(tmp_path / "coffee_features.npy")
+    np.testing.assert_array_equal(saved, result.features)
+    assert summary["features"]["shape"] == [8, 12, 128]
+    import cv2
+
+    pca = cv2.imread(str(tmp_path / "coffee_pca.png"))
+    assert pca.shape == (112, 2 * 168, 3) and pca[:, 168:].std() > 20

@@ -50,6 +50,8 @@ class AttentionResult:
     image: np.ndarray
     patch: int
     threshold: float
+    #: h × w × D patch features of the last layer (normalised), when asked for
+    features: np.ndarray | None = None
 
     def upsample(self, grid: np.ndarray) -> np.ndarray:
         """Nearest upsampling of a patch grid to image pixels (as the official script)."""
@@ -147,7 +149,8 @@ def tokencut(keys: np.ndarray, grid: tuple, tau: float = TOKENCUT_TAU,
 
 def dino_attention(image, *, weights=None, model: str = "dino_vits8", device: str = "auto",
                    threshold: float = MASS_THRESHOLD, image_size: int = IMAGE_SIZE,
-                   keep_largest: bool = False, vit=None) -> AttentionResult:
+                   keep_largest: bool = False, vit=None,
+                   features: bool = False) -> AttentionResult:
     """CLS attention maps, mass masks and the TokenCut mask of an image.
 
     Parameters
@@ -158,6 +161,8 @@ def dino_attention(image, *, weights=None, model: str = "dino_vits8", device: st
     image_size : shorter side the image is resized to before the ViT (0: keep)
     keep_largest : keep only the largest connected component of each mass mask
     vit : an already loaded :class:`~visiontk.vit.ViT` (weights/model/device then unused)
+    features : also return the last layer's normalised patch features (``result.features``,
+        h × w × D; costs the rest of the last block)
 
     Example
     -------
@@ -172,8 +177,8 @@ def dino_attention(image, *, weights=None, model: str = "dino_vits8", device: st
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
     rgb = io.load_rgb(image, min_side=1)
     pixels, shown = preprocess(rgb, net.config.patch, image_size, name)
-    attn, keys = net.last_block(pixels)
-    attn, keys = backend.to_host(attn), backend.to_host(keys)
+    found = net.last_block(pixels, features=features)
+    attn, keys = backend.to_host(found[0]), backend.to_host(found[1])
     p = net.config.patch
     grid = (pixels.shape[1] // p, pixels.shape[2] // p)
     maps = attn[:, net.config.first_patch:].reshape(-1, *grid).astype(np.float32)
@@ -184,4 +189,7 @@ def dino_attention(image, *, weights=None, model: str = "dino_vits8", device: st
         masks = np.stack([largest_component(m) for m in masks])
         mean_mask = largest_component(mean_mask)
     cut, _ = tokencut(keys[net.config.first_patch:], grid)
-    return AttentionResult(maps, mean_map, masks, mean_mask, cut, shown, p, threshold)
+    patch_features = backend.to_host(found[2]).reshape(*grid, -1).astype(np.float32) \
+        if features else None
+    return AttentionResult(maps, mean_map, masks, mean_mask, cut, shown, p, threshold,
+                           patch_features)

@@ -120,8 +120,9 @@ class ViT:
         resized = xp.einsum("ij,jkd,lk->ild", xp.asarray(rows), grid, xp.asarray(cols))
         return xp.concatenate([pos[:1], resized.reshape(h * w, c.dim)], axis=0)
 
-    def block(self, x, i: int, *, last: bool = False):
-        """Block ``i``; with ``last``, return (CLS attention (heads, N), keys (N, D)) instead."""
+    def block(self, x, i: int, *, last: bool = False, finish: bool = False):
+        """Block ``i``; with ``last``, return (CLS attention (heads, N), keys (N, D)) instead,
+        and with ``finish`` too, (CLS attention, keys, the block's output)."""
         xp, c, w = self.xp, self.config, self.w
         pre = f"blocks.{i}."
         y = layer_norm(x, w[pre + "norm1.weight"], w[pre + "norm1.bias"], xp)
@@ -134,7 +135,9 @@ class ViT:
         k_t = xp.ascontiguousarray(k.transpose(0, 2, 1))
         if last:
             cls_attn = softmax(q[:, :1] @ k_t, xp)[:, 0]
-            return cls_attn, k.transpose(1, 0, 2).reshape(n, c.dim)
+            keys = k.transpose(1, 0, 2).reshape(n, c.dim)
+            if not finish:
+                return cls_attn, keys
         out = xp.empty_like(q)
         for start in range(0, n, ATTENTION_ROWS):
             rows = slice(start, min(start + ATTENTION_ROWS, n))
@@ -151,14 +154,23 @@ class ViT:
         else:
             y = gelu(y @ w[pre + "mlp.fc1.weight"].T + w[pre + "mlp.fc1.bias"], xp)
             y = y @ w[pre + "mlp.fc2.weight"].T + w[pre + "mlp.fc2.bias"]
-        return x + (y * w[pre + "ls2.gamma"] if c.layer_scale else y)
+        x = x + (y * w[pre + "ls2.gamma"] if c.layer_scale else y)
+        return (cls_attn, keys, x) if last else x
 
-    def last_block(self, pixels):
-        """(CLS-row attention of the last block (heads, 1 + h·w), its keys (1 + h·w, D))."""
+    def last_block(self, pixels, *, features: bool = False):
+        """(CLS-row attention of the last block (heads, N), its keys (N, D)), N the tokens
+        (CLS, registers, patches); with ``features``, also the patch tokens of the last layer
+        after the final LayerNorm ((h·w, D): DINOv2's ``x_norm_patchtokens``)."""
+        c = self.config
         x = self.tokens(pixels)
-        for i in range(self.config.depth - 1):
+        for i in range(c.depth - 1):
             x = self.block(x, i)
-        return self.block(x, self.config.depth - 1, last=True)
+        if not features:
+            return self.block(x, c.depth - 1, last=True)
+        attn, keys, x = self.block(x, c.depth - 1, last=True, finish=True)
+        normed = layer_norm(x[c.first_patch:], self.w["norm.weight"], self.w["norm.bias"],
+                            self.xp)
+        return attn, keys, normed
 
     def last_attention(self, pixels):
         """Attention of the CLS query in the last block over the patches.

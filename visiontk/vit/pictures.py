@@ -54,3 +54,19 @@ def overlay(result: AttentionResult, mask: np.ndarray, alpha: float = 0.5) -> np
 def mask_image(result: AttentionResult, mask: np.ndarray) -> np.ndarray:
     """The mask at image resolution as uint8 0/255."""
     return result.upsample(mask.astype(np.uint8)) * np.uint8(255)
+
+
+def pca_picture(result: AttentionResult) -> np.ndarray:
+    """The first three principal components of the patch features as RGB (each scaled to
+    0..255 over the image), at image resolution: parts that the model sees alike share a
+    colour (as the DINOv2 paper's figures)."""
+    feats = result.features.reshape(-1, result.features.shape[-1]).astype(np.float64)
+    feats = feats - feats.mean(axis=0)
+    _, _, vt = np.linalg.svd(feats, full_matrices=False)
+    comps = feats @ vt[:3].T
+    if comps.shape[1] < 3:  # fewer than three patches or dimensions
+        comps = np.pad(comps, ((0, 0), (0, 3 - comps.shape[1])))
+    lo, hi = comps.min(axis=0), comps.max(axis=0)
+    rgb = (comps - lo) / np.where(hi > lo, hi - lo, 1.0)
+    grid = (rgb * 255).round().astype(np.uint8).reshape(*result.features.shape[:2], 3)
+    return np.repeat(np.repeat(grid, result.patch, axis=0), result.patch, axis=1)
