@@ -1,4 +1,4 @@
-"""ViT-S/8 and ViT-S/16 last-block attention: visiontk (numpy) against PyTorch on the CPU.
+"""ViT-S/8, ViT-S/16 and ViT-S/14 last-block attention: visiontk (numpy) against PyTorch on the CPU.
 
     python bench/vit_bench.py          # torch optional: without it only visiontk is timed
 
@@ -105,10 +105,10 @@ def main():
     except ImportError:
         torch = None
     rows = []
-    for patch in (16, 8):
+    for patch, sizes in ((16, (224, 480)), (8, (224, 480)), (14, (518,))):
         state = vit_s_state(patch)
         model = ViT(state)
-        for size in (224, 480):
+        for size in sizes:
             pixels = np.random.default_rng(size).standard_normal((3, size, size)).astype(
                 np.float32)
             tracemalloc.start()

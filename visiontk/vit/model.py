@@ -139,9 +139,13 @@ class ViT:
             if not finish:
                 return cls_attn, keys
         out = xp.empty_like(q)
+        scores = self._scores(c.heads, min(ATTENTION_ROWS, n), n)
         for start in range(0, n, ATTENTION_ROWS):
             rows = slice(start, min(start + ATTENTION_ROWS, n))
-            out[:, rows] = softmax(q[:, rows] @ k_t, xp) @ v
+            block = scores[:, : rows.stop - rows.start]
+            xp.matmul(q[:, rows], k_t, out=block)
+            softmax_inplace(block, xp)
+            xp.matmul(block, v, out=out[:, rows])
         y = out.transpose(1, 0, 2).reshape(n, c.dim)
         y = y @ w[pre + "attn.proj.weight"].T + w[pre + "attn.proj.bias"]
         x = x + (y * w[pre + "ls1.gamma"] if c.layer_scale else y)
@@ -156,6 +160,16 @@ class ViT:
             y = y @ w[pre + "mlp.fc2.weight"].T + w[pre + "mlp.fc2.bias"]
         x = x + (y * w[pre + "ls2.gamma"] if c.layer_scale else y)
         return (cls_attn, keys, x) if last else x
+
+    def _scores(self, heads: int, rows: int, n: int):
+        """A reused heads × rows × n float32 buffer for attention scores: allocating it for
+        every block of rows cost more than the softmax (fresh pages fault in). A ViT object is
+        meant for one thread at a time."""
+        key = (heads, rows, n)
+        if getattr(self, "_score_key", None) != key:
+            self._score_buffer = self.xp.empty(key, self.xp.float32)
+            self._score_key = key
+        return self._score_buffer
 
     def last_block(self, pixels, *, features: bool = False):
         """(CLS-row attention of the last block (heads, N), its keys (N, D)), N the tokens
@@ -269,6 +283,13 @@ def softmax(x, xp):
     x = x - x.max(axis=-1, keepdims=True)
     e = xp.exp(x)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def softmax_inplace(x, xp) -> None:
+    """:func:`softmax` over the last axis, written into ``x`` (no temporaries the size of x)."""
+    x -= x.max(axis=-1, keepdims=True)
+    xp.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
 
 
 def gelu(x, xp):
