@@ -131,3 +131,16 @@ def test_attention_maps_tokencut_and_features_with_registers(samples, tmp_path):
 
     pca = cv2.imread(str(tmp_path / "coffee_pca.png"))
     assert pca.shape == (112, 2 * 168, 3) and pca[:, 168:].std() > 20
+
+
+def test_attention_in_blocks_of_rows_equals_one_block(monkeypatch):
+    from visiontk.vit import model as vit_model
+
+    net = ViT.from_weights(REAL_PTH, device="cpu")
+    x = pixels(98, 84)
+    whole = net.last_block(x, features=True)
+    monkeypatch.setattr(vit_model, "SCORE_BYTES", 1)
+    monkeypatch.setattr(vit_model, "MIN_ATTENTION_ROWS", 7)  # 47 tokens: 7 blocks of rows
+    parts = ViT.from_weights(REAL_PTH, device="cpu").last_block(x, features=True)
+    for a, b in zip(whole, parts, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
