@@ -122,7 +122,10 @@ class ViT:
         else:
             rows = bicubic_matrix(c.grid, (h + 0.1) / c.grid, h)
             cols = bicubic_matrix(c.grid, (w + 0.1) / c.grid, w)
-        resized = xp.einsum("ij,jkd,lk->ild", xp.asarray(rows), grid, xp.asarray(cols))
+        # rows, then columns, as two matrix products (a three-operand einsum took 34 ms at
+        # 30×30 patches: it loops instead of calling BLAS)
+        along_rows = (xp.asarray(rows) @ grid.reshape(c.grid, -1)).reshape(h, c.grid, c.dim)
+        resized = xp.matmul(xp.asarray(cols)[None], along_rows)
         return xp.concatenate([pos[:1], resized.reshape(h * w, c.dim)], axis=0)
 
     def block(self, x, i: int, *, last: bool = False, finish: bool = False):
