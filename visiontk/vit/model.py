@@ -134,12 +134,14 @@ class ViT:
         xp, c, w = self.xp, self.config, self.w
         pre = f"blocks.{i}."
         y = layer_norm(x, w[pre + "norm1.weight"], w[pre + "norm1.bias"], xp)
-        qkv = (y @ w[pre + "attn.qkv.weight"].T + w[pre + "attn.qkv.bias"])
+        qkv = y @ w[pre + "attn.qkv.weight"].T
+        qkv += w[pre + "attn.qkv.bias"]  # in place: one array less per block
         n = x.shape[0]
         hd = c.dim // c.heads
         # (3, heads, N, hd), made contiguous: batched matmul on strided views is far slower
         qkv = xp.ascontiguousarray(qkv.reshape(n, 3, c.heads, hd).transpose(1, 2, 0, 3))
-        q, k, v = qkv[0] * (hd ** -0.5), qkv[1], qkv[2]
+        qkv[0] *= xp.float32(hd ** -0.5)
+        q, k, v = qkv[0], qkv[1], qkv[2]
         k_t = xp.ascontiguousarray(k.transpose(0, 2, 1))
         if last:
             cls_attn = softmax(q[:, :1] @ k_t, xp)[:, 0]
@@ -156,7 +158,8 @@ class ViT:
             softmax_inplace(block, xp)
             xp.matmul(block, v, out=out[:, rows])
         y = out.transpose(1, 0, 2).reshape(n, c.dim)
-        y = y @ w[pre + "attn.proj.weight"].T + w[pre + "attn.proj.bias"]
+        y = y @ w[pre + "attn.proj.weight"].T
+        y += w[pre + "attn.proj.bias"]
         x = x + (y * w[pre + "ls1.gamma"] if c.layer_scale else y)
         y = layer_norm(x, w[pre + "norm2.weight"], w[pre + "norm2.bias"], xp)
         if c.swiglu:  # SwiGLU: silu(x1) · x2, x1 and x2 the halves of w12's output
@@ -165,8 +168,11 @@ class ViT:
             y = (x1 / (1 + xp.exp(-x1))) * x2
             y = y @ w[pre + "mlp.w3.weight"].T + w[pre + "mlp.w3.bias"]
         else:
-            y = gelu(y @ w[pre + "mlp.fc1.weight"].T + w[pre + "mlp.fc1.bias"], xp)
-            y = y @ w[pre + "mlp.fc2.weight"].T + w[pre + "mlp.fc2.bias"]
+            y = y @ w[pre + "mlp.fc1.weight"].T
+            y += w[pre + "mlp.fc1.bias"]
+            y = gelu(y, xp)
+            y = y @ w[pre + "mlp.fc2.weight"].T
+            y += w[pre + "mlp.fc2.bias"]
         x = x + (y * w[pre + "ls2.gamma"] if c.layer_scale else y)
         return (cls_attn, keys, x) if last else x
 
