@@ -144,3 +144,18 @@ def test_attention_in_blocks_of_rows_equals_one_block(monkeypatch):
     parts = ViT.from_weights(REAL_PTH, device="cpu").last_block(x, features=True)
     for a, b in zip(whole, parts, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", [REAL_PTH, FIXTURES / "dino_tiny_p16.pth"])
+def test_a_batch_equals_its_images_one_by_one(path):
+    net = ViT.from_weights(path, device="cpu")
+    p = net.config.patch
+    batch = np.stack([pixels(6 * p, 4 * p, seed=s) for s in range(3)])
+    attn, keys, feats = net.last_block(batch, features=True)
+    maps = net.last_attention(batch)
+    assert maps.shape == (3, net.config.heads, 6, 4)
+    for j in range(3):
+        one = net.last_block(batch[j], features=True)
+        for got, want in zip((attn[j], keys[j], feats[j]), one, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(maps[j], net.last_attention(batch[j]), rtol=1e-4, atol=1e-6)

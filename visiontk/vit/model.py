@@ -88,26 +88,33 @@ class ViT:
     # -- pieces of the forward pass ------------------------------------------------------------
 
     def tokens(self, pixels):
-        """Patch embeddings with the CLS token and positional embeddings: (1 + h·w, D)."""
+        """Patch embeddings with the CLS token, the registers and the positional embeddings:
+        (N, D) for one 3×H×W image, (B, N, D) for a batch B×3×H×W of one size."""
         xp, c = self.xp, self.config
         pixels = xp.asarray(pixels, dtype=xp.float32)
-        if pixels.ndim != 3 or pixels.shape[0] != 3:
-            raise WeightsError(f"pixels must be 3×H×W, got shape {tuple(pixels.shape)}")
-        _, height, width = pixels.shape
+        single = pixels.ndim == 3
+        batch = pixels[None] if single else pixels
+        if batch.ndim != 4 or batch.shape[1] != 3 or batch.shape[0] < 1:
+            raise WeightsError(f"pixels must be 3×H×W or B×3×H×W, got shape "
+                               f"{tuple(pixels.shape)}")
+        n_img, _, height, width = batch.shape
         p = c.patch
         if height % p or width % p or height < p or width < p:
             raise WeightsError(f"image {width}×{height} is not a positive multiple of the "
                                f"patch size {p}; crop or pad it first")
         h, w = height // p, width // p
-        patches = pixels.reshape(3, h, p, w, p).transpose(1, 3, 0, 2, 4).reshape(h * w, -1)
+        patches = batch.reshape(n_img, 3, h, p, w, p).transpose(0, 2, 4, 1, 3, 5) \
+            .reshape(n_img, h * w, -1)
         weight = self.w["patch_embed.proj.weight"].reshape(c.dim, -1)
         x = patches @ weight.T + self.w["patch_embed.proj.bias"]
-        x = xp.concatenate([self.w["cls_token"].reshape(1, c.dim), x], axis=0)
+        cls = xp.broadcast_to(self.w["cls_token"].reshape(1, 1, c.dim), (n_img, 1, c.dim))
+        x = xp.concatenate([cls, x], axis=1)
         x = x + self.position_embedding(h, w)
         if c.registers:  # DINOv2: registers go in after the positional embeddings
-            x = xp.concatenate([x[:1], self.w["register_tokens"].reshape(c.registers, c.dim),
-                                x[1:]], axis=0)
-        return x
+            reg = xp.broadcast_to(self.w["register_tokens"].reshape(1, c.registers, c.dim),
+                                  (n_img, c.registers, c.dim))
+            x = xp.concatenate([x[:, :1], reg, x[:, 1:]], axis=1)
+        return x[0] if single else x
 
     def position_embedding(self, h: int, w: int):
         """Positional embeddings for an h×w patch grid, as the official code interpolates them
@@ -129,42 +136,50 @@ class ViT:
         return xp.concatenate([pos[:1], resized.reshape(h * w, c.dim)], axis=0)
 
     def block(self, x, i: int, *, last: bool = False, finish: bool = False):
-        """Block ``i``; with ``last``, return (CLS attention (heads, N), keys (N, D)) instead,
-        and with ``finish`` too, (CLS attention, keys, the block's output)."""
+        """Block ``i`` on tokens (N, D), or (B, N, D) for a batch; with ``last``, return (CLS
+        attention (heads, N), keys (N, D)) instead (with a batch axis first for a batch), and
+        with ``finish`` too, (CLS attention, keys, the block's output)."""
         xp, c, w = self.xp, self.config, self.w
+        single = x.ndim == 2
+        x = x[None] if single else x
         pre = f"blocks.{i}."
-        y = layer_norm(x, w[pre + "norm1.weight"], w[pre + "norm1.bias"], xp)
-        qkv = y @ w[pre + "attn.qkv.weight"].T
-        qkv += w[pre + "attn.qkv.bias"]  # in place: one array less per block
-        n = x.shape[0]
+        b, n = x.shape[0], x.shape[1]
         hd = c.dim // c.heads
-        # (3, heads, N, hd), made contiguous: batched matmul on strided views is far slower
-        qkv = xp.ascontiguousarray(qkv.reshape(n, 3, c.heads, hd).transpose(1, 2, 0, 3))
+        y = layer_norm(x, w[pre + "norm1.weight"], w[pre + "norm1.bias"], xp)
+        # linear layers on (B·N, D): one large matrix product, not B small ones
+        qkv = y.reshape(b * n, c.dim) @ w[pre + "attn.qkv.weight"].T
+        qkv += w[pre + "attn.qkv.bias"]  # in place: one array less per block
+        # (3, B, heads, N, hd), made contiguous: batched matmul on strided views is far slower
+        qkv = xp.ascontiguousarray(qkv.reshape(b, n, 3, c.heads, hd).transpose(2, 0, 3, 1, 4))
         qkv[0] *= xp.float32(hd ** -0.5)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        k_t = xp.ascontiguousarray(k.transpose(0, 2, 1))
+        k_t = xp.ascontiguousarray(k.transpose(0, 1, 3, 2))
         if last:
-            cls_attn = softmax(q[:, :1] @ k_t, xp)[:, 0]
-            keys = k.transpose(1, 0, 2).reshape(n, c.dim)
+            cls_attn = softmax(q[:, :, :1] @ k_t, xp)[:, :, 0]
+            keys = k.transpose(0, 2, 1, 3).reshape(b, n, c.dim)
+            if single:
+                cls_attn, keys = cls_attn[0], keys[0]
             if not finish:
                 return cls_attn, keys
         out = xp.empty_like(q)
-        step = min(n, max(MIN_ATTENTION_ROWS, SCORE_BYTES // (4 * c.heads * n)))
-        scores = self._scores(c.heads, step, n)
+        step = min(n, max(MIN_ATTENTION_ROWS, SCORE_BYTES // (4 * b * c.heads * n)))
+        scores = self._scores((b, c.heads, step, n))
         for start in range(0, n, step):
             rows = slice(start, min(start + step, n))
-            block = scores[:, : rows.stop - rows.start]
-            xp.matmul(q[:, rows], k_t, out=block)
+            block = scores[:, :, : rows.stop - rows.start]
+            xp.matmul(q[:, :, rows], k_t, out=block)
             softmax_inplace(block, xp)
-            xp.matmul(block, v, out=out[:, rows])
-        y = out.transpose(1, 0, 2).reshape(n, c.dim)
+            xp.matmul(block, v, out=out[:, :, rows])
+        y = out.transpose(0, 2, 1, 3).reshape(b * n, c.dim)
         y = y @ w[pre + "attn.proj.weight"].T
         y += w[pre + "attn.proj.bias"]
+        y = y.reshape(b, n, c.dim)
         x = x + (y * w[pre + "ls1.gamma"] if c.layer_scale else y)
-        y = layer_norm(x, w[pre + "norm2.weight"], w[pre + "norm2.bias"], xp)
+        y = layer_norm(x, w[pre + "norm2.weight"], w[pre + "norm2.bias"], xp).reshape(b * n, -1)
         if c.swiglu:  # SwiGLU: silu(x1) · x2, x1 and x2 the halves of w12's output
             y = y @ w[pre + "mlp.w12.weight"].T + w[pre + "mlp.w12.bias"]
-            x1, x2 = y[:, : y.shape[1] // 2], y[:, y.shape[1] // 2:]
+            half = y.shape[-1] // 2
+            x1, x2 = y[..., :half], y[..., half:]
             y = (x1 / (1 + xp.exp(-x1))) * x2
             y = y @ w[pre + "mlp.w3.weight"].T + w[pre + "mlp.w3.bias"]
         else:
@@ -173,14 +188,16 @@ class ViT:
             y = gelu(y, xp)
             y = y @ w[pre + "mlp.fc2.weight"].T
             y += w[pre + "mlp.fc2.bias"]
+        y = y.reshape(b, n, c.dim)
         x = x + (y * w[pre + "ls2.gamma"] if c.layer_scale else y)
+        x = x[0] if single else x
         return (cls_attn, keys, x) if last else x
 
-    def _scores(self, heads: int, rows: int, n: int):
-        """A reused heads × rows × n float32 buffer for attention scores: allocating it for
+    def _scores(self, shape: tuple):
+        """A reused (B, heads, rows, n) float32 buffer for attention scores: allocating it for
         every block of rows cost more than the softmax (fresh pages fault in). A ViT object is
         meant for one thread at a time."""
-        key = (heads, rows, n)
+        key = tuple(shape)
         if getattr(self, "_score_key", None) != key:
             self._score_buffer = self.xp.empty(key, self.xp.float32)
             self._score_key = key
@@ -197,21 +214,23 @@ class ViT:
         if not features:
             return self.block(x, c.depth - 1, last=True)
         attn, keys, x = self.block(x, c.depth - 1, last=True, finish=True)
-        normed = layer_norm(x[c.first_patch:], self.w["norm.weight"], self.w["norm.bias"],
-                            self.xp)
+        normed = layer_norm(x[..., c.first_patch:, :], self.w["norm.weight"],
+                            self.w["norm.bias"], self.xp)
         return attn, keys, normed
 
     def last_attention(self, pixels):
         """Attention of the CLS query in the last block over the patches.
 
-        ``pixels``: 3×H×W float32, ImageNet-normalised, H and W multiples of the patch size.
+        ``pixels``: 3×H×W float32, ImageNet-normalised, H and W multiples of the patch size
+        (or B×3×H×W: a batch of one size, one forward pass; B × heads × … returned).
         Returns heads × (H/P) × (W/P) float32 (the CLS and register columns dropped: registers
         take part in the softmax but are not patches), on the model's device.
         """
         attn, _ = self.last_block(pixels)
         p = self.config.patch
-        h, w = pixels.shape[1] // p, pixels.shape[2] // p
-        return attn[:, self.config.first_patch:].reshape(-1, h, w).astype(self.xp.float32)
+        h, w = pixels.shape[-2] // p, pixels.shape[-1] // p
+        maps = attn[..., self.config.first_patch:]
+        return maps.reshape(*maps.shape[:-1], h, w).astype(self.xp.float32)
 
 
 def infer_config(state: dict, name: str = "weights") -> ViTConfig:
