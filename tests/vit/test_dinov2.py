@@ -159,3 +159,19 @@ def test_a_batch_equals_its_images_one_by_one(path):
         for got, want in zip((attn[j], keys[j], feats[j]), one, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(maps[j], net.last_attention(batch[j]), rtol=1e-4, atol=1e-6)
+
+
+def test_dinov2_in_the_attention_stage_with_features(tmp_path, samples):
+    from visiontk.pipeline import Pipeline
+
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "coffee.png").write_bytes((samples / "coffee.png").read_bytes())
+    p = Pipeline.from_spec([{"name": "dino-attention", "weights": str(REAL_PTH),
+                             "image_size": 112, "device": "cpu", "features": True}])
+    assert p.run(images, tmp_path / "out", quiet=True).ok
+    written = sorted(x.name for x in (tmp_path / "out" / "attention").iterdir())
+    assert written == [f"coffee.png{x}" for x in (".json", "_features.npy", "_heads.png",
+                                                  "_mask.png", "_overlay.png", "_pca.png")]
+    assert np.load(tmp_path / "out" / "attention" / "coffee.png_features.npy").shape == \
+        (8, 12, 128)

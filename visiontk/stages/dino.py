@@ -12,11 +12,12 @@ from ..pipeline.stage import Stage
 @dataclass(frozen=True)
 class DinoOptions:
     weights: str = ""  # path; empty: look `model` up in $VISIONTK_WEIGHTS / the torch hub cache
-    model: str = "dino_vits8"
+    model: str = "dino_vits8"  # or dinov2_vits14, dinov2_vits14_reg, ... (visiontk attention)
     method: str = "attention"  # attention | tokencut: which mask the overlay shows
     threshold: float = 0.6
     image_size: int = 480
     keep_largest: bool = False
+    features: bool = False  # also write the patch features (.npy) and their PCA picture
     device: Device = "auto"
 
     def __post_init__(self):
@@ -31,7 +32,7 @@ class DinoOptions:
 
 
 class DinoAttentionStage(Stage):
-    """DINO ViT attention maps, mass masks and TokenCut mask, written to OUT/attention/."""
+    """DINO/DINOv2 attention maps, mass masks and TokenCut mask, in OUT/attention/."""
 
     name = "dino-attention"
     kind = "image"
@@ -60,7 +61,8 @@ class DinoAttentionStage(Stage):
                                          device=self.options.device)
         result = dino_attention(context["path"], vit=self._vit, threshold=self.options.threshold,
                                 image_size=self.options.image_size,
-                                keep_largest=self.options.keep_largest)
+                                keep_largest=self.options.keep_largest,
+                                features=self.options.features)
         output = context["output"]
         summary = write_attention(result, output.folder("attention"), output.stem,
                                   self.options.method)
