@@ -127,18 +127,25 @@ def test_progress_lines_when_not_a_terminal(views, tmp_path):
     assert q.stderr == "" and "10 from earlier runs" in q.stdout
 
 
-def test_interrupted_run_says_so_and_resumes(views, tmp_path):
-    cmd = [visiontk_command(), "run", "sift", "--images", str(views), "--out", str(tmp_path)]
+def test_interrupted_run_says_so_and_resumes(astronaut, tmp_path_factory, tmp_path):
+    # 48 different views: the run must still have seconds of work when its first image is done
+    # (with 12, a fresh checkout once finished before the signal came)
+    many = tmp_path_factory.mktemp("many")
+    for i in range(48):
+        m = cv2.getRotationMatrix2D((256, 256), 7.5 * i, 1 + 0.01 * i)
+        cv2.imwrite(str(many / f"v{i:02d}.png"), cv2.warpAffine(astronaut, m, (512, 512)))
+    cmd = [visiontk_command(), "run", "sift", "--images", str(many), "--out", str(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     cached = tmp_path / ".cache" / "features"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if cached.exists() and list(cached.glob("*.npz")):
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, \
+        (proc.returncode, out[-300:], err[-300:])
     again = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True, check=False)
     assert again.returncode == 0 and "from earlier runs" in again.stdout
 
