@@ -174,3 +174,4 @@ def test_without_pycolmap_one_line_before_any_image(photos, tmp_path, monkeypatc
                                           r"'visiontk\[sfm\]'"):
         Pipeline.from_file("sfm").run(photos, tmp_path / "out", quiet=True)
     assert not (tmp_path / "out" / "features.h5").exists()
+

@@ -26,10 +26,10 @@ from ..errors import OptionError
 
 def import_pycolmap():
     """pycolmap, or a one-line error saying how to install it."""
-    # OpenCV first: pycolmap's wheel carries its own zlib, and when it is loaded first, OpenCV's
-    # libpng binds to it and corrupts the heap writing a PNG ("double free", SIGABRT; pycolmap
-    # 4.2.1, opencv-python 5.0). Loaded in this order, each library keeps its own. (visiontk's
-    # package already loads OpenCV; this keeps the order if that ever changes.)
+    # OpenCV first: pycolmap's wheel carries a zlib under the system's soname, and a library
+    # loaded after it that needs zlib (OpenCV's libpng) binds to that copy and can abort
+    # writing a PNG (pycolmap 4.2.1, opencv-python 5.0; Pillow's PNG writer too). Loaded
+    # OpenCV first, each keeps its own; the README tells scripts to import visiontk first.
     import cv2  # noqa: F401
 
     try:

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import atomic_write
-
 REGISTERED, MISSING = (46, 160, 67), (210, 45, 45)
 
 
@@ -43,21 +41,24 @@ def frustum(R, t, K, width, height, depth) -> np.ndarray:
     return np.vstack([centre, centre + depth * rays @ R])
 
 
+#: Size of one view (width, height) and its margin, in pixels.
+PANEL, MARGIN = (640, 580), 24
+_FRUSTUM_EDGES = ((0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (3, 4), (4, 1))
+
+
 def draw_model(model, path: Path, title: str = "") -> Path:
     """Top and side views of a pycolmap Reconstruction (points in their colours, cameras as
-    frusta) as one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    frusta) as one PNG. Drawn with OpenCV: matplotlib's import alone took 0.4 s of a small
+    run."""
+    import cv2
 
     ids = list(model.point3D_ids())
     xyz = np.array([model.point3D(int(i)).xyz for i in ids]).reshape(-1, 3)
-    rgb = np.array([model.point3D(int(i)).color for i in ids], float).reshape(-1, 3) / 255
+    rgb = np.array([model.point3D(int(i)).color for i in ids], np.uint8).reshape(-1, 3)
     images = [model.image(i) for i in model.reg_image_ids()]
     poses = [im.cam_from_world() for im in images]
-    Rs = np.array([p.rotation.matrix() for p in poses])
-    ts = np.array([np.asarray(p.translation) for p in poses])
+    Rs = np.array([p.rotation.matrix() for p in poses]).reshape(-1, 3, 3)
+    ts = np.array([np.asarray(p.translation) for p in poses]).reshape(-1, 3)
     centres = np.einsum("nji,nj->ni", Rs, -ts)
     # the points a viewer cares about: drop the farthest 2% (a stray point sets the scale)
     if len(xyz) > 50:
@@ -66,28 +67,57 @@ def draw_model(model, path: Path, title: str = "") -> Path:
         xyz, rgb = xyz[keep], rgb[keep]
     axes = view_axes(Rs, np.vstack([xyz, centres]))
     extent = np.ptp(np.vstack([xyz, centres]) @ axes.T, axis=0).max()
-    fig, panels = plt.subplots(1, 2, figsize=(13, 6.2))
-    for panel, (i, j), name in zip(panels, ((0, 1), (0, 2)), ("top view", "side view"),
-                                   strict=True):
-        p = xyz @ axes.T
-        panel.scatter(p[:, i], p[:, j], s=1.5, c=rgb if len(rgb) else None, linewidths=0)
-        for im, R, t in zip(images, Rs, ts, strict=True):
-            cam = im.camera
-            f = frustum(R, t, cam.calibration_matrix(), cam.width, cam.height,
-                        0.06 * extent) @ axes.T
-            for a, b in ((0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (3, 4), (4, 1)):
-                panel.plot(f[[a, b], i], f[[a, b], j], color="crimson", lw=0.8)
-        panel.set_aspect("equal", adjustable="datalim")
-        panel.set_title(name)
-        panel.set_xticks([])
-        panel.set_yticks([])
-        panel.set_facecolor("#f4f4f4")
-    fig.suptitle(title or f"{len(images)} cameras, {len(ids)} points")
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(path)
+    frusta = [frustum(R, t, im.camera.calibration_matrix(), im.camera.width, im.camera.height,
+                      0.06 * extent) @ axes.T for im, R, t in zip(images, Rs, ts, strict=True)]
+    panels = [_view(xyz @ axes.T, rgb, frusta, (i, j), name)
+              for (i, j), name in (((0, 1), "top view"), ((0, 2), "side view"))]
+    header = np.full((44, 2 * PANEL[0], 3), 255, np.uint8)
+    text = title or f"{len(images)} cameras, {len(ids)} points"
+    size = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)[0]
+    cv2.putText(header, text, ((header.shape[1] - size[0]) // 2, 30), cv2.FONT_HERSHEY_SIMPLEX,
+                0.6, (30, 30, 30), 1, cv2.LINE_AA)
+    from ..viz import save_image
+
+    return save_image(path, np.vstack([header, np.hstack(panels)]))
+
+
+def _view(points, colours, frusta, dims, name) -> np.ndarray:
+    """One panel: the points and frusta projected on the axes ``dims`` (x right, y up)."""
+    import cv2
+
+    width, height = PANEL
+    canvas = np.full((height, width, 3), 244, np.uint8)
+    i, j = dims
+    every = np.vstack([points[:, [i, j]], *[f[:, [i, j]] for f in frusta]]) \
+        if frusta else points[:, [i, j]]
+    if len(every):
+        lo, hi = every.min(axis=0), every.max(axis=0)
+        span = np.maximum(hi - lo, 1e-9)
+        top = MARGIN + 20  # room for the panel's name
+        scale = min((width - 2 * MARGIN) / span[0], (height - top - MARGIN) / span[1])
+        offset = np.array([(width - scale * span[0]) / 2, top + (height - top - MARGIN
+                                                                - scale * span[1]) / 2])
+
+        def pixels(xy):  # y up in the model, down in the picture
+            u = offset[0] + (xy[:, 0] - lo[0]) * scale
+            v = offset[1] + (hi[1] - xy[:, 1]) * scale
+            return np.stack([u, v], axis=1)
+
+        if len(points):
+            uv = np.rint(pixels(points[:, [i, j]])).astype(int)
+            inside = (uv[:, 0] >= 1) & (uv[:, 0] < width - 1) & (uv[:, 1] >= 1) & \
+                (uv[:, 1] < height - 1)
+            for du, dv in ((0, 0), (1, 0), (0, 1), (1, 1)):  # 2×2 dots
+                canvas[uv[inside, 1] + dv, uv[inside, 0] + du] = colours[inside]
+        for f in frusta:
+            corners = np.rint(pixels(f[:, [i, j]]) * 16).astype(np.int32)  # 4 bits sub-pixel
+            for a, b in _FRUSTUM_EDGES:
+                cv2.line(canvas, tuple(corners[a]), tuple(corners[b]), (220, 20, 60), 1,
+                         cv2.LINE_AA, shift=4)
+    cv2.rectangle(canvas, (0, 0), (width - 1, height - 1), (160, 160, 160), 1)
+    cv2.putText(canvas, name, (MARGIN, MARGIN + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
+                (30, 30, 30), 1, cv2.LINE_AA)
+    return canvas
 
 
 def registration_sheet(items: list, path: Path, *, columns: int = 6,
