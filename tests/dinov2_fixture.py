@@ -7,6 +7,7 @@ variants with 0 and 4 registers, and one with the giant model's SwiGLU MLP.
 """
 
 import numpy as np
+from dino_fixture import pixels as dino_pixels
 
 PATCH, DIM, HEADS, DEPTH, GRID, MLP = 14, 128, 2, 2, 4, 128
 #: name -> (registers, swiglu)
@@ -54,5 +55,5 @@ def tiny_state(variant: str, seed: int = 0) -> dict:
 
 
 def pixels(height: int, width: int, seed: int = 11) -> np.ndarray:
-    rng = np.random.default_rng(seed + height * 1000 + width)
-    return rng.standard_normal((3, height, width)).astype(np.float32)
+    """As dino_fixture's inputs, from another seed."""
+    return dino_pixels(height, width, seed)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dinov2_fixture import HEADS, INPUTS, PATCH, VARIANTS, pixels, tiny_state
-from test_vit import write_safetensors
+from test_vit import DINOV2_NAMES, hugging_face_layout, write_safetensors
 
 from visiontk.vit import ViT, WeightsError, find_weights
 from visiontk.vit.attention import dino_attention
@@ -20,42 +20,11 @@ def expected():
     return dict(np.load(FIXTURES / "dinov2_expected.npz"))
 
 
-def hugging_face_dinov2(state: dict) -> dict:
-    """The hub state dict renamed as transformers' Dinov2Model (…WithRegistersModel) stores it."""
-    dim = state["cls_token"].shape[-1]
-    out = {"embeddings.cls_token": state["cls_token"],
-           "embeddings.mask_token": state["mask_token"],
-           "embeddings.position_embeddings": state["pos_embed"],
-           "embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
-           "embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"],
-           "layernorm.weight": state["norm.weight"], "layernorm.bias": state["norm.bias"]}
-    if "register_tokens" in state:
-        out["embeddings.register_tokens"] = state["register_tokens"]
-    names = {"norm1": "norm1", "norm2": "norm2", "attn.proj": "attention.output.dense",
-             "ls1.gamma": "layer_scale1.lambda1", "ls2.gamma": "layer_scale2.lambda1",
-             "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "mlp.w12": "mlp.weights_in",
-             "mlp.w3": "mlp.weights_out"}
-    for key, value in state.items():
-        if not key.startswith("blocks."):
-            continue
-        _, i, rest = key.split(".", 2)
-        layer = f"encoder.layer.{i}."
-        if rest.startswith("attn.qkv."):
-            part = rest.rsplit(".", 1)[1]
-            for j, name in enumerate(("query", "key", "value")):
-                out[f"{layer}attention.attention.{name}.{part}"] = value[j * dim:(j + 1) * dim]
-            continue
-        for old, new in names.items():
-            if rest == old or rest.startswith(old + "."):
-                out[layer + new + rest[len(old):]] = value
-    return out
-
-
 def weights_files(tmp: Path, variant: str) -> dict:
     state = tiny_state(variant)
     files = {"hub names, safetensors": write_safetensors(tmp / f"{variant}.safetensors", state),
              "Hugging Face names": write_safetensors(tmp / f"hf_{variant}.safetensors",
-                                                     hugging_face_dinov2(state))}
+                                                     hugging_face_layout(state, DINOV2_NAMES))}
     if variant == "v2reg4":
         files["torch .pth (hub)"] = REAL_PTH
     return files

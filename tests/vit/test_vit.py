@@ -42,17 +42,28 @@ def write_safetensors(path: Path, state: dict) -> Path:
     return path
 
 
-def hugging_face_layout(state: dict) -> dict:
-    """The official state dict renamed as Hugging Face's ViTModel stores it (q, k, v split)."""
+#: Hugging Face's names of a block's parts: ViTModel (DINO), and Dinov2Model.
+VIT_NAMES = {"norm1": "layernorm_before", "norm2": "layernorm_after",
+             "attn.proj": "attention.output.dense", "mlp.fc1": "intermediate.dense",
+             "mlp.fc2": "output.dense"}
+DINOV2_NAMES = {"norm1": "norm1", "norm2": "norm2", "attn.proj": "attention.output.dense",
+                "ls1.gamma": "layer_scale1.lambda1", "ls2.gamma": "layer_scale2.lambda1",
+                "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "mlp.w12": "mlp.weights_in",
+                "mlp.w3": "mlp.weights_out"}
+
+
+def hugging_face_layout(state: dict, names: dict = VIT_NAMES) -> dict:
+    """The official state dict renamed as Hugging Face stores it (q, k, v split; ``names``:
+    the block parts' names, VIT_NAMES for ViTModel, DINOV2_NAMES for Dinov2Model)."""
     dim = state["cls_token"].shape[-1]
     out = {"embeddings.cls_token": state["cls_token"],
            "embeddings.position_embeddings": state["pos_embed"],
            "embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
            "embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"],
            "layernorm.weight": state["norm.weight"], "layernorm.bias": state["norm.bias"]}
-    names = {"norm1": "layernorm_before", "norm2": "layernorm_after",
-             "attn.proj": "attention.output.dense", "mlp.fc1": "intermediate.dense",
-             "mlp.fc2": "output.dense"}
+    for key in ("mask_token", "register_tokens"):  # DINOv2's
+        if key in state:
+            out[f"embeddings.{key}"] = state[key]
     for key, value in state.items():
         if not key.startswith("blocks."):
             continue
@@ -64,7 +75,7 @@ def hugging_face_layout(state: dict) -> dict:
                 out[f"{layer}attention.attention.{name}.{part}"] = value[j * dim:(j + 1) * dim]
             continue
         for old, new in names.items():
-            if rest.startswith(old + "."):
+            if rest == old or rest.startswith(old + "."):
                 out[layer + new + rest[len(old):]] = value
     return out
 
