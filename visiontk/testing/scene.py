@@ -138,7 +138,10 @@ def _render(faces, K, R, t, w, h) -> np.ndarray:
             raise ValueError("a face crosses behind a camera: move the cameras back")
         texture = full_texture
         H = _homography(K, R, t, origin, u_end, v_end, texture.shape)
-        scale = _scale(H, corners, K)
+        try:
+            scale = _scale(H, corners, K)
+        except np.linalg.LinAlgError:  # the face seen exactly edge-on: it covers no pixel
+            continue
         if scale < 0.9:  # shrink the texture first: warping alone would alias
             th, tw = full_texture.shape[:2]
             texture = cv2.resize(full_texture, (max(2, round(tw * scale)),
@@ -195,9 +198,15 @@ def main(argv=None) -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     args = parser.parse_args(argv)
+    if args.views < 3 or min(args.width, args.height) < 64:
+        parser.error("at least 3 views of at least 64×64 pixels")
     scale = args.width / 640
     scene = make_scene(views=args.views, size=(args.width, args.height), focal=520.0 * scale)
-    paths = scene.write(args.folder)
+    try:
+        paths = scene.write(args.folder)
+    except OSError as exc:
+        raise SystemExit(f"error: {args.folder}: cannot write the views "
+                         f"({exc.strerror or exc})") from None
     K = scene.K
     (args.folder / "cameras.txt").write_text(
         f"# name MODEL width height params: the true camera of every view\n* PINHOLE "
