@@ -4,7 +4,7 @@
 
 Random weights in the official DINO ViT-S shapes (D 384, 6 heads, 12 blocks, MLP 1536); the
 same weights and input go through both, and their attention maps are compared. Times are medians
-of 3 runs; peak memory of visiontk's forward pass is traced (numpy allocations).
+of 5 runs; peak memory of visiontk's forward pass is traced (numpy allocations).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def torch_last_attention(state: dict, pixels: np.ndarray, patch: int):
             x = x + F.linear(y, s[b + "mlp.fc2.weight"], s[b + "mlp.fc2.bias"])
 
 
-def median_time(fn, repeats=3):
+def median_time(fn, repeats=5):
     times = []
     for _ in range(repeats):
         t = time.perf_counter()

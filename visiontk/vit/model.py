@@ -11,14 +11,13 @@ memory. DINOv2 (LayerScale, registers, SwiGLU, its two interpolations) is the sa
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from .checkpoints import WeightsError, find_weights, read_weights
+from .ops import gelu, layer_norm, softmax, softmax_inplace, split_heads
 
-LAYER_NORM_EPS = 1e-6  # official DINO (Hugging Face's config says 1e-12)
 #: Attention is computed for blocks of query rows whose scores (heads × rows × tokens × 4
 #: bytes) fit in this: a block the cache holds between its matmul, softmax and matmul
 #: (measured: ViT-S/8 at 480² 15% faster than blocks of 512 rows, S/16 at 480² 8%).
@@ -146,62 +145,77 @@ class ViT:
         b, n = x.shape[0], x.shape[1]
         hd = c.dim // c.heads
         y = layer_norm(x, w[pre + "norm1.weight"], w[pre + "norm1.bias"], xp)
+        if last and not finish:
+            cls_attn, keys = self._cls_attention(y, pre)
+            return (cls_attn[0], keys[0]) if single else (cls_attn, keys)
         # linear layers on (B·N, D): one large matrix product, not B small ones
         qkv = y.reshape(b * n, c.dim) @ w[pre + "attn.qkv.weight"].T
-        qkv += w[pre + "attn.qkv.bias"]  # in place: one array less per block
-        # (3, B, heads, N, hd), made contiguous: batched matmul on strided views is far slower
-        qkv = xp.ascontiguousarray(qkv.reshape(b, n, 3, c.heads, hd).transpose(2, 0, 3, 1, 4))
-        qkv[0] *= xp.float32(hd ** -0.5)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        k_t = xp.ascontiguousarray(k.transpose(0, 1, 3, 2))
+        q, k_t, v = split_heads(qkv.reshape(b, n, -1), w[pre + "attn.qkv.bias"], c.heads,
+                                hd ** -0.5, xp)
         if last:
             cls_attn = softmax(q[:, :, :1] @ k_t, xp)[:, :, 0]
-            keys = k.transpose(0, 2, 1, 3).reshape(b, n, c.dim)
+            keys = k_t.transpose(0, 3, 1, 2).reshape(b, n, c.dim)
             if single:
                 cls_attn, keys = cls_attn[0], keys[0]
-            if not finish:
-                return cls_attn, keys
         out = xp.empty_like(q)
         step = min(n, max(MIN_ATTENTION_ROWS, SCORE_BYTES // (4 * b * c.heads * n)))
-        scores = self._scores((b, c.heads, step, n))
         for start in range(0, n, step):
             rows = slice(start, min(start + step, n))
-            block = scores[:, :, : rows.stop - rows.start]
+            block = self._scores((b, c.heads, rows.stop - rows.start, n))
             xp.matmul(q[:, :, rows], k_t, out=block)
             softmax_inplace(block, xp)
             xp.matmul(block, v, out=out[:, :, rows])
         y = out.transpose(0, 2, 1, 3).reshape(b * n, c.dim)
         y = y @ w[pre + "attn.proj.weight"].T
-        y += w[pre + "attn.proj.bias"]
-        y = y.reshape(b, n, c.dim)
-        x = x + (y * w[pre + "ls1.gamma"] if c.layer_scale else y)
+        x = self._residual(x, y.reshape(b, n, c.dim), pre + "attn.proj.bias", pre + "ls1.gamma")
         y = layer_norm(x, w[pre + "norm2.weight"], w[pre + "norm2.bias"], xp).reshape(b * n, -1)
         if c.swiglu:  # SwiGLU: silu(x1) · x2, x1 and x2 the halves of w12's output
             y = y @ w[pre + "mlp.w12.weight"].T + w[pre + "mlp.w12.bias"]
             half = y.shape[-1] // 2
             x1, x2 = y[..., :half], y[..., half:]
             y = (x1 / (1 + xp.exp(-x1))) * x2
-            y = y @ w[pre + "mlp.w3.weight"].T + w[pre + "mlp.w3.bias"]
+            y, bias = y @ w[pre + "mlp.w3.weight"].T, pre + "mlp.w3.bias"
         else:
-            y = y @ w[pre + "mlp.fc1.weight"].T
-            y += w[pre + "mlp.fc1.bias"]
-            y = gelu(y, xp)
-            y = y @ w[pre + "mlp.fc2.weight"].T
-            y += w[pre + "mlp.fc2.bias"]
-        y = y.reshape(b, n, c.dim)
-        x = x + (y * w[pre + "ls2.gamma"] if c.layer_scale else y)
+            y = gelu(y @ w[pre + "mlp.fc1.weight"].T, xp, bias=w[pre + "mlp.fc1.bias"])
+            y, bias = y @ w[pre + "mlp.fc2.weight"].T, pre + "mlp.fc2.bias"
+        x = self._residual(x, y.reshape(b, n, c.dim), bias, pre + "ls2.gamma")
         x = x[0] if single else x
         return (cls_attn, keys, x) if last else x
 
+    def _residual(self, x, y, bias: str, gamma: str):
+        """x + γ·(y + bias) (γ: DINOv2's LayerScale, else 1), written into ``y``, a branch's
+        fresh output: no temporaries."""
+        y += self.w[bias]
+        if self.config.layer_scale:
+            y *= self.w[gamma]
+        y += x
+        return y
+
+    def _cls_attention(self, y, pre: str):
+        """The last block's CLS-row attention (B, heads, N) and keys (B, N, D) from its
+        normalised input ``y`` (B, N, D): only the keys and one query are projected."""
+        xp, c, w = self.xp, self.config, self.w
+        b, n, d = y.shape
+        hd = d // c.heads
+        weight, bias = w[pre + "attn.qkv.weight"], w[pre + "attn.qkv.bias"]
+        keys = (y.reshape(b * n, d) @ weight[d:2 * d].T + bias[d:2 * d]).reshape(b, n, d)
+        query = (y[:, 0] @ weight[:d].T + bias[:d]) * xp.float32(hd ** -0.5)
+        scores = xp.matmul(keys.reshape(b, n, c.heads, hd).transpose(0, 2, 1, 3),
+                           query.reshape(b, c.heads, hd, 1))[..., 0]
+        return softmax(scores, xp), keys
+
     def _scores(self, shape: tuple):
-        """A reused (B, heads, rows, n) float32 buffer for attention scores: allocating it for
-        every block of rows cost more than the softmax (fresh pages fault in). A ViT object is
+        """A reused contiguous (B, heads, rows, n) float32 buffer for attention scores:
+        allocating it for every block of rows cost more than the softmax (fresh pages fault
+        in). Two shapes are kept: the full blocks' and the last, shorter one's. A ViT object is
         meant for one thread at a time."""
         key = tuple(shape)
-        if getattr(self, "_score_key", None) != key:
-            self._score_buffer = self.xp.empty(key, self.xp.float32)
-            self._score_key = key
-        return self._score_buffer
+        buffers = self.__dict__.setdefault("_score_buffers", {})
+        if key not in buffers:
+            if len(buffers) >= 2:
+                buffers.clear()
+            buffers[key] = self.xp.empty(key, self.xp.float32)
+        return buffers[key]
 
     def last_block(self, pixels, *, features: bool = False):
         """(CLS-row attention of the last block (heads, N), its keys (N, D)), N the tokens
@@ -305,46 +319,6 @@ def infer_config(state: dict, name: str = "weights") -> ViTConfig:
         raise WeightsError(f"{name}: {first} has {hidden} rows")
     return ViTConfig(patch=patch, dim=dim, heads=heads, depth=depth, grid=grid,
                      registers=registers, layer_scale=layer_scale, swiglu=swiglu)
-
-
-def layer_norm(x, weight, bias, xp):
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / xp.sqrt(var + LAYER_NORM_EPS) * weight + bias
-
-
-def softmax(x, xp):
-    x = x - x.max(axis=-1, keepdims=True)
-    e = xp.exp(x)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def softmax_inplace(x, xp) -> None:
-    """:func:`softmax` over the last axis, written into ``x`` (no temporaries the size of x)."""
-    x -= x.max(axis=-1, keepdims=True)
-    xp.exp(x, out=x)
-    x /= x.sum(axis=-1, keepdims=True)
-
-
-def gelu(x, xp):
-    """Exact GELU: x · Φ(x) with the error function (not the tanh approximation); compiled
-    on the CPU when numba is present."""
-    if xp is np and x.dtype == np.float32 and os.environ.get("VISIONTK_KERNELS") != "xp":
-        try:
-            from ._cpu_kernels import gelu as compiled
-        except ImportError:
-            compiled = None
-        if compiled is not None:
-            return compiled(x)
-    return gelu_definition(x, xp)
-
-
-def gelu_definition(x, xp):
-    if xp is np:
-        from scipy.special import erf
-    else:
-        from cupyx.scipy.special import erf
-    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)).astype(x.dtype))
 
 
 def bicubic_matrix(size_in: int, scale: float, size_out: int) -> np.ndarray:
