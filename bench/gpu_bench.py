@@ -6,7 +6,8 @@ Prints: the GPU model; the fused kernels' device time; extraction of a 1920×108
 (single image, and per image in batches of 16 through visiontk.sift_batch); matching 2k×2k and
 20k×20k descriptors (device-resident, and through visiontk.match from host arrays), with
 cv2.BFMatcher on the CPU as the anchor; cv2.SIFT on the same image on the CPU (visiontk GPU /
-OpenCV CPU ratio); and the CPU/GPU parity summary on the sample images. Each section reports
+OpenCV CPU ratio); the CPU/GPU parity summary on the sample images; and ViT-S/8 attention at
+480² in batches of 1 and 16 (images/s) against torch on the same GPU. Each section reports
 separately, so one failure does not lose the others; the exit status says if any failed.
 """
 
@@ -120,6 +121,38 @@ def matching(repeats):
     return report
 
 
+def vit_throughput(repeats):
+    """ViT-S/8 at 480² (random ViT-S weights), last-block attention: images/s for batches of
+    1 and 16, visiontk on CuPy against the official forward pass in torch on the same GPU,
+    and the largest difference between their maps."""
+    import cupy as cp
+    import torch
+    from vit_bench import torch_forward, vit_s_state
+
+    from visiontk.vit import ViT
+
+    state = vit_s_state(8)
+    ours = ViT(state, xp=cp)
+    theirs = {k: torch.from_numpy(v).cuda() for k, v in state.items()}
+    report = {"model": "ViT-S/8", "image": "480x480", "torch": torch.__version__}
+    for batch in (1, 16):
+        pixels = np.random.default_rng(batch).standard_normal(
+            (batch, 3, 480, 480)).astype(np.float32)
+        on_gpu, tensor = cp.asarray(pixels), torch.from_numpy(pixels).cuda()
+        a = cp.asnumpy(ours.last_attention(on_gpu))
+        b = torch_forward(theirs, tensor, 8).cpu().numpy()
+        t_ours = median_time(lambda p=on_gpu: ours.last_attention(p), repeats,
+                             cp.cuda.Device().synchronize)
+        t_torch = median_time(lambda t=tensor: torch_forward(theirs, t, 8), repeats,
+                              torch.cuda.synchronize)
+        report[f"batch_{batch}"] = {
+            "visiontk_images_per_s": round(batch / t_ours, 1),
+            "torch_images_per_s": round(batch / t_torch, 1),
+            "visiontk_over_torch_time": round(t_ours / t_torch, 2),
+            "max_abs_difference": float(np.abs(a.reshape(b.shape) - b).max())}
+    return report
+
+
 def main():
     import cupy as cp
 
@@ -140,6 +173,7 @@ def main():
         "extraction": lambda: extraction(gray, args.repeats),
         "kernels_device_time": lambda: kernel_breakdown(gray, args.repeats),
         "matching": lambda: matching(args.repeats),
+        "vit": lambda: vit_throughput(args.repeats),
     }
     report = {"gpu": gpu_name}
     failed = False

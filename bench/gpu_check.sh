@@ -20,7 +20,7 @@ fi
 status=0
 if "$py" -m pytest --version >/dev/null 2>&1; then
     "$py" -m pytest -q -rs -p no:cacheprovider tests/sift/test_cuda_kernels.py \
-        tests/sift/test_gpu.py tests/sift/test_cuda_sources.py 2>&1 | tee "$out/gpu_tests.log" \
+        tests/sift/test_gpu.py tests/sift/test_cuda_sources.py tests/vit/test_vit_gpu.py 2>&1 | tee "$out/gpu_tests.log" \
         || status=1
 else
     echo "pytest is not installed for $py: GPU tests not run" | tee "$out/gpu_tests.log"

@@ -45,17 +45,24 @@ def vit_s_state(patch: int, seed: int = 0) -> dict:
 
 def torch_last_attention(state: dict, pixels: np.ndarray, patch: int):
     """The official forward pass (facebookresearch/dino) in PyTorch, for timing and parity."""
+    import torch
+
+    s = {k: torch.from_numpy(v) for k, v in state.items()}
+    return torch_forward(s, torch.from_numpy(pixels)[None], patch)[0].numpy()
+
+
+def torch_forward(s: dict, x, patch: int):
+    """The official forward pass on torch tensors (weights ``s``, a B×3×H×W batch ``x``, on
+    any device): B × heads × patches, the last block's CLS attention."""
     import math
 
     import torch
     import torch.nn.functional as F
 
-    s = {k: torch.from_numpy(v) for k, v in state.items()}
     with torch.no_grad():
-        x = torch.from_numpy(pixels)[None]
-        _, _, h_img, w_img = x.shape
+        b, _, h_img, w_img = x.shape
         x = F.conv2d(x, s["patch_embed.proj.weight"], s["patch_embed.proj.bias"], stride=patch)
-        x = torch.cat([s["cls_token"], x.flatten(2).transpose(1, 2)], dim=1)
+        x = torch.cat([s["cls_token"].expand(b, 1, DIM), x.flatten(2).transpose(1, 2)], dim=1)
         n = s["pos_embed"].shape[1] - 1
         if x.shape[1] - 1 == n and h_img == w_img:
             pos = s["pos_embed"]
@@ -68,19 +75,19 @@ def torch_last_attention(state: dict, pixels: np.ndarray, patch: int):
                             dim=1)
         x = x + pos
         for i in range(DEPTH):
-            b = f"blocks.{i}."
-            y = F.layer_norm(x, (DIM,), s[b + "norm1.weight"], s[b + "norm1.bias"], eps=1e-6)
-            qkv = F.linear(y, s[b + "attn.qkv.weight"], s[b + "attn.qkv.bias"])
-            qkv = qkv.reshape(1, x.shape[1], 3, HEADS, DIM // HEADS).permute(2, 0, 3, 1, 4)
+            pre = f"blocks.{i}."
+            y = F.layer_norm(x, (DIM,), s[pre + "norm1.weight"], s[pre + "norm1.bias"], eps=1e-6)
+            qkv = F.linear(y, s[pre + "attn.qkv.weight"], s[pre + "attn.qkv.bias"])
+            qkv = qkv.reshape(b, x.shape[1], 3, HEADS, DIM // HEADS).permute(2, 0, 3, 1, 4)
             q, k, v = qkv[0], qkv[1], qkv[2]
             attn = ((q @ k.transpose(-2, -1)) * (DIM // HEADS) ** -0.5).softmax(dim=-1)
             if i == DEPTH - 1:
-                return attn[0, :, 0, 1:].numpy()
-            y = (attn @ v).transpose(1, 2).reshape(1, x.shape[1], DIM)
-            x = x + F.linear(y, s[b + "attn.proj.weight"], s[b + "attn.proj.bias"])
-            y = F.layer_norm(x, (DIM,), s[b + "norm2.weight"], s[b + "norm2.bias"], eps=1e-6)
-            y = F.gelu(F.linear(y, s[b + "mlp.fc1.weight"], s[b + "mlp.fc1.bias"]))
-            x = x + F.linear(y, s[b + "mlp.fc2.weight"], s[b + "mlp.fc2.bias"])
+                return attn[:, :, 0, 1:]
+            y = (attn @ v).transpose(1, 2).reshape(b, x.shape[1], DIM)
+            x = x + F.linear(y, s[pre + "attn.proj.weight"], s[pre + "attn.proj.bias"])
+            y = F.layer_norm(x, (DIM,), s[pre + "norm2.weight"], s[pre + "norm2.bias"], eps=1e-6)
+            y = F.gelu(F.linear(y, s[pre + "mlp.fc1.weight"], s[pre + "mlp.fc1.bias"]))
+            x = x + F.linear(y, s[pre + "mlp.fc2.weight"], s[pre + "mlp.fc2.bias"])
 
 
 def median_time(fn, repeats=5):

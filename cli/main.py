@@ -301,29 +301,41 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
 @click.option("--features", is_flag=True,
               help="Also write the last layer's normalised patch features (<name>_features.npy, "
               "h×w×D float32) and their first three principal components (<name>_pca.png).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images of one size per forward pass [default: 1 on the CPU, where "
+              "batches do not pay, 16 on a GPU].")
 @DEVICE
 @_user_errors
 def attention_command(images, weights, model, out, method, threshold, image_size,
-                      largest_component, features, device):
-    """DINO attention maps and object masks of each IMAGE, without labels."""
+                      largest_component, features, batch_size, device):
+    """DINO attention maps and object masks of each IMAGE (a file, or a folder of them),
+    without labels."""
+    import numpy as np
+
+    from visiontk.pipeline.runner import resolve_images
     from visiontk.vit import ViT
-    from visiontk.vit.attention import MIN_GRID, dino_attention
+    from visiontk.vit.attention import MIN_GRID, dino_attention_batches
     from visiontk.vit.outputs import write_attention
 
+    images = [p for i in images for p in
+              ([q for _, q in resolve_images(i)] if i.is_dir() else [i])]
     writable_folder(out)
     vit = ViT.from_weights(weights, model=model, device=device)
     if 0 < image_size < MIN_GRID * vit.config.patch:
         raise OptionError(f"--image-size {image_size} gives fewer than {MIN_GRID}×{MIN_GRID} "
                           f"patches of {vit.config.patch} pixels; use 0 or at least "
                           f"{MIN_GRID * vit.config.patch}")
+    if batch_size is None:
+        batch_size = 1 if vit.xp is np else 16
+    stems = dict(zip(images, _output_stems(images), strict=True))
     failed = []
-    for path, stem in zip(images, _output_stems(images), strict=True):
-        try:
-            result = dino_attention(path, vit=vit, threshold=threshold, image_size=image_size,
-                                    keep_largest=largest_component, features=features)
-        except VisiontkError as exc:
-            failed.append(str(exc))
+    for path, result in dino_attention_batches(
+            images, vit=vit, batch_size=batch_size, threshold=threshold, image_size=image_size,
+            keep_largest=largest_component, features=features):
+        if isinstance(result, VisiontkError):
+            failed.append(str(result))
             continue
+        stem = stems[path]
         s = write_attention(result, out, stem, method)
         click.echo(one_line(f"{path}: {s['heads']} heads, {s['grid'][0]}×{s['grid'][1]} "
                             f"patches, {method} mask covers "

@@ -298,3 +298,59 @@ def test_top_level_dino_attention(samples):
     r = visiontk.dino_attention(samples / "astronaut.png", weights=REAL_PTH, device="cpu",
                                 image_size=64)
     assert r.maps.shape == (2, 4, 4) and r.mask("tokencut").shape == (4, 4)
+
+
+def test_batches_equal_one_image_at_a_time(tmp_path, samples):
+    import cv2
+
+    from visiontk.errors import ImageError
+    from visiontk.vit.attention import dino_attention_batches
+
+    coffee = cv2.imread(str(samples / "coffee.png"))
+    inputs = [samples / "coffee.png", tmp_path / "flipped.png", tmp_path / "dark.png",
+              tmp_path / "bad.png", tmp_path / "darker.png", samples / "astronaut.png",
+              tmp_path / "small.png"]
+    cv2.imwrite(str(inputs[1]), coffee[:, ::-1])
+    cv2.imwrite(str(inputs[2]), coffee // 3)
+    inputs[3].write_text("no")
+    cv2.imwrite(str(inputs[4]), coffee // 5)
+    cv2.imwrite(str(inputs[6]), coffee[::2, ::2])  # coffee's size again after resizing
+    model = ViT.from_weights(REAL_PTH, device="cpu")
+    calls = []
+    model.last_block = (lambda run: lambda x, **k: calls.append(x.shape[:1] + x.shape[2:])
+                        or run(x, **k))(model.last_block)
+    got = list(dino_attention_batches(inputs, vit=model, batch_size=2, image_size=96,
+                                      features=True))
+    assert [path for path, _ in got] == inputs
+    assert isinstance(got[3][1], ImageError) and "bad.png" in str(got[3][1])
+    # full at 2; closed by the bad file; closed by a new size (astronaut is square); kept
+    # in input order, so small does not join coffee's batch
+    assert calls == [(2, 96, 144), (1, 96, 144), (1, 96, 144), (1, 96, 96), (1, 96, 144)]
+    for path, result in got:
+        if isinstance(result, Exception):
+            continue
+        alone = dino_attention(path, vit=model, image_size=96, features=True)
+        np.testing.assert_allclose(result.maps, alone.maps, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(result.features, alone.features, rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(result.tokencut, alone.tokencut)
+        np.testing.assert_array_equal(result.image, alone.image)
+
+
+def test_attention_command_on_a_folder_in_batches(tmp_path, samples):
+    import cv2
+    from click.testing import CliRunner
+    from visiontk_cli.main import main
+
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    coffee = cv2.imread(str(samples / "coffee.png"))
+    cv2.imwrite(str(folder / "a.png"), coffee)
+    cv2.imwrite(str(folder / "sub" / "b.png"), coffee[:, ::-1])
+    (folder / "c.png").write_text("no")
+    res = CliRunner().invoke(main, ["attention", str(folder), "--weights", str(REAL_PTH),
+                                    "--out", str(tmp_path / "o"), "--image-size", "64",
+                                    "--batch-size", "2"])
+    assert res.exit_code == 1 and "1 of 3 images failed" in res.output
+    assert "c.png" in res.output and "Traceback" not in res.output
+    a, b = (cv2.imread(str(tmp_path / "o" / f"{s}_heads.png")) for s in "ab")
+    assert a is not None and b is not None and not np.array_equal(a, b)

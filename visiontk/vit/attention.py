@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import backend, io
-from ..errors import ImageError, OptionError
+from ..errors import ImageError, OptionError, VisiontkError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -174,22 +174,72 @@ def dino_attention(image, *, weights=None, model: str = "dino_vits8", device: st
     from .model import ViT
 
     net = vit if vit is not None else ViT.from_weights(weights, model=model, device=device)
+    pixels, shown = _prepare(image, net, image_size)
+    return _results(net, [shown], net.last_block(pixels, features=features), threshold,
+                    keep_largest)[0]
+
+
+def dino_attention_batches(images, *, vit, batch_size: int = 8,
+                           threshold: float = MASS_THRESHOLD, image_size: int = IMAGE_SIZE,
+                           keep_largest: bool = False, features: bool = False):
+    """:func:`dino_attention` for many images, in batches: yields (image, result) in input
+    order, the result an :class:`AttentionResult` or the :class:`~visiontk.errors.VisiontkError`
+    that image raised. Neighbouring images of the same size after preprocessing go through
+    ``vit`` as one B×3×H×W batch of up to ``batch_size`` (a folder of photos from one camera:
+    all of them). Batches pay on a GPU (one launch per layer for B images); on a 2-core CPU
+    a batch costs what its images cost one by one."""
+    if batch_size < 1:
+        raise OptionError(f"batch_size must be >= 1, got {batch_size}")
+    pending: list = []  # (image, pixels, shown) of one size
+
+    def flush():
+        if not pending:
+            return []
+        stack = np.stack([p for _, p, _ in pending])
+        found = vit.last_block(stack, features=features)
+        results = _results(vit, [s for _, _, s in pending], found, threshold, keep_largest)
+        done = [(image, r) for (image, _, _), r in zip(pending, results, strict=True)]
+        pending.clear()
+        return done
+
+    for image in images:
+        try:
+            pixels, shown = _prepare(image, vit, image_size)
+        except VisiontkError as exc:
+            yield from flush()
+            yield image, exc
+            continue
+        if pending and (pending[0][1].shape != pixels.shape or len(pending) == batch_size):
+            yield from flush()
+        pending.append((image, pixels, shown))
+    yield from flush()
+
+
+def _prepare(image, net, image_size: int):
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
-    rgb = io.load_rgb(image, min_side=1)
-    pixels, shown = preprocess(rgb, net.config.patch, image_size, name)
-    found = net.last_block(pixels, features=features)
-    attn, keys = backend.to_host(found[0]), backend.to_host(found[1])
-    p = net.config.patch
-    grid = (pixels.shape[1] // p, pixels.shape[2] // p)
-    maps = attn[:, net.config.first_patch:].reshape(-1, *grid).astype(np.float32)
-    mean_map = maps.mean(axis=0)
-    masks = mass_masks(maps, threshold)
-    mean_mask = mass_masks(mean_map, threshold)
-    if keep_largest:
-        masks = np.stack([largest_component(m) for m in masks])
-        mean_mask = largest_component(mean_mask)
-    cut, _ = tokencut(keys[net.config.first_patch:], grid)
-    patch_features = backend.to_host(found[2]).reshape(*grid, -1).astype(np.float32) \
-        if features else None
-    return AttentionResult(maps, mean_map, masks, mean_mask, cut, shown, p, threshold,
-                           patch_features)
+    return preprocess(io.load_rgb(image, min_side=1), net.config.patch, image_size, name)
+
+
+def _results(net, shown: list, found, threshold: float, keep_largest: bool) -> list:
+    """AttentionResults from :meth:`ViT.last_block`'s output for one image (3×H×W input) or
+    a batch (one per image in ``shown``)."""
+    c = net.config
+    found = [backend.to_host(a) for a in found]
+    if found[0].ndim == 2:  # one image: give it a batch axis
+        found = [a[None] for a in found]
+    grid = (shown[0].shape[0] // c.patch, shown[0].shape[1] // c.patch)
+    results = []
+    for i, image in enumerate(shown):
+        maps = found[0][i, :, c.first_patch:].reshape(-1, *grid).astype(np.float32)
+        mean_map = maps.mean(axis=0)
+        masks = mass_masks(maps, threshold)
+        mean_mask = mass_masks(mean_map, threshold)
+        if keep_largest:
+            masks = np.stack([largest_component(m) for m in masks])
+            mean_mask = largest_component(mean_mask)
+        cut, _ = tokencut(found[1][i, c.first_patch:], grid)
+        features = found[2][i].reshape(*grid, -1).astype(np.float32) if len(found) > 2 \
+            else None
+        results.append(AttentionResult(maps, mean_map, masks, mean_mask, cut, image, c.patch,
+                                       threshold, features))
+    return results
