@@ -310,8 +310,6 @@ def attention_command(images, weights, model, out, method, threshold, image_size
                       largest_component, features, batch_size, device):
     """DINO attention maps and object masks of each IMAGE (a file, or a folder of them),
     without labels."""
-    import numpy as np
-
     from visiontk.pipeline.runner import resolve_images
     from visiontk.vit import ViT
     from visiontk.vit.attention import MIN_GRID, dino_attention_batches
@@ -325,8 +323,6 @@ def attention_command(images, weights, model, out, method, threshold, image_size
         raise OptionError(f"--image-size {image_size} gives fewer than {MIN_GRID}×{MIN_GRID} "
                           f"patches of {vit.config.patch} pixels; use 0 or at least "
                           f"{MIN_GRID * vit.config.patch}")
-    if batch_size is None:
-        batch_size = 1 if vit.xp is np else 16
     stems = dict(zip(images, _output_stems(images), strict=True))
     failed = []
     for path, result in dino_attention_batches(

@@ -88,12 +88,6 @@ def _gelu_value(v):  # pragma: no cover - numba
 
 
 @nb.njit(**_KERNEL)
-def _gelu_flat(src, dst):  # pragma: no cover - numba
-    for i in range(src.shape[0]):
-        dst[i] = _gelu_value(src[i])
-
-
-@nb.njit(**_KERNEL)
 def _gelu_bias_rows(x, bias):  # pragma: no cover - numba
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
@@ -181,10 +175,8 @@ def gelu(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """GELU of a float32 array, of ``x + bias`` (bias along the last axis) when given: a new
     array, or ``x`` itself overwritten when a bias is given and ``x`` is C-contiguous."""
     if bias is None:
-        src = np.ascontiguousarray(x)
-        out = np.empty_like(src)
-        _gelu_flat(src.reshape(-1), out.reshape(-1))
-        return out
+        x = np.array(x, np.float32)  # a copy: the input stays as it was
+        bias = np.zeros(x.shape[-1], np.float32)
     out = np.ascontiguousarray(x)
     _gelu_bias_rows(out.reshape(-1, out.shape[-1]), np.ascontiguousarray(bias, np.float32))
     return out

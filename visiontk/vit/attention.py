@@ -179,15 +179,18 @@ def dino_attention(image, *, weights=None, model: str = "dino_vits8", device: st
                     keep_largest)[0]
 
 
-def dino_attention_batches(images, *, vit, batch_size: int = 8,
+def dino_attention_batches(images, *, vit, batch_size: int | None = None,
                            threshold: float = MASS_THRESHOLD, image_size: int = IMAGE_SIZE,
                            keep_largest: bool = False, features: bool = False):
     """:func:`dino_attention` for many images, in batches: yields (image, result) in input
     order, the result an :class:`AttentionResult` or the :class:`~visiontk.errors.VisiontkError`
     that image raised. Neighbouring images of the same size after preprocessing go through
     ``vit`` as one B×3×H×W batch of up to ``batch_size`` (a folder of photos from one camera:
-    all of them). Batches pay on a GPU (one launch per layer for B images); on a 2-core CPU
-    a batch costs what its images cost one by one."""
+    all of them); by default 16 on a GPU (one launch per layer for B images) and 1 on the CPU,
+    where batches did not pay (2 cores: 4 ViT-S/16 224² images 0.205 s batched against 0.222 s
+    one by one, 4 ViT-S/8 480² ones 13.4 s against 9.6 s)."""
+    if batch_size is None:
+        batch_size = 1 if backend.is_numpy(vit.xp) else 16
     if batch_size < 1:
         raise OptionError(f"batch_size must be >= 1, got {batch_size}")
     pending: list = []  # (image, pixels, shown) of one size

@@ -71,6 +71,7 @@ class ViT:
         self.xp = xp
         self.config = infer_config(state, name)
         self.w = {k: xp.asarray(v) for k, v in state.items()}
+        self._score_buffers: dict = {}  # see _scores
 
     @classmethod
     def from_weights(cls, path=None, *, model: str = "dino_vits8", device: str = "auto",
@@ -210,7 +211,7 @@ class ViT:
         in). Two shapes are kept: the full blocks' and the last, shorter one's. A ViT object is
         meant for one thread at a time."""
         key = tuple(shape)
-        buffers = self.__dict__.setdefault("_score_buffers", {})
+        buffers = self._score_buffers
         if key not in buffers:
             if len(buffers) >= 2:
                 buffers.clear()
