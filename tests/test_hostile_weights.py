@@ -186,6 +186,18 @@ def test_truncated_and_corrupt_archives(tmp_path):
     one_line_error(read_pth, tmp_path / "crc.pth", match="corrupt")
 
 
+def test_zip_directory_of_a_newer_version(tmp_path):
+    """zipfile raises NotImplementedError (not BadZipFile) for a central-directory entry that
+    needs a newer zip version: the fuzzer found it in an .npz; .pth is a zip too."""
+    npz = write_npz(tmp_path / "v.npz", {"c.weight": np.zeros((2, 3, 4, 4), np.float32)})
+    for path, reader in ((npz, read_conv_layers),
+                         (pth(tmp_path, Tensor("0", 0, (10, 10), (10, 1))), read_pth)):
+        blob = bytearray(path.read_bytes())
+        blob[blob.rfind(b"PK\x01\x02") + 6] = 64  # version needed to extract: 6.4
+        path.write_bytes(bytes(blob))
+        one_line_error(reader, path, match="zip file version 6.4")
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=FIXTURE)
 @given(offset=st.integers(-5, 120),
        size=st.lists(st.integers(-2, 12), min_size=0, max_size=4),

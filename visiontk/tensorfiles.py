@@ -134,6 +134,8 @@ def open_zip(path, error, kind: str) -> zipfile.ZipFile:
         raise error(f"{name}: permission denied") from None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error):
         raise error(f"{name}: not a {kind} (not a zip archive, or truncated)") from None
+    except NotImplementedError as exc:  # zipfile's answer to a directory entry of a newer version
+        raise error(f"{name}: not a {kind} this reader can open ({exc})") from None
 
 
 def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> bytes:
