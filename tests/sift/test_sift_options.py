@@ -208,3 +208,18 @@ def test_iter_sift_refuses_bad_options_at_the_call(samples):
 def test_sift_batch_refuses_unknown_options_in_one_line(samples):
     with pytest.raises(OptionError, match="colour"):
         visiontk.sift_batch([samples / "coffee.png"], colour=True)
+
+
+def test_n_octaves_drops_the_coarsest_keypoints_only(astronaut):
+    """A cap of n octaves keeps exactly the keypoints of octaves −1 … n−2, same bytes."""
+    every = visiontk.sift(astronaut, n_octaves=0, max_features=0)
+    octave = (every.octave & 255).astype(np.int8)
+    assert octave.max() >= 3  # a 512² image has octaves past the cap below
+    capped = visiontk.sift(astronaut, n_octaves=3, max_features=0)
+    fine = every.subset(octave <= 1)
+    assert len(capped) == len(fine) < len(every)
+    np.testing.assert_array_equal(capped.xy, fine.xy)
+    np.testing.assert_array_equal(capped.descriptors, fine.descriptors)
+    assert visiontk.SiftOptions().n_octaves == 4
+    with pytest.raises(OptionError, match="n_octaves"):
+        visiontk.SiftOptions(n_octaves=-1)

@@ -39,7 +39,7 @@ def sift(image, *, device: str = "auto", mask=None, max_pixels: int = io.DEFAULT
         angle 0), ``rootsift``, ``refinement`` ("opencv", or "tolerant": VLFeat's),
         ``subpixel_window`` (windows centred on the sub-pixel keypoint),
         ``orientation_smoothing`` ("opencv" or "vlfeat"), ``max_orientations`` (0 = every
-        peak within 80% of the highest).
+        peak within 80% of the highest), ``n_octaves`` (0 = every octave the image allows).
 
     Returns
     -------

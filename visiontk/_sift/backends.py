@@ -78,7 +78,8 @@ class XpBackend:
         double = devices.upsample_2x if self.xp is np else \
             functools.partial(upsample_2x, xp=self.xp)
         return scale_space(gray, sigma=opts.sigma, n_octave_layers=opts.n_octave_layers,
-                           upsample=opts.upsample, xp=self.xp, double=double)
+                           upsample=opts.upsample, n_octaves=opts.n_octaves, xp=self.xp,
+                           double=double)
 
     def detect(self, octaves, opts) -> list[Extrema]:
         threshold = prethreshold(opts.contrast_threshold, opts.n_octave_layers)
@@ -152,7 +153,7 @@ class CudaBackend(XpBackend):
 
     def scale_space(self, gray, opts) -> list[Octave]:
         return scale_space(gray, sigma=opts.sigma, n_octave_layers=opts.n_octave_layers,
-                           upsample=opts.upsample, xp=self.xp,
+                           upsample=opts.upsample, n_octaves=opts.n_octaves, xp=self.xp,
                            double=functools.partial(upsample_2x, xp=self.xp),
                            octave_blur=self.cuda.octave_blur)
 

@@ -18,18 +18,21 @@ from . import constants as C
 #: localisation (detect.refine_extrema_tolerant) and its orientation smoothing, orientation
 #: and descriptor windows centred on the sub-pixel keypoint (VLFeat), at most 2 orientations,
 #: RootSIFT, at most 8192 keypoints (COLMAP's max_num_features; the strongest are kept, and
-#: only they are oriented and described).
+#: only they are oriented and described), 4 octaves from the doubled image (COLMAP's
+#: num_octaves: coarser keypoints are the worst localised).
 PRESETS = {
     "opencv": {"max_features": 0, "n_octave_layers": C.N_OCTAVE_LAYERS,
                "contrast_threshold": C.CONTRAST_THRESHOLD, "edge_threshold": C.EDGE_THRESHOLD,
                "sigma": C.SIGMA, "upsample": True, "upright": False, "rootsift": False,
                "refinement": "opencv", "subpixel_window": False,
-               "orientation_smoothing": "opencv", "max_orientations": 0, "keep": "strongest"},
+               "orientation_smoothing": "opencv", "max_orientations": 0, "keep": "strongest",
+               "n_octaves": 0},
 }
 PRESETS["accurate"] = {**PRESETS["opencv"], "max_features": 8192, "contrast_threshold": 0.02,
                        "rootsift": True,
                        "refinement": "tolerant", "subpixel_window": True,
-                       "orientation_smoothing": "vlfeat", "max_orientations": 2}
+                       "orientation_smoothing": "vlfeat", "max_orientations": 2,
+                       "n_octaves": 4}
 #: The preset of visiontk.sift, `visiontk match` and the pipeline's sift stage.
 DEFAULT_PRESET = "accurate"
 
@@ -68,6 +71,7 @@ class SiftOptions:
     orientation_smoothing: Smoothing | None = None
     max_orientations: int | None = None
     keep: Keep | None = None
+    n_octaves: int | None = None
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -94,6 +98,9 @@ class SiftOptions:
              "one of " + ", ".join(typing.get_args(Smoothing))),
             ("keep", self.keep in typing.get_args(Keep),
              "one of " + ", ".join(typing.get_args(Keep))),
+            ("n_octaves", isinstance(self.n_octaves, (int, np.integer))
+             and not isinstance(self.n_octaves, bool) and self.n_octaves >= 0,
+             "an integer >= 0 (0 builds every octave the image allows)"),
             ("max_orientations", isinstance(self.max_orientations, (int, np.integer))
              and not isinstance(self.max_orientations, bool) and self.max_orientations >= 0,
              "an integer >= 0 (0 keeps every peak)"),

@@ -113,11 +113,12 @@ def layer_taps(sigma: float, n_octave_layers: int) -> list:
 
 
 def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp,
-                double=None, octave_blur=None) -> list[Octave]:
+                n_octaves: int = 0, double=None, octave_blur=None) -> list[Octave]:
     """Build the Gaussian and DoG octaves of a grey float32 image (0..255).
 
-    Returns a list of :class:`Octave`, finest first. Octaves too small to hold an extremum
-    inside SIFT's image border are not built. ``double(image)`` doubles the image (default:
+    Returns a list of :class:`Octave`, finest first: :func:`octave_count` of them, at most
+    ``n_octaves`` (0: no cap). Octaves too small to hold an extremum inside SIFT's image
+    border are not built. ``double(image)`` doubles the image (default:
     :func:`upsample_2x`; the CPU backends pass cv2's equal and faster form). Layers are blurred
     one from the next, as OpenCV does; ``octave_blur(base, sigma, n_octave_layers, level)``, if
     given (the GPU's fused kernel), builds an octave's (gaussians, dogs) at once instead, or
@@ -143,7 +144,8 @@ def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp,
     n_layers = n_octave_layers + 3
 
     octaves = []
-    for o in range(octave_count(height, width, upsample)):
+    count = octave_count(height, width, upsample)
+    for o in range(min(count, n_octaves) if n_octaves else count):
         h, w = base.shape
         if min(h, w) <= 2 * IMAGE_BORDER + 2:
             break
