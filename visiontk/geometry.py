@@ -38,8 +38,9 @@ def estimate(kind: str, xy_a, xy_b, *, threshold: float | None = None,
              min_inliers: int = MIN_INLIERS, confidence: float = 0.9999,
              max_iters: int = 10000) -> Geometry:
     """Fit a homography (xy_b ~ H · xy_a) or fundamental matrix (xy_bᵀ F xy_a = 0) with
-    USAC MAGSAC++, returning the model and the inlier mask; a model with fewer than
-    ``min_inliers`` inliers is no model (``model=None``, no inliers).
+    USAC MAGSAC++ (a homography is then refit to its inliers: least squares, then a Huber
+    loss), returning the model and the inlier mask; a model with fewer than ``min_inliers``
+    inliers is no model (``model=None``, no inliers).
 
     Example
     -------
