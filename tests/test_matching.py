@@ -58,6 +58,10 @@ def candidate_sets():
         h = min(n, m) // 2
         b[:h] = np.clip(a[:h].astype(int) + rng.integers(-3, 4, (h, 128)), 0, 255)
         yield a, b
+    # the whole byte range, extremes included (the VNNI tiles shift B by −128)
+    full = rng.integers(0, 256, (333, 128)).astype(np.uint8)
+    full[:5], full[5:10] = 255, 0
+    yield full, np.vstack([full[::-1][:200], rng.integers(0, 256, (90, 128)).astype(np.uint8)])
     few = rng.integers(0, 3, (900, 128)).astype(np.uint8)  # many exact ties
     yield few, np.vstack([few[:300], few[:300], rng.integers(0, 3, (400, 128)).astype(np.uint8)])
     yield rng.random((300, 64)).astype(np.float32), rng.random((500, 64)).astype(np.float32)
@@ -79,10 +83,12 @@ def test_compiled_search_equals_the_xp_definition(monkeypatch, threads):
         a_sq, b_sq = (af * af).sum(axis=1), (bf * bf).sum(axis=1)
         k = min(3, len(b))
         want = matching._candidates_xp(af, bf, a_sq, b_sq, k, np)
-        got = _match_kernels.nearest_candidates(af, bf, a_sq, b_sq, threads)
-        np.testing.assert_array_equal(got[0][:, :k], want[0])
-        np.testing.assert_array_equal(got[1][:, :k], want[1])
-        np.testing.assert_array_equal(got[2], want[2])
+        # float32 BLAS tiles, and (uint8 on a VNNI CPU) the integer tiles of _int8_dots
+        for given in ((), (a, b)):
+            got = _match_kernels.nearest_candidates(af, bf, a_sq, b_sq, threads, *given)
+            np.testing.assert_array_equal(got[0][:, :k], want[0])
+            np.testing.assert_array_equal(got[1][:, :k], want[1])
+            np.testing.assert_array_equal(got[2], want[2])
         compiled = matching.nearest_neighbours(a, b)
         with monkeypatch.context() as m:
             m.setattr(matching, "_kernels", lambda: None)

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba as nb
 import numpy as np
 
+from . import _int8_dots
 from ._numba_cache import use_user_cache
 
 use_user_cache()
@@ -73,11 +74,13 @@ def scan_tile(dots, a_sq, b_sq, col0, top_val, top_idx, col_min):  # pragma: no 
 
 
 def nearest_candidates(af: np.ndarray, bf: np.ndarray, a_sq: np.ndarray, b_sq: np.ndarray,
-                       threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       threads: int, a: np.ndarray | None = None,
+                       b: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row's three nearest columns (N×3 indices and float32 squared distances, ascending,
     ties to the lower index; index −1 and inf where B has fewer than three rows) and each
     column's minimum; ``af``, ``bf``: float32 descriptors, ``a_sq``, ``b_sq``: their squared
-    norms."""
+    norms. Given the uint8 descriptors themselves (``a``, ``b``, 128-D) on a CPU with AVX-512
+    VNNI, the distance tiles come from :mod:`._int8_dots` instead of BLAS: the same values."""
     n_a, n_b = len(af), len(bf)
     cols = min(n_b, TILE_COLUMNS)
     rows = max(1, min(n_a, TILE_BYTES // (4 * cols)))
@@ -87,16 +90,26 @@ def nearest_candidates(af: np.ndarray, bf: np.ndarray, a_sq: np.ndarray, b_sq: n
     col_min = np.full((bands, n_b), np.inf, np.float32)
     bounds = [n_a * t // bands for t in range(bands + 1)]
 
+    integer = _integer_tiles(a, b)
+    if integer:
+        a_pad, packed = _int8_dots.pad_rows(a), _int8_dots.pack_columns(b)
+        row_terms, shape = _int8_dots.row_terms(a, a_sq), _int8_dots.tile_shape(rows, cols)
+    else:
+        row_terms, shape = a_sq, (rows, cols)
+
     def band(t: int) -> None:
-        tile = np.empty((rows, cols), np.float32)
+        tile = np.empty(shape, np.float32)
         for c0 in range(0, n_b, cols):
             c1 = min(c0 + cols, n_b)
             for r0 in range(bounds[t], bounds[t + 1], rows):
                 r1 = min(r0 + rows, bounds[t + 1])
                 out = tile[: r1 - r0, : c1 - c0]
-                np.matmul(af[r0:r1], bf[c0:c1].T, out=out)
-                scan_tile(out, a_sq[r0:r1], b_sq[c0:c1], c0, top_val[r0:r1], top_idx[r0:r1],
-                          col_min[t, c0:c1])
+                if integer:
+                    _int8_dots.dot_tile(a_pad, r0, r1, packed, c0, c1, tile)
+                else:
+                    np.matmul(af[r0:r1], bf[c0:c1].T, out=out)
+                scan_tile(out, row_terms[r0:r1], b_sq[c0:c1], c0, top_val[r0:r1],
+                          top_idx[r0:r1], col_min[t, c0:c1])
 
     if bands == 1:
         band(0)
@@ -107,6 +120,14 @@ def nearest_candidates(af: np.ndarray, bf: np.ndarray, a_sq: np.ndarray, b_sq: n
         with controller.limit(limits=1, user_api="blas"):
             list(pool.map(band, range(bands)))
     return top_idx, top_val, col_min.min(axis=0)
+
+
+def _integer_tiles(a, b) -> bool:
+    """Whether the distance tiles come from :mod:`._int8_dots`: two uint8 128-D descriptor
+    sets, on a CPU that has VNNI."""
+    return (a is not None and b is not None and a.dtype == np.uint8 and b.dtype == np.uint8
+            and a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[1] == _int8_dots.DIMS
+            and _int8_dots.available())
 
 
 def _threads(n: int):

@@ -106,7 +106,8 @@ def nearest_neighbours(a, b, xp=np):
     k = min(3, len(b))
     kernels = _kernels() if xp is np else None
     if kernels is not None:
-        cand, block, col_min = kernels.nearest_candidates(af, bf, a_sq, b_sq, _threads())
+        cand, block, col_min = kernels.nearest_candidates(af, bf, a_sq, b_sq, _threads(),
+                                                          a, b)
         cand, block = cand[:, :k], block[:, :k]
     else:
         cand, block, col_min = _candidates_xp(af, bf, a_sq, b_sq, k, xp)
