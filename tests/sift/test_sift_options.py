@@ -163,6 +163,19 @@ def test_device_cuda_without_gpu_says_what_is_missing(astronaut):
     assert len(visiontk.sift(astronaut, device="auto", max_features=10)) == 10
 
 
+@pytest.mark.skipif(visiontk.backend.cuda_status()[0], reason="a GPU is present")
+def test_auto_falls_back_to_the_cpu_with_or_without_driver_files(monkeypatch):
+    """``auto`` skips CuPy where Linux shows no NVIDIA driver, and asks CuPy (which finds no
+    usable GPU here) where it does: the CPU both ways; an explicit ``cuda`` always asks."""
+    from visiontk import backend
+
+    for present in (False, True):
+        monkeypatch.setattr(backend, "nvidia_driver_present", lambda present=present: present)
+        assert backend.resolve_device("auto") == "cpu"
+        with pytest.raises(visiontk.VisiontkError, match="device 'cuda': "):
+            backend.resolve_device("cuda")
+
+
 def test_the_implementation_is_importable_by_its_path():
     """visiontk.sift is the function; every module of its implementation imports by path."""
     import importlib
