@@ -31,16 +31,24 @@ def test_max_features_keeps_the_strongest(astronaut, base):
 
 
 def test_keep_largest_is_colmaps_rule(astronaut, base):
-    """max_features detections, the largest, each with all its orientations (up to
-    max_orientations): as COLMAP's extractor caps."""
+    """COLMAP's cap: whole detection levels (octave, layer), coarsest first, up to and
+    including the one that passes max_features, each detection with all its orientations
+    (up to max_orientations)."""
     every = visiontk.sift(astronaut, max_features=0)
     capped = visiontk.sift(astronaut, max_features=300, keep="largest")
+
+    def levels(f):  # (octave, layer) as one number, coarser is larger
+        octave = (f.octave & 255).astype(np.int8).astype(int)
+        return octave * 100 + ((f.octave >> 8) & 255)
+
     detections = np.unique(capped.xy, axis=0)
-    assert len(detections) == 300 and 300 < len(capped) <= 2 * 300
-    kept = {tuple(p) for p in capped.xy.tolist()}
-    dropped = np.array([s for p, s in zip(every.xy.tolist(), every.size, strict=True)
-                        if tuple(p) not in kept])
-    assert capped.size.min() >= dropped.max() * 0.999  # none dropped is larger than one kept
+    finest = levels(capped).min()
+    every_levels = levels(every)
+    locations = {tuple(p) for p in every.xy[every_levels >= finest].tolist()}
+    above = {tuple(p) for p in every.xy[every_levels > finest].tolist()}
+    assert len(above) <= 300 < len(detections) == len(locations)  # the crossing level, whole
+    assert {tuple(p) for p in detections.tolist()} == locations
+    assert len(detections) < len(capped) <= 2 * len(detections)  # orientations kept
     assert np.all(np.diff(capped.response) <= 0)  # still ordered by response
     # every kept keypoint is one of the uncapped run's, descriptor and all
     index = {(*p, round(float(a), 3)): i

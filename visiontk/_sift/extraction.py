@@ -41,10 +41,9 @@ def extract(gray, opts, sift_backend, mask=None) -> Features:
     kp["scale"] = orientation_scale(opts.sigma, opts.n_octave_layers, kp["layer"],
                                     kp["offset_layer"], xp)
     if opts.keep == "largest" and opts.max_features and kp["x"].shape[0] > opts.max_features:
-        # COLMAP's rule: max_features detections, the largest, each with its orientations
-        kept = _ranked({**kp, "angle": xp.zeros(kp["x"].shape[0], dtype=xp.float32)}, opts,
-                       octaves, xp)[: opts.max_features]
-        kp = {k: v[kept] for k, v in kp.items()}
+        # COLMAP's rule: whole detection levels, coarsest first, each detection with its
+        # orientations
+        kp = {k: v[_coarsest_levels(kp, opts.max_features, xp)] for k, v in kp.items()}
         which, angle = _orientations(kp, opts, octaves, sift_backend)
     elif opts.max_features and kp["x"].shape[0] > opts.max_features:
         kp, which, angle = _strongest_detections(kp, opts, octaves, sift_backend)
@@ -150,6 +149,27 @@ def _inside_mask(mask, x, y, xp):
     xi = xp.clip(xp.floor(x + 0.5).astype(xp.int64), 0, w - 1)
     yi = xp.clip(xp.floor(y + 0.5).astype(xp.int64), 0, h - 1)
     return m[yi, xi]
+
+
+def _coarsest_levels(kp, max_features: int, xp):
+    """COLMAP's ``max_num_features`` for its CPU SIFT: detection levels (octave, layer) from
+    the coarsest down, whole, up to and including the level that takes the count past
+    ``max_features`` (so up to one level more than asked); indices in detection order.
+
+    Example
+    -------
+    >>> kp = {"number": np.array([0, 0, 1, 1, 1, 2]), "layer": np.array([1, 2, 1, 1, 3, 2])}
+    >>> _coarsest_levels(kp, 3, np).tolist()
+    [2, 3, 4, 5]
+    """
+    level = kp["number"].astype(xp.int64) * 1000 + kp["layer"].astype(xp.int64)
+    levels, counts = xp.unique(level, return_counts=True)
+    from_coarsest = xp.cumsum(counts[::-1])
+    passed = xp.nonzero(from_coarsest > max_features)[0]
+    if passed.shape[0] == 0:
+        return xp.arange(level.shape[0])
+    finest_kept = levels[::-1][int(passed[0])]
+    return xp.nonzero(level >= finest_kept)[0]
 
 
 def _ranked(cat, opts, octaves, xp):

@@ -40,8 +40,9 @@ PRESETS = {
                               {"name": "verify", "model": "fundamental"}],
     "sift": [{"name": "load"}, {"name": "sift"}],
     # photos to a 3-D model. Extraction as COLMAP's extractor caps it (images larger than
-    # 3200 pixels scaled down, the 8192 largest detections with their orientations); every
-    # pair up to 31 images, each image's 30 nearest by retrieval beyond that
+    # 3200 pixels scaled down, whole levels of the coarsest detections until 8192 are passed,
+    # with their orientations); every pair up to 31 images, each image's 30 nearest by
+    # retrieval beyond that
     "sfm": [{"name": "load", "max_side": 3200}, {"name": "sift", "keep": "largest"},
             {"name": "pairs-retrieval", "neighbours": 30},
             {"name": "match"}, {"name": "verify", "model": "fundamental"},
