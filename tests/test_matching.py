@@ -138,3 +138,28 @@ def test_mutual_with_exact_ties_keeps_one_pair_per_b():
     m = visiontk.match(a, b, ratio=1.0, mutual=True)
     assert m.pairs.tolist() == [[i, i] for i in range(10)]
     assert len(visiontk.match(a, b, ratio=1.0, mutual=False)) == 20
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_symmetric_applies_the_ratio_test_from_both_sides(monkeypatch, descriptors, compiled):
+    """symmetric=True keeps a pair when it passes the ratio test from A's side and from B's
+    and is mutual (COLMAP's cross_check); brute-force reference, both code paths."""
+    if not compiled:
+        monkeypatch.setattr(matching, "_kernels", lambda: None)
+    a, b = descriptors
+    a = a.copy()
+    a[450] = np.clip(a[400].astype(int) + 1, 0, 255)  # two rows of A nearly alike
+    d = cdist(a.astype(float), b.astype(float))
+    ab, ba = d.argsort(axis=1, kind="stable"), d.T.argsort(axis=1, kind="stable")
+    want = []
+    for i in range(len(a)):
+        j = ab[i, 0]
+        if ba[j, 0] == i and d[i, j] < 0.8 * d[i, ab[i, 1]] and d[i, j] < 0.8 * d[ba[j, 1], j]:
+            want.append((i, j))
+    m = visiontk.match(a, b, ratio=0.8, symmetric=True)
+    np.testing.assert_array_equal(m.pairs, np.array(want).reshape(-1, 2))
+    one_sided = {tuple(p) for p in visiontk.match(a, b, ratio=0.8).pairs.tolist()}
+    assert {tuple(p) for p in m.pairs.tolist()} < one_sided  # strictly fewer here
+    assert not ({400, 450} & set(m.pairs[:, 0].tolist()))  # B's side is ambiguous for both
+    with pytest.raises(visiontk.VisiontkError, match="symmetric"):
+        visiontk.match(a, b, symmetric="yes")

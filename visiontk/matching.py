@@ -25,7 +25,8 @@ DEFAULT_RATIO = 0.8
 
 
 def match(features_a, features_b, *, ratio: float = DEFAULT_RATIO, mutual: bool = True,
-          max_distance: float | None = None, device: str = "auto") -> Matches:
+          max_distance: float | None = None, symmetric: bool = False,
+          device: str = "auto") -> Matches:
     """Match descriptors of A against B.
 
     Parameters
@@ -37,6 +38,9 @@ def match(features_a, features_b, *, ratio: float = DEFAULT_RATIO, mutual: bool 
         Keep only pairs that are each other's nearest neighbour.
     max_distance : float, optional
         Drop matches farther than this (descriptor units, 0..~512 for uint8 SIFT).
+    symmetric : bool
+        The ratio test from B's side too, and mutual: each keypoint is the other's distinctive
+        nearest neighbour (COLMAP's ``cross_check``). A second search, B against A.
 
     Returns
     -------
@@ -55,6 +59,8 @@ def match(features_a, features_b, *, ratio: float = DEFAULT_RATIO, mutual: bool 
     xp = array_module(resolve_device(device))
     if not (isinstance(ratio, (int, float)) and 0 < ratio <= 1):
         raise OptionError(f"match option ratio must be in (0, 1], got {ratio!r}")
+    if not isinstance(symmetric, (bool, np.bool_)):
+        raise OptionError(f"match option symmetric must be True or False, got {symmetric!r}")
     if max_distance is not None and not (isinstance(max_distance, (int, float))
                                          and max_distance >= 0):
         raise OptionError(f"match option max_distance must be >= 0, got {max_distance!r}")
@@ -69,8 +75,14 @@ def match(features_a, features_b, *, ratio: float = DEFAULT_RATIO, mutual: bool 
     nearest, d1, d2, is_mutual = (to_host(v) for v in nearest_neighbours(xp.asarray(a),
                                                                           xp.asarray(b), xp))
     keep = d1 < ratio * d2 if ratio < 1 else np.ones(len(a), bool)
-    if mutual:
+    if mutual or symmetric:
         keep &= is_mutual
+    if symmetric:
+        back, b1, b2, _ = (to_host(v) for v in nearest_neighbours(xp.asarray(b), xp.asarray(a),
+                                                                   xp))
+        keep &= back[nearest] == np.arange(len(a))
+        if ratio < 1:
+            keep &= b1[nearest] < ratio * b2[nearest]
     if max_distance is not None:
         keep &= d1 <= max_distance
     rows = np.nonzero(keep)[0]

@@ -19,6 +19,7 @@ _MOVED = ("moved to a pair-selection stage before match: pairs-exhaustive, pairs
 class MatchOptions:
     ratio: float = DEFAULT_RATIO
     mutual: bool = True
+    symmetric: bool = False  # the ratio test from both sides (COLMAP's cross_check)
     device: Device = "auto"
 
     def __post_init__(self):
@@ -39,8 +40,9 @@ class MatchStage(Stage):
     def run(self, context: dict) -> dict:
         from ..matching import match
 
-        m = match(context["features_a"], context["features_b"], ratio=self.options.ratio,
-                  mutual=self.options.mutual, device=self.options.device)
+        o = self.options
+        m = match(context["features_a"], context["features_b"], ratio=o.ratio, mutual=o.mutual,
+                  symmetric=o.symmetric, device=o.device)
         return {"matches": m}
 
 
