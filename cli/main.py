@@ -131,6 +131,8 @@ def main():
               show_default=True, help="Lowe's ratio test.")
 @click.option("--mutual/--no-mutual", default=True, show_default=True,
               help="Keep only mutual nearest neighbours.")
+@click.option("--symmetric", is_flag=True,
+              help="The ratio test from both images' sides (COLMAP's cross-check).")
 @click.option("--threshold", type=click.FloatRange(0, min_open=True), default=None,
               help="Inlier threshold in pixels [default: 3 for H, 1 for F].")
 @click.option("--min-inliers", type=click.IntRange(min=0), default=MIN_INLIERS,
@@ -138,9 +140,9 @@ def main():
 @sift_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_user_errors
-def match_command(image_a, image_b, out, no_picture, model, ratio, mutual, threshold,
-                  min_inliers, preset, max_features, upright, rootsift, max_pixels, device,
-                  as_json):
+def match_command(image_a, image_b, out, no_picture, model, ratio, mutual, symmetric,
+                  threshold, min_inliers, preset, max_features, upright, rootsift, max_pixels,
+                  device, as_json):
     """Match two images: keypoints, matches, inliers, the model and time per stage."""
     from visiontk.io import load_rgb
     from visiontk.viz import MAX_LINES, draw_matches, save_image
@@ -149,7 +151,8 @@ def match_command(image_a, image_b, out, no_picture, model, ratio, mutual, thres
         out = writable_file(out or Path(f"matches_{_safe_stem(image_a)}_"
                                         f"{_safe_stem(image_b)}.png"))
     result = visiontk.match_images(image_a, image_b, model=model, ratio=ratio, mutual=mutual,
-                                   threshold=threshold, min_inliers=min_inliers, device=device,
+                                   symmetric=symmetric, threshold=threshold,
+                                   min_inliers=min_inliers, device=device,
                                    preset=preset, max_features=max_features, upright=upright,
                                    rootsift=rootsift, max_pixels=max_pixels)
     summary = result.summary()

@@ -62,6 +62,18 @@ def test_match_json_and_fundamental(samples, tmp_path):
     assert {"sift_a", "sift_b", "match", "verify"} <= set(s["seconds"])
 
 
+def test_match_symmetric_keeps_the_two_sided_matches(samples):
+    """--symmetric: the matches visiontk.match(symmetric=True) keeps, fewer than one-sided."""
+    a, b = samples / "motorcycle_left.png", samples / "motorcycle_right.png"
+    counts = {}
+    for flag in ([], ["--symmetric"]):
+        r = run("match", a, b, "--model", "none", "--json", "--no-picture", *flag)
+        assert r.exit_code == 0, r.output
+        counts[bool(flag)] = json.loads(r.output)["matches"]
+    fa, fb = visiontk.sift(a), visiontk.sift(b)
+    assert counts[True] == len(visiontk.match(fa, fb, symmetric=True)) < counts[False]
+
+
 def test_match_true_homography_is_recovered(samples, tmp_path):
     r = run("match", samples / "coffee.png", samples / "coffee_warped.png", "--json",
             "--no-picture")

@@ -52,8 +52,9 @@ class TwoViewResult:
 
 
 def match_images(image_a, image_b, *, model: str = "homography", ratio: float = DEFAULT_RATIO,
-                 mutual: bool = True, threshold: float | None = None,
-                 min_inliers: int = MIN_INLIERS, device: str = "auto",
+                 mutual: bool = True, symmetric: bool = False,
+                 threshold: float | None = None, min_inliers: int = MIN_INLIERS,
+                 device: str = "auto",
                  max_pixels: int = DEFAULT_MAX_PIXELS, **sift_options) -> TwoViewResult:
     """SIFT on both images, ratio + mutual matching, and a robust homography or fundamental
     matrix (``model="none"`` skips verification).
@@ -62,7 +63,7 @@ def match_images(image_a, image_b, *, model: str = "homography", ratio: float = 
     ----------
     image_a, image_b : paths or arrays (see :func:`visiontk.sift`)
     model : "homography", "fundamental" or "none"
-    ratio, mutual : see :func:`visiontk.match`
+    ratio, mutual, symmetric : see :func:`visiontk.match`
     threshold : inlier threshold in pixels (default 3 for H, 1 for F)
     min_inliers : fewer inliers than this: no model (as the pipeline's verify stage)
     max_pixels : refuse larger images
@@ -89,7 +90,8 @@ def match_images(image_a, image_b, *, model: str = "homography", ratio: float = 
             timings["compile_kernels"] = compiled
         timings[key] = spent - compiled
     t = time.perf_counter()
-    matches = match(feats[0], feats[1], ratio=ratio, mutual=mutual, device=device)
+    matches = match(feats[0], feats[1], ratio=ratio, mutual=mutual, symmetric=symmetric,
+                    device=device)
     timings["match"] = time.perf_counter() - t
     geometry = None
     if model != "none":
