@@ -109,7 +109,7 @@ def _strongest_detections(kp, opts, octaves, sift_backend):
     """
     xp = sift_backend.xp
     keys = {**kp, "angle": xp.zeros(kp["x"].shape[0], dtype=xp.float32)}
-    ranked = _ranked(keys, opts, octaves, xp)
+    ranked = _strongest_first(keys, xp)
     whiches, angles, found, start = [], [], 0, 0
     while found < opts.max_features and start < ranked.shape[0]:
         chunk = ranked[start:start + opts.max_features - found]
@@ -170,19 +170,6 @@ def _coarsest_levels(kp, max_features: int, xp):
         return xp.arange(level.shape[0])
     finest_kept = levels[::-1][int(passed[0])]
     return xp.nonzero(level >= finest_kept)[0]
-
-
-def _ranked(cat, opts, octaves, xp):
-    """The order in which ``max_features`` keeps keypoints: the strongest first, or with
-    ``keep="largest"`` the largest first (COLMAP's rule: coarse-scale features are seen from
-    further apart), ties by response as :func:`_strongest_first`."""
-    if opts.keep != "largest":
-        return _strongest_first(cat, xp)
-    factor = xp.asarray([o.scale for o in octaves], dtype=xp.float64)[cat["number"]]
-    size = cat["scale"].astype(xp.float64) * factor
-    keys = [cat["angle"], cat["x"], cat["y"], cat["layer"], cat["number"], -cat["response"],
-            -size]
-    return xp.lexsort(xp.stack([k.astype(xp.float64) for k in keys]))
 
 
 def _strongest_first(cat, xp):
