@@ -136,7 +136,10 @@ def _huber_refit(a, b, model, iterations: int = 20):
     h = (model / model[2, 2]).ravel()[:8].astype(np.float64)
     x, y = a[:, 0], a[:, 1]
     one, zero = np.ones_like(x), np.zeros_like(x)
-    corner = None
+    start = cv2.perspectiveTransform(a.reshape(-1, 1, 2), model).reshape(-1, 2)
+    corner = 1.345 * 1.4826 * float(np.median(np.linalg.norm(start - b, axis=1)))
+    if not np.isfinite(corner) or corner <= 1e-9:
+        return model
     for _ in range(iterations):
         den = h[6] * x + h[7] * y + 1.0
         if np.any(np.abs(den) < 1e-12):
@@ -144,10 +147,6 @@ def _huber_refit(a, b, model, iterations: int = 20):
         u = (h[0] * x + h[1] * y + h[2]) / den
         v = (h[3] * x + h[4] * y + h[5]) / den
         r = np.concatenate([u - b[:, 0], v - b[:, 1]])
-        if corner is None:
-            corner = 1.345 * 1.4826 * float(np.median(np.hypot(r[:len(x)], r[len(x):])))
-            if not np.isfinite(corner) or corner <= 1e-9:
-                return model
         w = corner / np.maximum(np.abs(r), corner)  # Huber's weights: 1 inside the corner
         jac = np.concatenate([
             np.stack([x, y, one, zero, zero, zero, -u * x, -u * y], axis=1),
