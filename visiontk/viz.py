@@ -112,6 +112,11 @@ def thumbnail(path, width: int = 240) -> np.ndarray | None:
         rgb = load_rgb(path)
     except Exception:  # a picture of the run must not fail the run
         return None
+    return shrink(rgb, width)
+
+
+def shrink(rgb: np.ndarray, width: int) -> np.ndarray:
+    """``rgb`` scaled down to ``width`` pixels wide (area averaging), or itself if narrower."""
     h, w = rgb.shape[:2]
     if w <= width:
         return rgb

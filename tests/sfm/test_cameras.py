@@ -1,5 +1,8 @@
 """Camera intrinsics for mapping: EXIF focal lengths, known-intrinsics files, one camera."""
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,7 +17,7 @@ def photo(path, tags=None, size=(400, 300)):
     exif = Image.Exif()
     ifd = exif.get_ifd(0x8769)
     ifd.update(tags or {})
-    Image.fromarray(np.full((size[1], size[0], 3), 128, np.uint8)).save(path, exif=exif)
+    Image.fromarray(np.full((size[1], size[0], 3), 128, np.uint8)).save(path, exif=exif.tobytes())
     return path
 
 
@@ -32,6 +35,44 @@ def test_focal_length_and_focal_plane_resolution(tmp_path):
     assert focal == pytest.approx(450) and source == "exif focal plane"
     inches = photo(tmp_path / "c.jpg", {FOCAL_LENGTH: 4.5, PLANE_X: 2540.0, PLANE_UNIT: 2})
     assert exif_focal(inches, 400, 300)[0] == pytest.approx(450)
+
+
+def test_focal_plane_focal_at_the_size_the_features_were_found(tmp_path):
+    # the load stage's max_side halved a 400×300 photo: 450 px at full size is 225 px at half
+    path = photo(tmp_path / "b.jpg", {FOCAL_LENGTH: 4.5, PLANE_X: 100.0, PLANE_UNIT: 4})
+    assert exif_focal(path, 200, 150)[0] == pytest.approx(225)
+
+
+def _chunks(data: bytes) -> list:
+    chunks, at = [], 8
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        chunks.append((kind, data[at + 8:at + 8 + length]))
+        at += 12 + length
+    return chunks
+
+
+def _png(chunks) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I4s", len(d), k) + d + struct.pack(">I", zlib.crc32(k + d))
+        for k, d in chunks)
+
+
+@pytest.mark.parametrize("after_image_data", [False, True])
+def test_png_exif_before_or_after_the_image_data(tmp_path, after_image_data):
+    chunks = _chunks(photo(tmp_path / "p.png", {FOCAL_35MM: 28}).read_bytes())
+    assert b"eXIf" in [k for k, _ in chunks]
+    if after_image_data:  # allowed by the PNG spec; Pillow's writer puts it before
+        exif = [c for c in chunks if c[0] == b"eXIf"]
+        chunks = [c for c in chunks if c[0] != b"eXIf"]
+        chunks[-1:-1] = exif
+        (tmp_path / "p.png").write_bytes(_png(chunks))
+        assert [k for k, _ in _chunks((tmp_path / "p.png").read_bytes())][-2:] == [b"eXIf",
+                                                                                   b"IEND"]
+    assert exif_focal(tmp_path / "p.png", 400, 300) == (pytest.approx(28 / 35 * 400),
+                                                         "exif 35mm")
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "none.png")
+    assert exif_focal(tmp_path / "none.png", 40, 30) is None
 
 
 @pytest.mark.parametrize("tags", [{}, {FOCAL_35MM: 0}, {FOCAL_LENGTH: 4.5},

@@ -76,6 +76,35 @@ def test_model_files_pictures_and_summary(mapped):
     assert "10 of 10 images in 1 model(s)" in page
 
 
+def test_points_coloured_from_the_pixels_that_observe_them(mapped, photos):
+    import cv2
+
+    model = pycolmap.Reconstruction(mapped[1] / "sparse" / "0")
+    seen = {}
+    for image_id in model.reg_image_ids():
+        image = model.image(image_id)
+        rgb = cv2.imread(str(photos / image.name))[:, :, ::-1]
+        for p in image.points2D:
+            if p.has_point3D():
+                x, y = np.floor(p.xy).astype(int)  # COLMAP's pixel centres are at +0.5
+                seen.setdefault(p.point3D_id, []).append(rgb[y, x])
+    assert len(seen) == model.num_points3D()
+    worst = max(np.abs(model.point3D(i).color - np.mean(c, axis=0)).max()
+                for i, c in seen.items())
+    assert worst <= 0.5
+
+
+def test_keypoint_colours_on_a_scaled_down_image():
+    from visiontk.sfm.mapping import keypoint_colours
+
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), np.uint8)
+    xy = np.array([[0.2, 0.1], [10.2, 5.9], [28.9, 18.8], [-0.4, 25]], np.float32)  # on 30×20
+    # pixel x of the half-size image covers x = 2x and 2x+1 here: its centre 2x + 0.5
+    expected = rgb[[1, 12, 38, 39], [1, 21, 58, 0]]
+    assert np.array_equal(keypoint_colours(rgb, xy, (20, 30)), expected)
+    assert np.array_equal(keypoint_colours(rgb, xy[:2], (40, 60)), rgb[[0, 6], [0, 10]])
+
+
 def test_rerun_reuses_the_model(mapped, photos):
     result, out = mapped
     before = (out / "sparse" / "0" / "points3D.bin").stat().st_mtime_ns

@@ -9,6 +9,7 @@ trust it as a starting point.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,9 +62,10 @@ def camera_for(model: str, width: int, height: int, focal: float | None,
 
 
 def exif_focal(path, width: int, height: int) -> tuple[float, str] | None:
-    """Focal length in pixels of an image shown ``width`` × ``height`` (after EXIF turning), or
-    None: from the 35 mm equivalent as COLMAP reads it (f35 / 35 × longer side), else from the
-    focal length in mm and the focal-plane resolution, scaled to this width.
+    """Focal length in pixels of an image shown ``width`` × ``height`` (after EXIF turning and
+    any ``load`` scaling), or None: from the 35 mm equivalent as COLMAP reads it (f35 / 35 ×
+    longer side), else from the focal length in mm and the focal-plane resolution, scaled from
+    the resolution it was recorded at to this one.
 
     Any unreadable or implausible tag gives None (the guess), never an error: EXIF is a hint.
     """
@@ -71,9 +73,8 @@ def exif_focal(path, width: int, height: int) -> tuple[float, str] | None:
         from PIL import Image
 
         with Image.open(path) as im:
-            exif = im.getexif()
-            tags = dict(exif.get_ifd(_EXIF_IFD))
-            stored_width = im.width
+            tags = dict(_exif(im, path).get_ifd(_EXIF_IFD))
+            stored_width, stored_longer = im.width, max(im.size)
     except Exception:  # no EXIF, or a broken one: not this function's problem
         return None
     longer = max(width, height)
@@ -85,11 +86,42 @@ def exif_focal(path, width: int, height: int) -> tuple[float, str] | None:
     unit = _UNIT_MM.get(int(_number(tags.get(_PLANE_UNIT)) or 2))
     if f_mm and per_unit and unit and f_mm > 0 and per_unit > 0:
         # the focal-plane resolution counts sensor pixels at PixelXDimension pixels across;
-        # the file may since have been resized to stored_width
+        # the file may since have been resized to stored_width, and the features found at
+        # another size still (the load stage's max_side)
         recorded = _number(tags.get(_PIXEL_X)) or stored_width
-        focal = f_mm * per_unit / unit * stored_width / recorded
+        focal = f_mm * per_unit / unit * stored_width / recorded * longer / stored_longer
         if 0.1 * longer <= focal <= 10 * longer:
             return focal, "exif focal plane"
+    return None
+
+
+def _exif(im, path):
+    """The image's EXIF without decoding its pixels: Pillow decodes a whole PNG to look for an
+    eXIf chunk after the image data (the PNG spec allows it there), which cost more than
+    mapping a small scene; here a PNG's chunk headers are walked instead."""
+    from PIL import Image
+
+    if im.format != "PNG" or "exif" in im.info:
+        return im.getexif()
+    exif = Image.Exif()
+    raw = _png_chunk(path, b"eXIf")
+    if raw:
+        exif.load(raw)
+    return exif
+
+
+def _png_chunk(path, kind: bytes) -> bytes | None:
+    """The data of the first chunk of ``kind`` in a PNG file, or None."""
+    with open(path, "rb") as fh:
+        if fh.read(8) != b"\x89PNG\r\n\x1a\n":
+            return None
+        while len(head := fh.read(8)) == 8:
+            length, found = struct.unpack(">I4s", head)
+            if found == kind:
+                return fh.read(length)
+            if found == b"IEND":
+                return None
+            fh.seek(length + 4, 1)  # the data and its CRC
     return None
 
 

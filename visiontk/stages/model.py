@@ -14,6 +14,8 @@ from ..pipeline.stage import Stage
 CameraModel = Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"]
 #: Thumbnails on the registration sheet (the images not registered come first).
 SHEET_LIMIT = 120
+#: Their width in pixels.
+SHEET_WIDTH = 200
 
 
 @dataclass(frozen=True)
@@ -60,22 +62,29 @@ class ReconstructStage(Stage):
         from ..pipeline.colmap import export_colmap
         from ..pipeline.store import read_pair
         from ..sfm.cameras import CameraChooser
-        from ..sfm.mapping import map_database
+        from ..sfm.mapping import ImageScan, map_database
 
         o, out = self.options, Path(context["out"])
         images = dict(context["images"])
         cameras = CameraChooser(images, model=o.camera_model, single_camera=o.single_camera,
                                 intrinsics=o.intrinsics, exif=o.exif)
         t0 = time.perf_counter()
-        # generators: one image's features in memory at a time
-        database = export_colmap(
-            out / "database.db", ((n, Features.load(p)) for n, p in context["features"]),
-            ((a, b, *read_pair(p)) for a, b, p in context["pairs"]), cameras=cameras)
-        t1 = time.perf_counter()
-        models, summary = map_database(database, images, out,
-                                       min_model_size=o.min_model_size, seed=o.seed)
+        # the images are read while the database is written and mapped (the sheet shows the
+        # images not registered first: those past SHEET_LIMIT are read when it is drawn)
+        scan = ImageScan(images, dict(context["features"]), sorted(images)[:SHEET_LIMIT],
+                         SHEET_WIDTH)
+        try:
+            # generators: one image's features in memory at a time
+            database = export_colmap(
+                out / "database.db", ((n, Features.load(p)) for n, p in context["features"]),
+                ((a, b, *read_pair(p)) for a, b, p in context["pairs"]), cameras=cameras)
+            t1 = time.perf_counter()
+            models, summary = map_database(database, images, out, scan,
+                                           min_model_size=o.min_model_size, seed=o.seed)
+        finally:
+            scan.close()
         t2 = time.perf_counter()
-        pictures = self._pictures(models, summary, images, out)
+        pictures = self._pictures(models, summary, images, scan.thumbs, out)
         summary["focal_length_from"] = dict(Counter(cameras.sources.values()))
         summary["seconds"] = {"write database.db": t1 - t0, "map": t2 - t1,
                               "pictures": time.perf_counter() - t2}
@@ -85,7 +94,7 @@ class ReconstructStage(Stage):
         return summary
 
     @staticmethod
-    def _pictures(models, summary, images, out) -> list[str]:
+    def _pictures(models, summary, images, thumbs, out) -> list[str]:
         from ..sfm.pictures import draw_model, registration_sheet
         from ..viz import thumbnail
 
@@ -100,7 +109,8 @@ class ReconstructStage(Stage):
             (out / "model.png").unlink(missing_ok=True)
         missing = set(summary["not_registered"])
         order = sorted(images, key=lambda n: (n not in missing, n))[:SHEET_LIMIT]
-        registration_sheet([(n, thumbnail(images[n], 200), n not in missing) for n in order],
-                           out / "registration.png")
+        registration_sheet([(n, thumbs[n] if n in thumbs else thumbnail(images[n], SHEET_WIDTH),
+                             n not in missing) for n in order], out / "registration.png",
+                           width=SHEET_WIDTH)
         return [*written, "registration.png"]
 
