@@ -13,8 +13,10 @@ from visiontk.sfm.cameras import CameraChooser, camera_for, exif_focal, read_int
 FOCAL_35MM, FOCAL_LENGTH, PLANE_X, PLANE_UNIT = 0xA405, 0x920A, 0xA20E, 0xA210
 
 
-def photo(path, tags=None, size=(400, 300)):
+def photo(path, tags=None, size=(400, 300), make_model=None):
     exif = Image.Exif()
+    if make_model:
+        exif[0x010F], exif[0x0110] = make_model
     ifd = exif.get_ifd(0x8769)
     ifd.update(tags or {})
     Image.fromarray(np.full((size[1], size[0], 3), 128, np.uint8)).save(path, exif=exif.tobytes())
@@ -108,6 +110,30 @@ def test_chooser_prefers_the_file_then_exif_and_shares_one_camera(tmp_path):
     assert known("e.jpg", (300, 400)).source == "exif 35mm"
     with pytest.raises(OptionError, match=r"the camera for f\.jpg is 400×300, the image 200×100"):
         known("f.jpg", (100, 200))
+
+
+def test_one_camera_per_exif_make_model_focal_and_size_as_colmap(tmp_path):
+    phone = ("Pixel", "Pixel 9")
+    paths = {"a.jpg": photo(tmp_path / "a.jpg", {FOCAL_35MM: 26}, make_model=phone),
+             "b.jpg": photo(tmp_path / "b.jpg", {FOCAL_35MM: 26}, make_model=phone),
+             "zoom.jpg": photo(tmp_path / "zoom.jpg", {FOCAL_35MM: 77}, make_model=phone),
+             "other.jpg": photo(tmp_path / "other.jpg", {FOCAL_35MM: 26},
+                                make_model=("Pixel", "Pixel 8")),
+             "portrait.jpg": photo(tmp_path / "portrait.jpg", {FOCAL_35MM: 26}, (300, 400),
+                                   make_model=phone),
+             "no_model.jpg": photo(tmp_path / "no_model.jpg", {FOCAL_35MM: 26}),
+             "plain1.jpg": photo(tmp_path / "plain1.jpg"),
+             "plain2.jpg": photo(tmp_path / "plain2.jpg")}
+    chooser = CameraChooser(paths)
+    cams = {n: chooser(n, (400, 300) if n == "portrait.jpg" else (300, 400)) for n in paths}
+    assert cams["a.jpg"] is cams["b.jpg"]  # one phone at one zoom: one set of intrinsics
+    others = [cams[n] for n in paths if n not in ("a.jpg", "b.jpg")]
+    assert len({id(c) for c in [cams["a.jpg"], *others]}) == len(others) + 1
+    assert cams["zoom.jpg"].params[0] == pytest.approx(77 / 35 * 400)
+    assert cams["portrait.jpg"].width == 300
+    # without EXIF (exif=False) every image has its own camera, as before
+    plain = CameraChooser(paths, exif=False)
+    assert plain("a.jpg", (300, 400)) is not plain("b.jpg", (300, 400))
 
 
 @pytest.mark.parametrize("text, words", [

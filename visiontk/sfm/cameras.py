@@ -28,6 +28,7 @@ MODELS = {
 #: COLMAP's focal length guess without EXIF: 1.2 × the longer side.
 DEFAULT_FOCAL_FACTOR = 1.2
 _EXIF_IFD = 0x8769
+_MAKE, _MODEL = 0x010F, 0x0110
 _FOCAL_LENGTH, _FOCAL_35MM = 0x920A, 0xA405
 _PLANE_X_RESOLUTION, _PLANE_UNIT, _PIXEL_X = 0xA20E, 0xA210, 0xA002
 #: FocalPlaneResolutionUnit: 2 inch, 3 centimetre, 4 millimetre, 5 micrometre (in mm).
@@ -61,27 +62,49 @@ def camera_for(model: str, width: int, height: int, focal: float | None,
     return Camera(model, width, height, params, prior, source if prior else "guess")
 
 
+@dataclass(frozen=True)
+class ExifFacts:
+    """What EXIF says about an image's camera: its focal length in pixels with where it came
+    from (None: not known), and COLMAP's camera key (make, model and focal length tag, None
+    when one is missing): images with the same key and size share one camera."""
+
+    focal: tuple[float, str] | None = None
+    camera: str | None = None
+
+
 def exif_focal(path, width: int, height: int) -> tuple[float, str] | None:
     """Focal length in pixels of an image shown ``width`` × ``height`` (after EXIF turning and
-    any ``load`` scaling), or None: from the 35 mm equivalent as COLMAP reads it (f35 / 35 ×
-    longer side), else from the focal length in mm and the focal-plane resolution, scaled from
-    the resolution it was recorded at to this one.
+    any ``load`` scaling), or None: see :func:`read_exif`."""
+    return read_exif(path, width, height).focal
 
-    Any unreadable or implausible tag gives None (the guess), never an error: EXIF is a hint.
+
+def read_exif(path, width: int, height: int) -> ExifFacts:
+    """The focal length of an image shown ``width`` × ``height``: from the 35 mm equivalent as
+    COLMAP reads it (f35 / 35 × longer side), else from the focal length in mm and the
+    focal-plane resolution, scaled from the resolution it was recorded at to this one; and
+    COLMAP's camera key (its ``Bitmap::ExifCameraModel``: make, model, the 35 mm or else the mm
+    focal length).
+
+    Any unreadable or implausible tag gives no focal length (the guess), never an error: EXIF
+    is a hint.
     """
     try:
         from PIL import Image
 
         with Image.open(path) as im:
-            tags = dict(_exif(im, path).get_ifd(_EXIF_IFD))
+            exif = _exif(im, path)
+            tags = dict(exif.get_ifd(_EXIF_IFD))
+            make, model = exif.get(_MAKE), exif.get(_MODEL)
             stored_width, stored_longer = im.width, max(im.size)
     except Exception:  # no EXIF, or a broken one: not this function's problem
-        return None
+        return ExifFacts()
     longer = max(width, height)
     f35 = _number(tags.get(_FOCAL_35MM))
-    if f35 and 1 <= f35 <= 5000:
-        return f35 / 35.0 * longer, "exif 35mm"
     f_mm = _number(tags.get(_FOCAL_LENGTH))
+    lens = f35 or f_mm
+    camera = f"{make}-{model}-{lens:.6f}" if make and model and lens else None
+    if f35 and 1 <= f35 <= 5000:
+        return ExifFacts((f35 / 35.0 * longer, "exif 35mm"), camera)
     per_unit = _number(tags.get(_PLANE_X_RESOLUTION))
     unit = _UNIT_MM.get(int(_number(tags.get(_PLANE_UNIT)) or 2))
     if f_mm and per_unit and unit and f_mm > 0 and per_unit > 0:
@@ -91,8 +114,8 @@ def exif_focal(path, width: int, height: int) -> tuple[float, str] | None:
         recorded = _number(tags.get(_PIXEL_X)) or stored_width
         focal = f_mm * per_unit / unit * stored_width / recorded * longer / stored_longer
         if 0.1 * longer <= focal <= 10 * longer:
-            return focal, "exif focal plane"
-    return None
+            return ExifFacts((focal, "exif focal plane"), camera)
+    return ExifFacts(None, camera)
 
 
 def _exif(im, path):
@@ -177,8 +200,10 @@ def read_intrinsics(path) -> dict[str, Camera]:
 
 class CameraChooser:
     """The camera of each image, chosen when its size is known: the intrinsics file's line for
-    its name (or '*'), else EXIF's focal length (``exif``), else COLMAP's guess; with
-    ``single_camera`` every image gets the first image's camera (one camera, one rig).
+    its name (or '*'), else EXIF's focal length (``exif``), else COLMAP's guess. Which images
+    share one camera: all of them with ``single_camera``; otherwise, as COLMAP's extractor
+    decides by default, the images of the same size whose EXIF names the same make, model and
+    focal length (one phone at one zoom), and every other image its own.
 
     ``paths``: image name -> file (for EXIF)."""
 
@@ -190,6 +215,7 @@ class CameraChooser:
         self.single_camera, self.intrinsics = single_camera, intrinsics
         self.known = read_intrinsics(intrinsics) if intrinsics else {}
         self.shared: Camera | None = None
+        self.by_exif: dict = {}  # (EXIF camera key, width, height) -> its Camera
         self.sources: dict[str, str] = {}  # name -> where its focal length came from
 
     def __call__(self, name: str, image_size) -> Camera:
@@ -213,5 +239,13 @@ class CameraChooser:
                 raise OptionError(f"{self.intrinsics}: the camera for {name} is {given.width}×"
                                   f"{given.height}, the image {w}×{h}")
             return given
-        found = exif_focal(self.paths[name], w, h) if self.exif and name in self.paths else None
-        return camera_for(self.model, w, h, *(found or (None,)))
+        if not (self.exif and name in self.paths):
+            return camera_for(self.model, w, h, None)
+        facts = read_exif(self.paths[name], w, h)
+        key = (facts.camera, w, h)
+        if facts.camera is not None and key in self.by_exif:
+            return self.by_exif[key]
+        camera = camera_for(self.model, w, h, *(facts.focal or (None,)))
+        if facts.camera is not None:
+            self.by_exif[key] = camera
+        return camera

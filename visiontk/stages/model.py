@@ -21,7 +21,7 @@ SHEET_WIDTH = 200
 @dataclass(frozen=True)
 class ReconstructOptions:
     camera_model: CameraModel = "SIMPLE_RADIAL"
-    single_camera: bool = False  # every image from one camera (one set of intrinsics)
+    single_camera: bool = False  # every image from one camera (else: one per EXIF camera)
     intrinsics: str = ""  # file of known intrinsics: "name MODEL width height params..." lines
     exif: bool = True  # focal length from EXIF when present (else COLMAP's 1.2 × longer side)
     min_model_size: int = 3  # smallest model kept (images)
