@@ -26,6 +26,7 @@ class ReconstructOptions:
     exif: bool = True  # focal length from EXIF when present (else COLMAP's 1.2 × longer side)
     min_model_size: int = 3  # smallest model kept (images)
     seed: int = 0  # the mapper's random seed: the same input gives the same model
+    refine: bool = True  # a last bundle adjustment with a robust (Cauchy) loss
 
     def __post_init__(self):
         if self.min_model_size < 2:
@@ -80,7 +81,8 @@ class ReconstructStage(Stage):
                 ((a, b, *read_pair(p)) for a, b, p in context["pairs"]), cameras=cameras)
             t1 = time.perf_counter()
             models, summary = map_database(database, images, out, scan,
-                                           min_model_size=o.min_model_size, seed=o.seed)
+                                           min_model_size=o.min_model_size, seed=o.seed,
+                                           refine=o.refine)
         finally:
             scan.close()
         t2 = time.perf_counter()
