@@ -165,6 +165,18 @@ def test_known_intrinsics_and_one_camera(photos, scene, tmp_path):
     assert np.allclose(camera.params[:2], K[0, 0], rtol=0.02)  # refined, but it started true
 
 
+def test_hierarchical_mapper_merges_clusters_into_one_model(mapped, photos, scene, tmp_path):
+    from visiontk.sfm.mapping import ImageScan, map_database
+
+    images = {n: photos / n for n in scene.names}
+    # clusters of at most 5 of the 10 views, mapped on their own, then merged
+    models, summary = map_database(mapped[1] / "database.db", images, tmp_path,
+                                   ImageScan({}, {}), mapper="hierarchical", leaf_images=5)
+    assert summary["models"] == 1 and summary["registered"] == 10
+    errors = pose_errors(model_poses(models[0]), truth_of(scene))
+    assert errors["median_rotation_deg"] < 0.3 and errors["median_centre"] < 0.02
+
+
 def test_reconstruct_needs_matches_and_comes_last():
     with pytest.raises(OptionError, match="needs matches"):
         Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "reconstruct"}])
@@ -176,6 +188,7 @@ def test_reconstruct_needs_matches_and_comes_last():
 @pytest.mark.parametrize("options, words", [
     ({"min_model_size": 1}, "min_model_size must be >= 2"), ({"seed": -1}, "seed must be >= 0"),
     ({"camera_model": "FISHEYE"}, "camera_model must be one of"), ({"exif": "yes"}, "exif must be"),
+    ({"mapper": "global"}, "mapper must be one of"), ({"leaf_images": 2}, "leaf_images must be"),
 ])
 def test_bad_reconstruct_options_are_one_line_errors(options, words):
     spec = [{"name": "load"}, {"name": "sift"}, {"name": "match"},

@@ -53,29 +53,34 @@ REFINE_FUNCTION_TOLERANCE = 1e-4
 
 def map_database(database: Path, images: dict, out: Path, scan: ImageScan, *,
                  min_model_size: int = 3, threads: int = -1, seed: int = 0,
-                 refine: bool = True) -> tuple[list, dict]:
+                 refine: bool = True, mapper: str = "incremental",
+                 leaf_images: int = 500) -> tuple[list, dict]:
     """Map ``database`` into ``out``; ``images``: name -> path of every image of the run;
     ``scan``: their keypoints' colours, read while this maps; ``refine``: a last robust bundle
-    adjustment of each model (:func:`refine_model`). Returns the models (pycolmap
-    Reconstructions, largest first) and the summary (see :func:`describe`)."""
+    adjustment of each model (:func:`refine_model`); ``mapper``: COLMAP's "incremental"
+    mapper, or "hierarchical": clusters of at most ``leaf_images`` images (overlapping by a
+    tenth, 2 to 50 images, as COLMAP's defaults), each mapped incrementally, side by side, then
+    merged. Returns the models (pycolmap Reconstructions, largest first) and the summary (see
+    :func:`describe`)."""
     pycolmap = import_pycolmap()
     out = Path(out)
     work = Path(tempfile.mkdtemp(prefix=".sparse.", suffix=".part", dir=out))
     try:
-        options = pycolmap.IncrementalPipelineOptions()
-        options.min_model_size = min_model_size
-        options.num_threads = threads
-        options.random_seed = seed
-        options.extract_colors = False  # done below, with EXIF turning as the features had
-        # Bundle adjustment is most of the mapper's time: both cores from 20000 residuals
-        # (COLMAP waits for 50000: a 14-view 1280×960 scene's BAs stayed on one core; same
-        # model, 7.5 s instead of 7.9; at 5000 the 10-view 640×480 scene's small BAs slowed,
-        # 0.86 -> 1.21 s).
-        # COLMAP's ba_global_ignore_redundant_points3D saved more (10.0 -> 7.5 s) but moved
-        # camera centres 25% further from the truth on the 10-view scene: not used.
-        if hasattr(options, "ba_min_num_residuals_for_cpu_multi_threading"):
-            options.ba_min_num_residuals_for_cpu_multi_threading = BA_MULTITHREAD_RESIDUALS
-        models = pycolmap.incremental_mapping(database, str(out), work, options)
+        options = _incremental_options(pycolmap, min_model_size, threads, seed)
+        if mapper == "hierarchical":
+            if not hasattr(pycolmap, "hierarchical_mapping"):
+                raise OptionError("mapper hierarchical needs a pycolmap with "
+                                  "hierarchical_mapping (4.0 or later)")
+            hierarchical = pycolmap.HierarchicalPipelineOptions()
+            hierarchical.incremental_options = options
+            hierarchical.num_threads = threads
+            clusters = hierarchical.clustering_options
+            clusters.leaf_max_num_images = leaf_images
+            # a tenth, as COLMAP's 50 of 500; one shared image was too few to merge on
+            clusters.image_overlap = max(2, min(50, leaf_images // 10))
+            models = pycolmap.hierarchical_mapping(database, str(out), work, hierarchical)
+        else:
+            models = pycolmap.incremental_mapping(database, str(out), work, options)
         models = sorted(models.values(), key=lambda m: -m.num_reg_images())
         if refine:
             for model in models:
@@ -98,6 +103,23 @@ def map_database(database: Path, images: dict, out: Path, scan: ImageScan, *,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return models, describe(models, images)
+
+
+def _incremental_options(pycolmap, min_model_size: int, threads: int, seed: int):
+    options = pycolmap.IncrementalPipelineOptions()
+    options.min_model_size = min_model_size
+    options.num_threads = threads
+    options.random_seed = seed
+    options.extract_colors = False  # done below, with EXIF turning as the features had
+    # Bundle adjustment is most of the mapper's time: both cores from 20000 residuals
+    # (COLMAP waits for 50000: a 14-view 1280×960 scene's BAs stayed on one core; same
+    # model, 7.5 s instead of 7.9; at 5000 the 10-view 640×480 scene's small BAs slowed,
+    # 0.86 -> 1.21 s).
+    # COLMAP's ba_global_ignore_redundant_points3D saved more (10.0 -> 7.5 s) but moved
+    # camera centres 25% further from the truth on the 10-view scene: not used.
+    if hasattr(options, "ba_min_num_residuals_for_cpu_multi_threading"):
+        options.ba_min_num_residuals_for_cpu_multi_threading = BA_MULTITHREAD_RESIDUALS
+    return options
 
 
 def refine_model(pycolmap, model) -> None:

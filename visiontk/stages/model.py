@@ -27,8 +27,13 @@ class ReconstructOptions:
     min_model_size: int = 3  # smallest model kept (images)
     seed: int = 0  # the mapper's random seed: the same input gives the same model
     refine: bool = True  # a last bundle adjustment with a robust (Cauchy) loss
+    mapper: Literal["incremental", "hierarchical"] = "incremental"
+    leaf_images: int = 500  # hierarchical: images per cluster at most (COLMAP's default)
 
     def __post_init__(self):
+        if self.leaf_images < 3:
+            raise OptionError(f"stage reconstruct: leaf_images must be >= 3, "
+                              f"got {self.leaf_images}")
         if self.min_model_size < 2:
             raise OptionError(f"stage reconstruct: min_model_size must be >= 2, "
                               f"got {self.min_model_size}")
@@ -82,7 +87,8 @@ class ReconstructStage(Stage):
             t1 = time.perf_counter()
             models, summary = map_database(database, images, out, scan,
                                            min_model_size=o.min_model_size, seed=o.seed,
-                                           refine=o.refine)
+                                           refine=o.refine, mapper=o.mapper,
+                                           leaf_images=o.leaf_images)
         finally:
             scan.close()
         t2 = time.perf_counter()
