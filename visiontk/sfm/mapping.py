@@ -138,7 +138,21 @@ def refine_model(pycolmap, model) -> None:
     ceres.solver_options.function_tolerance = REFINE_FUNCTION_TOLERANCE
     if hasattr(ceres, "min_num_residuals_for_cpu_multi_threading"):
         ceres.min_num_residuals_for_cpu_multi_threading = BA_MULTITHREAD_RESIDUALS
-    pycolmap.bundle_adjustment(model, options)
+    if not hasattr(pycolmap, "create_default_bundle_adjuster"):  # pycolmap 3
+        level = pycolmap.logging.minloglevel
+        pycolmap.bundle_adjustment(model, options)
+        pycolmap.logging.minloglevel = level
+        return
+    # What pycolmap.bundle_adjustment runs (COLMAP's BundleAdjustmentController), without the
+    # controller: it turned the log level back to INFO (pycolmap 4.2.1), and the worker's
+    # later calls chattered on stderr. The same poses to 1e-14.
+    pycolmap.ObservationManager(model).filter_observations_with_negative_depth()
+    config = pycolmap.BundleAdjustmentConfig()
+    for image_id in model.reg_image_ids():
+        config.add_image(image_id)
+    config.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
+    pycolmap.create_default_bundle_adjuster(options, config, model).solve()
+    model.update_point_3d_errors()
 
 
 def describe(models: list, images: dict) -> dict:
