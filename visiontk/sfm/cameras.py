@@ -73,8 +73,8 @@ class ExifFacts:
 
 
 def exif_focal(path, width: int, height: int) -> tuple[float, str] | None:
-    """Focal length in pixels of an image shown ``width`` × ``height`` (after EXIF turning and
-    any ``load`` scaling), or None: see :func:`read_exif`."""
+    """Focal length in pixels of an image shown ``width`` × ``height`` (after EXIF turning; a
+    size other than the file's scales it), or None: see :func:`read_exif`."""
     return read_exif(path, width, height).focal
 
 
@@ -109,8 +109,8 @@ def read_exif(path, width: int, height: int) -> ExifFacts:
     unit = _UNIT_MM.get(int(_number(tags.get(_PLANE_UNIT)) or 2))
     if f_mm and per_unit and unit and f_mm > 0 and per_unit > 0:
         # the focal-plane resolution counts sensor pixels at PixelXDimension pixels across;
-        # the file may since have been resized to stored_width, and the features found at
-        # another size still (the load stage's max_side)
+        # the file may since have been resized to stored_width, and be shown at another size
+        # still (the pipeline's features are in the file's pixels: the same size there)
         recorded = _number(tags.get(_PIXEL_X)) or stored_width
         focal = f_mm * per_unit / unit * stored_width / recorded * longer / stored_longer
         if 0.1 * longer <= focal <= 10 * longer:

@@ -230,7 +230,8 @@ class ImageScan:
 
 def keypoint_colours(rgb: np.ndarray, xy: np.ndarray, image_size) -> np.ndarray:
     """The pixel of ``rgb`` under each keypoint ``xy`` found on the image at ``image_size``
-    (height, width): the load stage may have scaled it down from ``rgb``'s size."""
+    (height, width), scaled if that is not ``rgb``'s size (the pipeline's features are in the
+    file's pixels, the load stage's ``max_side`` undone: the same size there)."""
     h, w = image_size
     rows, cols = rgb.shape[:2]
     x = np.rint((xy[:, 0] + 0.5) * cols / max(w, 1) - 0.5).astype(np.int64)
