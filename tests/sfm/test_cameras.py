@@ -39,7 +39,7 @@ def test_focal_length_and_focal_plane_resolution(tmp_path):
     assert exif_focal(inches, 400, 300)[0] == pytest.approx(450)
 
 
-def test_focal_plane_focal_at_the_size_the_features_were_found(tmp_path):
+def test_focal_plane_focal_scaled_to_the_size_shown(tmp_path):
     # a 400×300 photo shown at half its size: 450 px at full size is 225 px at half
     path = photo(tmp_path / "b.jpg", {FOCAL_LENGTH: 4.5, PLANE_X: 100.0, PLANE_UNIT: 4})
     assert exif_focal(path, 200, 150)[0] == pytest.approx(225)
