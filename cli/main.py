@@ -269,8 +269,8 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
             continue
         click.echo(one_line(
             f"{name}: {m['registered']} of {m['images']} images registered in {m['models']} "
-            f"model(s); {m['points']} points, reprojection error "
-            f"{m['mean_reprojection_error']} px, track length {m['mean_track_length']} -> "
+            f"model(s), {m.get('cameras', '?')} camera(s); {m['points']} points, reprojection "
+            f"error {m['mean_reprojection_error']} px, track length {m['mean_track_length']} -> "
             + files))
     click.echo(f"time: {s['seconds']:.1f} s (" + ", ".join(
         f"{k} {v:.1f}" for k, v in s["stage_seconds"].items()) + ")")

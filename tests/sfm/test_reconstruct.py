@@ -45,6 +45,7 @@ def test_every_view_registered_with_true_poses(mapped, scene):
     summary = result.models["reconstruct"]
     assert summary["registered"] == summary["images"] == len(scene.names)
     assert summary["not_registered"] == []
+    assert summary["cameras"] == len(scene.names)  # no EXIF: a camera per image, as COLMAP
     model = pycolmap.Reconstruction(out / "sparse" / "0")  # COLMAP's files read back
     assert model.num_reg_images() == len(scene.names)
     assert model.num_points3D() == summary["points"] > 1000
@@ -74,6 +75,7 @@ def test_model_files_pictures_and_summary(mapped):
     page = (out / "index.html").read_text()
     assert 'src="model.png"' in page and 'src="registration.png"' in page
     assert "10 of 10 images in 1 model(s)" in page
+    assert "10 (one set of intrinsics each)" in page
 
 
 def test_points_coloured_from_the_pixels_that_observe_them(mapped, photos):
@@ -159,6 +161,7 @@ def test_known_intrinsics_and_one_camera(photos, scene, tmp_path):
     result = Pipeline.from_spec(spec).run(photos, out, quiet=True)
     summary = result.models["reconstruct"]
     assert summary["registered"] == 10 and summary["focal_length_from"] == {"file": 10}
+    assert summary["cameras"] == 1
     model = pycolmap.Reconstruction(out / "sparse" / "0")
     assert model.num_cameras() == 1
     camera = next(iter(model.cameras.values()))

@@ -144,6 +144,8 @@ def _model_rows(model: dict) -> list:
             ("mean track length", str(model.get("mean_track_length")))]
     if model.get("not_registered"):
         rows.append(("not registered", e(", ".join(model["not_registered"]))))
+    if model.get("cameras"):
+        rows.append(("cameras", f"{model['cameras']} (one set of intrinsics each)"))
     if model.get("focal_length_from"):
         rows.append(("focal length from", e(", ".join(
             f"{k} {v}" for k, v in model["focal_length_from"].items()))))

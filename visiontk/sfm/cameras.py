@@ -217,6 +217,7 @@ class CameraChooser:
         self.shared: Camera | None = None
         self.by_exif: dict = {}  # (EXIF camera key, width, height) -> its Camera
         self.sources: dict[str, str] = {}  # name -> where its focal length came from
+        self.chosen: dict[str, Camera] = {}  # name -> its camera (shared ones are one object)
 
     def __call__(self, name: str, image_size) -> Camera:
         h, w = (int(v) for v in image_size)
@@ -230,6 +231,7 @@ class CameraChooser:
             if self.single_camera:
                 self.shared = camera
         self.sources[name] = camera.source
+        self.chosen[name] = camera
         return camera
 
     def _choose(self, name: str, w: int, h: int) -> Camera:

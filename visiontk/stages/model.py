@@ -94,6 +94,7 @@ class ReconstructStage(Stage):
         t2 = time.perf_counter()
         pictures = self._pictures(models, summary, images, scan.thumbs, out)
         summary["focal_length_from"] = dict(Counter(cameras.sources.values()))
+        summary["cameras"] = len({id(c) for c in cameras.chosen.values()})
         summary["seconds"] = {"write database.db": t1 - t0, "map": t2 - t1,
                               "pictures": time.perf_counter() - t2}
         summary["pictures"] = pictures
