@@ -313,6 +313,33 @@ def _turn_of_orientations(xy0, ang0, xy1, ang1, rotation) -> np.ndarray:
     return (np.degrees(ang1[j[ok]] - ang0[ok]) + 180) % 360 - 180
 
 
+def test_colmap_export_cameras_as_colmaps_extractor(tmp_path, samples):
+    pycolmap = pytest.importorskip("pycolmap", reason="pycolmap is installed with [test]")
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Phone", "One"
+    exif.get_ifd(0x8769)[0xA405] = 28  # FocalLengthIn35mmFilm
+    rgb = cv2.cvtColor(cv2.imread(str(samples / "coffee.png")), cv2.COLOR_BGR2RGB)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, image in (("a.jpg", rgb), ("b.jpg", rgb[:, ::-1])):
+        Image.fromarray(np.ascontiguousarray(image)).save(photos / name, exif=exif.tobytes())
+    cv2.imwrite(str(photos / "plain.png"), rgb[::-1])
+    r = Pipeline.from_file("sift-match").run(photos, tmp_path / "out", quiet=True, colmap=True)
+    db = pycolmap.Database.open(str(r.colmap_path))
+    try:
+        images = {im.name: im for im in db.read_all_images()}
+        assert images["a.jpg"].camera_id == images["b.jpg"].camera_id  # one phone, one zoom
+        assert images["plain.png"].camera_id != images["a.jpg"].camera_id
+        phone = db.read_camera(images["a.jpg"].camera_id)
+        assert phone.has_prior_focal_length
+        assert phone.params[0] == pytest.approx(28 / 35 * max(rgb.shape[:2]))
+        assert not db.read_camera(images["plain.png"].camera_id).has_prior_focal_length
+    finally:
+        db.close()
+
+
 def test_colmap_orientation_turns_as_colmaps_own_sift(tmp_path, samples):
     """Rotate a photo by +30° (counter-clockwise on screen): the orientations visiontk exports
     must turn the way pycolmap's own SIFT turns them, and agree with them on the same image."""

@@ -195,14 +195,17 @@ class Pipeline:
             write_index(out, result.summary(), [(n, str(p)) for n, p in named], made,
                         self._pair_counts)
         if colmap:
+            from ..sfm.cameras import CameraChooser
             from .colmap import export_colmap
 
             with result.timed("write database.db"):
-                # generators: one image's features in memory at a time
+                # generators: one image's features in memory at a time; cameras as COLMAP's
+                # extractor makes them (EXIF focal length, one camera per EXIF camera)
                 result.colmap_path = export_colmap(
                     out / "database.db",
                     ((n, Features.load(cache.features_path(k))) for n, k in features),
-                    ((a, b, *cache.load_pair(k)) for a, b, k in pairs))
+                    ((a, b, *cache.load_pair(k)) for a, b, k in pairs),
+                    cameras=CameraChooser({n: p for n, p in named}))
 
     def _pictures_task(self, named, features, pairs, cache, result):
         """What the report shows (see :mod:`.report`): thumbnails, the strongest and the weakest
