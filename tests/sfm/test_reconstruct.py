@@ -169,6 +169,8 @@ def test_known_intrinsics_and_one_camera(photos, scene, tmp_path):
     assert np.allclose(camera.params[:2], K[0, 0], rtol=0.02)  # refined, but it started true
 
 
+@pytest.mark.skipif(not hasattr(pycolmap, "hierarchical_mapping"),
+                    reason="pycolmap < 4.2 has no hierarchical_mapping")
 def test_hierarchical_mapper_merges_clusters_into_one_model(mapped, photos, scene, tmp_path):
     from visiontk.sfm.mapping import ImageScan, map_database
 
@@ -179,6 +181,17 @@ def test_hierarchical_mapper_merges_clusters_into_one_model(mapped, photos, scen
     assert summary["models"] == 1 and summary["registered"] == 10
     errors = pose_errors(model_poses(models[0]), truth_of(scene))
     assert errors["median_rotation_deg"] < 0.3 and errors["median_centre"] < 0.02
+
+
+def test_hierarchical_mapper_on_an_old_pycolmap_is_a_one_line_error(mapped, photos, scene,
+                                                                    tmp_path, monkeypatch):
+    from visiontk.sfm.mapping import ImageScan, map_database
+
+    monkeypatch.delattr(pycolmap, "hierarchical_mapping", raising=False)  # as pycolmap 4.1
+    with pytest.raises(OptionError, match=r"needs pycolmap 4\.2 or later") as info:
+        map_database(mapped[1] / "database.db", {n: photos / n for n in scene.names}, tmp_path,
+                     ImageScan({}, {}), mapper="hierarchical")
+    assert "\n" not in str(info.value)
 
 
 def test_reconstruct_needs_matches_and_comes_last():

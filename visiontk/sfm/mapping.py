@@ -69,8 +69,8 @@ def map_database(database: Path, images: dict, out: Path, scan: ImageScan, *,
         options = _incremental_options(pycolmap, min_model_size, threads, seed)
         if mapper == "hierarchical":
             if not hasattr(pycolmap, "hierarchical_mapping"):
-                raise OptionError("mapper hierarchical needs a pycolmap with "
-                                  "hierarchical_mapping (4.0 or later)")
+                raise OptionError("mapper hierarchical needs pycolmap 4.2 or later: "
+                                  "pip install -U pycolmap")
             hierarchical = pycolmap.HierarchicalPipelineOptions()
             hierarchical.incremental_options = options
             hierarchical.num_threads = threads
@@ -127,7 +127,7 @@ def refine_model(pycolmap, model) -> None:
     adjusts with squared errors and drops only observations past 4 px, so the wrong ones it
     keeps at 1-4 px (a match slid along its epipolar line, a corner on a depth edge: 12% of the
     verified matches of the bench's 3 MP scene are more than 3 px off the truth) pull on every
-    camera. Bench scenes, median rotation error (centre error): 640×480 0.103° → 0.060° (3.9 →
+    camera. Bench scenes, median rotation error (centre error): 640×480 0.103° → 0.062° (3.9 →
     2.3 mm), 3 MP 0.037° → 0.019° (0.45 → 0.29 mm), 1280×960 0.032° → 0.033° (1.4 → 1.3 mm),
     phone JPEGs 0.007° → 0.014° (0.57 → 0.50 mm)."""
     options = pycolmap.BundleAdjustmentOptions()
@@ -138,10 +138,9 @@ def refine_model(pycolmap, model) -> None:
     ceres.solver_options.function_tolerance = REFINE_FUNCTION_TOLERANCE
     if hasattr(ceres, "min_num_residuals_for_cpu_multi_threading"):
         ceres.min_num_residuals_for_cpu_multi_threading = BA_MULTITHREAD_RESIDUALS
-    if not hasattr(pycolmap, "create_default_bundle_adjuster"):  # pycolmap 3
-        level = pycolmap.logging.minloglevel
+    if not hasattr(pycolmap, "create_default_bundle_adjuster"):  # an older pycolmap 4
         pycolmap.bundle_adjustment(model, options)
-        pycolmap.logging.minloglevel = level
+        pycolmap.logging.minloglevel = 2  # as import_pycolmap set it
         return
     # What pycolmap.bundle_adjustment runs (COLMAP's BundleAdjustmentController), without the
     # controller: it turned the log level back to INFO (pycolmap 4.2.1), and the worker's
