@@ -114,6 +114,27 @@ def test_robust_refinement_brings_the_cameras_closer_to_the_truth(mapped, photos
     assert errors[True]["median_centre"] < 0.8 * errors[False]["median_centre"]
 
 
+def test_image_scan_skips_images_gone_or_broken_since_their_features(tmp_path, samples):
+    import cv2
+
+    from visiontk import Features
+    from visiontk.sfm.mapping import ImageScan
+
+    rgb = cv2.cvtColor(cv2.imread(str(samples / "coffee.png")), cv2.COLOR_BGR2RGB)
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), rgb[:, :, ::-1])
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    xy = np.array([[10.0, 20.0], [100.0, 50.0]], np.float32)
+    feats = Features(xy, np.ones(2, np.float32), np.zeros(2, np.float32), np.ones(2, np.float32),
+                     np.zeros(2, np.int32), np.zeros((2, 128), np.uint8), rgb.shape[:2])
+    feats.save(tmp_path / "f.npz")
+    images = {n: tmp_path / n for n in ("good.png", "broken.png", "gone.png")}
+    scan = ImageScan(images, {n: tmp_path / "f.npz" for n in images}, images, 50).result()
+    assert list(scan.colours) == ["good.png"] and list(scan.thumbs) == ["good.png"]
+    assert np.array_equal(scan.colours["good.png"], rgb[[20, 50], [10, 100]])
+    assert scan.thumbs["good.png"].shape[1] == 50
+
+
 def test_keypoint_colours_on_a_scaled_down_image():
     from visiontk.sfm.mapping import keypoint_colours
 
