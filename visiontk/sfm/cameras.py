@@ -216,7 +216,6 @@ class CameraChooser:
         self.known = read_intrinsics(intrinsics) if intrinsics else {}
         self.shared: Camera | None = None
         self.by_exif: dict = {}  # (EXIF camera key, width, height) -> its Camera
-        self.sources: dict[str, str] = {}  # name -> where its focal length came from
         self.chosen: dict[str, Camera] = {}  # name -> its camera (shared ones are one object)
 
     def __call__(self, name: str, image_size) -> Camera:
@@ -230,9 +229,13 @@ class CameraChooser:
             camera = self._choose(name, w, h)
             if self.single_camera:
                 self.shared = camera
-        self.sources[name] = camera.source
         self.chosen[name] = camera
         return camera
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Image name -> where its camera's focal length came from."""
+        return {name: camera.source for name, camera in self.chosen.items()}
 
     def _choose(self, name: str, w: int, h: int) -> Camera:
         given = self.known.get(name, self.known.get("*"))

@@ -117,8 +117,7 @@ def _incremental_options(pycolmap, min_model_size: int, threads: int, seed: int)
     # 0.86 -> 1.21 s).
     # COLMAP's ba_global_ignore_redundant_points3D saved more (10.0 -> 7.5 s) but moved
     # camera centres 25% further from the truth on the 10-view scene: not used.
-    if hasattr(options, "ba_min_num_residuals_for_cpu_multi_threading"):
-        options.ba_min_num_residuals_for_cpu_multi_threading = BA_MULTITHREAD_RESIDUALS
+    options.ba_min_num_residuals_for_cpu_multi_threading = BA_MULTITHREAD_RESIDUALS
     return options
 
 
@@ -132,16 +131,10 @@ def refine_model(pycolmap, model) -> None:
     phone JPEGs 0.007° → 0.014° (0.57 → 0.50 mm)."""
     options = pycolmap.BundleAdjustmentOptions()
     options.print_summary = False
-    ceres = getattr(options, "ceres", options)  # pycolmap 4 moved these under .ceres
-    ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
-    ceres.loss_function_scale = REFINE_LOSS_SCALE
-    ceres.solver_options.function_tolerance = REFINE_FUNCTION_TOLERANCE
-    if hasattr(ceres, "min_num_residuals_for_cpu_multi_threading"):
-        ceres.min_num_residuals_for_cpu_multi_threading = BA_MULTITHREAD_RESIDUALS
-    if not hasattr(pycolmap, "create_default_bundle_adjuster"):  # an older pycolmap 4
-        pycolmap.bundle_adjustment(model, options)
-        pycolmap.logging.minloglevel = 2  # as import_pycolmap set it
-        return
+    options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
+    options.ceres.loss_function_scale = REFINE_LOSS_SCALE
+    options.ceres.solver_options.function_tolerance = REFINE_FUNCTION_TOLERANCE
+    options.ceres.min_num_residuals_for_cpu_multi_threading = BA_MULTITHREAD_RESIDUALS
     # What pycolmap.bundle_adjustment runs (COLMAP's BundleAdjustmentController), without the
     # controller: it turned the log level back to INFO (pycolmap 4.2.1), and the worker's
     # later calls chattered on stderr. The same poses to 1e-14.
