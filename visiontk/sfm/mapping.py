@@ -24,6 +24,17 @@ import numpy as np
 
 from ..errors import OptionError
 
+MISSING = "reconstruct needs pycolmap: pip install 'visiontk[sfm]'"
+
+
+def require_pycolmap() -> None:
+    """A one-line error when pycolmap is not installed, without importing it: the run's
+    process checks this before its workers start, and only the mapping worker imports it."""
+    import importlib.util
+
+    if importlib.util.find_spec("pycolmap") is None:
+        raise OptionError(MISSING)
+
 
 def import_pycolmap():
     """pycolmap, or a one-line error saying how to install it."""
@@ -36,7 +47,7 @@ def import_pycolmap():
     try:
         import pycolmap
     except ImportError:
-        raise OptionError("reconstruct needs pycolmap: pip install 'visiontk[sfm]'") from None
+        raise OptionError(MISSING) from None
     with contextlib.suppress(AttributeError):
         pycolmap.logging.minloglevel = 2  # warnings and errors only: no per-image chatter
     return pycolmap

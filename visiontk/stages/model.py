@@ -52,9 +52,9 @@ class ReconstructStage(Stage):
 
     def check(self) -> None:
         from ..sfm.cameras import read_intrinsics
-        from ..sfm.mapping import import_pycolmap
+        from ..sfm.mapping import require_pycolmap
 
-        import_pycolmap()
+        require_pycolmap()
         if self.options.intrinsics:
             read_intrinsics(self.options.intrinsics)
 
