@@ -115,6 +115,9 @@ def _exit_if_failed(failed: list, total: int) -> None:
 @click.version_option(visiontk.__version__, prog_name="visiontk")
 def main():
     """visiontk: SIFT features, matching and two-view geometry."""
+    from visiontk._sift.backends import own_process
+
+    own_process()
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 

@@ -22,8 +22,10 @@ flow (:mod:`.extraction`) receives the backend and never asks again which device
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sys
 import time
 from typing import Protocol
 
@@ -196,6 +198,37 @@ def for_device(device: str = "auto") -> SiftBackend:
 
 
 _PENDING_COMPILE = [0.0]
+#: Whether this process is visiontk's own (its CLI, a pipeline worker): see :func:`own_process`.
+_OWN_PROCESS = [False]
+#: What numba imports to find a BLAS for ``np.dot`` (it imports all of scipy.linalg).
+_SCIPY_BLAS = "scipy.linalg.cython_blas"
+
+
+def own_process() -> None:
+    """Say that this process runs only visiontk's code (the CLI and pipeline workers call it
+    first): numba may then load the kernels without probing for SciPy's BLAS (see
+    :func:`_without_blas_probe`)."""
+    _OWN_PROCESS[0] = True
+
+
+@contextlib.contextmanager
+def _without_blas_probe():
+    """numba, loading its first compiled function, imports scipy.linalg to find a BLAS for
+    ``np.dot`` (0.1 s of the 0.55 s a fresh process took to its first keypoints here, numba
+    0.68); the kernels call no BLAS. In visiontk's own processes the probe is made to fail fast
+    (the module is marked absent while numba loads), so numba notes BLAS as missing and
+    scipy.linalg stays unimported; numba code compiled later that calls ``np.dot`` on matrices
+    still finds BLAS (it imports it then). Never in a user's process, where another thread
+    importing scipy.linalg meanwhile would fail."""
+    if not _OWN_PROCESS[0] or _SCIPY_BLAS in sys.modules or "numba.np.arraymath" in sys.modules:
+        yield
+        return
+    sys.modules[_SCIPY_BLAS] = None
+    try:
+        yield
+    finally:
+        if _SCIPY_BLAS in sys.modules and sys.modules[_SCIPY_BLAS] is None:
+            del sys.modules[_SCIPY_BLAS]
 
 
 @functools.cache
@@ -203,11 +236,12 @@ def cpu_kernels():
     """The numba kernels, compiled (or loaded from numba's cache) once per process, or None
     when numba is not installed. The time it took is reported once (:func:`take_compile_time`)."""
     t = time.perf_counter()
-    try:
-        from . import _cpu_kernels
-    except ImportError:
-        return None
-    _cpu_kernels.warm_up()
+    with _without_blas_probe():
+        try:
+            from . import _cpu_kernels
+        except ImportError:
+            return None
+        _cpu_kernels.warm_up()
     _PENDING_COMPILE[0] += time.perf_counter() - t
     return _cpu_kernels
 

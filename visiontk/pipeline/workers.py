@@ -106,6 +106,9 @@ def _limit_threads(threads: int) -> None:
 
 
 def _worker_main(conn, parent_pid: int, threads: int) -> None:
+    from .._sift.backends import own_process
+
+    own_process()
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _limit_threads(threads)
