@@ -18,10 +18,23 @@ from .features import Features, Matches
 from .geometry import Geometry, estimate_fundamental, estimate_homography
 from .matching import match
 from .two_view import TwoViewResult, match_images
-from .vit.attention import dino_attention
 from .viz import draw_matches
 
 __all__ = ["Features", "Geometry", "Matches", "SiftOptions", "TwoViewResult", "VisiontkError",
            "__version__", "dino_attention", "draw_matches", "estimate_fundamental",
            "estimate_homography", "iter_sift", "match",
            "match_images", "sift", "sift_batch"]
+
+
+def __getattr__(name: str):
+    # the DINO code (and its checkpoint readers) loads on first use: 16 ms of every
+    # `import visiontk`, pipeline workers included, for a function most runs never call
+    if name == "dino_attention":
+        from .vit.attention import dino_attention
+
+        return dino_attention
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {"dino_attention"})
