@@ -227,6 +227,7 @@ def test_reconstruct_needs_matches_and_comes_last():
     ({"min_model_size": 1}, "min_model_size must be >= 2"), ({"seed": -1}, "seed must be >= 0"),
     ({"camera_model": "FISHEYE"}, "camera_model must be one of"), ({"exif": "yes"}, "exif must be"),
     ({"mapper": "global"}, "mapper must be one of"), ({"leaf_images": 2}, "leaf_images must be"),
+    ({"threads": -1}, "threads must be >= 0"),
 ])
 def test_bad_reconstruct_options_are_one_line_errors(options, words):
     spec = [{"name": "load"}, {"name": "sift"}, {"name": "match"},
@@ -272,3 +273,17 @@ def test_without_pycolmap_one_line_before_any_image(photos, tmp_path, monkeypatc
         Pipeline.from_file("sfm").run(photos, tmp_path / "out", quiet=True)
     assert not (tmp_path / "out" / "features.h5").exists()
 
+
+
+def test_one_thread_maps_the_same_model_bit_for_bit(mapped, photos, scene, tmp_path):
+    from visiontk.sfm.mapping import ImageScan, map_database
+
+    images = {n: photos / n for n in scene.names}
+    written = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        out.mkdir()
+        map_database(mapped[1] / "database.db", images, out, ImageScan({}, {}), threads=1)
+        written.append({f.name: f.read_bytes() for f in (out / "sparse" / "0").iterdir()})
+    assert set(written[0]) >= {"cameras.bin", "images.bin", "points3D.bin"}
+    assert written[0] == written[1]

@@ -84,8 +84,10 @@ def map_database(database: Path, images: dict, out: Path, scan: ImageScan, *,
     adjustment of each model (:func:`refine_model`); ``mapper``: COLMAP's "incremental"
     mapper, or "hierarchical": clusters of at most ``leaf_images`` images (overlapping by a
     tenth, 2 to 50 images, as COLMAP's defaults), each mapped incrementally, side by side, then
-    merged. Returns the models (pycolmap Reconstructions, largest first) and the summary (see
-    :func:`describe`)."""
+    merged; ``threads``: the mapper's and the adjustments' (-1: all cores; with 1 the same
+    database gives the same model bit for bit, with more pycolmap's mapper varies in the last
+    digits from run to run). Returns the models (pycolmap Reconstructions, largest first) and
+    the summary (see :func:`describe`)."""
     pycolmap = import_pycolmap()
     out = Path(out)
     work = Path(tempfile.mkdtemp(prefix=".sparse.", suffix=".part", dir=out))
@@ -108,7 +110,7 @@ def map_database(database: Path, images: dict, out: Path, scan: ImageScan, *,
         models = sorted(models.values(), key=lambda m: -m.num_reg_images())
         if refine:
             for model in models:
-                refine_model(pycolmap, model)
+                refine_model(pycolmap, model, threads)
         colours = scan.result().colours
         for model in models:
             colour_points(model, colours)
@@ -151,7 +153,7 @@ def _incremental_options(pycolmap, min_model_size: int, threads: int, seed: int,
     return options
 
 
-def refine_model(pycolmap, model) -> None:
+def refine_model(pycolmap, model, threads: int = -1) -> None:
     """A last bundle adjustment of ``model`` with a Cauchy loss (scale 1 px). COLMAP's mapper
     adjusts with squared errors and drops only observations past 4 px, so the wrong ones it
     keeps at 1-4 px (a match slid along its epipolar line, a corner on a depth edge: 12% of the
@@ -165,6 +167,7 @@ def refine_model(pycolmap, model) -> None:
     options.ceres.loss_function_scale = REFINE_LOSS_SCALE
     options.ceres.solver_options.function_tolerance = REFINE_FUNCTION_TOLERANCE
     options.ceres.min_num_residuals_for_cpu_multi_threading = BA_MULTITHREAD_RESIDUALS
+    options.ceres.solver_options.num_threads = threads
     # What pycolmap.bundle_adjustment runs (COLMAP's BundleAdjustmentController), without the
     # controller: it turned the log level back to INFO (pycolmap 4.2.1), and the worker's
     # later calls chattered on stderr. The same poses to 1e-14.

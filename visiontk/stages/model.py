@@ -25,10 +25,11 @@ class ReconstructOptions:
     intrinsics: str = ""  # file of known intrinsics: "name MODEL width height params..." lines
     exif: bool = True  # focal length from EXIF when present (else COLMAP's 1.2 × longer side)
     min_model_size: int = 3  # smallest model kept (images)
-    seed: int = 0  # the mapper's random seed: the same input gives the same model
+    seed: int = 0  # the mapper's random seed (with threads = 1: the same model every run)
     refine: bool = True  # a last bundle adjustment with a robust (Cauchy) loss
     mapper: Literal["incremental", "hierarchical"] = "incremental"
     leaf_images: int = 500  # hierarchical: images per cluster at most (COLMAP's default)
+    threads: int = 0  # the mapper's threads, 0: all cores; 1: the same model bit for bit
 
     def __post_init__(self):
         if self.leaf_images < 3:
@@ -37,6 +38,8 @@ class ReconstructOptions:
         if self.min_model_size < 2:
             raise OptionError(f"stage reconstruct: min_model_size must be >= 2, "
                               f"got {self.min_model_size}")
+        if self.threads < 0:
+            raise OptionError(f"stage reconstruct: threads must be >= 0, got {self.threads}")
         if self.seed < 0:
             raise OptionError(f"stage reconstruct: seed must be >= 0, got {self.seed}")
 
@@ -88,7 +91,7 @@ class ReconstructStage(Stage):
             models, summary = map_database(database, images, out, scan,
                                            min_model_size=o.min_model_size, seed=o.seed,
                                            refine=o.refine, mapper=o.mapper,
-                                           leaf_images=o.leaf_images)
+                                           leaf_images=o.leaf_images, threads=o.threads or -1)
         finally:
             scan.close()
         t2 = time.perf_counter()
