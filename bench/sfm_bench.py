@@ -48,7 +48,7 @@ best.write(out)
 def run_visiontk(images: Path, out: Path) -> float:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "visiontk_cli.main", "run", "sfm", "--images",
-                    str(images), "--out", str(out), "--workers", "2", "--quiet"], check=True,
+                    str(images), "--out", str(out), "--quiet"], check=True,  # default workers
                    stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
 

@@ -240,8 +240,9 @@ or Ctrl-C stop it with the work so far kept.""")
               help="A folder (searched recursively), a glob pattern, or a .txt list of paths.")
 @click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Output folder (features.h5, matches.h5, summary.json, failures.json).")
-@click.option("--workers", "-j", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes.")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: one per core, at most 8, at most one per "
+                   "image].")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local",
               show_default=True, help="local processes, or a Dask cluster.")
 @click.option("--scheduler", default=None,

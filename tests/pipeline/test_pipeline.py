@@ -447,7 +447,7 @@ def test_plugin_pair_selection_and_resident_stage_objects(tmp_path, monkeypatch,
         p = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 100},
                                 {"name": "log-object", "log": str(log)},
                                 {"name": "pairs-star", "hub": "coffee.png"}, {"name": "match"}])
-        r = p.run(folder, tmp_path / "out", quiet=True)
+        r = p.run(folder, tmp_path / "out", workers=1, quiet=True)
         assert r.ok and r.pairs == r.images - 1
         with h5py.File(r.matches_path) as h5:
             assert all(g.startswith("coffee.png|") for g in h5)
@@ -456,3 +456,37 @@ def test_plugin_pair_selection_and_resident_stage_objects(tmp_path, monkeypatch,
         assert sorted(int(n) for _, n in seen) == list(range(1, r.images + 1))  # one object
     finally:
         registry.refresh()
+
+
+def test_workers_default_to_the_cores_but_never_more_than_the_images(samples, tmp_path,
+                                                                    monkeypatch):
+    import os
+
+    from visiontk.pipeline import executors
+
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "coffee.png").write_bytes((samples / "coffee.png").read_bytes())
+    spec = [{"name": "load"}, {"name": "sift", "max_features": 200}]
+    # one image: one worker, however many cores (each worker pays its start-up)
+    assert Pipeline.from_spec(spec).run(one, tmp_path / "a", quiet=True).workers == 1
+    # more images than cores: one worker per core, so a 1-core machine runs one
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert executors.auto_workers(500) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert executors.auto_workers(500) == executors.AUTO_WORKERS_MAX
+    assert executors.auto_workers(3) == 3
+    # and a number given is used as given
+    result = Pipeline.from_spec(spec).run(one, tmp_path / "b", workers=2, quiet=True)
+    assert result.workers == 2 and result.ok
+
+
+def test_cli_run_uses_the_default_workers(samples, tmp_path):
+    import subprocess
+
+    p = subprocess.run([sys.executable, "-m", "visiontk_cli.main", "run", "sift", "--images",
+                        str(samples / "coffee.png"), "--out", str(tmp_path / "o"), "--quiet"],
+                       capture_output=True, text=True, check=True)
+    assert "images: 1/1 done" in p.stdout
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["workers"] == 1

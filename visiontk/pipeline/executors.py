@@ -21,6 +21,19 @@ EXECUTORS = ("local", "dask")
 IN_FLIGHT_PER_WORKER = 2
 
 
+#: Workers when the user gives no number: one per usable core, at most this many (each is a
+#: whole process: interpreter, kernels, the image it works on; more cores go to the threads
+#: each worker's OpenCV and numba use), and at most one per item.
+AUTO_WORKERS_MAX = 8
+
+
+def auto_workers(items: int) -> int:
+    """How many workers a run of ``items`` images gets by default (see AUTO_WORKERS_MAX)."""
+    from .workers import usable_cores  # not at the top: workers runs as __main__
+
+    return max(1, min(usable_cores(), AUTO_WORKERS_MAX, items))
+
+
 def create(kind: str, workers: int, scheduler: str | None = None):
     if kind not in EXECUTORS:
         raise OptionError(f"executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")

@@ -46,6 +46,8 @@ class RunResult:
     #: what the whole-run stages (reconstruct) reported, by stage name
     models: dict = field(default_factory=dict)
     seconds: float = 0.0
+    #: worker processes the run used (or asked the Dask cluster for)
+    workers: int = 0
     #: seconds per stage, summed over the items it ran on (in parallel with several workers),
     #: and the writing of each output file
     stage_seconds: dict = field(default_factory=dict)
@@ -140,10 +142,11 @@ class Pipeline:
     def specs(self, stages) -> list:
         return [(s.name, s.describe()["options"]) for s in stages]
 
-    def run(self, images, out, *, workers: int = 1, executor: str = "local",
+    def run(self, images, out, *, workers: int | None = None, executor: str = "local",
             scheduler: str | None = None, quiet: bool = False, colmap: bool = False) -> RunResult:
         """Run over ``images`` (a folder, a glob pattern, a text file listing paths, or a list
-        of paths) writing into the folder ``out``."""
+        of paths) writing into the folder ``out``, on ``workers`` processes (None: one per
+        usable core, at most 8 and at most one per image: :func:`.executors.auto_workers`)."""
         t0 = self._t0 = time.perf_counter()
         self._pair_counts = {}
         if colmap and not any("features" in s.outputs for s in self.image_stages):
@@ -155,7 +158,9 @@ class Pipeline:
             named = resolve_images(images, self.accepts)
             for s in self.stages:
                 s.check()
-            result = RunResult(out=out, images=len(named))
+            if workers is None:
+                workers = executors.auto_workers(len(named))
+            result = RunResult(out=out, images=len(named), workers=workers)
             try:
                 self._run(named, store.Cache(out / ".cache"), result, workers, executor,
                           scheduler, quiet, colmap)

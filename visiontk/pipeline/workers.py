@@ -177,12 +177,20 @@ class _Worker:
         self.conn.close()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and ``taskset``
+    narrow), else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 class WorkerPool:
     """``workers`` spawned processes running tasks one at a time each (see the module)."""
 
     def __init__(self, workers: int):
         self.workers = workers
-        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.threads = max(1, usable_cores() // workers)
         self._pool: list[_Worker] = []
 
     def __enter__(self):
