@@ -5,6 +5,7 @@ Scenes are rendered with known cameras (visiontk.testing.scene: textured boxes o
 floor), so the poses are scored against the truth after a similarity alignment:
 
     python bench/sfm_bench.py [--rounds 3] [--readme]
+    python bench/sfm_bench.py --more     # four other layouts, to check the defaults elsewhere
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ SCENES = [("10 views 640×480", {"views": 10, "size": (640, 480)}),
                                   "arc_degrees": 120.0, "seed": 2}),
           ("14 views 1280×960, phone JPEGs", {"views": 14, "size": (1280, 960),
                                              "focal": 1040.0, "arc_degrees": 140.0, "seed": 1})]
+#: Four more layouts (other seeds, sizes and arcs), not the ones the defaults were chosen on:
+#: ``--more`` runs them instead of SCENES.
+MORE_SCENES = [("12 views 1024×768, seed 5", {"views": 12, "size": (1024, 768), "focal": 830.0,
+                                              "arc_degrees": 100.0, "seed": 5}),
+               ("20 views 800×600, seed 7", {"views": 20, "size": (800, 600), "focal": 650.0,
+                                             "arc_degrees": 160.0, "seed": 7}),
+               ("8 views 1600×1200, seed 3", {"views": 8, "size": (1600, 1200), "focal": 1300.0,
+                                              "arc_degrees": 90.0, "seed": 3}),
+               ("10 views 640×480, seed 9", {"views": 10, "size": (640, 480), "seed": 9})]
 #: Scenes written as a phone writes photos: JPEG (quality 95) with EXIF make, model and 35 mm
 #: focal length (an integer, so 2% off the true focal), as one camera at one zoom.
 PHONE = {3}
@@ -96,17 +106,21 @@ def main() -> None:
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--scenes", type=int, nargs="*", help="which scenes (0-based)")
+    parser.add_argument("--more", action="store_true", help="the four other layouts instead")
     args = parser.parse_args()
+    if args.more and args.readme:
+        parser.error("--readme publishes the bench's own scenes; --more is for checking")
+    scenes, phone = (MORE_SCENES, set()) if args.more else (SCENES, PHONE)
     from visiontk.testing.scene import make_scene
 
     rows, figures, spread = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for k, (label, kwargs) in enumerate(SCENES):
+        for k, (label, kwargs) in enumerate(scenes):
             if args.scenes and k not in args.scenes:
                 continue
             scene = make_scene(**kwargs)
             images = Path(tmp) / f"scene{k}" / "images"
-            if k in PHONE:
+            if k in phone:
                 write_phone_jpegs(scene, images)
             else:
                 scene.write(images)
