@@ -14,12 +14,14 @@ from . import constants as C
 
 #: Named sets of option values. ``opencv``: cv2.SIFT_create()'s defaults and its keypoints and
 #: descriptors. ``accurate``: COLMAP's choices, measured on bench/sift_bench.py (README):
-#: half OpenCV's contrast threshold (COLMAP's peak threshold 0.02/3), VLFeat's tolerances in
-#: localisation (detect.refine_extrema_tolerant) and its orientation smoothing, orientation
-#: and descriptor windows centred on the sub-pixel keypoint (VLFeat), at most 2 orientations,
-#: RootSIFT, at most 8192 keypoints (COLMAP's max_num_features; the strongest are kept, and
-#: only they are oriented and described), 4 octaves from the doubled image (COLMAP's
-#: num_octaves: coarser keypoints are the worst localised).
+#: a contrast threshold of 0.017 (0.85 of COLMAP's peak threshold 0.02/3: the faint extrema it
+#: adds are surface texture, the best localised matches of a stereo pair; README, "Reading
+#: it"), VLFeat's tolerances in localisation (detect.refine_extrema_tolerant) and its
+#: orientation smoothing, orientation and descriptor windows centred on the sub-pixel keypoint
+#: (VLFeat), at most 2 orientations, RootSIFT, at most 8192 keypoints (COLMAP's
+#: max_num_features; the strongest are kept, and only they are oriented and described), 4
+#: octaves from the doubled image (COLMAP's num_octaves: coarser keypoints are the worst
+#: localised).
 PRESETS = {
     "opencv": {"max_features": 0, "n_octave_layers": C.N_OCTAVE_LAYERS,
                "contrast_threshold": C.CONTRAST_THRESHOLD, "edge_threshold": C.EDGE_THRESHOLD,
@@ -28,7 +30,7 @@ PRESETS = {
                "orientation_smoothing": "opencv", "max_orientations": 0, "keep": "strongest",
                "n_octaves": 0},
 }
-PRESETS["accurate"] = {**PRESETS["opencv"], "max_features": 8192, "contrast_threshold": 0.02,
+PRESETS["accurate"] = {**PRESETS["opencv"], "max_features": 8192, "contrast_threshold": 0.017,
                        "rootsift": True,
                        "refinement": "tolerant", "subpixel_window": True,
                        "orientation_smoothing": "vlfeat", "max_orientations": 2,
