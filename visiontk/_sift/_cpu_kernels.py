@@ -103,41 +103,41 @@ def _extrema(g, threshold, border):
     rows = (n_gauss - 3) * h
     counts = np.zeros(rows + 1, np.int64)
     marks = np.zeros((rows, w), np.uint8)
-    # Blocks of rows, so each DoG row is computed once per block (D is never stored whole):
-    # the cross-layer test then reads rows already in cache, not the Gaussians.
+    # Blocks of rows, every layer of a block at once: each DoG row is computed once per block
+    # from two Gaussian rows (D is never stored whole), and the cross-layer test reads rows
+    # already in cache (three DoG rows of every layer: 5 × 3 × 3840 floats on a doubled
+    # 1080p image, within L2).
     inner = h - 2 * border
-    per_layer = (inner + BLOCK_ROWS - 1) // BLOCK_ROWS
-    for block in nb.prange((n_gauss - 3) * per_layer):
-        layer = block // per_layer + 1
-        first = border + (block % per_layer) * BLOCK_ROWS
+    n_dog = n_gauss - 1
+    for block in nb.prange((inner + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        first = border + block * BLOCK_ROWS
         last = min(first + BLOCK_ROWS, h - border)
-        # DoG rows r − 1, r, r + 1 (at row mod 3) of the layers below, at and above this one
-        dog = np.empty((3, 3, w), np.float32)
+        # DoG rows r − 1, r, r + 1 of every layer, at row mod 3
+        dog = np.empty((n_dog, 3, w), np.float32)
         for r in range(first, last):
-            for dl in range(3):
-                lower = g[layer + dl - 1]
-                upper = g[layer + dl]
-                for rr in range(r - 1 if r == first else r + 1, r + 2):
-                    out = dog[dl, rr % 3]
-                    below_row = lower[rr]
-                    above_row = upper[rr]
+            for rr in range(r - 1 if r == first else r + 1, r + 2):
+                for d in range(n_dog):
+                    out = dog[d, rr % 3]
+                    below_row = g[d, rr]
+                    above_row = g[d + 1, rr]
                     for c in range(w):
                         out[c] = above_row[c] - below_row[c]
-            k = (layer - 1) * h + r
-            mark = marks[k]
-            here = dog[1]
-            if _in_layer_extrema(here[(r - 1) % 3], here[r % 3], here[(r + 1) % 3], threshold,
-                                 border, mark) == 0:
-                continue
-            found = 0
-            centre = here[r % 3]
-            for c in range(border, w - border):
-                if mark[c]:
-                    if _beyond_layers(dog[0], dog[2], centre[c], c):
-                        found += 1
-                    else:
-                        mark[c] = 0
-            counts[k + 1] = found
+            for layer in range(1, n_gauss - 2):
+                k = (layer - 1) * h + r
+                mark = marks[k]
+                here = dog[layer]
+                if _in_layer_extrema(here[(r - 1) % 3], here[r % 3], here[(r + 1) % 3],
+                                     threshold, border, mark) == 0:
+                    continue
+                found = 0
+                centre = here[r % 3]
+                for c in range(border, w - border):
+                    if mark[c]:
+                        if _beyond_layers(dog[layer - 1], dog[layer + 1], centre[c], c):
+                            found += 1
+                        else:
+                            mark[c] = 0
+                counts[k + 1] = found
     offsets = np.cumsum(counts)
     total = offsets[rows]
     out_layer = np.empty(total, np.int64)
