@@ -47,6 +47,9 @@ class SiftBackend(Protocol):
 
     name: str
     xp: object
+    #: Whether ``detect`` may be called an octave at a time (keep="largest" then skips the
+    #: octaves the cap would drop): each call's extrema its own arrays, and no cost per call.
+    detects_octave_by_octave: bool
 
     def scale_space(self, gray, opts) -> list[Octave]:
         """Gaussian (and DoG) octaves of a grey float32 image (0..255) on the device."""
@@ -71,6 +74,7 @@ class XpBackend:
     ``raw_orientations``, ``raw_descriptors``) or whole steps."""
 
     name = "xp"
+    detects_octave_by_octave = True
 
     def __init__(self, xp=np):
         self.xp = xp
@@ -148,6 +152,9 @@ class CudaBackend(XpBackend):
     for every step, each launched once per octave or once for all keypoints."""
 
     name = "cuda"
+    # One pass finds every octave's extrema and returns views of buffers the next call reuses;
+    # a call per octave would also wait on the device each time.
+    detects_octave_by_octave = False
 
     def __init__(self, cuda):
         super().__init__(cuda.xp)

@@ -9,11 +9,13 @@ CuPy every step is a kernel launch and every data-dependent size a host round-tr
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 
 import numpy as np
 
 from .. import backend
 from ..features import Features
+from .detect import Extrema
 from .orient import dominant_orientations, orientation_scale, smooth_histograms
 from .scale_space import UPSAMPLE_SHIFT
 
@@ -30,7 +32,7 @@ def extract(gray, opts, sift_backend, mask=None) -> Features:
     t0 = time.perf_counter()
     octaves = sift_backend.scale_space(gray, opts)
     t1 = time.perf_counter()
-    kp = _distinct_extrema(octaves, sift_backend.detect(octaves, opts), xp)
+    kp = _distinct_extrema(octaves, _detect(octaves, opts, sift_backend, mask), xp)
     if mask is not None:
         factor = xp.asarray([o.scale for o in octaves], dtype=xp.float32)[kp["number"]]
         shift = UPSAMPLE_SHIFT if opts.upsample else 0.0
@@ -84,6 +86,33 @@ def extract(gray, opts, sift_backend, mask=None) -> Features:
     )
     feats.timings = {"scale_space": t1 - t0, "detect_orient": t2 - t1, "describe": t3 - t2}
     return feats
+
+
+def _detect(octaves, opts, sift_backend, mask):
+    """Every octave's extrema, or under COLMAP's cap (``keep="largest"``) only as many octaves
+    as it can keep: from the coarsest down, the finer octaves are skipped once those detected
+    hold more than ``max_features`` distinct extrema, since the cap would drop every level of
+    them (the same keypoints, without searching the doubled octave of a dense image: on a
+    1080p grass photo 80 of its 130 ms of detection)."""
+    if not (opts.keep == "largest" and opts.max_features and sift_backend.detects_octave_by_octave
+            and mask is None):
+        return sift_backend.detect(octaves, opts)
+    found = [None] * len(octaves)
+    total = 0
+    for i in range(len(octaves) - 1, -1, -1):
+        if total > opts.max_features:
+            found[i] = Extrema(*(getattr(found[-1], f.name)[:0] for f in fields(Extrema)))
+            continue
+        found[i] = sift_backend.detect([octaves[i]], opts)[0]
+        total += _distinct_count(found[i], octaves[i], sift_backend.xp)
+    return found
+
+
+def _distinct_count(extrema, octave, xp) -> int:
+    """How many of one octave's extrema :func:`_distinct_extrema` keeps."""
+    _, h, w = octave.gaussians.shape
+    key = (extrema.layer.astype(xp.int64) * h + extrema.row) * w + extrema.col
+    return int(xp.unique(key).shape[0])
 
 
 def _orientations(kp, opts, octaves, sift_backend):
