@@ -180,13 +180,26 @@ def score_pair(fa, fb, H, size_a, size_b):
             "h1": float(cerr <= 1), "h3": float(cerr <= 3), "kp": (len(fa) + len(fb)) / 2}
 
 
-def warped_pairs(photos, categories=None):
-    """Yield (category, photo, warp name, image a, image b, homography a->b)."""
+def mosaic(k, photos=PHOTOS, side=512):
+    """A large sharp image: nine of the photos (from the ``3k``-th on) at side × side, 3 × 3.
+    At 1536 × 1536 it holds more extrema than the 8192 both COLMAP and visiontk keep, as a
+    photograph of a few megapixels does: how the cap chooses then shows."""
+    tiles = [cv2.resize(gray_photo(photos[(3 * k + i) % len(photos)]), (side, side),
+                        interpolation=cv2.INTER_AREA) for i in range(9)]
+    return np.vstack([np.hstack(tiles[r:r + 3]) for r in range(0, 9, 3)])
+
+
+MOSAICS = 4
+
+
+def warped_pairs(photos, categories=None, image=None):
+    """Yield (category, photo, warp name, image a, image b, homography a->b); ``image`` turns
+    a name of ``photos`` into the grey image (default: :func:`gray_photo`)."""
     for category, warps in WARPS.items():
         if categories and category not in categories:
             continue
         for photo in photos:
-            gray = gray_photo(photo)
+            gray = (image or gray_photo)(photo)
             h, w = gray.shape
             for name, make_h, change in warps:
                 H = make_h(w, h)

@@ -30,13 +30,15 @@ from visiontk.vit.checkpoints import OFFICIAL as OFFICIAL_VITS
 # SIFT flags left out take the preset's value.
 PRESET = click.option("--preset", type=click.Choice(list(PRESET_VALUES)), default=DEFAULT_PRESET,
                       show_default=True, help="SIFT preset: accurate (COLMAP's choices, "
-                      "RootSIFT, at most 8192 keypoints) or opencv (cv2.SIFT's keypoints and "
-                      "descriptors); the flags below override it.")
+                      "RootSIFT, COLMAP's cap of 8192 detections) or opencv (cv2.SIFT's "
+                      "keypoints and descriptors); the flags below override it.")
 DEVICE = click.option("--device", type=click.Choice(DEVICES), default="auto",
                       show_default=True, help="Where to compute: cuda needs CuPy and an NVIDIA "
                       "GPU; auto uses one when present.")
 MAX_FEATURES = click.option("--max-features", type=click.IntRange(min=0), default=None,
-                            help="Keep the strongest N keypoints (0 = all)  [default: 0]")
+                            help="Keypoint cap (0 = all): accurate keeps COLMAP's whole "
+                            "coarsest levels past N detections, opencv the strongest N  "
+                            "[default: as the preset, 8192 or 0]")
 MAX_PIXELS = click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
                           show_default=True, help="Refuse larger images.")
 UPRIGHT = click.option("--upright/--no-upright", default=None,

@@ -231,7 +231,7 @@ def test_rerun_skips_and_option_change_recomputes_what_depends(first_run, folder
             {"name": "verify", "model": "homography"}]
     verify_changed = Pipeline.from_spec(spec).run(folder, out, quiet=True)
     assert verify_changed.images_cached == 5 and verify_changed.pairs_cached == 0
-    spec[1] = {"name": "sift", "max_features": 300}
+    spec[1] = {"name": "sift", "max_features": 300, "keep": "strongest"}
     sift_changed = Pipeline.from_spec(spec).run(folder, out, quiet=True)
     assert sift_changed.images_cached == 0 and sift_changed.pairs_cached == 0
     assert all(len(f) == 300 for f in read_features_h5(sift_changed.features_path).values())

@@ -24,7 +24,7 @@ def test_upright_gives_angle_zero_and_one_keypoint_per_extremum(astronaut, base)
 
 
 def test_max_features_keeps_the_strongest(astronaut, base):
-    capped = visiontk.sift(astronaut, max_features=100)
+    capped = visiontk.sift(astronaut, max_features=100, keep="strongest")
     assert len(capped) == 100
     np.testing.assert_allclose(capped.response, base.response[:100])
     np.testing.assert_array_equal(capped.descriptors, base.descriptors[:100])
@@ -56,7 +56,8 @@ def test_keep_largest_is_colmaps_rule(astronaut, base):
     same = [index[(*p, round(float(a), 3))]
             for p, a in zip(capped.xy.tolist(), capped.angle, strict=True)]
     np.testing.assert_array_equal(capped.descriptors, every.descriptors[same])
-    assert len(base) <= 8192 and visiontk.SiftOptions().keep == "strongest"
+    # the accurate preset's cap is this rule
+    np.testing.assert_array_equal(visiontk.sift(astronaut, max_features=300).xy, capped.xy)
 
 
 def test_mask_excludes_keypoints(astronaut, base):
@@ -168,7 +169,7 @@ def test_device_cuda_without_gpu_says_what_is_missing(astronaut):
     with pytest.raises(visiontk.VisiontkError, match=f"device 'cuda': .*({expected})"):
         visiontk.sift(astronaut, device="cuda")
     # auto falls back to the CPU quietly
-    assert len(visiontk.sift(astronaut, device="auto", max_features=10)) == 10
+    assert len(visiontk.sift(astronaut, device="auto", max_features=10, keep="strongest")) == 10
 
 
 @pytest.mark.skipif(visiontk.backend.cuda_status()[0], reason="a GPU is present")
@@ -244,3 +245,23 @@ def test_n_octaves_drops_the_coarsest_keypoints_only(astronaut):
     assert visiontk.SiftOptions().n_octaves == 4
     with pytest.raises(OptionError, match="n_octaves"):
         visiontk.SiftOptions(n_octaves=-1)
+
+
+def test_largest_skips_the_octaves_its_cap_drops_and_keeps_the_same_keypoints(astronaut):
+    """Under COLMAP's cap the finer octaves are not searched once the coarser ones pass it;
+    the keypoints are those of searching every octave (a mask turns the skipping off)."""
+    from visiontk._sift import backends, extraction
+    from visiontk._sift.options import SiftOptions
+
+    capped = visiontk.sift(astronaut, max_features=300, keep="largest")
+    searched = visiontk.sift(astronaut, max_features=300, keep="largest",
+                             mask=np.ones(astronaut.shape[:2], bool))
+    np.testing.assert_array_equal(capped.xy, searched.xy)
+    np.testing.assert_array_equal(capped.descriptors, searched.descriptors)
+    cpu = backends.for_device("cpu")
+    opts = SiftOptions(max_features=300, keep="largest")
+    gray = astronaut.mean(axis=2).astype(np.float32)
+    octaves = cpu.scale_space(gray, opts)
+    skipped = [len(e) for e in extraction._detect(octaves, opts, cpu, None)]
+    every = [len(e) for e in cpu.detect(octaves, opts)]
+    assert skipped[0] == 0 < every[0] and skipped[-1] == every[-1]

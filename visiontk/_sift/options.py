@@ -18,10 +18,11 @@ from . import constants as C
 #: adds are surface texture, the best localised matches of a stereo pair; README, "Reading
 #: it"), VLFeat's tolerances in localisation (detect.refine_extrema_tolerant) and its
 #: orientation smoothing, orientation and descriptor windows centred on the sub-pixel keypoint
-#: (VLFeat), at most 2 orientations, RootSIFT, at most 8192 keypoints (COLMAP's
-#: max_num_features; the strongest are kept, and only they are oriented and described), 4
-#: octaves from the doubled image (COLMAP's num_octaves: coarser keypoints are the worst
-#: localised).
+#: (VLFeat), at most 2 orientations, RootSIFT, COLMAP's cap (max_num_features 8192, kept as
+#: its whole detection levels from the coarsest down: on images where the cap binds, more
+#: correct matches and more repeatable than the 8192 strongest; only the kept ones are
+#: oriented and described), 4 octaves from the doubled image (COLMAP's num_octaves: coarser
+#: keypoints are the worst localised).
 PRESETS = {
     "opencv": {"max_features": 0, "n_octave_layers": C.N_OCTAVE_LAYERS,
                "contrast_threshold": C.CONTRAST_THRESHOLD, "edge_threshold": C.EDGE_THRESHOLD,
@@ -34,7 +35,7 @@ PRESETS["accurate"] = {**PRESETS["opencv"], "max_features": 8192, "contrast_thre
                        "rootsift": True,
                        "refinement": "tolerant", "subpixel_window": True,
                        "orientation_smoothing": "vlfeat", "max_orientations": 2,
-                       "n_octaves": 4}
+                       "n_octaves": 4, "keep": "largest"}
 #: The preset of visiontk.sift, `visiontk match` and the pipeline's sift stage.
 DEFAULT_PRESET = "accurate"
 
