@@ -30,10 +30,12 @@ def sift(image, *, device: str = "auto", mask=None, max_pixels: int = io.DEFAULT
     max_pixels : int
         Refuse larger images (checked from a file's header before decoding).
     **options
-        ``preset``: ``"accurate"`` (the default: more correct matches than COLMAP's SIFT, at
-        most 8192 keypoints, RootSIFT descriptors) or ``"opencv"`` (cv2.SIFT's keypoints and
-        descriptors); any option given overrides the preset's value. See
-        :class:`~visiontk.SiftOptions`: ``max_features`` (keep the strongest; 0 = all),
+        ``preset``: ``"accurate"`` (the default: more correct matches than COLMAP's SIFT,
+        COLMAP's cap of 8192 detections, RootSIFT descriptors) or ``"opencv"`` (cv2.SIFT's
+        keypoints and descriptors); any option given overrides the preset's value. See
+        :class:`~visiontk.SiftOptions`: ``max_features`` (the cap; 0 = all) and ``keep``
+        (``"strongest"``: exactly that many keypoints, the strongest; ``"largest"``, the
+        accurate preset's: COLMAP's whole detection levels from the coarsest, a few more),
         ``n_octave_layers``, ``contrast_threshold``, ``edge_threshold``, ``sigma``,
         ``upsample`` (double the image first, octave −1), ``upright`` (no orientation,
         angle 0), ``rootsift``, ``refinement`` ("opencv", or "tolerant": VLFeat's),
@@ -50,7 +52,7 @@ def sift(image, *, device: str = "auto", mask=None, max_pixels: int = io.DEFAULT
     Example
     -------
     >>> import visiontk
-    >>> feats = visiontk.sift("sample_images/astronaut.png", max_features=500)
+    >>> feats = visiontk.sift("sample_images/astronaut.png", max_features=500, keep="strongest")
     >>> feats.descriptors.shape
     (500, 128)
     """

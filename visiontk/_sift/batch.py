@@ -50,7 +50,8 @@ def iter_sift(images, *, device: str = "auto", max_pixels: int = io.DEFAULT_MAX_
 
     Example
     -------
-    >>> for path, feats in iter_sift(["sample_images/coffee.png"], max_features=100):
+    >>> for path, feats in iter_sift(["sample_images/coffee.png"], max_features=100,
+    ...                              keep="strongest"):
     ...     print(path, len(feats))
     sample_images/coffee.png 100
     """
