@@ -274,7 +274,6 @@ def test_without_pycolmap_one_line_before_any_image(photos, tmp_path, monkeypatc
     assert not (tmp_path / "out" / "features.h5").exists()
 
 
-
 def test_one_thread_maps_the_same_model_bit_for_bit(mapped, photos, scene, tmp_path):
     from visiontk.sfm.mapping import ImageScan, map_database
 

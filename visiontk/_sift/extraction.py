@@ -111,8 +111,12 @@ def _detect(octaves, opts, sift_backend, mask):
 def _distinct_count(extrema, octave, xp) -> int:
     """How many of one octave's extrema :func:`_distinct_extrema` keeps."""
     _, h, w = octave.gaussians.shape
-    key = (extrema.layer.astype(xp.int64) * h + extrema.row) * w + extrema.col
-    return int(xp.unique(key).shape[0])
+    return int(xp.unique(_sample_key(extrema.layer, extrema.row, extrema.col, h, w)).shape[0])
+
+
+def _sample_key(layer, row, col, h, w):
+    """One integer per sample (layer, row, col) of an octave of h × w pixels."""
+    return (layer * h + row) * w + col
 
 
 def _orientations(kp, opts, octaves, sift_backend):
@@ -156,15 +160,14 @@ def _strongest_detections(kp, opts, octaves, sift_backend):
 def _distinct_extrema(octaves, extrema, xp) -> dict:
     """The extrema of all octaves in one list, ordered by (octave, layer, row, col), with
     those that converged on the same sample kept once (OpenCV removes these duplicates too)."""
-    fields = ("layer", "row", "col", "offset_layer", "offset_row", "offset_col", "response")
-    kp = {f: xp.concatenate([getattr(e, f) for e in extrema]) for f in fields}
+    kp = {f.name: xp.concatenate([getattr(e, f.name) for e in extrema]) for f in fields(Extrema)}
     kp["number"] = xp.concatenate([xp.full(len(e), i, dtype=xp.int64)
                                    for i, e in enumerate(extrema)])
     shapes = np.array([o.gaussians.shape for o in octaves], np.int64)  # (n_gauss, h, w)
     start = np.concatenate([[0], np.cumsum(np.prod(shapes, axis=1))])[:-1]
     h = xp.asarray(shapes[:, 1])[kp["number"]]
     w = xp.asarray(shapes[:, 2])[kp["number"]]
-    key = xp.asarray(start)[kp["number"]] + (kp["layer"] * h + kp["row"]) * w + kp["col"]
+    key = xp.asarray(start)[kp["number"]] + _sample_key(kp["layer"], kp["row"], kp["col"], h, w)
     _, first = xp.unique(key, return_index=True)
     kp = {k: v[first] for k, v in kp.items()}
     kp["x"] = kp["col"] + kp.pop("offset_col")
