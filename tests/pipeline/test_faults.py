@@ -365,3 +365,23 @@ def test_a_crashing_item_on_dask_costs_only_itself(images, crashing_stage, tmp_p
     assert result.images_done == 2 and result.pairs_done == 1
     [failure] = result.failures
     assert failure["item"].endswith("crash.png") and "KilledWorker" in failure["reason"]
+
+
+def test_workers_import_what_the_parent_imports_whatever_the_current_folder_holds(images,
+                                                                                   tmp_path):
+    """A clone named visiontk run from its parent (a bare ``visiontk/`` folder where the user
+    stands) and a ``cv2.py`` there: workers used to import both (``python -m`` puts the current
+    folder first on sys.path) and every item failed, or ran the stranger's code."""
+    here = tmp_path / "here"
+    (here / "visiontk").mkdir(parents=True)
+    (here / "visiontk" / "README.md").write_text("a clone's root, not the package\n")
+    marker = tmp_path / "cv2_ran"
+    (here / "cv2.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                 "raise ImportError('not OpenCV')\n")
+    p = subprocess.run([visiontk_command(), "run", "sift-match", "--images", str(images),
+                        "--out", "run1", "--workers", "2", "--quiet"], cwd=here,
+                       capture_output=True, text=True, check=False, timeout=300)
+    assert p.returncode == 0, p.stderr
+    summary = json.loads((here / "run1" / "summary.json").read_text())
+    assert (summary["images_done"], summary["pairs_done"]) == (3, 3)
+    assert not marker.exists()

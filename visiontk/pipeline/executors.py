@@ -29,7 +29,7 @@ AUTO_WORKERS_MAX = 8
 
 def auto_workers(items: int) -> int:
     """How many workers a run of ``items`` images gets by default (see AUTO_WORKERS_MAX)."""
-    from .workers import usable_cores  # not at the top: workers runs as __main__
+    from .workers import usable_cores  # not at the top: only runs use the pool
 
     return max(1, min(usable_cores(), AUTO_WORKERS_MAX, items))
 
@@ -82,7 +82,7 @@ class DaskExecutor:
         self._client = self._cluster = None
 
     def __enter__(self):
-        from .workers import THREAD_VARIABLES  # not at the top: workers runs as __main__
+        from .workers import THREAD_VARIABLES  # not at the top: only runs use the pool
 
         try:
             from dask.distributed import Client, LocalCluster

@@ -5,8 +5,8 @@ task fails with BrokenProcessPool, and a segfault in a run without a pool ends t
 with no summary. And a parent killed with SIGKILL leaves its workers (and multiprocessing's
 resource tracker) running, adopted by pid 1. This pool:
 
-* runs every task in a worker process (a fresh interpreter, ``python -m
-  visiontk.pipeline.workers``, talking over a socket pair), one task per worker at a time, so a
+* runs every task in a worker process (a fresh, isolated interpreter importing exactly what
+  its parent imports: :data:`_BOOTSTRAP`; talking over a socket pair), one task per worker at a time, so a
   worker that dies (a segfault in native code, the OOM killer) costs only the task it was
   running: the caller is told the cause (:class:`WorkerDied`) and a fresh worker takes the next
   task. Unlike multiprocessing's spawn, nothing re-imports the caller's ``__main__``: a script
@@ -22,6 +22,7 @@ resource tracker) running, adopted by pid 1. This pool:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -81,8 +82,8 @@ def _die_with_parent(parent_pid: int) -> None:
 
 #: Thread-count variables of the compute libraries a worker loads (numba, OpenMP, OpenBLAS,
 #: MKL). They only work when set before the library loads, so they go into the worker's
-#: environment at its start: ``python -m visiontk.pipeline.workers`` imports numpy (through
-#: visiontk.pipeline) before any code of the worker runs.
+#: environment at its start: a worker imports numpy (through visiontk) before any code of
+#: the worker runs.
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "MKL_NUM_THREADS")
 
@@ -112,10 +113,6 @@ def _worker_main(conn, parent_pid: int, threads: int) -> None:
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _limit_threads(threads)
-    try:
-        sys.path[:] = conn.recv()  # the parent's, with what it added at run time (plugins)
-    except (EOFError, OSError):
-        return
     while True:
         try:
             message = conn.recv()
@@ -143,16 +140,47 @@ def _exit_now() -> None:
     os._exit(0)
 
 
+#: A worker's first lines. ``-I`` keeps the current folder, PYTHON* variables and the user's
+#: site folder out of the interpreter's start, so a ``visiontk/`` folder or a ``cv2.py`` where
+#: the user stands is never imported; the path is then set to the parent's, before anything
+#: of visiontk is imported, and the ``visiontk`` found must be the parent's.
+_BOOTSTRAP = """\
+import json, site, sys
+sys.path[:], user_site, expected = json.loads(sys.argv[1])
+if user_site:
+    site.addsitedir(user_site)
+import visiontk
+if visiontk.__file__ != expected:
+    sys.exit(f"visiontk worker: imported visiontk from {visiontk.__file__}, "
+             f"its run from {expected}")
+from visiontk.pipeline.workers import main
+main(sys.argv[2:])
+"""
+
+
+def parent_imports() -> str:
+    """What a worker needs to import exactly what this process imports (JSON): this process's
+    ``sys.path`` with the current folder made absolute (it holds what was added at run time,
+    plugins say), the user's site folder when this process read it (its ``.pth`` files), and
+    where ``visiontk`` came from."""
+    import site
+
+    import visiontk
+
+    path = [os.path.abspath(p) if p in ("", ".") else p for p in sys.path]
+    user = site.getusersitepackages() if site.ENABLE_USER_SITE else None
+    return json.dumps([path, user if user in sys.path else None, visiontk.__file__])
+
+
 class _Worker:
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, imports: str):
         ours, theirs = socket.socketpair()
         with ours, theirs:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(theirs.fileno()), str(os.getpid()),
-                 str(threads)], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                env=worker_environment(threads))
+                [sys.executable, "-I", "-c", _BOOTSTRAP, imports, str(theirs.fileno()),
+                 str(os.getpid()), str(threads)], pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL, env=worker_environment(threads))
             self.conn = Connection(ours.detach())
-        self.conn.send(list(sys.path))
         self.task = None
 
     @property
@@ -192,9 +220,10 @@ class WorkerPool:
         self.workers = workers
         self.threads = max(1, usable_cores() // workers)
         self._pool: list[_Worker] = []
+        self._imports = parent_imports()
 
     def __enter__(self):
-        self._pool = [_Worker(self.threads) for _ in range(self.workers)]
+        self._pool = [_Worker(self.threads, self._imports) for _ in range(self.workers)]
         return self
 
     def __exit__(self, *exc):
@@ -242,7 +271,7 @@ class WorkerPool:
             worker.process.wait(STOP_GRACE)
         cause = exit_cause(worker.exitcode)
         worker.stop()
-        self._pool[self._pool.index(worker)] = _Worker(self.threads)
+        self._pool[self._pool.index(worker)] = _Worker(self.threads, self._imports)
         return cause
 
 
@@ -250,10 +279,6 @@ _END = object()
 
 
 def main(argv: list[str]) -> None:
-    """A worker's life: ``python -m visiontk.pipeline.workers FD PARENT_PID THREADS``."""
+    """A worker's life, started by :data:`_BOOTSTRAP` with ``FD PARENT_PID THREADS``."""
     fd, parent_pid, threads = (int(v) for v in argv)
     _worker_main(Connection(fd), parent_pid, threads)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
