@@ -64,12 +64,17 @@ def estimate(kind: str, xy_a, xy_b, *, threshold: float | None = None,
     none = Geometry(kind, None, np.zeros(n, bool))
     if n < MIN_POINTS[kind]:
         return none
-    if kind == "homography":
-        model, mask = cv2.findHomography(a, b, cv2.USAC_MAGSAC, threshold, maxIters=max_iters,
-                                         confidence=confidence)
-    else:
-        model, mask = cv2.findFundamentalMat(a, b, cv2.USAC_MAGSAC, threshold, confidence,
-                                             max_iters)
+    try:
+        if kind == "homography":
+            model, mask = cv2.findHomography(a, b, cv2.USAC_MAGSAC, threshold,
+                                             maxIters=max_iters, confidence=confidence)
+        else:
+            model, mask = cv2.findFundamentalMat(a, b, cv2.USAC_MAGSAC, threshold, confidence,
+                                                 max_iters)
+    except cv2.error:
+        # USAC asserts (-215 !model.empty()) when no minimal sample of a degenerate point set
+        # gives a model (OpenCV 4.10-5.1): that is "no model", as for too few inliers
+        return none
     if model is None or mask is None or model.shape != (3, 3):
         return none
     inliers = mask.ravel().astype(bool)
