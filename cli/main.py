@@ -325,7 +325,7 @@ def attention_command(images, weights, model, out, method, threshold, image_size
     from visiontk.vit.outputs import write_attention
 
     images = [p for i in images for p in
-              ([q for _, q in resolve_images(i)] if i.is_dir() else [i])]
+              ([q for _, q in resolve_images(i, outputs=out)] if i.is_dir() else [i])]
     writable_folder(out)
     vit = ViT.from_weights(weights, model=model, device=device)
     if 0 < image_size < MIN_GRID * vit.config.patch:

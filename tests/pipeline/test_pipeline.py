@@ -253,6 +253,25 @@ def test_bad_images_are_listed_and_the_run_goes_on(folder, tmp_path):
     assert len(written) == 2 and all(f["stage"] == "load" for f in written)
 
 
+@pytest.mark.parametrize("pattern", [False, True])
+@pytest.mark.parametrize("out_name", ["run", "."])
+def test_outputs_inside_the_images_folder_are_never_inputs(samples, tmp_path, pattern,
+                                                           out_name):
+    """--out inside (or equal to) --images: the report's thumbnails and match pictures used to
+    become images of every rerun (2 -> 6 -> 10 ...)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("coffee.png", "coffee_warped.png"):
+        (photos / name).write_bytes((samples / name).read_bytes())
+    images = f"{photos}/**/*.[jp][pn]g" if pattern else photos  # .png and .jpg
+    pipeline = Pipeline.from_spec([{"name": "load", "max_side": 256},
+                                   {"name": "sift", "max_features": 200}, {"name": "match"}])
+    for _ in range(2):
+        r = pipeline.run(images, photos / out_name, quiet=True)
+        assert (r.images, r.pairs, r.failures) == (2, 1, [])
+    assert len(list(photos.rglob("*.jpg"))) == 4  # the pictures it did not take for inputs
+
+
 def test_pair_selection(folder, tmp_path):
     seq = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 200},
                               {"name": "pairs-sequential", "window": 1}, {"name": "match"}])

@@ -155,7 +155,8 @@ class Pipeline:
         out = writable_folder(out)
         with _exclusive(out):
             remove_stale_temporaries(out)
-            named = resolve_images(images, self.accepts)
+            named = resolve_images(images, self.accepts, outputs=out,
+                                   folders=[f for s in self.stages for f in s.folders])
             for s in self.stages:
                 s.check()
             if workers is None:
@@ -317,10 +318,20 @@ class Pipeline:
         return [(a, b, finished[(a, b)]) for a, b in chosen if (a, b) in finished]
 
 
-def resolve_images(images, accepts=IMAGE_SUFFIXES) -> list[tuple[str, Path]]:
+#: Folders of a run's output folder that hold its pictures and caches, whatever its stages.
+OUTPUT_FOLDERS = ("report", ".cache")
+
+
+def resolve_images(images, accepts=IMAGE_SUFFIXES, outputs=None,
+                   folders=()) -> list[tuple[str, Path]]:
     """(name, path) for every input, sorted by name; names are paths relative to the folder
     (or to the common parent of a glob or list), unique within a run. A folder yields the files
-    whose suffix is in ``accepts`` (image files by default)."""
+    whose suffix is in ``accepts`` (image files by default).
+
+    Outputs are never inputs (a report's thumbnails would become images of the next run):
+    what a folder or a pattern finds inside ``outputs`` (the run's output folder) is left out,
+    and when ``outputs`` is the searched folder itself (or above it), what lies in its
+    :data:`OUTPUT_FOLDERS` and the stages' ``folders``."""
     if isinstance(images, (list, tuple)):
         paths = [Path(p) for p in images]
         base = None
@@ -342,6 +353,8 @@ def resolve_images(images, accepts=IMAGE_SUFFIXES) -> list[tuple[str, Path]]:
             paths, base = [p], None
         else:
             raise ImageError(f"{text}: no such folder, image list or pattern")
+    if outputs is not None and not isinstance(images, (list, tuple)):
+        paths = _without_outputs(paths, Path(outputs), folders)
     if not paths:
         raise ImageError(f"{images}: nothing to process (a folder is searched for "
                          f"{', '.join(sorted(accepts))} files)")
@@ -356,6 +369,14 @@ def resolve_images(images, accepts=IMAGE_SUFFIXES) -> list[tuple[str, Path]]:
             raise OptionError(f"two inputs are both named {name!r} in this run")
         seen.add(name)
     return named
+
+
+def _without_outputs(paths: list[Path], out: Path, folders) -> list[Path]:
+    inputs = [q for q in paths if not _inside(q, out)]
+    if not inputs:  # OUT holds the inputs: leave out only what a run writes there
+        written = [out / f for f in (*OUTPUT_FOLDERS, *folders)]
+        inputs = [q for q in paths if not any(_inside(q, w) for w in written)]
+    return inputs
 
 
 def _inside(path: Path, base: Path) -> bool:

@@ -47,6 +47,9 @@ class Stage:
     Options: ClassVar[type] = type(None)
     #: File suffixes a folder yields when this stage comes first (image stages).
     accepts: ClassVar[frozenset] = IMAGE_SUFFIXES
+    #: Folders of OUT the stage writes into (``output.folder(...)``): a later run whose
+    #: ``--images`` folder is OUT itself never takes their files for inputs.
+    folders: ClassVar[tuple] = ()
     #: Options a stage no longer takes: {name: where it went}, for a helpful error.
     moved: ClassVar[dict] = {}
 

@@ -28,6 +28,7 @@ class BranchesStage(Stage):
     inputs = ("path",)
     outputs = ("branches",)
     Options = BranchesOptions
+    folders = ("branches",)
     #: a folder given to --images yields weights files, not images
     accepts = WEIGHT_SUFFIXES
 

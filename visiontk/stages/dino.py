@@ -39,6 +39,7 @@ class DinoAttentionStage(Stage):
     inputs = ("path",)
     outputs = ("attention",)
     Options = DinoOptions
+    folders = ("attention",)
 
     def check(self) -> None:
         """Find and read the weights once here: without them every image would fail alike."""
