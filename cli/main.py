@@ -26,6 +26,10 @@ from visiontk.io import DEFAULT_MAX_PIXELS
 from visiontk.pipeline.config import PRESETS
 from visiontk.vit.checkpoints import OFFICIAL as OFFICIAL_VITS
 
+#: Input files: an unreadable one is reported by the readers, listed like a missing one, not
+#: refused as a usage error before anything is done.
+INPUT = click.Path(path_type=Path, readable=False)
+
 # Flags take their defaults from the one definition of each option (SiftOptions, io, backend);
 # SIFT flags left out take the preset's value.
 PRESET = click.option("--preset", type=click.Choice(list(PRESET_VALUES)), default=DEFAULT_PRESET,
@@ -124,8 +128,8 @@ def main():
 
 
 @main.command("match")
-@click.argument("image_a", type=click.Path(path_type=Path))
-@click.argument("image_b", type=click.Path(path_type=Path))
+@click.argument("image_a", type=INPUT)
+@click.argument("image_b", type=INPUT)
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               help="Picture of the inlier matches [default: matches_<A>_<B>.png here].")
 @click.option("--no-picture", is_flag=True, help="Do not write the picture.")
@@ -204,7 +208,7 @@ def _format_summary(s: dict) -> str:
 
 
 @main.command("extract")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=INPUT)
 @click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Folder for the features files (<image file name>.npz).")
 @sift_options
@@ -289,8 +293,8 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
 
 
 @main.command("attention")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--weights", "-w", type=click.Path(path_type=Path), default=None,
+@click.argument("images", nargs=-1, required=True, type=INPUT)
+@click.option("--weights", "-w", type=INPUT, default=None,
               help="DINO or DINOv2 weights (.pth or .safetensors; official, timm or Hugging "
               "Face layout) "
               "[default: look --model up in $VISIONTK_WEIGHTS, then the torch hub cache].")
@@ -364,7 +368,7 @@ def _output_stems(paths: list[Path]) -> list[str]:
 
 
 @main.command("branches")
-@click.argument("weights", type=click.Path(path_type=Path))
+@click.argument("weights", type=INPUT)
 @click.option("--layer", default=None, help="Conv layer whose units are analysed "
               "[default: the first conv in the file].")
 @click.option("--branches", "spec", default=None,

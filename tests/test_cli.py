@@ -25,12 +25,51 @@ def truncated_png(path: Path) -> Path:
     return path
 
 
-def run_installed(*args) -> subprocess.CompletedProcess:
+def run_installed(*args, preexec_fn=None) -> subprocess.CompletedProcess:
     """Run the installed ``visiontk`` console script, as a user would."""
     candidate = Path(sys.executable).parent / "visiontk"
     found = str(candidate) if candidate.exists() else shutil.which("visiontk")
     assert found, "the visiontk console script is not installed (pip install -e .)"
-    return subprocess.run([found, *map(str, args)], capture_output=True, text=True, check=False)
+    return subprocess.run([found, *map(str, args)], capture_output=True, text=True, check=False,
+                          preexec_fn=preexec_fn)
+
+
+def permissions_apply():
+    """For a child process: root loses the capabilities that bypass file permissions
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, dropped from the bounding set before exec), so a
+    file with mode 000 is unreadable to it as to any user."""
+    import ctypes
+    import os
+
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def unreadable_copy(source: Path, target: Path) -> Path:
+    target.write_bytes(source.read_bytes())
+    target.chmod(0)
+    return target
+
+
+def test_unreadable_inputs_are_listed_like_missing_ones(samples, tmp_path):
+    """A file without read permission used to be a usage error (exit 2) that processed
+    nothing; it is one more bad input, listed at the end (exit 1), the good ones done."""
+    noperm = unreadable_copy(samples / "coffee.png", tmp_path / "noperm.png")
+    out = tmp_path / "feats"
+    p = run_installed("extract", noperm, tmp_path / "missing.png", samples / "coffee.png",
+                      "--out", out, "--max-features", "50", preexec_fn=permissions_apply)
+    assert p.returncode == 1, p.stderr
+    assert sorted(q.name for q in out.iterdir()) == ["coffee.png.npz"]
+    assert "2 of 3 images failed" in p.stderr and "Traceback" not in p.stderr
+    assert "noperm.png: permission denied" in p.stderr and "missing.png: no such file" in p.stderr
+    p = run_installed("match", noperm, samples / "coffee.png", "--no-picture",
+                      preexec_fn=permissions_apply)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [f"error: {noperm}: permission denied"]
 
 
 def test_version_and_help():
