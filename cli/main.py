@@ -269,6 +269,8 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
     for key in ("features_path", "matches_path", "colmap_path"):
         if s[key]:
             click.echo(one_line(f"{key.split('_')[0]}: {s[key]}"))
+    for folder in s["folders"]:  # what stages wrote of their own (OUT/attention, ...)
+        click.echo(one_line(f"{Path(folder).name}: {folder}"))
     if (out / "index.html").exists():
         click.echo(one_line(f"report: {out / 'index.html'}"))
     for name, m in s["models"].items():

@@ -9,6 +9,8 @@ from urllib.parse import unquote
 
 import cv2
 import pytest
+from click.testing import CliRunner
+from visiontk_cli.main import main
 
 from visiontk.pipeline import Pipeline
 
@@ -16,11 +18,13 @@ from visiontk.pipeline import Pipeline
 class Page(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.images, self.text = [], []
+        self.images, self.links, self.text = [], [], []
 
     def handle_starttag(self, tag, attrs):
         if tag == "img":
             self.images.append(dict(attrs)["src"])
+        if tag == "a":
+            self.links.append(dict(attrs)["href"])
 
     def handle_data(self, data):
         self.text.append(data)
@@ -70,6 +74,53 @@ def test_every_run_kind_gets_a_page(tmp_path, samples):
     page = read_page(out / "index.html")
     assert len([s for s in page.images if s.startswith("report/thumbs/")]) == 5
     assert "pairs" not in " ".join(page.text).split("Time per stage")[0]
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_a_dino_run_shows_its_overlays_and_links_to_them(tmp_path, samples):
+    """The page used to show the input thumbnails only: now each image's attention overlay,
+    a click opens its heads picture, and the attention folder is linked."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for n in ("coffee.png", "astronaut.png"):
+        shutil.copy(samples / n, images / n)
+    out = tmp_path / "out"
+    result = Pipeline.from_spec([{"name": "dino-attention", "weights": str(FIXTURES /
+                                  "dino_tiny_p16.pth"), "image_size": 96, "device": "cpu"}]
+                                ).run(images, out, quiet=True)
+    assert result.ok and result.folders == [out / "attention"]
+    page = read_page(out / "index.html")
+    thumbs = sorted(s for s in page.images if s.startswith("report/thumbs/"))
+    assert len(thumbs) == 2
+    for name in ("astronaut.png", "coffee.png"):
+        overlay = cv2.imread(str(out / "attention" / f"{name}_overlay.png"))
+        thumb = cv2.imread(str(out / "report" / "thumbs" / f"{name}.jpg"))
+        # the overlay (at the ViT's 96-pixel size, under the thumbnail width), not the input
+        assert overlay.shape[1] < 240 and thumb.shape == overlay.shape
+        assert f"attention/{name}_heads.png" in page.links
+    assert "attention/" in page.links
+    for link in page.links:
+        assert (out / unquote(link)).exists(), link
+
+
+def test_a_branches_run_shows_and_links_each_report(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("a.pth", "b.pth"):
+        shutil.copy(FIXTURES / "planted_alexnet.pth", models / name)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["run", "branches", "--images", str(models), "--out", str(out),
+                                  "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert f"branches: {out / 'branches'}" in r.output.splitlines()  # the console says where
+    page = read_page(out / "index.html")
+    assert len([s for s in page.images if s.startswith("report/thumbs/")]) == 2
+    assert {"branches/a.pth/report.html", "branches/b.pth/report.html", "branches/"} <= \
+        set(page.links)
+    for link in page.links:
+        assert (out / unquote(link)).exists(), link
 
 
 def browser() -> str | None:

@@ -74,9 +74,12 @@ def _pair_picture(out, label, a, path_a, b, path_b, pair_file, features_a, featu
     return relative
 
 
-def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts: dict) -> Path:
+def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts: dict,
+                links: dict | None = None) -> Path:
     """``OUT/index.html`` from the run's summary; ``images``: (name, path) of every input;
-    ``made``: what :func:`pictures_task` made; ``pair_counts``: (a, b) -> (matches, inliers)."""
+    ``made``: what :func:`pictures_task` made; ``pair_counts``: (a, b) -> (matches, inliers);
+    ``links``: name -> the page (relative to OUT) a click on its thumbnail opens."""
+    links = links or {}
     e = html.escape
     failures = summary.get("failures", [])
     parts = [_HEAD.format(title=e(f"visiontk run: {out.name}"))]
@@ -88,6 +91,9 @@ def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts:
         rows.append(("pairs", f"{summary['pairs_done']} of {summary['pairs']} done; median "
                               f"{_median(inliers)} inliers"))
     rows.append(("failed", str(len(failures))))
+    for folder in summary.get("folders", []):
+        name = Path(folder).name
+        rows.append(("outputs", f'<a href="{_url(name)}/">{e(name)}/</a>'))
     rows.append(("time", f"{summary['seconds']:.1f} s"))
     parts.append(_table(None, rows))
     for stage, model in summary.get("models", {}).items():
@@ -120,6 +126,9 @@ def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts:
         bad = str(path) in failed
         img = f'<img src="{_url(shown[name])}" alt="{e(name)}">' if name in shown else \
             "<div class=missing>no picture</div>"
+        if name in links and not bad:
+            img = f'<a href="{_url(links[name])}">{img}</a>'
+
         parts.append(f'<figure class="{"bad" if bad else "ok"}">{img}'
                      f"<figcaption>{e(name)}{' (failed)' if bad else ''}</figcaption></figure>")
     parts.append("</div></body></html>")

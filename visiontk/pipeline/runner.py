@@ -26,6 +26,7 @@ from .config import read_spec
 from .progress import Progress
 from .registry import load_stage
 from .stage import IMAGE_SUFFIXES, KINDS, Stage
+from .store import escape
 
 
 @dataclass
@@ -43,6 +44,8 @@ class RunResult:
     features_path: Path | None = None
     matches_path: Path | None = None
     colmap_path: Path | None = None
+    #: folders of OUT that stages wrote their own files into (OUT/attention, ...)
+    folders: list = field(default_factory=list)
     #: what the whole-run stages (reconstruct) reported, by stage name
     models: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -70,6 +73,7 @@ class RunResult:
 
     def summary(self) -> dict:
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        d["folders"] = [str(f) for f in self.folders]
         d["ok"] = self.ok
         return d
 
@@ -198,8 +202,10 @@ class Pipeline:
             result.seconds = time.perf_counter() - self._t0
             from .report import write_index
 
+            result.folders = [out / f for s in self.image_stages for f in s.folders
+                              if (out / f).is_dir()]
             write_index(out, result.summary(), [(n, str(p)) for n, p in named], made,
-                        self._pair_counts)
+                        self._pair_counts, links=self._report_links(features))
         if colmap:
             from ..sfm.cameras import CameraChooser
             from .colmap import export_colmap
@@ -221,6 +227,11 @@ class Pipeline:
         failed_items = {str(f["item"]) for f in result.failures}
         failed = {n for n, p in named if str(p) in failed_items}
         pictures = [(n, str(p)) for n, p in named if self.accepts == IMAGE_SUFFIXES]
+        shown_by = self._shown_by()
+        if shown_by is not None:  # the stage's own picture of each item it made
+            made = {n for n, _ in features}
+            pictures = [(n, str(result.out / shown_by.report_picture.format(stem=escape(n))))
+                        if n in made else (n, str(p)) for n, p in named]
         thumbs = choose_thumbnails(pictures, failed)
         paths, keys = dict(named), dict(features)
         counted = sorted((c[1] if c[1] >= 0 else c[0], a, b, k)
@@ -233,6 +244,17 @@ class Pipeline:
                                  str(cache.features_path(keys[a])),
                                  str(cache.features_path(keys[b])))
         return (str(result.out), thumbs, chosen) if thumbs or chosen else None
+
+    def _shown_by(self) -> Stage | None:
+        """The last image stage with a picture of its own for the report, if any."""
+        return next((s for s in reversed(self.image_stages) if s.report_picture), None)
+
+    def _report_links(self, features) -> dict:
+        """What a click on an item's thumbnail opens: its stage's page (relative to OUT)."""
+        stage = self._shown_by()
+        if stage is None or not stage.report_page:
+            return {}
+        return {n: stage.report_page.format(stem=escape(n)) for n, _ in features}
 
     def _run_whole(self, pool, named, features, pairs, cache, result, quiet) -> dict:
         """The report's pictures and each whole-run stage, side by side in workers (a mapper

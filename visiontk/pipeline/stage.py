@@ -50,6 +50,11 @@ class Stage:
     #: Folders of OUT the stage writes into (``output.folder(...)``): a later run whose
     #: ``--images`` folder is OUT itself never takes their files for inputs.
     folders: ClassVar[tuple] = ()
+    #: What the run report shows of an item's own files, as paths under OUT in which
+    #: ``{stem}`` is the item's escaped name: ``report_picture`` stands for the item among the
+    #: report's thumbnails (instead of the input file), ``report_page`` opens on a click.
+    report_picture: ClassVar[str] = ""
+    report_page: ClassVar[str] = ""
     #: Options a stage no longer takes: {name: where it went}, for a helpful error.
     moved: ClassVar[dict] = {}
 

@@ -29,6 +29,8 @@ class BranchesStage(Stage):
     outputs = ("branches",)
     Options = BranchesOptions
     folders = ("branches",)
+    report_picture = "branches/{stem}/histograms.png"
+    report_page = "branches/{stem}/report.html"
     #: a folder given to --images yields weights files, not images
     accepts = WEIGHT_SUFFIXES
 

@@ -40,6 +40,8 @@ class DinoAttentionStage(Stage):
     outputs = ("attention",)
     Options = DinoOptions
     folders = ("attention",)
+    report_picture = "attention/{stem}_overlay.png"
+    report_page = "attention/{stem}_heads.png"
 
     def check(self) -> None:
         """Find and read the weights once here: without them every image would fail alike."""
