@@ -9,9 +9,9 @@ resource tracker) running, adopted by pid 1. This pool:
   its parent imports: :data:`_BOOTSTRAP`; talking over a socket pair), one task per worker at
   a time, so a worker that dies (a segfault in native code, the OOM killer) costs only the
   task it was running: the caller is told the cause (:class:`WorkerDied`) and a fresh worker
-  takes the next task. Unlike multiprocessing's spawn, nothing re-imports the caller's ``__main__``: a script
-  that calls ``Pipeline.run`` needs no ``if __name__ == "__main__"`` guard, and no resource
-  tracker process is started;
+  takes the next task. Unlike multiprocessing's spawn, nothing re-imports the caller's
+  ``__main__``: a script that calls ``Pipeline.run`` needs no ``if __name__ == "__main__"``
+  guard, and no resource tracker process is started;
 * ties each worker to its parent twice: Linux's parent-death signal (``PR_SET_PDEATHSIG``:
   SIGKILL the moment the parent goes), and everywhere a watchdog thread that exits the worker
   when its parent process is gone;
