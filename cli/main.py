@@ -273,11 +273,12 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
         click.echo(one_line(f"{Path(folder).name}: {folder}"))
     if (out / "index.html").exists():
         click.echo(one_line(f"report: {out / 'index.html'}"))
+    no_model = []
     for name, m in s["models"].items():
         files = ", ".join(str(out / f) for f in m["files"][1:])
         if not m["models"]:
-            click.echo(one_line(f"{name}: no model ({m['registered']} of {m['images']} images "
-                                f"registered: too few matches between them) -> {files}"))
+            no_model.append(f"{name}: no model ({m['registered']} of {m['images']} images "
+                            f"registered: too few matches between them) -> {files}")
             continue
         click.echo(one_line(
             f"{name}: {m['registered']} of {m['images']} images registered in {m['models']} "
@@ -291,6 +292,9 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
                             f"{out / 'failures.json'}):"), err=True)
         for f in result.failures:
             click.echo(f"  [{f['stage']}] {one_line(f['reason'])}", err=True)
+    for line in no_model:  # the run's purpose failed: say so last, where it is seen
+        click.echo(one_line(f"error: {line}"), err=True)
+    if not result.ok:
         sys.exit(1)
 
 

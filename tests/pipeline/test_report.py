@@ -1,6 +1,7 @@
 """The run report (OUT/index.html): what it shows, that every picture it links exists, and
 what a browser makes of it."""
 
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -74,6 +75,42 @@ def test_every_run_kind_gets_a_page(tmp_path, samples):
     page = read_page(out / "index.html")
     assert len([s for s in page.images if s.startswith("report/thumbs/")]) == 5
     assert "pairs" not in " ".join(page.text).split("Time per stage")[0]
+
+
+def test_unrelated_pairs_pick_the_strongest_by_matches_and_time_counts_each_stage_once(
+        tmp_path, samples):
+    """Pairs without a model all have 0 inliers: the strongest is then the one with most
+    matches (it was chosen by name), each picture captioned on the page; and the time per
+    stage no longer counts the whole-run stages twice."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("astronaut.png", "coffee.png", "motorcycle_left.png"):
+        shutil.copy(samples / name, folder / name)
+    out = tmp_path / "out"
+    result = Pipeline.from_spec([{"name": "load", "max_side": 320}, {"name": "sift"},
+                                 {"name": "match"}, {"name": "verify", "min_inliers": 10**6}]
+                                ).run(folder, out, quiet=True)
+    assert result.pairs_done == 3
+    text = " ".join(read_page(out / "index.html").text)
+    assert "3 of 3 done; median 0 inliers" in text
+    found = dict(re.findall(r"(strongest|weakest): [^,]+, 0 inliers of (\d+) matches", text))
+    assert set(found) == {"strongest", "weakest"}, text
+    assert int(found["strongest"]) > int(found["weakest"])
+    assert "report and whole-run stages" not in result.stage_seconds
+    assert "report pictures" in result.stage_seconds
+
+
+def test_identical_images_on_a_first_run_are_not_from_earlier_runs(tmp_path, samples):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(samples / "coffee.png", folder / name)
+    pipeline = Pipeline.from_spec([{"name": "load", "max_side": 256}, {"name": "sift"},
+                                   {"name": "match"}])
+    first = pipeline.run(folder, tmp_path / "out", quiet=True)
+    assert (first.images_done, first.images_cached, first.pairs_cached) == (2, 0, 0)
+    again = pipeline.run(folder, tmp_path / "out", quiet=True)
+    assert (again.images_cached, again.pairs_cached) == (2, 1)
 
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -257,13 +257,17 @@ def test_images_that_share_nothing_make_no_model(tmp_path, samples):
     p = subprocess.run([sys.executable, "-m", "visiontk_cli.main", "run", "sfm", "--images",
                         str(folder), "--out", str(out), "--quiet"], capture_output=True,
                        text=True, check=False)
-    assert p.returncode == 0, p.stderr
-    assert "reconstruct: no model (0 of 3 images registered" in p.stdout
+    assert p.returncode == 1, p.stderr  # a run that makes no model did not do its job
+    [line] = p.stderr.strip().splitlines()
+    assert line.startswith("error: reconstruct: no model (0 of 3 images registered")
     summary = json.loads((out / "summary.json").read_text())["models"]["reconstruct"]
     assert summary["models"] == 0 and summary["not_registered"] == sorted(
         ["astronaut.png", "coffee.png", "motorcycle_left.png"])
     assert not (out / "sparse").exists() and not (out / "model.png").exists()
     assert (out / "registration.png").exists()
+    assert json.loads((out / "summary.json").read_text())["ok"] is False
+    page = (out / "index.html").read_text()
+    assert "0 of 3 images: no model" in page and "None" not in page  # was "None px"
 
 
 def test_without_pycolmap_one_line_before_any_image(photos, tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ def auto_workers(items: int) -> int:
     return max(1, min(usable_cores(), AUTO_WORKERS_MAX, items))
 
 
-def create(kind: str, workers: int, scheduler: str | None = None):
+def create(kind: str, workers: int, scheduler: str | None = None, quiet: bool = False):
     if kind not in EXECUTORS:
         raise OptionError(f"executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
     if not isinstance(workers, int) or workers < 1:
@@ -43,21 +43,22 @@ def create(kind: str, workers: int, scheduler: str | None = None):
         return DaskExecutor(workers, scheduler)
     if scheduler:
         raise OptionError("--scheduler is for --executor dask")
-    return LocalExecutor(workers)
+    return LocalExecutor(workers, quiet)
 
 
 class LocalExecutor:
     """Tasks in ``workers`` spawned processes (:class:`.workers.WorkerPool`): a worker that
     crashes costs only its task, and workers die with the run."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, quiet: bool = False):
         self.workers = workers
+        self.quiet = quiet
         self._pool = None
 
     def __enter__(self):
         from .workers import WorkerPool
 
-        self._pool = WorkerPool(self.workers).__enter__()
+        self._pool = WorkerPool(self.workers, self.quiet).__enter__()
         return self
 
     def __exit__(self, *exc):
@@ -278,7 +279,9 @@ def pictures_task(task) -> dict:
     """The run report's pictures (see :mod:`.report`)."""
     from .report import pictures_task as make
 
-    return {"ok": True, **make(task)}
+    t0 = time.perf_counter()
+    made = make(task)
+    return {"ok": True, **made, "seconds": {"report pictures": time.perf_counter() - t0}}
 
 
 def pictures_died(task, cause: str) -> dict:

@@ -66,12 +66,12 @@ def _pair_picture(out, label, a, path_a, b, path_b, pair_file, features_a, featu
     fa, fb = Features.load(features_a), Features.load(features_b)
     inliers = geometry.inliers if geometry is not None else None
     n = int(inliers.sum()) if inliers is not None else len(matches)
+    caption = f"{label}: {a} - {b}, {n} inliers of {len(matches)} matches"
     picture = draw_matches(load_rgb(path_a), load_rgb(path_b), fa.xy[matches.pairs[:, 0]],
-                           fb.xy[matches.pairs[:, 1]], inliers, max_side=1200,
-                           title=f"{label}: {a} - {b}, {n} inliers of {len(matches)} matches")
+                           fb.xy[matches.pairs[:, 1]], inliers, max_side=1200, title=caption)
     relative = f"report/pair_{label}.jpg"
     save_image(Path(out) / relative, picture)
-    return relative
+    return {"picture": relative, "caption": caption}
 
 
 def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts: dict,
@@ -87,9 +87,8 @@ def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts:
     rows = [("images", f"{summary['images_done']} of {summary['images']} done "
                        f"({summary['images_cached']} from earlier runs)")]
     if summary.get("pairs"):
-        inliers = [k for _, k in pair_counts.values()]
-        rows.append(("pairs", f"{summary['pairs_done']} of {summary['pairs']} done; median "
-                              f"{_median(inliers)} inliers"))
+        rows.append(("pairs", f"{summary['pairs_done']} of {summary['pairs']} done"
+                              + _pair_medians(pair_counts.values())))
     rows.append(("failed", str(len(failures))))
     for folder in summary.get("folders", []):
         name = Path(folder).name
@@ -106,8 +105,10 @@ def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts:
         parts.append("<h2>Strongest and weakest pairs</h2>")
         for label in ("strongest", "weakest"):
             if label in made["pairs"]:
-                src = made["pairs"][label]
-                parts.append(f'<p><img class="wide" src="{_url(src)}" alt="{label} pair"></p>')
+                pair = made["pairs"][label]
+                parts.append(f'<figure class="pair"><img class="wide" '
+                             f'src="{_url(pair["picture"])}" alt="{label} pair">'
+                             f'<figcaption>{e(pair["caption"])}</figcaption></figure>')
     parts.append("<h2>Time per stage</h2>")
     parts.append(_table(["stage", "seconds"], [(e(k), f"{v:.2f}") for k, v in
                                                summary.get("stage_seconds", {}).items()]))
@@ -144,13 +145,26 @@ def _url(relative: str) -> str:
     return html.escape(quote(relative))
 
 
+def _pair_medians(counts) -> str:
+    """"; median N inliers" over the verified pairs, or matches when none was verified."""
+    counts = list(counts)
+    verified = [k for _, k in counts if k >= 0]
+    if verified:
+        return f"; median {_median(verified)} inliers"
+    return f"; median {_median([m for m, _ in counts])} matches" if counts else ""
+
+
 def _model_rows(model: dict) -> list:
     e = html.escape
-    rows = [("registered", f"{model.get('registered')} of {model.get('images')} images in "
-                           f"{model.get('models')} model(s)"),
-            ("3-D points", str(model.get("points"))),
-            ("mean reprojection error", f"{model.get('mean_reprojection_error')} px"),
-            ("mean track length", str(model.get("mean_track_length")))]
+    if not model.get("models"):
+        rows = [("registered", f"{model.get('registered')} of {model.get('images')} images: "
+                               "no model")]
+    else:
+        rows = [("registered", f"{model.get('registered')} of {model.get('images')} images "
+                               f"in {model.get('models')} model(s)"),
+                ("3-D points", str(model.get("points"))),
+                ("mean reprojection error", f"{model.get('mean_reprojection_error')} px"),
+                ("mean track length", str(model.get("mean_track_length")))]
     if model.get("not_registered"):
         rows.append(("not registered", e(", ".join(model["not_registered"]))))
     if model.get("cameras"):
@@ -183,6 +197,7 @@ img.wide {{ max-width: 100%; border: 1px solid #ccc; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 10px; }}
 figure {{ margin: 0; width: 240px; border: 3px solid #2e7d32; }}
 figure.bad {{ border-color: #c62828; }}
+figure.pair {{ width: auto; border: none; margin: 8px 0 16px; }}
 figure img {{ width: 100%; display: block; }}
 figcaption {{ font-size: 12px; padding: 3px; word-break: break-all; }}
 .missing {{ height: 180px; background: #eee; text-align: center; line-height: 180px; }}

@@ -57,7 +57,8 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        """No item failed, and every whole-run stage made a model."""
+        return not self.failures and all(m.get("models", 1) for m in self.models.values())
 
     def add_seconds(self, seconds: dict) -> None:
         for stage, t in seconds.items():
@@ -166,9 +167,10 @@ class Pipeline:
             if workers is None:
                 workers = executors.auto_workers(len(named))
             result = RunResult(out=out, images=len(named), workers=workers)
+            cache = store.Cache(out / ".cache")
+            self._earlier = cache.keys()  # cached results this run did not make itself
             try:
-                self._run(named, store.Cache(out / ".cache"), result, workers, executor,
-                          scheduler, quiet, colmap)
+                self._run(named, cache, result, workers, executor, scheduler, quiet, colmap)
             finally:  # interrupted runs too: what was done is summarised, and kept
                 result.seconds = time.perf_counter() - t0
                 _write_json(out / "failures.json", result.failures)
@@ -177,7 +179,7 @@ class Pipeline:
 
     def _run(self, named, cache, result, workers, executor, scheduler, quiet, colmap):
         out = result.out
-        with executors.create(executor, workers, scheduler) as pool:
+        with executors.create(executor, workers, scheduler, quiet) as pool:
             features = self._run_images(pool, named, self.specs(self.image_stages), cache,
                                         result, quiet)
             if any("features" in s.outputs for s in self.image_stages):
@@ -195,8 +197,7 @@ class Pipeline:
                                            ((a, b, *cache.load_pair(k)) for a, b, k in pairs),
                                            __version__)
             # the report's pictures are made while the whole-run stages (reconstruct) run
-            with result.timed("report and whole-run stages"):
-                made = self._run_whole(pool, named, features, pairs, cache, result, quiet)
+            made = self._run_whole(pool, named, features, pairs, cache, result, quiet)
             if self.model_stages:  # they write the COLMAP database they map
                 colmap = False
             result.seconds = time.perf_counter() - self._t0
@@ -234,11 +235,12 @@ class Pipeline:
                         if n in made else (n, str(p)) for n, p in named]
         thumbs = choose_thumbnails(pictures, failed)
         paths, keys = dict(named), dict(features)
-        counted = sorted((c[1] if c[1] >= 0 else c[0], a, b, k)
+        # by inliers, then matches (unverified pairs: by matches)
+        counted = sorted(((c[1], c[0]) if c[1] >= 0 else (c[0], 0), a, b, k)
                          for (a, b, k) in pairs if (c := self._pair_counts.get((a, b))))
         chosen = {}
         if counted and pictures:
-            useful = [c for c in counted if c[0] > 0] or counted
+            useful = [c for c in counted if c[0][0] > 0] or counted
             for label, (_, a, b, k) in (("strongest", counted[-1]), ("weakest", useful[0])):
                 chosen[label] = (a, str(paths[a]), b, str(paths[b]), str(cache.pair_path(k)),
                                  str(cache.features_path(keys[a])),
@@ -282,6 +284,7 @@ class Pipeline:
         for reply in pool.map_unordered(executors.call_task, jobs, executors.call_died):
             if reply["task"] == "pictures_task":
                 made = reply
+                result.add_seconds(reply.get("seconds", {}))
                 continue
             result.add_seconds(reply.get("seconds", {}))
             replies[reply["stage_name"]] = reply
@@ -308,7 +311,8 @@ class Pipeline:
                 if reply["ok"]:
                     done[reply["name"]] = reply["key"]
                     result.images_done += 1
-                    result.images_cached += reply["cached"]
+                    # an image whose copy this run computed is not one "from earlier runs"
+                    result.images_cached += reply["cached"] and reply["key"] in self._earlier
                 else:
                     result.failures.append({k: reply[k] for k in ("item", "stage", "reason")})
                 progress.advance(reply["name"], reply["ok"])
@@ -333,7 +337,7 @@ class Pipeline:
                     self._pair_counts[(reply["a"], reply["b"])] = (reply["matches"],
                                                                    reply["inliers"])
                     result.pairs_done += 1
-                    result.pairs_cached += reply["cached"]
+                    result.pairs_cached += reply["cached"] and reply["key"] in self._earlier
                 else:
                     result.failures.append({k: reply[k] for k in ("item", "stage", "reason")})
                 progress.advance(f"{reply['a']} {reply['b']}", reply["ok"])

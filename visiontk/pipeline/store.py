@@ -89,6 +89,12 @@ class Cache:
         (self.root / "features").mkdir(parents=True, exist_ok=True)
         (self.root / "pairs").mkdir(parents=True, exist_ok=True)
 
+    def keys(self) -> set:
+        """The keys of every result file now in the cache (images' and pairs'): what a run
+        finds there from earlier runs."""
+        return {f.stem for kind in ("features", "pairs") for f in (self.root / kind).iterdir()
+                if f.suffix == ".npz"}
+
     def features_path(self, key: str) -> Path:
         return self.root / "features" / f"{key}.npz"
 

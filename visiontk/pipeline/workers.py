@@ -88,13 +88,17 @@ THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREAD
                     "MKL_NUM_THREADS")
 
 
-def worker_environment(threads: int) -> dict:
+def worker_environment(threads: int, quiet: bool = False) -> dict:
     """This process's environment with the compute threads per worker set (values the user
     set are kept), so that workers × threads ≈ the machine's cores: two workers with two
-    OpenBLAS threads each on two cores made matching 4× slower (spinning threads)."""
+    OpenBLAS threads each on two cores made matching 4× slower (spinning threads). ``quiet``
+    silences the log of COLMAP's mapper (glog) but for fatal errors: the run reports what
+    failed in its own words."""
     env = dict(os.environ)
     for var in THREAD_VARIABLES:
         env.setdefault(var, str(threads))
+    if quiet:
+        env.setdefault("GLOG_minloglevel", "3")
     return env
 
 
@@ -173,13 +177,13 @@ def parent_imports() -> str:
 
 
 class _Worker:
-    def __init__(self, threads: int, imports: str):
+    def __init__(self, threads: int, imports: str, quiet: bool = False):
         ours, theirs = socket.socketpair()
         with ours, theirs:
             self.process = subprocess.Popen(
                 [sys.executable, "-I", "-c", _BOOTSTRAP, imports, str(theirs.fileno()),
                  str(os.getpid()), str(threads)], pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL, env=worker_environment(threads))
+                stdin=subprocess.DEVNULL, env=worker_environment(threads, quiet))
             self.conn = Connection(ours.detach())
         self.task = None
 
@@ -216,14 +220,15 @@ def usable_cores() -> int:
 class WorkerPool:
     """``workers`` spawned processes running tasks one at a time each (see the module)."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, quiet: bool = False):
         self.workers = workers
         self.threads = max(1, usable_cores() // workers)
         self._pool: list[_Worker] = []
         self._imports = parent_imports()
+        self.quiet = quiet
 
     def __enter__(self):
-        self._pool = [_Worker(self.threads, self._imports) for _ in range(self.workers)]
+        self._pool = [self._start() for _ in range(self.workers)]
         return self
 
     def __exit__(self, *exc):
@@ -235,6 +240,9 @@ class WorkerPool:
         for worker in self._pool:
             worker.stop()
         self._pool = []
+
+    def _start(self) -> _Worker:
+        return _Worker(self.threads, self._imports, self.quiet)
 
     def map_unordered(self, fn, tasks):
         """Yield ``(task, reply)`` as tasks finish; ``reply`` is ``fn(task)`` or a
@@ -271,7 +279,7 @@ class WorkerPool:
             worker.process.wait(STOP_GRACE)
         cause = exit_cause(worker.exitcode)
         worker.stop()
-        self._pool[self._pool.index(worker)] = _Worker(self.threads, self._imports)
+        self._pool[self._pool.index(worker)] = self._start()
         return cause
 
 

@@ -49,7 +49,9 @@ def import_pycolmap():
     except ImportError:
         raise OptionError(MISSING) from None
     with contextlib.suppress(AttributeError):
-        pycolmap.logging.minloglevel = 2  # warnings and errors only: no per-image chatter
+        # warnings and errors only (no per-image chatter), or less where GLOG_minloglevel
+        # says so (a quiet run)
+        pycolmap.logging.minloglevel = max(2, pycolmap.logging.minloglevel)
     return pycolmap
 
 
