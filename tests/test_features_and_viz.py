@@ -87,3 +87,15 @@ def test_keypoint_agreement_sees_moved_turned_and_changed_keypoints(astronaut):
     blank = np.zeros_like(ref.descriptors)
     assert keypoint_agreement(ref, dataclasses.replace(ref, descriptors=blank))[
         "descriptor_l2_median"] > 100
+
+
+def test_picture_titles_draw_names_that_are_not_ascii():
+    """OpenCV's fonts drew "café.png" as "caf??.png": the two titles gave the same pixels."""
+    from visiontk.viz import draw_matches
+
+    blank, xy = np.zeros((120, 400, 3), np.uint8), np.zeros((0, 2))
+    accented, mangled, other = (draw_matches(blank, blank, xy, xy, title=t)
+                                for t in ("café.png", "caf??.png", "cafè.png"))
+    assert not np.array_equal(accented, mangled)
+    assert not np.array_equal(accented, other)  # é and è told apart
+    assert accented[:30, :200].max() == 255  # the text is there, white on black

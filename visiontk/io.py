@@ -48,7 +48,8 @@ def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         Refuse images with more pixels than this, checked from the header before decoding.
         This is the only size limit: Pillow's own decompression-bomb limit is not applied.
     min_side : int
-        Refuse images whose shorter side is below this (default: what SIFT needs).
+        Refuse images whose shorter side is below this (default: what SIFT needs, and what
+        every command takes).
     exif_transpose : bool
         Turn the pixels as the file's EXIF orientation tag says (default: as photo viewers
         show it; every entry point of visiontk uses this default).
@@ -142,9 +143,9 @@ def _check_size(name: str, height: int, width: int, max_pixels: int,
     if height == 0 or width == 0:
         raise ImageError(f"{name}: image is empty ({width}×{height} pixels)")
     if min(height, width) < min_side:
-        need = "SIFT needs" if min_side == MIN_SIDE else "need"
         raise ImageError(
-            f"{name}: image is {width}×{height} pixels; {need} at least {min_side}×{min_side}")
+            f"{name}: image is {width}×{height} pixels; visiontk needs at least "
+            f"{min_side}×{min_side}")
     if height * width > max_pixels:
         raise ImageError(
             f"{name}: image is {width}×{height} = {height * width:,} pixels, over the limit of "

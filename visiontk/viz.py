@@ -83,10 +83,44 @@ def _pt(xy, offset, scale):
 
 
 def _banner(canvas: np.ndarray, text: str) -> None:
-    font, size = cv2.FONT_HERSHEY_SIMPLEX, max(0.5, canvas.shape[1] / 2000)
-    (tw, th), base = cv2.getTextSize(text, font, size, 1)
-    cv2.rectangle(canvas, (0, 0), (tw + 16, th + base + 12), (0, 0, 0), -1)
-    cv2.putText(canvas, text, (8, th + 6), font, size, (255, 255, 255), 1, cv2.LINE_AA)
+    """``text`` in white on black at the top left. OpenCV's Hershey fonts draw only ASCII (a
+    file named "café.png" came out "caf??.png"), so the text is drawn by Pillow with the
+    DejaVu Sans that matplotlib ships, which covers Latin, Greek, Cyrillic and more."""
+    from PIL import Image, ImageDraw
+
+    font = _banner_font(max(12, round(canvas.shape[1] / 90)))
+    if font is None:  # no TrueType font found: OpenCV's, with what it cannot draw as "?"
+        size = max(0.5, canvas.shape[1] / 2000)
+        ascii_text = text.encode("ascii", "replace").decode()
+        (tw, th), base = cv2.getTextSize(ascii_text, cv2.FONT_HERSHEY_SIMPLEX, size, 1)
+        cv2.rectangle(canvas, (0, 0), (tw + 16, th + base + 12), (0, 0, 0), -1)
+        cv2.putText(canvas, ascii_text, (8, th + 6), cv2.FONT_HERSHEY_SIMPLEX, size,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+        return
+    _, _, right, bottom = font.getbbox(text)
+    height = min(canvas.shape[0], bottom + 12)
+    width = min(canvas.shape[1], right + 16)
+    strip = Image.new("RGB", (width, height), (0, 0, 0))
+    ImageDraw.Draw(strip).text((8, 6), text, font=font, fill=(255, 255, 255))
+    canvas[:height, :width] = np.asarray(strip)
+
+
+def _banner_font(size: int):
+    """DejaVu Sans at ``size`` pixels from matplotlib's data folder (found without importing
+    matplotlib), or None."""
+    import importlib.util
+
+    from PIL import ImageFont
+
+    spec = importlib.util.find_spec("matplotlib")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if path.is_file():
+            try:
+                return ImageFont.truetype(str(path), size)
+            except OSError:
+                return None
+    return None
 
 
 def save_image(path, rgb: np.ndarray) -> Path:

@@ -130,6 +130,19 @@ def test_unbranched_next_layer_asks_for_a_spec():
         analyse([ConvLayer("c1", conv1)], layer="nope")
 
 
+def test_a_pipeline_asks_for_the_stage_option_not_a_flag(tmp_path):
+    """Inside a pipeline there is no --branches flag: the message names the stage's option."""
+    from visiontk.pipeline import Pipeline
+
+    conv1, _ = planted_layers()
+    models = tmp_path / "models"
+    models.mkdir()
+    np.savez(models / "one.npz", **{"features.0.weight": conv1})  # the last conv: no groups
+    r = Pipeline.from_file("branches").run(models, tmp_path / "out", quiet=True)
+    [failure] = r.failures
+    assert "the branches stage's option" in failure["reason"]
+
+
 def test_branches_command_writes_the_report(tmp_path):
     out = tmp_path / "report"
     res = CliRunner().invoke(main, ["branches", str(PLANTED_PTH), "--out", str(out)])
@@ -152,7 +165,10 @@ def test_branches_command_bad_input(tmp_path):
     evil = tmp_path / "evil.pth"
     with zipfile.ZipFile(evil, "w") as z:
         z.writestr("a/data.pkl", pickle.dumps({"w": print}, protocol=2))
-    for path, words in [(tmp_path / "missing.pth", "no such file"), (evil, "refused")]:
+    picture = tmp_path / "coffee.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n not weights")
+    for path, words in [(tmp_path / "missing.pth", "no such file"), (evil, "refused"),
+                        (picture, "coffee.png: unsupported file type (.png)")]:
         res = CliRunner().invoke(main, ["branches", str(path), "--out", str(tmp_path / "o")])
         assert res.exit_code == 1 and words in res.output and "Traceback" not in res.output
     with pytest.raises(WeightsError, match="no 4-D convolution"):

@@ -251,6 +251,20 @@ def test_dino_attention_end_to_end(samples):
     assert r.upsample(r.tokencut).shape == (160, 240)
 
 
+def test_attention_refuses_images_smaller_than_sift_does(tmp_path):
+    """A 1×1 image was upscaled to a patch grid and 'segmented'; like SIFT, under 16×16 is
+    refused, in one line naming the file."""
+    import cv2
+    from click.testing import CliRunner
+    from visiontk_cli.main import main
+
+    cv2.imwrite(str(tmp_path / "dot.png"), np.zeros((1, 1), np.uint8))
+    res = CliRunner().invoke(main, ["attention", str(tmp_path / "dot.png"), "--weights",
+                                    str(REAL_PTH), "--out", str(tmp_path / "att")])
+    assert res.exit_code == 1 and "dot.png: image is 1×1 pixels" in res.output
+    assert not any((tmp_path / "att").iterdir())
+
+
 def test_attention_command_writes_pictures_and_summary(tmp_path, samples):
     from click.testing import CliRunner
     from visiontk_cli.main import main

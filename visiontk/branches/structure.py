@@ -55,23 +55,27 @@ def parse_branch_spec(spec: str, channels: int | None = None) -> list[Branch]:
     return branches
 
 
+#: How a user gives branches that cannot be inferred, from the command line or a pipeline.
+GIVE_BRANCHES = "give the branches (--branches, or the branches stage's option of that name)"
+
+
 def infer_branches(layer: ConvLayer, following: ConvLayer | None) -> list[Branch]:
     """Branches of ``layer``'s output channels implied by the conv that reads them."""
     if following is None:
-        raise OptionError(f"layer {layer.name} is the last conv: give --branches")
+        raise OptionError(f"layer {layer.name} is the last conv: {GIVE_BRANCHES}")
     groups = following.groups
     if groups is None:
         if layer.out_channels % following.in_per_group:
             raise OptionError(f"{following.name} takes {following.in_per_group} channels per "
                               f"group, which does not divide {layer.name}'s "
-                              f"{layer.out_channels}: give --branches")
+                              f"{layer.out_channels}: {GIVE_BRANCHES}")
         groups = layer.out_channels // following.in_per_group
     elif following.in_per_group * groups != layer.out_channels:
         raise OptionError(f"{following.name} reads {groups} groups of {following.in_per_group} "
                           f"channels = {groups * following.in_per_group}, but {layer.name} has "
-                          f"{layer.out_channels} units: not a plain chain; give --branches")
+                          f"{layer.out_channels} units: not a plain chain; {GIVE_BRANCHES}")
     if groups < 2:
         raise OptionError(f"{following.name} is not grouped, so {layer.name} has no branches: "
-                          "give --branches for concatenated (Inception-style) branches")
+                          f"{GIVE_BRANCHES} for concatenated (Inception-style) branches")
     size = layer.out_channels // groups
     return [Branch(f"group{g}", g * size, (g + 1) * size) for g in range(groups)]

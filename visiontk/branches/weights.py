@@ -22,6 +22,10 @@ from ..tensorfiles import (
     regular_file,
 )
 
+#: PyTorch files (torch.save: .pth, .pt, Lightning's .ckpt, Hugging Face's .bin), then the rest.
+TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+WEIGHT_SUFFIXES = frozenset({*TORCH_SUFFIXES, ".safetensors", ".npz", ".onnx"})
+
 
 @dataclass
 class ConvLayer:
@@ -43,6 +47,10 @@ def read_conv_layers(path) -> list[ConvLayer]:
     float32 (text, complex, NaN or infinite weights, and empty kernels, are errors)."""
     path = regular_file(path, WeightsError, "weights file")
     suffix = path.suffix.lower()
+    if suffix not in WEIGHT_SUFFIXES:
+        raise WeightsError(f"{path}: unsupported file type ({suffix or 'no suffix'}); weights "
+                           f"come as {', '.join(TORCH_SUFFIXES)} (PyTorch), .safetensors, .npz "
+                           "or .onnx")
     if suffix == ".onnx":
         layers = _read_onnx(path)
     else:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..branches.weights import WEIGHT_SUFFIXES
 from ..pipeline.stage import Stage
-
-#: The weights formats visiontk.branches reads.
-WEIGHT_SUFFIXES = frozenset({".pth", ".pt", ".safetensors", ".npz", ".onnx"})
 
 
 @dataclass(frozen=True)

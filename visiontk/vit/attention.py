@@ -220,7 +220,8 @@ def dino_attention_batches(images, *, vit, batch_size: int | None = None,
 
 def _prepare(image, net, image_size: int):
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
-    return preprocess(io.load_rgb(image, min_side=1), net.config.patch, image_size, name)
+    # the same smallest image as SIFT: a 1×1 picture upscaled to a patch grid has no objects
+    return preprocess(io.load_rgb(image), net.config.patch, image_size, name)
 
 
 def _results(net, shown: list, found, threshold: float, keep_largest: bool) -> list:
