@@ -267,7 +267,7 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
                                    f"({s['pairs_cached']} from earlier runs)" if s["pairs"]
                                    else ""))
     for key in ("features_path", "matches_path", "colmap_path"):
-        if s[key]:
+        if s[key] and (s["pairs_done"] if key == "matches_path" else s["images_done"]):
             click.echo(one_line(f"{key.split('_')[0]}: {s[key]}"))
     for folder in s["folders"]:  # what stages wrote of their own (OUT/attention, ...)
         click.echo(one_line(f"{Path(folder).name}: {folder}"))

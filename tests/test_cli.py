@@ -190,6 +190,20 @@ def test_installed_command_cuda_without_gpu_is_explained(samples):
     assert ("visiontk[cuda12]" in p.stderr) or ("GPU" in p.stderr)
 
 
+@pytest.mark.skipif(visiontk.backend.cuda_status()[0], reason="a GPU is present")
+def test_pipeline_on_cuda_without_gpu_fails_once_before_any_image(samples, tmp_path):
+    """Every image used to fail with the same message, and the console still named an empty
+    features.h5."""
+    spec = tmp_path / "gpu.toml"
+    spec.write_text('[[stages]]\nname = "load"\n\n[[stages]]\nname = "sift"\n'
+                    'device = "cuda"\n')
+    p = run_installed("run", spec, "--images", samples, "--out", tmp_path / "out", "--quiet")
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    [line] = p.stderr.strip().splitlines()
+    assert line.startswith("error: device 'cuda': ")
+    assert not (tmp_path / "out" / "features.h5").exists() and "features:" not in p.stdout
+
+
 def test_installed_command_huge_image_refused(tmp_path, samples):
     coffee = samples / "coffee.png"
     p = run_installed("match", coffee, coffee, "--max-pixels", 1000, "--no-picture")
