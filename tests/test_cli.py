@@ -128,6 +128,13 @@ def test_match_default_picture_name(samples, tmp_path, monkeypatch):
     assert (tmp_path / "matches_coffee_coffee_warped.png").exists()
 
 
+def test_match_out_in_a_missing_folder_is_an_error_before_the_work(samples, tmp_path):
+    r = run("match", samples / "coffee.png", samples / "coffee.png", "--out",
+            tmp_path / "typo" / "m.png")
+    assert r.exit_code == 1 and "typo does not exist" in r.output
+    assert "keypoints" not in r.output and not (tmp_path / "typo").exists()
+
+
 def test_flat_images_give_zero_matches_not_a_crash(tmp_path):
     flat = tmp_path / "flat.png"
     cv2.imwrite(str(flat), np.full((64, 64), 90, np.uint8))

@@ -10,7 +10,7 @@ from visiontk.viz import draw_matches, save_image
 
 def test_save_load_roundtrip(tmp_path, astronaut):
     f = visiontk.sift(astronaut, max_features=150)
-    path = f.save(tmp_path / "sub" / "a.npz")
+    path = f.save(tmp_path / "a.npz")
     g = visiontk.Features.load(path)
     for name in ("xy", "size", "angle", "response", "octave", "descriptors"):
         np.testing.assert_array_equal(getattr(f, name), getattr(g, name))
@@ -99,3 +99,13 @@ def test_picture_titles_draw_names_that_are_not_ascii():
     assert not np.array_equal(accented, mangled)
     assert not np.array_equal(accented, other)  # é and è told apart
     assert accented[:30, :200].max() == 255  # the text is there, white on black
+
+
+def test_save_into_a_folder_that_does_not_exist_is_an_error(tmp_path, astronaut):
+    """A typo in a folder name used to make that folder (a test made one at the root)."""
+    from visiontk.errors import VisiontkError
+
+    feats = visiontk.sift(astronaut, max_features=20, keep="strongest")
+    with pytest.raises(VisiontkError, match="the folder .*typo does not exist"):
+        feats.save(tmp_path / "typo" / "a.npz")
+    assert not (tmp_path / "typo").exists()

@@ -31,12 +31,16 @@ def umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_write(path):
+def atomic_write(path, make_folders: bool = True):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block ends
     without an exception, otherwise remove it. The file gets 0666 minus the umask, as
-    ``open()`` would give it (mkstemp's temporaries are 0600)."""
+    ``open()`` would give it (mkstemp's temporaries are 0600). ``make_folders``: create the
+    folders above ``path`` (visiontk's own output trees) or require them (a user's path)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_folders:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        existing_folder(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.fchmod(fd, 0o666 & ~umask())
     os.close(fd)
@@ -85,12 +89,23 @@ def writable_folder(path) -> Path:
 
 
 def writable_file(path) -> Path:
-    """Check, before any work, that ``path`` can be written as a file (not a folder, in a
-    folder that exists or can be made and takes new files)."""
+    """Check, before any work, that ``path`` can be written as a file: not a folder, in a
+    folder that exists (a typo in a folder name is an error, not a new folder) and takes new
+    files."""
     path = Path(path)
     if path.is_dir():
         raise VisiontkError(f"{path}: is a folder; give a file name for the output")
     if path.exists() and not os.access(path, os.W_OK):
         raise VisiontkError(f"{path}: cannot overwrite it (permission denied)")
-    writable_folder(path.parent if str(path.parent) else Path("."))
+    existing_folder(path)
+    writable_folder(path.parent)
+    return path
+
+
+def existing_folder(path) -> Path:
+    """``path``, when the folder it goes into exists; a one-line error naming both otherwise."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise VisiontkError(f"{path}: the folder {path.parent} {what}")
     return path

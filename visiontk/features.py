@@ -108,11 +108,12 @@ class Features:
                    np.array([k.octave for k in keypoints], np.int32), desc, tuple(image_size))
 
     def save(self, path) -> Path:
-        """Write to ``path`` (.npz), atomically: a reader never sees a half-written file."""
+        """Write to ``path`` (.npz), atomically: a reader never sees a half-written file. The
+        folder must exist (VisiontkError otherwise: a typo does not make a new folder)."""
         from ._files import atomic_write
 
         path = Path(path)
-        with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+        with atomic_write(path, make_folders=False) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, xy=self.xy, size=self.size, angle=self.angle, response=self.response,
                      octave=self.octave, descriptors=self.descriptors,
                      image_size=np.asarray(self.image_size, np.int64),

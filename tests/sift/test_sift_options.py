@@ -1,6 +1,7 @@
 """Each SIFT option changes what it should."""
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,6 +221,15 @@ def test_iter_sift_reports_a_bad_image_and_goes_on(samples, tmp_path):
         np.testing.assert_array_equal(feats.xy, visiontk.sift(path, max_features=200).xy)
     with pytest.raises(ImageError, match=r"broken\.png"):
         visiontk.sift_batch(paths)
+
+
+@pytest.mark.parametrize("images", ["sample_images/", Path("sample_images"),
+                                    np.zeros((64, 64), np.uint8)])
+def test_iter_sift_refuses_one_path_or_array_instead_of_a_list(images):
+    """A folder's name was iterated character by character ("s", "a", ...: 14 bad images),
+    an array row by row."""
+    with pytest.raises(OptionError, match="iter_sift takes a list of images"):
+        visiontk.iter_sift(images)
 
 
 def test_iter_sift_refuses_bad_options_at_the_call(samples):

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import nullcontext
 
+import numpy as np
+
 from .. import backend, io
-from ..errors import VisiontkError
+from ..errors import OptionError, VisiontkError
 from .backends import for_device
 from .extraction import extract
 from .options import SiftOptions, checked_max_pixels
@@ -56,6 +59,11 @@ def iter_sift(images, *, device: str = "auto", max_pixels: int = io.DEFAULT_MAX_
     sample_images/coffee.png 100
     """
     # A plain function returning a generator, so bad options or device fail at the call.
+    if isinstance(images, (str, bytes, os.PathLike, np.ndarray)):
+        # a string would be iterated character by character, an array row by row
+        what = "an array" if isinstance(images, np.ndarray) else f"the path {str(images)!r}"
+        raise OptionError(f"iter_sift takes a list of images, got {what}; give [it], or "
+                          "for a folder sorted(Path(folder).glob('*.jpg'))")
     opts = SiftOptions.from_keywords(options)
     max_pixels = checked_max_pixels(max_pixels)
     sift_backend = for_device(device)
