@@ -1,5 +1,5 @@
 """CPU path against the GPU path run through the CPU emulation of its CUDA kernels, on the
-sample images, for each SIFT preset: the README's parity table, reproducible without a GPU
+sample images, for each SIFT preset: the parity table of docs/gpu.md, reproducible without a GPU
 (needs g++).
 
     python bench/emulated_gpu_parity.py
@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from readme import markdown_table, publish
+from doc_tables import add_docs_flag, markdown_table, publish
 
 from visiontk import io
 from visiontk._sift._gpu_kernels import NVRTC_OPTIONS, SOURCE, CudaSift
@@ -34,7 +34,7 @@ def main():
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    add_docs_flag(parser, "emulated_gpu_parity")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as build:
@@ -52,9 +52,9 @@ def main():
     text = markdown_table(["preset", "image", "CPU kp", "GPU kp", "same within 0.05 px",
                            "same octave+layer", "angle ≤ 0.5°", "descriptor L2 median"], rows)
     print(text)
-    if args.readme:
+    if args.docs:
         publish("emulated_gpu_parity", text,
-                command="python bench/emulated_gpu_parity.py --readme")
+                command="python bench/emulated_gpu_parity.py --docs")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Exact matching time and peak memory for N×N uint8 SIFT-like descriptors, against FAISS,
 torch and OpenCV in the same run.
 
-    python bench/match_bench.py [--sizes 2000 8000 20000] [--memory 50000] [--readme]
+    python bench/match_bench.py [--sizes 2000 8000 20000] [--memory 50000] [--docs]
 
 Descriptors: random uint8 (0..139), half of B a true partner of a row of A (+3 per component).
 Every method is exact brute force with Lowe's ratio test 0.8: visiontk.match (with and without
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from readme import markdown_table, publish
+from doc_tables import add_docs_flag, markdown_table, publish
 
 METHODS = ("visiontk", "visiontk_no_mutual", "faiss", "torch", "opencv")
 LABELS = {"visiontk": "visiontk.match (mutual)", "visiontk_no_mutual": "visiontk.match",
@@ -109,7 +109,7 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000, 20000])
     parser.add_argument("--memory", type=int, nargs="*", default=[50000],
                         help="sizes timed once for visiontk only (peak memory)")
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    add_docs_flag(parser, "match_bench")
     args = parser.parse_args()
     rows = []
     for n in args.sizes:
@@ -134,8 +134,8 @@ def main():
     text = markdown_table(["N×N", "method", "seconds (median of 3)", "time / FAISS",
                            "peak MB", "matches"], rows)
     print(text)
-    if args.readme:
-        publish("match_bench", text, command="python bench/match_bench.py --readme")
+    if args.docs:
+        publish("match_bench", text, command="python bench/match_bench.py --docs")
 
 
 if __name__ == "__main__":

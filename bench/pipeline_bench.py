@@ -20,7 +20,7 @@ from pathlib import Path
 
 import cv2
 import skimage.data
-from readme import markdown_table, publish
+from doc_tables import add_docs_flag, markdown_table, publish
 
 import visiontk
 from visiontk.pipeline import Pipeline
@@ -60,7 +60,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    add_docs_flag(parser, "pipeline_bench")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
@@ -87,8 +87,8 @@ def main():
                              f"{secs / med['loop']:.2f}×"] for name, secs in rows]),
             f"\nAll runs (seconds): { {k: [round(x, 1) for x in v] for k, v in times.items()} }"])
         print(text)
-        if args.readme:
-            publish("pipeline_bench", text, command="python bench/pipeline_bench.py --readme")
+        if args.docs:
+            publish("pipeline_bench", text, command="python bench/pipeline_bench.py --docs")
 
 
 if __name__ == "__main__":

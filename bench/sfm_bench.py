@@ -4,7 +4,7 @@ exhaustive match + incremental map), same scenes, same run, each end to end in a
 Scenes are rendered with known cameras (visiontk.testing.scene: textured boxes on a textured
 floor), so the poses are scored against the truth after a similarity alignment:
 
-    python bench/sfm_bench.py [--rounds 3] [--readme]
+    python bench/sfm_bench.py [--rounds 3] [--docs]
     python bench/sfm_bench.py --more     # four other layouts, to check the defaults elsewhere
 """
 
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from readme import markdown_table, publish
+from doc_tables import add_docs_flag, markdown_table, publish
 
 #: (label, make_scene keyword arguments)
 SCENES = [("10 views 640×480", {"views": 10, "size": (640, 480)}),
@@ -103,13 +103,13 @@ def write_phone_jpegs(scene, folder: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="timed runs per method (median)")
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    add_docs_flag(parser, "sfm_bench")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--scenes", type=int, nargs="*", help="which scenes (0-based)")
     parser.add_argument("--more", action="store_true", help="the four other layouts instead")
     args = parser.parse_args()
-    if args.more and args.readme:
-        parser.error("--readme publishes the bench's own scenes; --more is for checking")
+    if args.more and args.docs:
+        parser.error("--docs publishes the bench's own scenes; --more is for checking")
     scenes, phone = (MORE_SCENES, set()) if args.more else (SCENES, PHONE)
     from visiontk.testing.scene import make_scene
 
@@ -155,8 +155,8 @@ def main() -> None:
     print(text)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
-    if args.readme:
-        publish("sfm_bench", text, command="python bench/sfm_bench.py --readme")
+    if args.docs:
+        publish("sfm_bench", text, command="python bench/sfm_bench.py --docs")
 
 
 if __name__ == "__main__":

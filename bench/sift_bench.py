@@ -3,7 +3,7 @@ in the same run.
 
     python bench/sift_bench.py            # everything (about 10 minutes on 2 cores)
     python bench/sift_bench.py --quick    # two photos, 3 timing runs
-    python bench/sift_bench.py --readme   # and write the tables into README.md
+    python bench/sift_bench.py --docs     # and write the tables into docs/benchmarks.md
 
 Accuracy (bench/sift_scores.py): real photos from scikit-image warped by known homographies
 (rotation, scale, viewpoint, illumination, blur + JPEG, and the hard cases: scale ×0.33/×2.8,
@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import sift_scores as S
-from readme import markdown_table, publish
+from doc_tables import add_docs_flag, markdown_table, publish
 
 import visiontk
 
@@ -193,7 +193,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="two photos, 3 timing runs")
     parser.add_argument("--repeats", type=int, default=5, help="timing runs (median)")
     parser.add_argument("--json", help="also write the numbers to this file")
-    parser.add_argument("--readme", action="store_true", help="write the tables into README.md")
+    add_docs_flag(parser, "sift_speed", "sift_summary", "sift_large", "sift_bench")
     parser.add_argument("--speed-only", action="store_true", help="timing and memory only")
     args = parser.parse_args()
     photos = S.PHOTOS[:2] if args.quick else S.PHOTOS
@@ -207,8 +207,8 @@ def main():
         for label, photo in TIMING_IMAGES.items()}
     speed_md = speed_table(spd, memory)
     print(speed_md + "\n", flush=True)
-    command = "python bench/sift_bench.py --readme"
-    if args.readme and not args.quick:
+    command = "python bench/sift_bench.py --docs"
+    if args.docs and not args.quick:
         publish("sift_speed", speed_md, command=command + (" --speed-only" if args.speed_only
                                                             else ""))
     acc = None
@@ -217,7 +217,7 @@ def main():
         summary_md, category_md = summary_table(acc), category_table(acc)
         large_md = large_table(acc)
         print(summary_md + "\n\n" + large_md + "\n\n" + category_md)
-        if args.readme and not args.quick:
+        if args.docs and not args.quick:
             publish("sift_summary", summary_md, command=command)
             publish("sift_large", large_md, command=command)
             publish("sift_bench", category_md, command=command)

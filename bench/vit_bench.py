@@ -14,7 +14,7 @@ import time
 import tracemalloc
 
 import numpy as np
-from readme import markdown_table, publish
+from doc_tables import add_docs_flag, markdown_table, publish
 
 from visiontk.vit import ViT
 
@@ -103,7 +103,7 @@ def main():
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    add_docs_flag(parser, "vit_bench")
     args = parser.parse_args()
     try:
         import torch
@@ -138,8 +138,8 @@ def main():
     text = markdown_table(["model", "image", "tokens", "visiontk (s)", "torch CPU (s)",
                            "visiontk/torch", "max abs Δ attention", "visiontk peak MB"], rows)
     print(text)
-    if args.readme:
-        publish("vit_bench", text, command="python bench/vit_bench.py --readme")
+    if args.docs:
+        publish("vit_bench", text, command="python bench/vit_bench.py --docs")
 
 
 if __name__ == "__main__":

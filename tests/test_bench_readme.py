@@ -1,7 +1,8 @@
-"""The README's benchmark tables are written by the benchmarks (--readme), between markers."""
+"""The benchmark tables in docs/ are written by the benchmarks (--docs), between markers."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import re
 from pathlib import Path
@@ -11,33 +12,67 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _readme_module():
-    spec = importlib.util.spec_from_file_location("bench_readme", ROOT / "bench" / "readme.py")
+def _doc_tables_module():
+    spec = importlib.util.spec_from_file_location("bench_doc_tables",
+                                                  ROOT / "bench" / "doc_tables.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_every_published_table_has_its_markers_once():
+def _published_names() -> set[str]:
     names = set()
     for script in (ROOT / "bench").glob("*.py"):
-        names.update(re.findall(r'publish\("(\w+)"', script.read_text()))
-    assert {"sift_bench", "sift_speed", "match_bench", "pipeline_bench", "vit_bench",
-            "emulated_gpu_parity"} <= names
-    readme = (ROOT / "README.md").read_text()
+        names.update(re.findall(r'publish\("(\w+)"', script.read_text(encoding="utf-8")))
+    return names
+
+
+def test_every_published_table_has_its_markers_once_in_its_page():
+    module = _doc_tables_module()
+    names = _published_names()
+    assert {"sift_bench", "sift_summary", "sift_large", "sift_speed", "match_bench",
+            "pipeline_bench", "sfm_bench", "vit_bench", "emulated_gpu_parity"} <= names
+    assert names <= set(module.PAGES), names - set(module.PAGES)
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    texts = {page: page.read_text(encoding="utf-8") for page in pages}
     for name in names:
-        assert readme.count(f"<!-- bench:{name} -->") == 1, name
-        assert readme.count(f"<!-- /bench:{name} -->") == 1, name
+        start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+        assert texts[module.PAGES[name]].count(start) == 1, (name, module.PAGES[name])
+        assert texts[module.PAGES[name]].count(end) == 1, (name, module.PAGES[name])
+        elsewhere = [page.name for page, text in texts.items()
+                     if page != module.PAGES[name] and start in text]
+        assert not elsewhere, (name, elsewhere)
 
 
 def test_publish_replaces_only_its_section(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- bench:a -->\nold a\n<!-- /bench:a -->\nmiddle\n"
-                      "<!-- bench:b -->\nold b\n<!-- /bench:b -->\nend\n")
-    module = _readme_module()
-    module.publish("a", module.markdown_table(["x", "y"], [[1, 2]]), readme, command="cmd")
-    text = readme.read_text()
+    page = tmp_path / "benchmarks.md"
+    page.write_text("intro\n<!-- bench:a -->\nold a\n<!-- /bench:a -->\nmiddle\n"
+                    "<!-- bench:b -->\nold b\n<!-- /bench:b -->\nend\n")
+    module = _doc_tables_module()
+    module.publish("a", module.markdown_table(["x", "y"], [[1, 2]]), page, command="cmd")
+    text = page.read_text()
     assert "old a" not in text and "| 1 | 2 |" in text and "`cmd`" in text
     assert "old b" in text and text.startswith("intro\n") and text.endswith("end\n")
     with pytest.raises(SystemExit, match="bench:c"):
-        module.publish("c", "x", readme)
+        module.publish("c", "x", page)
+
+
+def test_publish_goes_to_the_page_named_for_the_table(tmp_path, monkeypatch):
+    module = _doc_tables_module()
+    page = tmp_path / "gpu.md"
+    page.write_text("<!-- bench:emulated_gpu_parity -->\nold\n"
+                    "<!-- /bench:emulated_gpu_parity -->\n")
+    monkeypatch.setitem(module.PAGES, "emulated_gpu_parity", page)
+    module.publish("emulated_gpu_parity", "new table", command="python bench/x.py --docs")
+    assert "new table" in page.read_text() and "old" not in page.read_text()
+    with pytest.raises(SystemExit, match="no page"):
+        module.publish("not_a_table", "x")
+
+
+@pytest.mark.parametrize("flag", ["--docs", "--readme"])
+def test_docs_flag_and_its_former_name(flag):
+    module = _doc_tables_module()
+    parser = argparse.ArgumentParser()
+    module.add_docs_flag(parser, "vit_bench")
+    assert parser.parse_args([flag]).docs and not parser.parse_args([]).docs
+    assert "docs/benchmarks.md" in parser.format_help()

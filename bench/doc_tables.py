@@ -1,0 +1,57 @@
+"""Writing a benchmark's table into the docs page that shows it, so the page shows what the
+script measured.
+
+Each table sits in one page of docs/ between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``
+(``PAGES`` says which page); a benchmark run with ``--docs`` replaces what is between its markers
+(and nothing else), with the date and the command above it:
+
+    python bench/pipeline_bench.py --docs
+
+``--readme`` is the flag's former name (the tables were in README.md) and still works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+BENCHMARKS, GPU = DOCS / "benchmarks.md", DOCS / "gpu.md"
+#: table name -> the page that holds its markers
+PAGES = {
+    "sift_summary": BENCHMARKS, "sift_large": BENCHMARKS, "sift_bench": BENCHMARKS,
+    "sift_speed": BENCHMARKS, "match_bench": BENCHMARKS, "pipeline_bench": BENCHMARKS,
+    "sfm_bench": BENCHMARKS, "vit_bench": BENCHMARKS, "emulated_gpu_parity": GPU,
+}
+
+
+def add_docs_flag(parser: argparse.ArgumentParser, *names: str) -> None:
+    """``--docs`` (alias ``--readme``): publish the tables ``names`` into their pages."""
+    pages = sorted({f"docs/{PAGES[name].name}" for name in names})
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true",
+                        help=f"write the table into {' and '.join(pages)} (--readme: former name)")
+
+
+def publish(name: str, text: str, page: Path | None = None, command: str | None = None) -> None:
+    """Put ``text`` between the markers for ``name`` in ``page`` (default: ``PAGES[name]``),
+    with the date and command."""
+    if page is None:
+        if name not in PAGES:
+            raise SystemExit(f"bench table {name!r} has no page: add it to PAGES in {__file__}")
+        page = PAGES[name]
+    content = page.read_text(encoding="utf-8")
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if len(pattern.findall(content)) != 1:
+        raise SystemExit(f"{page}: expected one {start} ... {end} section")
+    stamp = f"_{datetime.date.today().isoformat()}: `{command or 'python bench/' + name}`_\n\n"
+    body = f"{start}\n{stamp}{text.strip()}\n{end}"
+    page.write_text(pattern.sub(lambda _: body, content), encoding="utf-8")
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
