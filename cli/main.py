@@ -108,6 +108,17 @@ def _user_errors(func):
     return wrapper
 
 
+def _compile_first(device: str) -> None:
+    """On the first use after an install, say why this run takes ten seconds longer, and
+    compile the CPU kernels into the cache (the GPU runs other code)."""
+    from visiontk._numba_cache import COMPILE_NOTICE, compile_kernels, kernels_compiled
+    from visiontk.backend import resolve_device
+
+    if device != "cuda" and resolve_device(device) == "cpu" and not kernels_compiled():
+        click.echo(COMPILE_NOTICE, err=True)
+        compile_kernels()
+
+
 def _exit_if_failed(failed: list, total: int) -> None:
     """After a batch: list the inputs that failed on stderr and exit 1 if there were any."""
     if failed:
@@ -159,6 +170,7 @@ def match_command(image_a, image_b, out, no_picture, model, ratio, mutual, symme
     if not no_picture:  # an unwritable picture fails now, not after the work
         out = writable_file(out or Path(f"matches_{_safe_stem(image_a)}_"
                                         f"{_safe_stem(image_b)}.png"))
+    _compile_first(device)
     result = visiontk.match_images(image_a, image_b, model=model, ratio=ratio, mutual=mutual,
                                    symmetric=symmetric, threshold=threshold,
                                    min_inliers=min_inliers, device=device,
@@ -225,6 +237,7 @@ def extract_command(images, out, preset, max_features, upright, rootsift, max_pi
         raise click.UsageError(f"several inputs share the file name {one_line(clashes[0])}; "
                                "their outputs would overwrite each other")
     writable_folder(out)
+    _compile_first(device)
     failed = []
     # iter_sift decodes (and on a GPU uploads) the next image while this one is processed.
     for path, feats in visiontk.iter_sift(images, device=device, preset=preset,

@@ -13,6 +13,16 @@ def read_rgb(name: str) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(SAMPLES / name)), cv2.COLOR_BGR2RGB)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _kernels_compiled():
+    """Compile the CPU kernels once, before any test: a command started by a test then never
+    prints the first use's notice, and the compile is paid once, not by the first of each
+    kind of process (tests that check that notice use a cache folder of their own)."""
+    from visiontk._numba_cache import compile_kernels
+
+    compile_kernels()
+
+
 @pytest.fixture(scope="session")
 def samples() -> Path:
     return SAMPLES

@@ -1,6 +1,7 @@
 """The visiontk command, through click's runner and as the installed executable."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -228,3 +229,13 @@ def test_installed_command_accepts_16_bit_and_rgba(tmp_path, astronaut):
     summary = json.loads(p.stdout)
     assert summary["inliers"] > 0.9 * summary["keypoints"][0]
     assert cv2.imread(str(tmp_path / "m.png")).shape == (512, 1024, 3)
+
+
+def test_the_first_match_says_it_compiles_the_kernels(samples, tmp_path):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    command = [str(Path(sys.executable).parent / "visiontk"), "match", samples / "coffee.png",
+               samples / "coffee_warped.png", "--no-picture", "--device", "cpu"]
+    first, again = (subprocess.run(command, capture_output=True, text=True, env=env,
+                                   check=False) for _ in range(2))
+    assert first.returncode == again.returncode == 0
+    assert first.stderr.startswith("compiling visiontk's CPU kernels") and again.stderr == ""

@@ -186,6 +186,19 @@ def _kernels():
     return _match_kernels
 
 
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the CPU search for uint8 descriptors, as SIFT
+    gives them: contiguous arrays, B wider than one tile so that the scan sees whole tiles
+    and a tile's slice, writable and read-only as loaded from files (numba compiles each
+    memory layout and each of those apart)."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (5, 128), dtype=np.uint8)
+    b = rng.integers(0, 256, (1100, 128), dtype=np.uint8)
+    nearest_neighbours(a, b)
+    a.flags.writeable = b.flags.writeable = False
+    nearest_neighbours(a, b)
+
+
 def _threads() -> int:
     """Threads for matching: numba's count (NUMBA_NUM_THREADS; a pipeline worker's share)."""
     import numba

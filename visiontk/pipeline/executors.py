@@ -8,6 +8,7 @@ a task that crashes its process (a segfault in native code, the OOM killer) fail
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from pathlib import Path
@@ -273,6 +274,21 @@ def _counts(matches, geometry) -> dict:
     """A pair's match and inlier counts (inliers: -1 when it was not verified)."""
     inliers = -1 if geometry is None else int(geometry.inliers.sum())
     return {"matches": len(matches), "inliers": inliers}
+
+
+def compile_task(_what) -> dict:
+    """Compile the CPU kernels once, in one worker, before the items (see
+    :func:`visiontk._numba_cache.compile_kernels`)."""
+    from .._numba_cache import compile_kernels
+
+    t0 = time.perf_counter()
+    with contextlib.suppress(Exception):  # then each item compiles what it needs, as before
+        compile_kernels()
+    return {"ok": True, "seconds": {"compile kernels": time.perf_counter() - t0}}
+
+
+def compile_died(task, cause: str) -> dict:
+    return {"ok": False, "seconds": {}}
 
 
 def pictures_task(task) -> dict:

@@ -180,6 +180,7 @@ class Pipeline:
     def _run(self, named, cache, result, workers, executor, scheduler, quiet, colmap):
         out = result.out
         with executors.create(executor, workers, scheduler, quiet) as pool:
+            self._compile_once(pool, result, quiet)
             features = self._run_images(pool, named, self.specs(self.image_stages), cache,
                                         result, quiet)
             if any("features" in s.outputs for s in self.image_stages):
@@ -219,6 +220,22 @@ class Pipeline:
                     ((n, Features.load(cache.features_path(k))) for n, k in features),
                     ((a, b, *cache.load_pair(k)) for a, b, k in pairs),
                     cameras=CameraChooser({n: p for n, p in named}))
+
+    def _compile_once(self, pool, result, quiet) -> None:
+        """On the first run after an install, compile the CPU kernels in one worker while the
+        others wait, and say so: every worker compiling them at once took 16 s for 5 images
+        on 2 cores, in silence."""
+        from .._numba_cache import COMPILE_NOTICE, kernels_compiled
+
+        uses_kernels = self.pair_stages or any("features" in s.outputs
+                                               for s in self.image_stages)
+        if not uses_kernels or kernels_compiled():
+            return
+        if not quiet:
+            print(COMPILE_NOTICE, file=sys.stderr, flush=True)
+        for reply in pool.map_unordered(executors.compile_task, ["kernels"],
+                                        executors.compile_died):
+            result.add_seconds(reply["seconds"])
 
     def _pictures_task(self, named, features, pairs, cache, result):
         """What the report shows (see :mod:`.report`): thumbnails, the strongest and the weakest

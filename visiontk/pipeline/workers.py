@@ -246,7 +246,8 @@ class WorkerPool:
 
     def map_unordered(self, fn, tasks):
         """Yield ``(task, reply)`` as tasks finish; ``reply`` is ``fn(task)`` or a
-        :class:`WorkerDied` when the worker running it died."""
+        :class:`WorkerDied` when the worker running it died. A task is never None (None
+        marks an idle worker)."""
         todo = iter(tasks)
         exhausted = False
         while True:
