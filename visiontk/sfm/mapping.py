@@ -41,7 +41,7 @@ def import_pycolmap():
     # OpenCV first: pycolmap's wheel carries a zlib under the system's soname, and a library
     # loaded after it that needs zlib (OpenCV's libpng) binds to that copy and can abort
     # writing a PNG (pycolmap 4.2.1, opencv-python 5.0; Pillow's PNG writer too). Loaded
-    # OpenCV first, each keeps its own; the README tells scripts to import visiontk first.
+    # OpenCV first, each keeps its own; docs/sfm.md tells scripts to import visiontk first.
     import cv2  # noqa: F401
 
     try:
