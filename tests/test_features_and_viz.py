@@ -106,6 +106,6 @@ def test_save_into_a_folder_that_does_not_exist_is_an_error(tmp_path, astronaut)
     from visiontk.errors import VisiontkError
 
     feats = visiontk.sift(astronaut, max_features=20, keep="strongest")
-    with pytest.raises(VisiontkError, match="the folder .*typo does not exist"):
+    with pytest.raises(VisiontkError, match=r"the folder .*typo does not exist"):
         feats.save(tmp_path / "typo" / "a.npz")
     assert not (tmp_path / "typo").exists()
