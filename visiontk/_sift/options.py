@@ -16,8 +16,8 @@ from . import constants as C
 #: descriptors. ``accurate``: COLMAP's choices, measured on bench/sift_bench.py
 #: (docs/benchmarks.md): a contrast threshold of 0.017 (0.85 of COLMAP's peak threshold
 #: 0.02/3: the faint extrema it adds are surface texture, the best localised matches of a
-#: stereo pair; docs/benchmarks.md, "SIFT accuracy"), VLFeat's tolerances in localisation (detect.refine_extrema_tolerant) and its
-#: orientation smoothing, orientation and descriptor windows centred on the sub-pixel keypoint
+#: stereo pair; docs/benchmarks.md, "SIFT accuracy"), VLFeat's tolerances in localisation
+#: (detect.refine_extrema_tolerant) and its orientation smoothing, orientation and descriptor windows centred on the sub-pixel keypoint
 #: (VLFeat), at most 2 orientations, RootSIFT, COLMAP's cap (max_num_features 8192, kept as
 #: its whole detection levels from the coarsest down: on images where the cap binds, more
 #: correct matches and more repeatable than the 8192 strongest; only the kept ones are
