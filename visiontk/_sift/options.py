@@ -14,15 +14,15 @@ from . import constants as C
 
 #: Named sets of option values. ``opencv``: cv2.SIFT_create()'s defaults and its keypoints and
 #: descriptors. ``accurate``: COLMAP's choices, measured on bench/sift_bench.py
-#: (docs/benchmarks.md): a contrast threshold of 0.017 (0.85 of COLMAP's peak threshold
-#: 0.02/3: the faint extrema it adds are surface texture, the best localised matches of a
-#: stereo pair; docs/benchmarks.md, "SIFT accuracy"), VLFeat's tolerances in localisation
-#: (detect.refine_extrema_tolerant) and its orientation smoothing, orientation and descriptor windows centred on the sub-pixel keypoint
-#: (VLFeat), at most 2 orientations, RootSIFT, COLMAP's cap (max_num_features 8192, kept as
-#: its whole detection levels from the coarsest down: on images where the cap binds, more
-#: correct matches and more repeatable than the 8192 strongest; only the kept ones are
-#: oriented and described), 4 octaves from the doubled image (COLMAP's num_octaves: coarser
-#: keypoints are the worst localised).
+#: (docs/benchmarks.md): a contrast threshold of 0.017 (0.85 of COLMAP's peak threshold 0.02/3: the
+#: faint extrema it adds are surface texture, the best localised matches of a stereo pair;
+#: docs/benchmarks.md, "SIFT accuracy"), VLFeat's tolerances in localisation
+#: (detect.refine_extrema_tolerant) and its orientation smoothing, orientation and descriptor
+#: windows centred on the sub-pixel keypoint (VLFeat), at most 2 orientations, RootSIFT, COLMAP's
+#: cap (max_num_features 8192, kept as its whole detection levels from the coarsest down: on images
+#: where the cap binds, more correct matches and more repeatable than the 8192 strongest; only the
+#: kept ones are oriented and described), 4 octaves from the doubled image (COLMAP's num_octaves:
+#: coarser keypoints are the worst localised).
 PRESETS = {
     "opencv": {"max_features": 0, "n_octave_layers": C.N_OCTAVE_LAYERS,
                "contrast_threshold": C.CONTRAST_THRESHOLD, "edge_threshold": C.EDGE_THRESHOLD,
