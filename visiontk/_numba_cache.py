@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import platform
+import stat
 import tempfile
 from pathlib import Path
 
@@ -23,33 +24,62 @@ KERNEL_SOURCES = ("_sift/_cpu_kernels.py", "_match_kernels.py", "_int8_dots.py")
 
 
 def cache_dir() -> Path:
-    """$XDG_CACHE_HOME/visiontk/numba (default ~/.cache), or a per-user temporary folder when
-    that is not writable."""
+    """$XDG_CACHE_HOME/visiontk/numba (default ~/.cache), else ``visiontk-numba-<uid>`` in the
+    temporary folder, each used only if nobody else can change what is in it (numba unpickles
+    its index files: whoever can write them runs code as this user); else a fresh private
+    temporary folder, which lasts as long as the temporary folder does."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     for place in (base / "visiontk" / "numba",
                   Path(tempfile.gettempdir()) / f"visiontk-numba-{os.getuid()}"):
         try:
-            place.mkdir(parents=True, exist_ok=True)
+            place.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError:
             continue
-        if os.access(place, os.W_OK | os.X_OK):
+        if os.access(place, os.W_OK | os.X_OK) and trusted_folder(place):
             return place
-    raise OSError("no writable folder for numba's cache; set NUMBA_CACHE_DIR")
+    return Path(tempfile.mkdtemp(prefix="visiontk-numba-"))
+
+
+def trusted_folder(folder: Path) -> bool:
+    """Whether only this user (and root) can change what ``folder`` holds: it is this user's
+    and writable by nobody else (but this user's own primary group), and every folder above it
+    is this user's or root's and writable by nobody else, or sticky (as /tmp), where others
+    cannot move what is not theirs."""
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        real = folder.resolve(strict=True)
+        chain = [(real, os.stat(real))] + [(p, os.stat(p)) for p in real.parents]
+    except OSError:
+        return False
+    for path, st in chain:
+        others_write = st.st_mode & (0o002 | (0o020 if st.st_gid != gid else 0))
+        if st.st_uid not in (uid, 0) or not stat.S_ISDIR(st.st_mode):
+            return False
+        if path == real and (st.st_uid != uid or others_write):
+            return False
+        if others_write and not st.st_mode & stat.S_ISVTX:
+            return False
+    return True
+
+
+def numba_cache_folder() -> Path:
+    """``NUMBA_CACHE_DIR``, set to :func:`cache_dir` first unless the user set it (so that
+    numba, which re-reads NUMBA_* variables whenever they change, and the processes started
+    later, pipeline workers among them, use the same folder); OSError without any."""
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        os.environ["NUMBA_CACHE_DIR"] = str(cache_dir())
+    return Path(os.environ["NUMBA_CACHE_DIR"])
 
 
 def use_user_cache() -> None:
-    """Point numba's cache at :func:`cache_dir` unless NUMBA_CACHE_DIR is already set.
-
-    The environment variable is set too: numba re-reads NUMBA_* variables whenever they change
-    (a worker setting NUMBA_NUM_THREADS, say), and spawned worker processes inherit it."""
-    if not os.environ.get("NUMBA_CACHE_DIR"):
-        try:
-            os.environ["NUMBA_CACHE_DIR"] = str(cache_dir())
-        except OSError:
-            return  # numba then caches where it can or warns; correctness does not depend on it
+    """Point numba's cache at :func:`numba_cache_folder`."""
+    try:
+        folder = numba_cache_folder()
+    except OSError:  # no temporary folder either: numba then caches where it can or warns
+        return
     import numba
 
-    numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+    numba.config.CACHE_DIR = str(folder)
 
 
 def compiled_stamp() -> Path | None:
@@ -59,7 +89,7 @@ def compiled_stamp() -> Path | None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        folder = Path(os.environ.get("NUMBA_CACHE_DIR") or cache_dir())
+        folder = numba_cache_folder()
         stamp = [version("numba"), platform.machine(), platform.python_version()]
     except (OSError, PackageNotFoundError):
         return None
