@@ -46,10 +46,26 @@ def atomic_write(path, make_folders: bool = True):
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        _sync(tmp)  # the data is on the disk before the name says it is there: a power cut
+        os.replace(tmp, path)  # after the rename must not leave an empty or partial file
+        _sync(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _sync(path) -> None:
+    """fsync a file or folder (what a folder holds, its names, are data too)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a file system that cannot sync (some network mounts): as good as it gets
+        pass
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temporaries(folder) -> int:

@@ -406,3 +406,59 @@ def test_the_first_run_compiles_the_kernels_once_and_says_so(images, tmp_path):
     # compiled again, their sift time would hold it
     assert seconds["sift"] < seconds["compile kernels"] / 3, seconds
     assert "compiling" not in again and "compile kernels" not in second["stage_seconds"]
+
+
+def _first_member_end(path) -> int:
+    """Offset just past the data of a zip's first member (its local header: 30 bytes, then the
+    name and the extra field, whose lengths are at 26 and 28)."""
+    import struct
+    import zipfile
+
+    info = zipfile.ZipFile(path).infolist()[0]
+    raw = path.read_bytes()
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:
+                                                   info.header_offset + 30])
+    return info.header_offset + 30 + name_len + extra_len + info.compress_size
+
+
+def _h5_contents(path) -> dict:
+    import h5py
+
+    found = {}
+    with h5py.File(path, "r") as h5:
+        h5.visititems(lambda name, obj: found.__setitem__(name, obj[()].tobytes())
+                      if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "flipped byte"])
+def test_damaged_cache_files_are_computed_again(images, tmp_path, damage):
+    """A cached result used to be trusted as soon as its file existed: an emptied features
+    file (a power cut after a rename without fsync) aborted every later run on that item, a
+    corrupt pair file gave 'internal error (BadZipFile)' for good."""
+    out = tmp_path / "out"
+    pipeline = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 300},
+                                   {"name": "match"}, {"name": "verify"}])
+    first = pipeline.run(images, out, quiet=True)
+    assert first.ok and first.pairs_done == 3
+    features, matches = _h5_contents(first.features_path), _h5_contents(first.matches_path)
+    for kind in ("features", "pairs"):
+        victim = sorted((out / ".cache" / kind).glob("*.npz"))[0]
+        data = victim.read_bytes()
+        if damage == "empty":
+            data = b""
+        elif damage == "truncated":
+            data = data[: len(data) // 2]
+        else:  # the last byte of the first array's data (stored uncompressed)
+            data = bytearray(data)
+            data[_first_member_end(victim) - 1] ^= 0x55
+            data = bytes(data)
+        victim.write_bytes(data)
+    again = pipeline.run(images, out, quiet=True)
+    assert again.ok, again.failures
+    assert (again.images_done, again.pairs_done) == (3, 3)
+    # the zip's CRC of each array finds a flipped byte too: the two damaged files were made
+    # again, the same as before
+    assert again.images_cached == 2 and again.pairs_cached == 2
+    assert _h5_contents(again.features_path) == features
+    assert _h5_contents(again.matches_path) == matches

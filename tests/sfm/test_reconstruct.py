@@ -155,6 +155,33 @@ def test_rerun_reuses_the_model(mapped, photos):
     assert (out / "sparse" / "0" / "points3D.bin").stat().st_mtime_ns == before
 
 
+@pytest.mark.parametrize("damage", ["truncated database", "model file deleted",
+                                    "model file changed"])
+def test_a_damaged_model_is_made_again_not_reused(mapped, photos, tmp_path, damage):
+    """A truncated database.db or a sparse model missing a file used to be reported as the
+    run's model ("10 of 10 registered", exit 0) because their names were there."""
+    result, out = mapped
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy, symlinks=True)
+    if damage == "truncated database":
+        db = copy / "database.db"
+        db.write_bytes(db.read_bytes()[: db.stat().st_size // 3])
+    elif damage == "model file deleted":
+        (copy / "sparse" / "0" / "points3D.bin").unlink()
+    else:
+        points = copy / "sparse" / "0" / "points3D.bin"
+        data = bytearray(points.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        points.write_bytes(bytes(data))
+    again = Pipeline.from_file("sfm").run(photos, copy, quiet=True)
+    assert "reconstruct" in again.stage_seconds  # mapped again
+    assert again.models["reconstruct"]["registered"] == result.models["reconstruct"]["registered"]
+    assert (copy / "sparse" / "0" / "points3D.bin").is_file()
+    import pycolmap
+
+    assert pycolmap.Reconstruction(str(copy / "sparse" / "0")).num_points3D() > 100
+
+
 def test_unrelated_images_are_listed_not_registered(photos, tmp_path, samples):
     folder = tmp_path / "photos"
     shutil.copytree(photos, folder)

@@ -230,7 +230,7 @@ def image_task(task) -> dict:
     cache = store.Cache(cache_root)
     try:
         key = f"{store.content_hash(path)}-{config}"
-        if cache.features_path(key).exists():
+        if cache.cached_features(key):
             return {"ok": True, "name": name, "key": key, "cached": True}
         context = {"path": path, "name": name,
                    "output": store.ItemOutput(Path(output_dir), name)}
@@ -254,7 +254,7 @@ def pair_task(task) -> dict:
     key = store.config_hash([key_a, key_b, config])
     reply = {"a": a, "b": b, "key": key}
     try:
-        if cache.pair_path(key).exists():
+        if cache.cached_pair(key):
             return {**reply, **_counts(*cache.load_pair(key)), "ok": True, "cached": True}
         context = {"name_a": a, "name_b": b,
                    "features_a": _features(str(cache.features_path(key_a))),

@@ -29,8 +29,10 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from .._files import atomic_write
+from ..errors import VisiontkError
 from ..features import CONVENTION, Features, Matches
-from ..geometry import Geometry
+from ..geometry import MODELS, Geometry
+from ..tensorfiles import read_npz
 
 
 def escape(name: str) -> str:
@@ -102,21 +104,33 @@ class Cache:
         return self.root / "pairs" / f"{key}.npz"
 
     def save_model(self, key: str, reply: dict) -> None:
-        """A whole-run stage's reply (JSON), once its outputs are in place."""
-        path = self.root / "models" / f"{key}.json"
-        with atomic_write(path) as tmp:
-            tmp.write_text(json.dumps(reply, default=str))
-
-    def load_model(self, key: str) -> dict | None:
-        """The reply saved under ``key``, if the files it names are all still there."""
-        path = self.root / "models" / f"{key}.json"
-        try:
-            reply = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
+        """A whole-run stage's reply (JSON), once its outputs are in place, with the size and
+        SHA-256 of every file they hold (folders: each file in them)."""
         out = self.root.parent
         written = reply.get("result", {}).get("files", [])
-        return reply if all((out / name).exists() for name in written) else None
+        record = {**reply, "manifest": _manifest(out, written)}
+        with atomic_write(self.root / "models" / f"{key}.json") as tmp:
+            tmp.write_text(json.dumps(record, default=str))
+
+    def load_model(self, key: str) -> dict | None:
+        """The reply saved under ``key`` if the files it names are still there, whole and
+        unchanged (a truncated database or a model missing a file is made again)."""
+        path = self.root / "models" / f"{key}.json"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or not isinstance(record.get("manifest"), dict):
+            return None
+        out = self.root.parent
+        written = record.get("result", {}).get("files", [])
+        try:
+            if _manifest(out, written) != record["manifest"] or not all(
+                    (out / name).exists() for name in written):
+                return None
+        except OSError:
+            return None
+        return {k: v for k, v in record.items() if k != "manifest"}
 
     def save_pair(self, key: str, matches: Matches, geometry: Geometry | None) -> None:
         n = len(matches)
@@ -131,14 +145,47 @@ class Cache:
     def load_pair(self, key: str) -> tuple[Matches, Geometry | None]:
         return read_pair(self.pair_path(key))
 
+    def cached_features(self, key: str) -> bool:
+        """Whether a whole features file is cached under ``key``; one that cannot be read
+        (truncated, emptied by a power cut) is removed, to be computed again."""
+        return _whole(self.features_path(key), Features.load)
+
+    def cached_pair(self, key: str) -> bool:
+        """As :meth:`cached_features`, for a pair's result."""
+        return _whole(self.pair_path(key), read_pair)
+
+
+def _whole(path: Path, read) -> bool:
+    if not path.exists():
+        return False
+    try:
+        read(path)
+        return True
+    except VisiontkError:
+        path.unlink(missing_ok=True)
+        return False
+
+
+class CacheFileError(VisiontkError):
+    """A cached result that cannot be read back whole: it is computed again."""
+
 
 def read_pair(path: Path) -> tuple[Matches, Geometry | None]:
-    """A pair's matches and geometry from its cache file."""
-    with np.load(path, allow_pickle=False) as data:
-        matches = Matches(data["pairs"], data["distances"])
-        kind = str(data["kind"])
-        model = data["model"] if data["model"].shape == (3, 3) else None
-        geometry = Geometry(kind, model, data["inliers"]) if kind else None
+    """A pair's matches and geometry from its cache file; :class:`CacheFileError` when the
+    file is not one whole (truncated, emptied by a power cut, arrays that disagree)."""
+    data = read_npz(path, CacheFileError, kinds="biufU")
+    try:
+        pairs, distances, inliers = data["pairs"], data["distances"], data["inliers"]
+        kind, model = str(data["kind"]), data["model"]
+    except KeyError as exc:
+        raise CacheFileError(f"{path}: no {exc.args[0]} array") from None
+    n = len(pairs)
+    if pairs.ndim != 2 or pairs.shape[1:] != (2,) or distances.shape != (n,) \
+            or inliers.shape != (n,) or kind not in ("", *MODELS):
+        raise CacheFileError(f"{path}: arrays that do not make one pair's result")
+    matches = Matches(pairs.astype(np.int64), distances.astype(np.float32))
+    geometry = Geometry(kind, model if model.shape == (3, 3) else None,
+                        inliers.astype(bool)) if kind else None
     return matches, geometry
 
 
@@ -178,6 +225,18 @@ def write_matches_h5(path: Path, items, version: str) -> None:
             g.attrs["image_a"] = name_a
             g.attrs["image_b"] = name_b
             g.attrs["model_kind"] = "" if geometry is None else geometry.kind
+
+
+def _manifest(out: Path, names: list) -> dict:
+    """{file under ``out``: [size, SHA-256]} of the named files and of every file in the named
+    folders."""
+    files = {}
+    for name in names:
+        top = out / name
+        found = [top] if top.is_file() else sorted(q for q in top.rglob("*") if q.is_file())
+        for f in found:
+            files[f.relative_to(out).as_posix()] = [f.stat().st_size, content_hash(f)]
+    return files
 
 
 def read_features_h5(path: Path) -> dict:
