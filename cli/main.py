@@ -67,9 +67,11 @@ def _on_sigterm(signum, frame):
 
 
 def one_line(text) -> str:
-    """``text`` with control characters (a newline in a file name, say) shown escaped, so a
-    message stays one line and a name cannot forge output."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    """``text`` with control characters (a newline in a file name, say) and the bytes of a
+    file name that are not UTF-8 shown escaped, so a message stays one line and a name cannot
+    forge output."""
+    text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _user_errors(func):

@@ -462,3 +462,22 @@ def test_damaged_cache_files_are_computed_again(images, tmp_path, damage):
     assert again.images_cached == 2 and again.pairs_cached == 2
     assert _h5_contents(again.features_path) == features
     assert _h5_contents(again.matches_path) == matches
+
+
+def test_file_names_that_are_not_utf8_are_run_and_shown_escaped(images, tmp_path):
+    """Every image was extracted, then 'internal error (UnicodeEncodeError ... surrogates)',
+    no file named, no features.h5, on every rerun."""
+    folder = os.fsencode(images)
+    os.rename(os.path.join(folder, b"b.png"), os.path.join(folder, b"bad\xff\xfe.png"))
+    with open(os.path.join(folder, b"broken\xff.png"), "wb") as fh:
+        fh.write(b"not an image")
+    p = subprocess.run([visiontk_command(), "run", "sift-match", "--images", str(images),
+                        "--out", str(tmp_path / "out"), "--quiet", "--colmap"],
+                       capture_output=True, text=True, check=False, timeout=300)
+    assert p.returncode == 1 and "internal error" not in p.stderr  # only broken\xff.png failed
+    assert "broken\\xff.png: not an image" in p.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["images_done"], summary["pairs_done"]) == (3, 3)
+    groups = read_features_h5(tmp_path / "out" / "features.h5")
+    assert "bad\\xff\\xfe.png" in groups and len(groups) == 3
+    assert "bad\\xff\\xfe.png" in (tmp_path / "out" / "index.html").read_text()

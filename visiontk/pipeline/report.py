@@ -135,7 +135,8 @@ def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts:
     parts.append("</div></body></html>")
     path = Path(out) / "index.html"
     with atomic_write(path) as tmp:
-        tmp.write_text("\n".join(parts), encoding="utf-8")
+        # a failed file's path that is not UTF-8 is shown with \\x escapes
+        tmp.write_text("\n".join(parts), encoding="utf-8", errors="backslashreplace")
     return path
 
 

@@ -404,14 +404,20 @@ def resolve_images(images, accepts=IMAGE_SUFFIXES, outputs=None,
     if base is None:
         parents = [str(q.resolve().parent) for q in paths]
         base = Path(os.path.commonpath(parents))
-    named = sorted((str(q.resolve().relative_to(base.resolve())) if _inside(q, base)
-                    else q.name, q) for q in paths)
+    named = sorted((_unicode(str(q.resolve().relative_to(base.resolve())) if _inside(q, base)
+                             else q.name), q) for q in paths)
     seen = set()
     for name, _ in named:
         if name in seen:
             raise OptionError(f"two inputs are both named {name!r} in this run")
         seen.add(name)
     return named
+
+
+def _unicode(name: str) -> str:
+    """A name that is text: bytes of a file name that are not UTF-8 (which Python holds as
+    lone surrogates, and HDF5, SQLite and HTML refuse) shown as ``\\xff``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _without_outputs(paths: list[Path], out: Path, folders) -> list[Path]:
