@@ -344,7 +344,7 @@ def attention_command(images, weights, model, out, method, threshold, image_size
                       largest_component, features, batch_size, device):
     """DINO attention maps and object masks of each IMAGE (a file, or a folder of them),
     without labels."""
-    from visiontk.pipeline.runner import resolve_images
+    from visiontk.pipeline.inputs import resolve_images
     from visiontk.vit import ViT
     from visiontk.vit.attention import MIN_GRID, dino_attention_batches
     from visiontk.vit.outputs import write_attention
@@ -378,7 +378,7 @@ def _output_stems(paths: list[Path]) -> list[str]:
     """Output names for ``paths``: their stems when those are unique (and printable), else
     their paths relative to their common folder, escaped as the pipeline names images
     ("a%2Fx.png"), so two inputs never write the same files."""
-    from visiontk.pipeline.runner import resolve_images
+    from visiontk.pipeline.inputs import resolve_images
     from visiontk.pipeline.store import escape
 
     stems = [p.stem for p in paths]

@@ -13,7 +13,7 @@ from visiontk import backend
 from visiontk._sift.scale_space import layer_sigmas, octave_count, upsample_2x
 from visiontk.errors import ImageError, OptionError
 from visiontk.matching import nearest_neighbours
-from visiontk.pipeline.runner import resolve_images
+from visiontk.pipeline.inputs import resolve_images
 from visiontk.pipeline.store import config_hash
 from visiontk.stages.pairs import read_pairs_file
 

@@ -481,3 +481,24 @@ def test_file_names_that_are_not_utf8_are_run_and_shown_escaped(images, tmp_path
     groups = read_features_h5(tmp_path / "out" / "features.h5")
     assert "bad\\xff\\xfe.png" in groups and len(groups) == 3
     assert "bad\\xff\\xfe.png" in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_a_pairs_file_with_a_failed_image_runs_the_other_pairs(images, tmp_path):
+    """'view_02.png is not one of the run's images' dropped every pair: no matches.h5, no
+    report. The pairs of the failed image are listed; the others run."""
+    (images / "crash.png").write_bytes(b"not an image any more")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("a.png b.png\na.png crash.png\ncrash.png b.png\n")
+    result = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 300},
+                                 {"name": "pairs-file", "path": str(pairs)},
+                                 {"name": "match"}]).run(images, tmp_path / "out", quiet=True)
+    assert (result.images_done, result.pairs, result.pairs_done) == (2, 1, 1)
+    listed = {f["item"]: f["reason"] for f in result.failures}
+    assert set(listed) == {str(images / "crash.png"), "a.png crash.png", "crash.png b.png"}
+    assert "image crash.png failed" in listed["a.png crash.png"]
+    assert result.matches_path.exists() and (tmp_path / "out" / "index.html").exists()
+    pairs.write_text("a.png nothere.png\n")  # a name that is none of the run's: an error
+    with pytest.raises(VisiontkError, match=r"'nothere\.png' is not one of the run's images"):
+        Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 300},
+                            {"name": "pairs-file", "path": str(pairs)},
+                            {"name": "match"}]).run(images, tmp_path / "out2", quiet=True)

@@ -9,9 +9,7 @@ at the end it gathers the cache into ``features.h5`` and ``matches.h5`` (and a C
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,10 +17,11 @@ from pathlib import Path
 
 from .. import __version__
 from .._files import atomic_write, remove_stale_temporaries, writable_folder
-from ..errors import ImageError, OptionError
+from ..errors import OptionError
 from ..features import Features
 from . import executors, store
 from .config import read_spec
+from .inputs import resolve_images
 from .progress import Progress
 from .registry import load_stage
 from .stage import IMAGE_SUFFIXES, KINDS, Stage
@@ -191,7 +190,7 @@ class Pipeline:
                                              for n, k in features), __version__)
             pairs = []
             if self.pair_stages:
-                pairs = self._run_pairs(pool, features, cache, result, quiet)
+                pairs = self._run_pairs(pool, named, features, cache, result, quiet)
                 with result.timed("write matches.h5"):
                     result.matches_path = out / "matches.h5"
                     store.write_matches_h5(result.matches_path,
@@ -335,13 +334,32 @@ class Pipeline:
                 progress.advance(reply["name"], reply["ok"])
         return [(name, done[name]) for name, _ in named if name in done]
 
-    def _run_pairs(self, pool, features, cache, result, quiet):
+    def _pairs_with_features(self, chosen, run_names, keys, result) -> list:
+        """The selected pairs whose two images have features; a pair naming an image that
+        failed is listed as a failure of its own (the rest run), a name that is not one of the
+        run's images is an error (a typo in a pairs file)."""
+        kept = []
+        for a, b in chosen:
+            unknown = next((n for n in (a, b) if n not in run_names), None)
+            if unknown is not None:
+                raise OptionError(f"stage {self.selection.name}: {unknown!r} is not one of "
+                                  "the run's images")
+            failed = next((n for n in (a, b) if n not in keys), None)
+            if failed is None:
+                kept.append((a, b))
+                continue
+            result.failures.append({"item": f"{a} {b}", "stage": self.selection.name,
+                                    "reason": f"{a} {b}: not matched: image {failed} failed"})
+        return kept
+
+    def _run_pairs(self, pool, named, features, cache, result, quiet):
         names = [n for n, _ in features]
         keys = dict(features)
         with result.timed(self.selection.name):
             chosen = self.selection.select(names,
                                            lambda name: Features.load(cache.features_path(
                                                keys[name])))
+        chosen = self._pairs_with_features(chosen, {n for n, _ in named}, keys, result)
         stages, config = tuple(self.pair_stages), store.config_hash(self.specs(self.pair_stages))
         tasks = [(a, b, keys[a], keys[b], stages, config, str(cache.root)) for a, b in chosen]
         result.pairs = len(tasks)
@@ -359,81 +377,6 @@ class Pipeline:
                     result.failures.append({k: reply[k] for k in ("item", "stage", "reason")})
                 progress.advance(f"{reply['a']} {reply['b']}", reply["ok"])
         return [(a, b, finished[(a, b)]) for a, b in chosen if (a, b) in finished]
-
-
-#: Folders of a run's output folder that hold its pictures and caches, whatever its stages.
-OUTPUT_FOLDERS = ("report", ".cache")
-
-
-def resolve_images(images, accepts=IMAGE_SUFFIXES, outputs=None,
-                   folders=()) -> list[tuple[str, Path]]:
-    """(name, path) for every input, sorted by name; names are paths relative to the folder
-    (or to the common parent of a glob or list), unique within a run. A folder yields the files
-    whose suffix is in ``accepts`` (image files by default).
-
-    Outputs are never inputs (a report's thumbnails would become images of the next run):
-    what a folder or a pattern finds inside ``outputs`` (the run's output folder) is left out,
-    and when ``outputs`` is the searched folder itself (or above it), what lies in its
-    :data:`OUTPUT_FOLDERS` and the stages' ``folders``."""
-    if isinstance(images, (list, tuple)):
-        paths = [Path(p) for p in images]
-        base = None
-    else:
-        text = str(images)
-        p = Path(text)
-        if p.is_dir():
-            paths = sorted(q for q in p.rglob("*") if q.suffix.lower() in accepts
-                           and q.is_file() and ".cache" not in q.parts)
-            base = p
-        elif any(ch in text for ch in "*?["):
-            paths = [Path(q) for q in sorted(glob.glob(text, recursive=True))]
-            base = None
-        elif p.is_file() and p.suffix.lower() in (".txt", ".lst", ".list"):
-            lines = [ln.strip() for ln in p.read_text().splitlines()]
-            paths = [(p.parent / ln) for ln in lines if ln and not ln.startswith("#")]
-            base = None
-        elif p.is_file():
-            paths, base = [p], None
-        else:
-            raise ImageError(f"{text}: no such folder, image list or pattern")
-    if outputs is not None and not isinstance(images, (list, tuple)):
-        paths = _without_outputs(paths, Path(outputs), folders)
-    if not paths:
-        raise ImageError(f"{images}: nothing to process (a folder is searched for "
-                         f"{', '.join(sorted(accepts))} files)")
-    if base is None:
-        parents = [str(q.resolve().parent) for q in paths]
-        base = Path(os.path.commonpath(parents))
-    named = sorted((_unicode(str(q.resolve().relative_to(base.resolve())) if _inside(q, base)
-                             else q.name), q) for q in paths)
-    seen = set()
-    for name, _ in named:
-        if name in seen:
-            raise OptionError(f"two inputs are both named {name!r} in this run")
-        seen.add(name)
-    return named
-
-
-def _unicode(name: str) -> str:
-    """A name that is text: bytes of a file name that are not UTF-8 (which Python holds as
-    lone surrogates, and HDF5, SQLite and HTML refuse) shown as ``\\xff``."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _without_outputs(paths: list[Path], out: Path, folders) -> list[Path]:
-    inputs = [q for q in paths if not _inside(q, out)]
-    if not inputs:  # OUT holds the inputs: leave out only what a run writes there
-        written = [out / f for f in (*OUTPUT_FOLDERS, *folders)]
-        inputs = [q for q in paths if not any(_inside(q, w) for w in written)]
-    return inputs
-
-
-def _inside(path: Path, base: Path) -> bool:
-    try:
-        path.resolve().relative_to(base.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 @contextlib.contextmanager

@@ -1,0 +1,88 @@
+"""What a run takes as its inputs: a folder, a glob pattern, a list file or a list of paths,
+turned into (name, path) pairs whose names are unique text, never the run's own outputs."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+from ..errors import ImageError, OptionError
+from .stage import IMAGE_SUFFIXES
+
+#: Folders of a run's output folder that hold its pictures and caches, whatever its stages.
+OUTPUT_FOLDERS = ("report", ".cache")
+
+
+def resolve_images(images, accepts=IMAGE_SUFFIXES, outputs=None,
+                   folders=()) -> list[tuple[str, Path]]:
+    """(name, path) for every input, sorted by name; names are paths relative to the folder
+    (or to the common parent of a glob or list), unique within a run. A folder yields the files
+    whose suffix is in ``accepts`` (image files by default).
+
+    Outputs are never inputs (a report's thumbnails would become images of the next run):
+    what a folder or a pattern finds inside ``outputs`` (the run's output folder) is left out,
+    and when ``outputs`` is the searched folder itself (or above it), what lies in its
+    :data:`OUTPUT_FOLDERS` and the stages' ``folders``."""
+    if isinstance(images, (list, tuple)):
+        paths = [Path(p) for p in images]
+        base = None
+    else:
+        text = str(images)
+        p = Path(text)
+        if p.is_dir():
+            paths = sorted(q for q in p.rglob("*") if q.suffix.lower() in accepts
+                           and q.is_file() and ".cache" not in q.parts)
+            base = p
+        elif any(ch in text for ch in "*?["):
+            paths = [Path(q) for q in sorted(glob.glob(text, recursive=True))]
+            base = None
+        elif p.is_file() and p.suffix.lower() in (".txt", ".lst", ".list"):
+            lines = [ln.strip() for ln in p.read_text().splitlines()]
+            paths = [(p.parent / ln) for ln in lines if ln and not ln.startswith("#")]
+            base = None
+        elif p.is_file():
+            paths, base = [p], None
+        else:
+            raise ImageError(f"{text}: no such folder, image list or pattern")
+    if outputs is not None and not isinstance(images, (list, tuple)):
+        paths = _without_outputs(paths, Path(outputs), folders)
+    if not paths:
+        raise ImageError(f"{images}: nothing to process (a folder is searched for "
+                         f"{', '.join(sorted(accepts))} files)")
+    if base is None:
+        parents = [str(q.resolve().parent) for q in paths]
+        base = Path(os.path.commonpath(parents))
+    named = sorted((_unicode(str(q.resolve().relative_to(base.resolve())) if _inside(q, base)
+                             else q.name), q) for q in paths)
+    seen = set()
+    for name, _ in named:
+        if name in seen:
+            raise OptionError(f"two inputs are both named {name!r} in this run")
+        seen.add(name)
+    return named
+
+
+def _unicode(name: str) -> str:
+    """A name that is text: bytes of a file name that are not UTF-8 (which Python holds as
+    lone surrogates, and HDF5, SQLite and HTML refuse) shown as ``\\xff``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _without_outputs(paths: list[Path], out: Path, folders) -> list[Path]:
+    inputs = [q for q in paths if not _inside(q, out)]
+    if not inputs:  # OUT holds the inputs: leave out only what a run writes there
+        written = [out / f for f in (*OUTPUT_FOLDERS, *folders)]
+        inputs = [q for q in paths if not any(_inside(q, w) for w in written)]
+    return inputs
+
+
+def _inside(path: Path, base: Path) -> bool:
+    try:
+        path.resolve().relative_to(base.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+__all__ = ["OUTPUT_FOLDERS", "resolve_images"]
