@@ -16,7 +16,7 @@ from typing import Literal, get_args
 import cv2
 import numpy as np
 
-from .errors import DeviceError, OptionError
+from .errors import DeviceError, OptionError, shown
 
 #: Where to compute, as every option and flag spells it: the one definition of the choices.
 Device = Literal["auto", "cpu", "cuda"]
@@ -66,7 +66,7 @@ def resolve_device(device: str = "auto") -> str:
     a usable GPU raises :class:`DeviceError` saying what is missing.
     """
     if device not in DEVICES:
-        raise OptionError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+        raise OptionError(f"device must be one of {', '.join(DEVICES)}, got {shown(device)}")
     if device == "cpu" or (device == "auto" and not nvidia_driver_present()):
         return "cpu"
     usable, reason = cuda_status()
@@ -83,7 +83,7 @@ def array_module(device: str = "cpu"):
         import cupy
 
         return cupy
-    raise DeviceError(f"no array module for device {device!r}")
+    raise DeviceError(f"no array module for device {shown(device)}")
 
 
 def is_numpy(xp) -> bool:

@@ -1,5 +1,18 @@
 """Errors that visiontk raises for bad input; each carries a one-line message for users."""
 
+import reprlib
+
+#: How a value a user gave is shown in a message: a few items, a short string, never the
+#: whole of it (a YAML file's aliases can make a value whose full repr fills the memory).
+_SHOWN = reprlib.Repr()  # (Python 3.11's takes no keywords)
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 2, 60, 60, 40
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 4
+
+
+def shown(value) -> str:
+    """``repr(value)``, bounded in length and in the work it takes."""
+    return _SHOWN.repr(value)
+
 
 class VisiontkError(Exception):
     """Base class: a problem with what the user gave us, reported in one line."""

@@ -121,6 +121,55 @@ def test_toml_and_yaml_files_and_safe_loading(tmp_path):
         Pipeline.from_file(tmp_path / "missing.toml")
 
 
+def test_a_yaml_alias_bomb_as_an_option_is_refused_in_a_short_line(tmp_path):
+    """The message used to print the whole value: a billion-laughs alias grew memory without
+    end. Six levels of ten here, a million items (the old message: 7 MB)."""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("stages:\n  - {name: load, max_side: " + _nested(6) + "}\n")
+    with pytest.raises(OptionError, match="option max_side must be an integer") as raised:
+        Pipeline.from_file(bomb)
+    assert len(str(raised.value)) < 200
+
+
+def _nested(depth: int) -> str:
+    """A YAML flow value holding 10**depth items through anchors and aliases."""
+    value = "&b0 [x, x, x, x, x, x, x, x, x, x]"
+    for i in range(1, depth + 1):
+        value = f"&b{i} [{value}, " + ", ".join([f"*b{i - 1}"] * 9) + "]"
+    return value
+
+
+@pytest.mark.parametrize("spec, words", [
+    ([{"name": "sift", "max_features": 10 ** 40}], "within ±2,147,483,647"),
+    ([{"name": "load", "max_side": float("inf")}], "must be an integer"),
+    ([{"name": "verify", "threshold": float("nan")}], "finite number"),
+    ([{"name": "sift", "preset": "x" * 10 ** 6}], "preset must be one of"),
+])
+def test_numbers_and_strings_past_any_use_are_refused_in_one_short_line(spec, words):
+    with pytest.raises(OptionError, match=words) as raised:
+        Pipeline.from_spec([{"name": "load"}, *spec] if spec[0]["name"] != "load" else spec)
+    assert len(str(raised.value)) < 300
+
+
+def test_unknown_top_level_keys_in_a_pipeline_file_are_named(tmp_path):
+    spec = tmp_path / "p.toml"
+    spec.write_text('[[stages]]\nname = "load"\n\n[[stage]]\nname = "sift"\n')
+    with pytest.raises(OptionError, match="unknown top-level key 'stage'"):
+        Pipeline.from_file(spec)
+
+
+def test_workers_asked_for_past_the_items_and_cores_are_capped(samples, tmp_path):
+    from visiontk.pipeline.executors import WORKERS_PER_CORE_MAX, capped_workers
+    from visiontk.pipeline.workers import usable_cores
+    from visiontk.stages.model import _threads
+
+    r = Pipeline.from_spec([{"name": "load"}]).run(samples, tmp_path / "o", workers=10 ** 6,
+                                                    quiet=True)
+    assert r.workers == 5 and r.images_done == 5
+    assert capped_workers(10 ** 6, 10 ** 6) == WORKERS_PER_CORE_MAX * usable_cores()
+    assert _threads(10 ** 9) == usable_cores() and _threads(0) == -1 and _threads(1) == 1
+
+
 def test_plugin_stage_is_first_class(tmp_path, monkeypatch, folder):
     """A package that declares a stage in the visiontk.stages entry-point group is found,
     listed without being imported, and runs like a built-in."""
@@ -496,9 +545,11 @@ def test_workers_default_to_the_cores_but_never_more_than_the_images(samples, tm
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     assert executors.auto_workers(500) == executors.AUTO_WORKERS_MAX
     assert executors.auto_workers(3) == 3
-    # and a number given is used as given
-    result = Pipeline.from_spec(spec).run(one, tmp_path / "b", workers=2, quiet=True)
+    # and a number given is used as given, up to one per image
+    monkeypatch.undo()
+    result = Pipeline.from_spec(spec).run(samples, tmp_path / "b", workers=2, quiet=True)
     assert result.workers == 2 and result.ok
+    assert Pipeline.from_spec(spec).run(one, tmp_path / "c", workers=2, quiet=True).workers == 1
 
 
 def test_cli_run_uses_the_default_workers(samples, tmp_path):

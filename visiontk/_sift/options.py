@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import OptionError, shown
 from . import constants as C
 
 #: Named sets of option values. ``opencv``: cv2.SIFT_create()'s defaults and its keypoints and
@@ -79,7 +79,7 @@ class SiftOptions:
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise OptionError(f"sift option preset must be one of {', '.join(PRESETS)}, "
-                              f"got {self.preset!r}")
+                              f"got {shown(self.preset)}")
         for name, value in PRESETS[self.preset].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
@@ -111,11 +111,11 @@ class SiftOptions:
         for name, ok, expected in checks:
             if not ok:
                 raise OptionError(f"sift option {name} must be {expected}, "
-                                  f"got {getattr(self, name)!r}")
+                                  f"got {shown(getattr(self, name))}")
         for name in ("upsample", "upright", "rootsift", "subpixel_window"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise OptionError(f"sift option {name} must be True or False, "
-                                  f"got {getattr(self, name)!r}")
+                                  f"got {shown(getattr(self, name))}")
 
     @classmethod
     def from_keywords(cls, options: dict) -> SiftOptions:
@@ -134,5 +134,5 @@ def _number(value) -> bool:
 def checked_max_pixels(value) -> int:
     """``max_pixels`` checked to be a positive integer (the image size limit, a load option)."""
     if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0):
-        raise OptionError(f"max_pixels must be an integer > 0, got {value!r}")
+        raise OptionError(f"max_pixels must be an integer > 0, got {shown(value)}")
     return int(value)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import OptionError
+from ..errors import OptionError, shown
 
 PRESETS = {
     "sift-match": [{"name": "load"}, {"name": "sift"}, {"name": "pairs-exhaustive"},
@@ -85,6 +85,10 @@ def read_spec(source: str | Path) -> list[dict]:
             raise OptionError(f"{path}: not valid YAML ({first})") from None
     else:
         raise OptionError(f"{path}: pipeline files are .toml, .yaml or .yml")
+    unknown = [k for k in data if k != "stages"] if isinstance(data, dict) else []
+    if unknown:  # a misspelt or misplaced table would otherwise be ignored in silence
+        raise OptionError(f"{path}: unknown top-level key {shown(unknown[0])} (a pipeline "
+                          "file holds 'stages' only)")
     stages = data.get("stages") if isinstance(data, dict) else None
     if not isinstance(stages, list) or not stages:
         raise OptionError(f"{path}: expected a non-empty list 'stages'")

@@ -13,7 +13,7 @@ import functools
 import time
 from pathlib import Path
 
-from ..errors import OptionError, VisiontkError
+from ..errors import OptionError, VisiontkError, shown
 from ..features import Features
 from . import store
 
@@ -35,11 +35,26 @@ def auto_workers(items: int) -> int:
     return max(1, min(usable_cores(), AUTO_WORKERS_MAX, items))
 
 
+#: Workers per usable core at most, however many are asked for: each is a whole process
+#: (a few hundred MB), and a million asked for would exhaust the machine.
+WORKERS_PER_CORE_MAX = 4
+
+
+def capped_workers(workers, items: int):
+    """``workers`` as asked, but never more than the items or
+    :data:`WORKERS_PER_CORE_MAX` per usable core (a bad value is left for :func:`create`)."""
+    from .workers import usable_cores
+
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        return workers
+    return max(1, min(workers, items, WORKERS_PER_CORE_MAX * usable_cores()))
+
+
 def create(kind: str, workers: int, scheduler: str | None = None, quiet: bool = False):
     if kind not in EXECUTORS:
-        raise OptionError(f"executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
+        raise OptionError(f"executor must be one of {', '.join(EXECUTORS)}, got {shown(kind)}")
     if not isinstance(workers, int) or workers < 1:
-        raise OptionError(f"workers must be an integer >= 1, got {workers!r}")
+        raise OptionError(f"workers must be an integer >= 1, got {shown(workers)}")
     if kind == "dask":
         return DaskExecutor(workers, scheduler)
     if scheduler:

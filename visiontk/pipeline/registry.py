@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from importlib.metadata import entry_points
 
-from ..errors import OptionError
+from ..errors import OptionError, shown
 
 GROUP = "visiontk.stages"
 
@@ -33,7 +33,7 @@ def load_stage(name: str):
     eps = _entry_points()
     if name not in eps:
         known = ", ".join(stage_names()) or "none (is visiontk installed?)"
-        raise OptionError(f"unknown stage {name!r} (stages: {known})")
+        raise OptionError(f"unknown stage {shown(name)} (stages: {known})")
     try:
         cls = eps[name].load()
     except Exception as exc:

@@ -163,8 +163,8 @@ class Pipeline:
                                    folders=[f for s in self.stages for f in s.folders])
             for s in self.stages:
                 s.check()
-            if workers is None:
-                workers = executors.auto_workers(len(named))
+            workers = executors.auto_workers(len(named)) if workers is None else \
+                executors.capped_workers(workers, len(named))
             result = RunResult(out=out, images=len(named), workers=workers)
             cache = store.Cache(out / ".cache")
             self._earlier = cache.keys()  # cached results this run did not make itself

@@ -26,10 +26,11 @@ are pickled to the workers, so they hold options, not open resources.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, ClassVar
 
-from ..errors import OptionError, VisiontkError
+from ..errors import OptionError, VisiontkError, shown
 
 KINDS = ("image", "pairs", "pair", "model")
 #: What a folder given to ``--images`` yields by default: image files.
@@ -100,10 +101,14 @@ def parse_options(stage_cls, values: dict):
             raise OptionError(f"stage {stage_cls.name}: option {key} {stage_cls.moved[key]}")
         if key not in fields:
             known = ", ".join(sorted(fields)) or "none"
-            raise OptionError(f"stage {stage_cls.name}: unknown option {key!r} (options: {known})")
+            raise OptionError(f"stage {stage_cls.name}: unknown option {shown(key)} "
+                              f"(options: {known})")
         if not _fits(value, fields[key]):
             raise OptionError(f"stage {stage_cls.name}: option {key} must be "
-                              f"{type_name(fields[key])}, got {value!r}")
+                              f"{type_name(fields[key])}, got {shown(value)}")
+        if not _bounded(value):
+            raise OptionError(f"stage {stage_cls.name}: option {key} must be a finite number "
+                              f"within ±{INT_LIMIT:,}, got {shown(value)}")
     try:
         return stage_cls.Options(**values)
     except OptionError as exc:
@@ -111,6 +116,17 @@ def parse_options(stage_cls, values: dict):
         if not message.startswith(f"stage {stage_cls.name}"):
             message = f"stage {stage_cls.name}: {message}"
         raise OptionError(message) from None
+
+
+#: The largest magnitude a numeric option takes (a C int's): no option needs more, and
+#: numbers past it overflow the libraries they are handed to.
+INT_LIMIT = 2 ** 31 - 1
+
+
+def _bounded(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True
+    return math.isfinite(value) and abs(value) <= INT_LIMIT
 
 
 def _fits(value, typ) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import OptionError, shown
 
 #: COLMAP's camera model ids and parameter names (COLMAP's src/colmap/sensor/models.h).
 MODELS = {
@@ -54,7 +54,7 @@ def camera_for(model: str, width: int, height: int, focal: float | None,
     """A camera of ``model`` with principal point at the centre and no distortion; ``focal``
     in pixels, COLMAP's 1.2 × longer side when None."""
     if model not in MODELS:
-        raise OptionError(f"camera model must be one of {', '.join(MODELS)}, got {model!r}")
+        raise OptionError(f"camera model must be one of {', '.join(MODELS)}, got {shown(model)}")
     prior = focal is not None
     f = focal if prior else DEFAULT_FOCAL_FACTOR * max(width, height)
     values = {"f": f, "fx": f, "fy": f, "cx": width / 2, "cy": height / 2}
@@ -210,7 +210,8 @@ class CameraChooser:
     def __init__(self, paths: dict, *, model: str = "SIMPLE_RADIAL", single_camera: bool = False,
                  intrinsics: str = "", exif: bool = True):
         if model not in MODELS:
-            raise OptionError(f"camera model must be one of {', '.join(MODELS)}, got {model!r}")
+            raise OptionError(f"camera model must be one of {', '.join(MODELS)}, "
+                              f"got {shown(model)}")
         self.paths, self.model, self.exif = paths, model, exif
         self.single_camera, self.intrinsics = single_camera, intrinsics
         self.known = read_intrinsics(intrinsics) if intrinsics else {}

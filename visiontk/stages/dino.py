@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..backend import Device
-from ..errors import OptionError
+from ..errors import OptionError, shown
 from ..pipeline.stage import Stage
 
 
@@ -23,7 +23,7 @@ class DinoOptions:
     def __post_init__(self):
         if self.method not in ("attention", "tokencut"):
             raise OptionError(f"stage dino-attention: method must be attention or tokencut, "
-                              f"got {self.method!r}")
+                              f"got {shown(self.method)}")
         if not 0 < self.threshold <= 1:
             raise OptionError(f"stage dino-attention: threshold must be in (0, 1], "
                               f"got {self.threshold}")

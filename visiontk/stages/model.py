@@ -91,7 +91,8 @@ class ReconstructStage(Stage):
             models, summary = map_database(database, images, out, scan,
                                            min_model_size=o.min_model_size, seed=o.seed,
                                            refine=o.refine, mapper=o.mapper,
-                                           leaf_images=o.leaf_images, threads=o.threads or -1)
+                                           leaf_images=o.leaf_images,
+                                           threads=_threads(o.threads))
         finally:
             scan.close()
         t2 = time.perf_counter()
@@ -126,3 +127,11 @@ class ReconstructStage(Stage):
                            width=SHEET_WIDTH)
         return [*written, "registration.png"]
 
+
+def _threads(asked: int) -> int:
+    """The mapper's threads: 0 is all cores (pycolmap's -1); more than the usable cores is
+    the usable cores (a billion asked for started 32k threads and made fork fail for every
+    process on the machine)."""
+    from ..pipeline.workers import usable_cores
+
+    return -1 if asked == 0 else min(asked, usable_cores())

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..backend import Device
-from ..errors import OptionError
+from ..errors import OptionError, shown
 from ..geometry import MIN_INLIERS, MODELS
 from ..matching import DEFAULT_RATIO
 from ..pipeline.stage import Stage
@@ -55,7 +55,7 @@ class VerifyOptions:
     def __post_init__(self):
         if self.model not in MODELS:
             raise OptionError(f"stage verify: model must be one of {', '.join(MODELS)}, "
-                              f"got {self.model!r}")
+                              f"got {shown(self.model)}")
         if self.threshold is not None and self.threshold <= 0:
             raise OptionError(f"stage verify: threshold must be > 0, got {self.threshold}")
         if self.min_inliers < 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import OptionError
+from ..errors import OptionError, shown
 from ..pipeline.stage import Stage
 
 
@@ -105,10 +105,10 @@ def read_pairs_file(path: Path, names: list[str] | None = None) -> list[tuple[st
             continue
         parts = text.split()
         if len(parts) != 2:
-            raise OptionError(f"{path}:{number}: expected two image names, got {text!r}")
+            raise OptionError(f"{path}:{number}: expected two image names, got {shown(text)}")
         for name in parts:
             if known is not None and name not in known:
-                raise OptionError(f"{path}:{number}: {name!r} is not one of the run's images")
+                raise OptionError(f"{path}:{number}: {shown(name)} is not one of the run's images")
         key = tuple(sorted(parts))
         if parts[0] != parts[1] and key not in seen:
             seen.add(key)
