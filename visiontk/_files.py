@@ -86,6 +86,25 @@ def remove_stale_temporaries(folder) -> int:
     return removed
 
 
+def own_folder(path, root) -> Path:
+    """``path`` as a real folder under ``root`` (an output folder), made as needed: a symbolic
+    link on the way (``OUT/report`` pointing elsewhere) is replaced by a folder, never
+    followed, so nothing visiontk writes in OUT lands outside it; a file there is an error."""
+    path, root = Path(path), Path(root)
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            current.unlink()
+        try:
+            current.mkdir()
+        except FileExistsError:
+            if not current.is_dir():
+                raise VisiontkError(f"{current}: is a file where visiontk keeps a folder of "
+                                    "its outputs; move it away") from None
+    return path
+
+
 def writable_folder(path) -> Path:
     """Create ``path`` if needed and check that files can be written in it, before any work
     starts; a one-line :class:`VisiontkError` otherwise."""

@@ -502,3 +502,32 @@ def test_a_pairs_file_with_a_failed_image_runs_the_other_pairs(images, tmp_path)
         Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 300},
                             {"name": "pairs-file", "path": str(pairs)},
                             {"name": "match"}]).run(images, tmp_path / "out2", quiet=True)
+
+
+def test_symlinks_inside_out_are_never_followed(images, tmp_path):
+    """A dangling OUT/.lock created its target outside OUT (as root, /etc/nologin); OUT/report
+    and OUT/.cache as links wrote the report and the cache elsewhere."""
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / ".lock").symlink_to(elsewhere / "nologin")
+    (out / "report").symlink_to(elsewhere, target_is_directory=True)
+    (out / ".cache").symlink_to(elsewhere, target_is_directory=True)
+    result = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 300},
+                                 {"name": "match"}]).run(images, out, quiet=True)
+    assert result.ok and result.pairs_done == 3
+    assert list(elsewhere.iterdir()) == []
+    for name in (".lock", "report", ".cache"):
+        assert not (out / name).is_symlink()
+    assert len(list((out / "report" / "thumbs").iterdir())) == 3
+
+
+def test_a_lock_that_is_a_folder_is_one_line(images, tmp_path):
+    (tmp_path / "out" / ".lock").mkdir(parents=True)
+    p = subprocess.run([visiontk_command(), "run", "sift", "--images", str(images), "--out",
+                        str(tmp_path / "out"), "--quiet"], capture_output=True, text=True,
+                       check=False, timeout=300)
+    assert p.returncode == 1 and "internal error" not in p.stderr
+    assert p.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'out' / '.lock'}: is a folder where visiontk keeps its lock file; "
+        "remove it"]

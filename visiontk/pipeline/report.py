@@ -14,7 +14,7 @@ import html
 from pathlib import Path
 from urllib.parse import quote
 
-from .._files import atomic_write
+from .._files import atomic_write, own_folder
 from .store import escape
 
 #: Images shown as thumbnails at most (a 10k-image run would otherwise decode 10k files).
@@ -38,7 +38,7 @@ def pictures_task(task) -> dict:
     from ..viz import draw_matches, save_image, thumbnail
 
     folder = Path(out) / "report"
-    (folder / "thumbs").mkdir(parents=True, exist_ok=True)
+    own_folder(folder / "thumbs", out)
     made = {"thumbs": {}, "pairs": {}}
     for name, path in thumbs:
         small = thumbnail(path, THUMB_WIDTH)

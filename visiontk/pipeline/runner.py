@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from .. import __version__
 from .._files import atomic_write, remove_stale_temporaries, writable_folder
-from ..errors import OptionError
+from ..errors import OptionError, VisiontkError
 from ..features import Features
 from . import executors, store
 from .config import read_spec
@@ -388,7 +389,15 @@ def _exclusive(out: Path):
     except ImportError:  # not POSIX: no lock
         yield
         return
-    with open(out / ".lock", "a") as fh:
+    lock = out / ".lock"
+    if lock.is_symlink():  # never followed: a dangling one would create its target
+        lock.unlink()
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except IsADirectoryError:
+        raise VisiontkError(f"{lock}: is a folder where visiontk keeps its lock file; "
+                            "remove it") from None
+    with os.fdopen(fd, "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -28,7 +28,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
-from .._files import atomic_write
+from .._files import atomic_write, own_folder
 from ..errors import VisiontkError
 from ..features import CONVENTION, Features, Matches
 from ..geometry import MODELS, Geometry
@@ -78,9 +78,7 @@ class ItemOutput:
         return escape(self.name)
 
     def folder(self, section: str) -> Path:
-        path = Path(self.root) / section
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return own_folder(Path(self.root) / section, self.root)
 
 
 class Cache:
@@ -88,8 +86,8 @@ class Cache:
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        (self.root / "features").mkdir(parents=True, exist_ok=True)
-        (self.root / "pairs").mkdir(parents=True, exist_ok=True)
+        for kind in ("features", "pairs", "models"):
+            own_folder(self.root / kind, self.root.parent)
 
     def keys(self) -> set:
         """The keys of every result file now in the cache (images' and pairs'): what a run
