@@ -531,3 +531,20 @@ def test_a_lock_that_is_a_folder_is_one_line(images, tmp_path):
     assert p.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'out' / '.lock'}: is a folder where visiontk keeps its lock file; "
         "remove it"]
+
+
+def test_symlinked_subfolders_are_searched_and_aliases_keep_their_names(images, tmp_path):
+    """Images in a linked subfolder were skipped without a word; a linked alias of an image was
+    reported under its target's name."""
+    import shutil
+
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    shutil.copy(images / "a.png", shelf / "c.png")
+    (images / "linked").symlink_to(shelf, target_is_directory=True)
+    (images / "loop").symlink_to(images, target_is_directory=True)  # must not loop
+    (images / "alias.png").symlink_to(images / "b.png")
+    result = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 100}]
+                                ).run(images, tmp_path / "out", quiet=True)
+    names = set(read_features_h5(result.features_path))
+    assert names == {"a.png", "alias.png", "b.png", "crash.png", "linked/c.png"}

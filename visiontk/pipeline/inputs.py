@@ -31,8 +31,7 @@ def resolve_images(images, accepts=IMAGE_SUFFIXES, outputs=None,
         text = str(images)
         p = Path(text)
         if p.is_dir():
-            paths = sorted(q for q in p.rglob("*") if q.suffix.lower() in accepts
-                           and q.is_file() and ".cache" not in q.parts)
+            paths = _files_under(p, accepts)
             base = p
         elif any(ch in text for ch in "*?["):
             paths = [Path(q) for q in sorted(glob.glob(text, recursive=True))]
@@ -50,17 +49,37 @@ def resolve_images(images, accepts=IMAGE_SUFFIXES, outputs=None,
     if not paths:
         raise ImageError(f"{images}: nothing to process (a folder is searched for "
                          f"{', '.join(sorted(accepts))} files)")
-    if base is None:
-        parents = [str(q.resolve().parent) for q in paths]
-        base = Path(os.path.commonpath(parents))
-    named = sorted((_unicode(str(q.resolve().relative_to(base.resolve())) if _inside(q, base)
-                             else q.name), q) for q in paths)
+    # names from the paths as given, links not resolved: an alias keeps its own name
+    absolute = [os.path.abspath(q) for q in paths]
+    top = os.path.abspath(base) if base is not None else \
+        os.path.commonpath([os.path.dirname(a) for a in absolute])
+    named = sorted((_unicode(os.path.relpath(a, top) if a.startswith(top.rstrip(os.sep) + os.sep)
+                             else q.name), q) for a, q in zip(absolute, paths, strict=True))
     seen = set()
     for name, _ in named:
         if name in seen:
             raise OptionError(f"two inputs are both named {name!r} in this run")
         seen.add(name)
     return named
+
+
+def _files_under(folder: Path, accepts) -> list[Path]:
+    """The files of ``folder`` and its subfolders whose suffix is in ``accepts``, following
+    links to folders (each real folder once: a link to a parent cannot loop), never into a
+    run's ``.cache``."""
+    found, seen = [], set()
+    for here, subfolders, files in os.walk(folder, followlinks=True):
+        st = os.stat(here)
+        if (st.st_dev, st.st_ino) in seen:
+            subfolders[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        subfolders[:] = sorted(d for d in subfolders if d != ".cache")
+        for name in files:
+            q = Path(here) / name
+            if q.suffix.lower() in accepts and q.is_file():
+                found.append(q)
+    return sorted(found)
 
 
 def _unicode(name: str) -> str:
