@@ -4,6 +4,7 @@ asks for."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -66,6 +67,18 @@ def _sync(path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says a disk (or the user's quota on it) is full; h5py's and SQLite's
+    errors carry their libraries' words rather than an errno."""
+    text = str(exc)
+    if type(exc).__name__ == "OperationalError":  # sqlite3's, without importing it
+        return "disk is full" in text
+    if not isinstance(exc, OSError):
+        return False
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text \
+        or "Disk quota exceeded" in text
 
 
 def remove_stale_temporaries(folder) -> int:

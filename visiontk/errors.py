@@ -44,3 +44,7 @@ class FeaturesFileError(FeaturesError):
 
 class WeightsError(VisiontkError):
     """A weights file is missing, unreadable, of the wrong layout, or refused as unsafe."""
+
+
+class DiskFullError(VisiontkError):
+    """The disk a run writes to is full: the run stops, its finished work kept."""

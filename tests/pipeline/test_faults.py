@@ -548,3 +548,38 @@ def test_symlinked_subfolders_are_searched_and_aliases_keep_their_names(images, 
                                 ).run(images, tmp_path / "out", quiet=True)
     names = set(read_features_h5(result.features_path))
     assert names == {"a.png", "alias.png", "b.png", "crash.png", "linked/c.png"}
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB file system of its own (tmpfs), for a full disk; needs root (CI runs as root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here ({made.stderr.strip()})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("room_kb", [40, 240, 1200])  # in the cache, the h5 files, the rest
+def test_a_full_disk_is_said_once_and_the_rerun_finishes(images, small_disk, room_kb):
+    """It was reported as a problem of the input images ('[load] view_11.png: No space left
+    on device'), then as a long HDF5 internal error."""
+    filler = small_disk / "filler"
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    filler.write_bytes(b"\0" * max(0, free - room_kb * 1024))
+    out = small_disk / "out"
+    command = [visiontk_command(), "run", "sift-match", "--images", str(images), "--out",
+               str(out), "--quiet"]
+    p = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [
+        f"error: {out}: no space left on its disk; free some and run again (the finished "
+        "work is kept and not redone)"]
+    filler.unlink()
+    p = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    assert p.returncode == 0, p.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["images_done"], summary["pairs_done"], summary["failures"]) == (3, 3, [])

@@ -13,6 +13,7 @@ import functools
 import time
 from pathlib import Path
 
+from .._files import disk_full
 from ..errors import OptionError, VisiontkError, shown
 from ..features import Features
 from . import store
@@ -190,7 +191,10 @@ def _failure(item: str, stage: str, exc: Exception) -> dict:
         reason = f"{item}: {exc.strerror or exc}"
     else:
         reason = f"internal error ({type(exc).__name__}: {exc})"
-    return {"ok": False, "item": item, "stage": stage, "reason": reason}
+    failure = {"ok": False, "item": item, "stage": stage, "reason": reason}
+    if disk_full(exc):  # not the item's fault: the runner stops the run and says so once
+        failure["disk_full"] = True
+    return failure
 
 
 def image_died(task, cause: str) -> dict:

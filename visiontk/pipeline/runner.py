@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from .._files import atomic_write, remove_stale_temporaries, writable_folder
-from ..errors import OptionError, VisiontkError
+from .._files import atomic_write, disk_full, remove_stale_temporaries, writable_folder
+from ..errors import DiskFullError, OptionError, VisiontkError
 from ..features import Features
 from . import executors, store
 from .config import read_spec
@@ -171,10 +171,19 @@ class Pipeline:
             self._earlier = cache.keys()  # cached results this run did not make itself
             try:
                 self._run(named, cache, result, workers, executor, scheduler, quiet, colmap)
+            except Exception as exc:  # OSError, or SQLite's "database or disk is full"
+                if disk_full(exc):
+                    raise _disk_full(out) from None
+                raise
             finally:  # interrupted runs too: what was done is summarised, and kept
                 result.seconds = time.perf_counter() - t0
-                _write_json(out / "failures.json", result.failures)
-                _write_json(out / "summary.json", result.summary())
+                for name, data in (("failures.json", result.failures),
+                                   ("summary.json", result.summary())):
+                    try:
+                        _write_json(out / name, data)
+                    except OSError as exc:  # a full disk is said once, by the run
+                        if not disk_full(exc):
+                            raise
         return result
 
     def _run(self, named, cache, result, workers, executor, scheduler, quiet, colmap):
@@ -186,6 +195,8 @@ class Pipeline:
             if any("features" in s.outputs for s in self.image_stages):
                 with result.timed("write features.h5"):
                     result.features_path = out / "features.h5"
+                    store.ensure_room(result.features_path,
+                                      (cache.features_path(k) for _, k in features))
                     store.write_features_h5(result.features_path,
                                             ((n, k, Features.load(cache.features_path(k)))
                                              for n, k in features), __version__)
@@ -194,6 +205,8 @@ class Pipeline:
                 pairs = self._run_pairs(pool, named, features, cache, result, quiet)
                 with result.timed("write matches.h5"):
                     result.matches_path = out / "matches.h5"
+                    store.ensure_room(result.matches_path,
+                                      (cache.pair_path(k) for _, _, k in pairs))
                     store.write_matches_h5(result.matches_path,
                                            ((a, b, *cache.load_pair(k)) for a, b, k in pairs),
                                            __version__)
@@ -299,6 +312,7 @@ class Pipeline:
                 jobs.append((executors.model_task, (stage, context)))
         made = {"thumbs": {}, "pairs": {}}
         for reply in pool.map_unordered(executors.call_task, jobs, executors.call_died):
+            _stop_if_disk_full(reply, result.out)
             if reply["task"] == "pictures_task":
                 made = reply
                 result.add_seconds(reply.get("seconds", {}))
@@ -324,6 +338,7 @@ class Pipeline:
         done = {}
         with Progress(len(tasks), "images", quiet) as progress:
             for reply in pool.map_unordered(executors.image_task, tasks, executors.image_died):
+                _stop_if_disk_full(reply, result.out)
                 result.add_seconds(reply.get("seconds", {}))
                 if reply["ok"]:
                     done[reply["name"]] = reply["key"]
@@ -367,6 +382,7 @@ class Pipeline:
         finished = {}
         with Progress(len(tasks), "pairs", quiet) as progress:
             for reply in pool.map_unordered(executors.pair_task, tasks, executors.pair_died):
+                _stop_if_disk_full(reply, result.out)
                 result.add_seconds(reply.get("seconds", {}))
                 if reply["ok"]:
                     finished[(reply["a"], reply["b"])] = reply["key"]
@@ -404,6 +420,18 @@ def _exclusive(out: Path):
             raise OptionError(f"{out}: another visiontk run is writing into this folder") \
                 from None
         yield
+
+
+def _disk_full(out: Path) -> DiskFullError:
+    return DiskFullError(f"{out}: no space left on its disk; free some and run again (the "
+                         "finished work is kept and not redone)")
+
+
+def _stop_if_disk_full(reply: dict, out: Path) -> None:
+    """A task that could not write its result because the disk is full: every next one would
+    fail alike, so the run stops with one line instead of failing each item."""
+    if reply.get("disk_full"):
+        raise _disk_full(out)
 
 
 def _write_json(path: Path, data) -> None:

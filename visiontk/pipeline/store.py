@@ -187,6 +187,20 @@ def read_pair(path: Path) -> tuple[Matches, Geometry | None]:
     return matches, geometry
 
 
+def ensure_room(path: Path, sources) -> None:
+    """Raise ENOSPC before an HDF5 file gathered from the cache files ``sources`` is written,
+    when its folder's disk has not room for it: HDF5 meeting a full disk while it writes
+    fails at close, in destructors, and once crashed the process (h5py 3.x)."""
+    import errno
+    import os
+
+    sizes = [f.stat().st_size for f in map(Path, sources) if f.exists()]
+    need = 3 * sum(sizes) // 2 + 16384 * len(sizes) + (1 << 20)
+    st = os.statvfs(path.parent)
+    if st.f_bavail * st.f_frsize < need:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
 def write_features_h5(path: Path, items, version: str) -> None:
     """``items``: (name, key, Features) in the order to write them."""
     import h5py
