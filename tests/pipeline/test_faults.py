@@ -583,3 +583,75 @@ def test_a_full_disk_is_said_once_and_the_rerun_finishes(images, small_disk, roo
     assert p.returncode == 0, p.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["images_done"], summary["pairs_done"], summary["failures"]) == (3, 3, [])
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A Dask scheduler and one worker as separate processes, the worker in a working folder
+    of its own; yields (address, start, stop) to stop and restart them."""
+    pytest.importorskip("distributed", reason="dask.distributed is installed with [test]")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    elsewhere = tmp_path / "worker-cwd"
+    elsewhere.mkdir()
+    dask = str(Path(sys.executable).parent / "dask")
+    procs = []
+
+    def start():
+        procs.append(subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port",
+                                       str(port), "--no-dashboard"], cwd=elsewhere,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([dask, "worker", address, "--nthreads", "1",
+                                       "--no-dashboard"], cwd=elsewhere,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from dask.distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(1, timeout=60)
+
+    def stop():
+        for p in procs:
+            p.kill()
+            p.wait()
+        procs.clear()
+
+    start()
+    yield address, start, stop, elsewhere
+    stop()
+
+
+def test_dask_runs_with_relative_paths_and_a_lost_scheduler_ends_the_run(
+        images, crashing_stage, tmp_path, dask_cluster, monkeypatch):
+    """Relative --images/--out failed every image on workers whose working folder differs
+    (and made OUT there); a scheduler killed mid-run hung the run until an outside timeout."""
+    address, start, stop, elsewhere = dask_cluster
+    monkeypatch.chdir(tmp_path)
+    run = [visiontk_command(), "run", "sift-match", "--images", "images", "--out", "out",
+           "--executor", "dask", "--scheduler", address, "--quiet"]
+    p = subprocess.run(run, capture_output=True, text=True, check=False, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["pairs_done"] == 3
+    assert not (elsewhere / "out").exists()
+    # a run whose items take a minute; its scheduler goes away once one has started
+    spec = tmp_path / "slow.toml"
+    spec.write_text(f'[[stages]]\nname = "sleep"\nmarker = "{tmp_path / "started"}"\n')
+    slow = subprocess.Popen([*run[:2], str(spec), *run[3:6], "slow", *run[7:]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("started.*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(tmp_path.glob("started.*")), "no item started"
+    stop()
+    t0 = time.monotonic()
+    _, stderr = slow.communicate(timeout=120)
+    assert time.monotonic() - t0 < 60 and slow.returncode == 1
+    assert stderr.strip().splitlines()[-1].startswith("error: lost the Dask scheduler")
+    start()  # the scheduler back: the runs resume from what is done
+    p = subprocess.run(run, capture_output=True, text=True, check=False, timeout=300)
+    assert p.returncode == 0, p.stderr
+    again = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (again["images_cached"], again["pairs_cached"]) == (3, 3)

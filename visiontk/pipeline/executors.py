@@ -90,6 +90,12 @@ class LocalExecutor:
             yield died(task, str(reply)) if isinstance(reply, Exception) else reply
 
 
+#: Seconds between looks at the Dask client's connection while tasks run.
+SCHEDULER_CHECK = 1.0
+#: Seconds a lost scheduler has to come back before the run ends.
+SCHEDULER_GRACE = 5.0
+
+
 class DaskExecutor:
     """Tasks on a Dask distributed cluster: ``scheduler`` address, or a LocalCluster of
     ``workers`` single-threaded processes. Workers must see the output folder (shared disk)."""
@@ -127,7 +133,6 @@ class DaskExecutor:
             self._cluster.close()
 
     def map_unordered(self, fn, tasks, died):
-        from dask.distributed import as_completed
 
         todo = iter(tasks)
         limit = max(1, len(self._client.scheduler_info().get("workers", {}))) \
@@ -139,18 +144,44 @@ class DaskExecutor:
             submitted[future.key] = task
             return future
 
-        first = [submit(t) for t in _take(todo, limit)]
-        if not first:
-            return
-        running = as_completed(first)
-        for future in running:
-            task = submitted.pop(future.key)
+        pending = {submit(t) for t in _take(todo, limit)}
+        while pending:
+            done, pending = self._wait(pending)
+            for future in done:
+                task = submitted.pop(future.key)
+                try:
+                    yield future.result()
+                except Exception as exc:  # KilledWorker: the task took down workers repeatedly
+                    yield died(task, f"{type(exc).__name__}: {str(exc)[:200]}")
+                pending |= {submit(t) for t in _take(todo, 1)}
+
+    def _wait(self, pending: set) -> tuple[set, set]:
+        """(done, pending) once a task is done; a scheduler that stays unreachable for
+        :data:`SCHEDULER_GRACE` seconds ends the run with one line (the client would wait for
+        it for ever), and the rerun resumes from the cache."""
+        from dask.distributed import wait
+
+        where = self.scheduler or "the local cluster"
+        lost = VisiontkError(f"lost the Dask scheduler ({where}); the finished work is kept: "
+                             "run again to resume")
+        lost_since = None
+        while True:
             try:
-                yield future.result()
-            except Exception as exc:  # KilledWorker: the task took down workers repeatedly
-                yield died(task, f"{type(exc).__name__}: {str(exc)[:200]}")
-            for task in _take(todo, 1):
-                running.add(submit(task))
+                done, not_done = wait(pending, timeout=SCHEDULER_CHECK,
+                                      return_when="FIRST_COMPLETED")
+                return set(done), set(not_done)
+            except TimeoutError:
+                pass
+            except Exception as exc:  # the client cancels every future when it loses it
+                if "Cancelled" in type(exc).__name__:
+                    raise lost from None
+                raise
+            if self._client.status == "running":
+                lost_since = None
+                continue
+            lost_since = lost_since or time.monotonic()
+            if time.monotonic() - lost_since > SCHEDULER_GRACE:
+                raise lost
 
 
 def _take(iterator, n):

@@ -157,11 +157,13 @@ class Pipeline:
         if colmap and not any("features" in s.outputs for s in self.image_stages):
             raise OptionError("--colmap needs a pipeline that extracts features")
         # Everything that would fail every item fails here, before the first one.
-        out = writable_folder(out)
+        # absolute before any task leaves: a Dask worker's working folder is not this one
+        out = Path(os.path.abspath(writable_folder(out)))
         with _exclusive(out):
             remove_stale_temporaries(out)
-            named = resolve_images(images, self.accepts, outputs=out,
-                                   folders=[f for s in self.stages for f in s.folders])
+            named = [(n, Path(os.path.abspath(p))) for n, p in resolve_images(
+                images, self.accepts, outputs=out,
+                folders=[f for s in self.stages for f in s.folders])]
             for s in self.stages:
                 s.check()
             workers = executors.auto_workers(len(named)) if workers is None else \
