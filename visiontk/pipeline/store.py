@@ -240,15 +240,35 @@ def write_matches_h5(path: Path, items, version: str) -> None:
 
 
 def _manifest(out: Path, names: list) -> dict:
-    """{file under ``out``: [size, SHA-256]} of the named files and of every file in the named
-    folders."""
+    """{file under ``out``: its fingerprint} of the named files and of every file in the named
+    folders: [size, SHA-256], or for an SQLite database (which COLMAP rewrites in place when
+    it merely opens it) that it passes SQLite's check and the rows of each table."""
     files = {}
     for name in names:
         top = out / name
         found = [top] if top.is_file() else sorted(q for q in top.rglob("*") if q.is_file())
         for f in found:
-            files[f.relative_to(out).as_posix()] = [f.stat().st_size, content_hash(f)]
+            files[f.relative_to(out).as_posix()] = (
+                ["sqlite", _table_rows(f)] if f.suffix == ".db"
+                else [f.stat().st_size, content_hash(f)])
     return files
+
+
+def _table_rows(path: Path) -> dict | None:
+    """{table: rows} of a whole SQLite database, read only; None when it is damaged."""
+    import contextlib
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro",
+                                                uri=True)) as db:
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                return None
+            tables = [r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            return {t: db.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+    except sqlite3.DatabaseError:
+        return None
 
 
 def read_features_h5(path: Path) -> dict:
