@@ -20,15 +20,32 @@ from visiontk._files import writable_file, writable_folder
 from visiontk._sift.options import DEFAULT_PRESET
 from visiontk._sift.options import PRESETS as PRESET_VALUES
 from visiontk.backend import DEVICES
-from visiontk.errors import OptionError, VisiontkError
+from visiontk.errors import OptionError, VisiontkError, out_of_memory
 from visiontk.geometry import MIN_INLIERS
 from visiontk.io import DEFAULT_MAX_PIXELS
 from visiontk.pipeline.config import PRESETS
+from visiontk.vit.attention import MAX_IMAGE_SIZE
 from visiontk.vit.checkpoints import OFFICIAL as OFFICIAL_VITS
 
 #: Input files: an unreadable one is reported by the readers, listed like a missing one, not
 #: refused as a usage error before anything is done.
 INPUT = click.Path(path_type=Path, readable=False)
+
+
+class OutputFolder(click.Path):
+    """An output folder, never the empty string (which a Path reads as the current folder,
+    so that ``--out ''`` wrote a run into it)."""
+
+    def __init__(self):
+        super().__init__(file_okay=False)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty name; give a folder", param, ctx)
+        return Path(super().convert(value, param, ctx))
+
+
+OUT_FOLDER = OutputFolder()
 
 # Flags take their defaults from the one definition of each option (SiftOptions, io, backend);
 # SIFT flags left out take the preset's value.
@@ -95,19 +112,27 @@ def _user_errors(func):
             terminated = isinstance(exc, Terminated)
             click.echo("terminated" if terminated else "interrupted", err=True)
             sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
-        except MemoryError:
+        except Exception as exc:
+            if not out_of_memory(exc):
+                if os.environ.get("VISIONTK_DEBUG"):
+                    raise
+                click.echo(f"error: internal error ({type(exc).__name__}: {one_line(exc)}); "
+                           "set VISIONTK_DEBUG=1 for details", err=True)
+                sys.exit(1)
             params = {p.name for p in click.get_current_context().command.params}
             hint = " (try --max-features or a smaller image)" if "max_features" in params else ""
             click.echo(f"error: out of memory{hint}", err=True)
             sys.exit(1)
-        except Exception as exc:  # an internal error: still one line unless debugging
-            if os.environ.get("VISIONTK_DEBUG"):
-                raise
-            click.echo(f"error: internal error ({type(exc).__name__}: {one_line(exc)}); "
-                       "set VISIONTK_DEBUG=1 for details", err=True)
-            sys.exit(1)
 
     return wrapper
+
+
+def _not_empty(ctx, param, value: str) -> str:
+    """``--images ''`` searched the current folder (a Path reads '' as '.')."""
+    if not value.strip():
+        raise click.BadParameter("an empty name; give a folder, a pattern or a list", ctx,
+                                 param)
+    return value
 
 
 def _compile_first(device: str) -> None:
@@ -143,7 +168,7 @@ def main():
 @main.command("match")
 @click.argument("image_a", type=INPUT)
 @click.argument("image_b", type=INPUT)
-@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+@click.option("--out", "-o", type=click.Path(), default=None,
               help="Picture of the inlier matches [default: matches_<A>_<B>.png here].")
 @click.option("--no-picture", is_flag=True, help="Do not write the picture.")
 @click.option("--model", type=click.Choice(["homography", "fundamental", "none"]),
@@ -181,7 +206,7 @@ def match_command(image_a, image_b, out, no_picture, model, ratio, mutual, symme
     summary = result.summary()
     if not no_picture:
         m = result.inlier_matches if model != "none" else result.matches
-        title = (f"{len(result.matches)} matches, "
+        title = (f"{image_a.name} - {image_b.name}: {len(result.matches)} matches, "
                  + (f"{summary['inliers']} {model} inliers" if model != "none" else "unverified"))
         if len(m) > MAX_LINES:
             title += f" ({MAX_LINES} drawn)"
@@ -223,7 +248,7 @@ def _format_summary(s: dict) -> str:
 
 @main.command("extract")
 @click.argument("images", nargs=-1, required=True, type=INPUT)
-@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+@click.option("--out", "-o", type=OUT_FOLDER, required=True,
               help="Folder for the features files (<image file name>.npz).")
 @sift_options
 @_user_errors
@@ -257,9 +282,9 @@ def extract_command(images, out, preset, max_features, upright, rootsift, max_pi
 over a folder of images. Reruns skip finished work; exit status 1 if any item failed; SIGTERM
 or Ctrl-C stop it with the work so far kept.""")
 @click.argument("pipeline")
-@click.option("--images", "-i", required=True,
+@click.option("--images", "-i", required=True, callback=_not_empty,
               help="A folder (searched recursively), a glob pattern, or a .txt list of paths.")
-@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+@click.option("--out", "-o", type=OUT_FOLDER, required=True,
               help="Output folder (features.h5, matches.h5, summary.json, failures.json).")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="Worker processes [default: one per core, at most 8, at most one per "
@@ -292,8 +317,9 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
     for name, m in s["models"].items():
         files = ", ".join(str(out / f) for f in m["files"][1:])
         if not m["models"]:
+            why = m.get("why", "too few matches between them")
             no_model.append(f"{name}: no model ({m['registered']} of {m['images']} images "
-                            f"registered: too few matches between them) -> {files}")
+                            f"registered: {why}) -> {files}")
             continue
         click.echo(one_line(
             f"{name}: {m['registered']} of {m['images']} images registered in {m['models']} "
@@ -322,15 +348,15 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
 @click.option("--model", type=click.Choice(list(OFFICIAL_VITS)),
               default="dino_vits8", show_default=True,
               help="Which official weights to look up (DINO; DINOv2, _reg: with 4 registers).")
-@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+@click.option("--out", "-o", type=OUT_FOLDER, required=True,
               help="Folder for <name>_heads.png, <name>_overlay.png, <name>_mask.png, "
               "<name>.json.")
 @click.option("--method", type=click.Choice(["attention", "tokencut"]), default="attention",
               show_default=True, help="Mask shown in the overlay and written as the mask PNG.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.6,
               show_default=True, help="Share of attention mass the masks keep.")
-@click.option("--image-size", type=click.IntRange(min=0), default=480, show_default=True,
-              help="Shorter side fed to the ViT (0 keeps the size).")
+@click.option("--image-size", type=click.IntRange(0, MAX_IMAGE_SIZE), default=480,
+              show_default=True, help="Shorter side fed to the ViT (0 keeps the size).")
 @click.option("--largest-component", is_flag=True, help="Keep each mask's largest component.")
 @click.option("--features", is_flag=True,
               help="Also write the last layer's normalised patch features (<name>_features.npy, "
@@ -395,7 +421,7 @@ def _output_stems(paths: list[Path]) -> list[str]:
 @click.option("--branches", "spec", default=None,
               help="Channel ranges per branch, e.g. 1x1=0:64,3x3=64:192,5x5=192:224,"
               "pool=224:256 [default: from the next conv's groups].")
-@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+@click.option("--out", "-o", type=OUT_FOLDER, required=True,
               help="Folder for the report (report.html, PNGs, branches.json).")
 @_user_errors
 def branches_command(weights, layer, spec, out):

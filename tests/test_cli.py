@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from privileges import permissions_apply
 from visiontk_cli.main import main
 
 import visiontk
@@ -33,21 +34,6 @@ def run_installed(*args, preexec_fn=None) -> subprocess.CompletedProcess:
     assert found, "the visiontk console script is not installed (pip install -e .)"
     return subprocess.run([found, *map(str, args)], capture_output=True, text=True, check=False,
                           preexec_fn=preexec_fn)
-
-
-def permissions_apply():
-    """For a child process: root loses the capabilities that bypass file permissions
-    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, dropped from the bounding set before exec), so a
-    file with mode 000 is unreadable to it as to any user."""
-    import ctypes
-    import os
-
-    if os.geteuid() != 0:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (1, 2):
-        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
 def unreadable_copy(source: Path, target: Path) -> Path:
@@ -134,6 +120,15 @@ def test_match_out_in_a_missing_folder_is_an_error_before_the_work(samples, tmp_
             tmp_path / "typo" / "m.png")
     assert r.exit_code == 1 and "typo does not exist" in r.output
     assert "keypoints" not in r.output and not (tmp_path / "typo").exists()
+    # a device or a pipe is not replaced by the picture (as root, /dev/full was), nor does
+    # a name ending in a slash become a file
+    os.mkfifo(tmp_path / "pipe.png")
+    for target, words in ((tmp_path / "pipe.png", "not a regular file"),
+                          (f"{tmp_path}/new/", "is a folder")):
+        r = run("match", samples / "coffee.png", samples / "coffee.png", "--out", target)
+        assert r.exit_code == 1 and words in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.png"]
+    assert (tmp_path / "pipe.png").is_fifo()
 
 
 def test_flat_images_give_zero_matches_not_a_crash(tmp_path):
@@ -199,12 +194,15 @@ def test_installed_command_cuda_without_gpu_is_explained(samples):
 
 
 @pytest.mark.skipif(visiontk.backend.cuda_status()[0], reason="a GPU is present")
-def test_pipeline_on_cuda_without_gpu_fails_once_before_any_image(samples, tmp_path):
-    """Every image used to fail with the same message, and the console still named an empty
-    features.h5."""
+@pytest.mark.parametrize("stage", ["sift", "match"])
+def test_pipeline_on_cuda_without_gpu_fails_once_before_any_image(samples, tmp_path, stage):
+    """Every image (or pair) used to fail with the same message, and the console still named
+    an empty features.h5."""
     spec = tmp_path / "gpu.toml"
-    spec.write_text('[[stages]]\nname = "load"\n\n[[stages]]\nname = "sift"\n'
-                    'device = "cuda"\n')
+    spec.write_text('[[stages]]\nname = "load"\n\n[[stages]]\nname = "sift"\n\n'
+                    '[[stages]]\nname = "match"\n')
+    spec.write_text(spec.read_text().replace(f'name = "{stage}"\n',
+                                             f'name = "{stage}"\ndevice = "cuda"\n'))
     p = run_installed("run", spec, "--images", samples, "--out", tmp_path / "out", "--quiet")
     assert p.returncode == 1 and "Traceback" not in p.stderr
     [line] = p.stderr.strip().splitlines()
@@ -239,3 +237,38 @@ def test_the_first_match_says_it_compiles_the_kernels(samples, tmp_path):
                                    check=False) for _ in range(2))
     assert first.returncode == again.returncode == 0
     assert first.stderr.startswith("compiling visiontk's CPU kernels") and again.stderr == ""
+    times = first.stdout.split("time: ")[1].split("\n")[0]  # e.g. "sift_a 0.283 s, ..."
+    assert "-" not in times, times  # the compile was once subtracted from sift_a
+
+
+def test_an_image_too_large_for_memory_fails_alone(samples, tmp_path):
+    """One image that took more memory than the process may have aborted the whole extract
+    ('out of memory'): the good image was neither extracted nor listed."""
+    import resource
+
+    huge = tmp_path / "huge.png"
+    cv2.imwrite(str(huge), np.zeros((16000, 16000), np.uint8))  # 256 MP: GBs of octaves
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    p = run_installed("extract", huge, samples / "coffee.png", "--out", tmp_path / "o",
+                      "--max-pixels", 10 ** 9, "--device", "cpu", preexec_fn=limit_memory)
+    assert p.returncode == 1, p.stderr
+    assert sorted(q.name for q in (tmp_path / "o").iterdir()) == ["coffee.png.npz"]
+    assert "1 of 2 images failed" in p.stderr and "huge.png: out of memory" in p.stderr
+
+
+@pytest.mark.parametrize("args", [["run", "sift", "--images", "", "--out", "o"],
+                                  ["run", "sift", "--images", "IMAGES", "--out", ""],
+                                  ["extract", "IMAGE", "--out", " "]])
+def test_empty_names_are_usage_errors_not_the_current_folder(samples, tmp_path, monkeypatch,
+                                                             args):
+    """--images '' searched the current folder (a venv's 167 images); --out '' wrote a run
+    into it."""
+    monkeypatch.chdir(tmp_path)
+    args = [str(samples) if a == "IMAGES" else str(samples / "coffee.png") if a == "IMAGE"
+            else a for a in args]
+    r = run(*args)
+    assert r.exit_code == 2 and "an empty name" in r.output
+    assert list(tmp_path.iterdir()) == []

@@ -1,5 +1,7 @@
 """Saving and loading features; the match picture."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -106,6 +108,13 @@ def test_save_into_a_folder_that_does_not_exist_is_an_error(tmp_path, astronaut)
     from visiontk.errors import VisiontkError
 
     feats = visiontk.sift(astronaut, max_features=20, keep="strongest")
-    with pytest.raises(VisiontkError, match=r"the folder .*typo does not exist"):
+    with pytest.raises(VisiontkError, match=r"typo does not exist"):
         feats.save(tmp_path / "typo" / "a.npz")
     assert not (tmp_path / "typo").exists()
+    # a folder, a name ending in a slash (it made a file of that name), a pipe
+    os.mkfifo(tmp_path / "pipe.npz")
+    for target, words in ((tmp_path, "is a folder"), (f"{tmp_path}/new/", "is a folder"),
+                          (tmp_path / "pipe.npz", "not a regular file")):
+        with pytest.raises(VisiontkError, match=words):
+            feats.save(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.npz"]

@@ -140,9 +140,13 @@ def writable_file(path) -> Path:
     """Check, before any work, that ``path`` can be written as a file: not a folder, in a
     folder that exists (a typo in a folder name is an error, not a new folder) and takes new
     files."""
+    text = os.fspath(path)
     path = Path(path)
-    if path.is_dir():
-        raise VisiontkError(f"{path}: is a folder; give a file name for the output")
+    if path.is_dir() or text.endswith(("/", os.sep)):
+        raise VisiontkError(f"{text}: is a folder; give a file name for the output")
+    if path.exists() and not path.is_file():  # replaced by a rename, /dev/null would go
+        raise VisiontkError(f"{path}: not a regular file (a device or a pipe?); give a file "
+                            "name for the output")
     if path.exists() and not os.access(path, os.W_OK):
         raise VisiontkError(f"{path}: cannot overwrite it (permission denied)")
     existing_folder(path)
@@ -154,6 +158,6 @@ def existing_folder(path) -> Path:
     """``path``, when the folder it goes into exists; a one-line error naming both otherwise."""
     path = Path(path)
     if not path.parent.is_dir():
-        what = "is not a folder" if path.parent.exists() else "does not exist"
-        raise VisiontkError(f"{path}: the folder {path.parent} {what}")
+        what = "is a file, not a folder" if path.parent.exists() else "does not exist"
+        raise VisiontkError(f"{path}: {path.parent} {what}")
     return path

@@ -110,9 +110,9 @@ class Features:
     def save(self, path) -> Path:
         """Write to ``path`` (.npz), atomically: a reader never sees a half-written file. The
         folder must exist (VisiontkError otherwise: a typo does not make a new folder)."""
-        from ._files import atomic_write
+        from ._files import atomic_write, writable_file
 
-        path = Path(path)
+        path = writable_file(path)  # not a folder, a device, or in a folder that is missing
         with atomic_write(path, make_folders=False) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, xy=self.xy, size=self.size, angle=self.angle, response=self.response,
                      octave=self.octave, descriptors=self.descriptors,

@@ -655,3 +655,31 @@ def test_dask_runs_with_relative_paths_and_a_lost_scheduler_ends_the_run(
     assert p.returncode == 0, p.stderr
     again = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (again["images_cached"], again["pairs_cached"]) == (3, 3)
+
+
+def test_other_runs_dangling_links_and_unreadable_folders_in_images(images, tmp_path):
+    """Another run's output folder inside --images was read as input (4 -> 10 -> 22 -> 46
+    images with a new --out each time); a dangling link and an unreadable subfolder were
+    skipped without a word."""
+    from privileges import permissions_apply
+
+    def run(out):
+        return subprocess.run([visiontk_command(), "run", "sift-match", "--images",
+                               str(images), "--out", str(out), "--quiet"],
+                              capture_output=True, text=True, check=False, timeout=300,
+                              preexec_fn=permissions_apply)
+
+    for out in ("run1", "run2"):
+        assert run(images / out).returncode == 0
+    summary = json.loads((images / "run2" / "summary.json").read_text())
+    assert summary["images"] == 3  # run1's thumbnails and pair pictures are no inputs
+    (images / "gone.png").symlink_to(images / "nowhere.png")
+    (images / "locked").mkdir()
+    (images / "locked").chmod(0)
+    p = run(tmp_path / "out")
+    (images / "locked").chmod(0o755)
+    assert p.returncode == 1
+    listed = json.loads((tmp_path / "out" / "failures.json").read_text())
+    reasons = sorted(f["reason"] for f in listed)
+    assert reasons == [f"{images / 'gone.png'}: No such file or directory",
+                       f"{images / 'locked'}: cannot read this folder (Permission denied)"]

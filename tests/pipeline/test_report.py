@@ -63,7 +63,9 @@ def test_page_shows_counts_failures_thumbnails_and_pairs(run):
         assert (out / unquote(src)).is_file(), src
     thumbs = [s for s in page.images if s.startswith("report/thumbs/")]
     assert len(thumbs) == 4
-    assert {"report/pair_strongest.jpg", "report/pair_weakest.jpg"} <= set(page.images)
+    # one pair of these holds a model (the coffee pair): it is shown once, as the strongest
+    assert [s for s in page.images if "pair_" in s] == ["report/pair_strongest.jpg"]
+    assert "strongest: coffee.png - coffee_warped.png" in text
     strongest = cv2.imread(str(out / "report/pair_strongest.jpg"))
     assert strongest.shape[1] > 600 and strongest.std() > 20
     assert "<script>" not in (out / "index.html").read_text()  # names and reasons are escaped
@@ -98,6 +100,19 @@ def test_unrelated_pairs_pick_the_strongest_by_matches_and_time_counts_each_stag
     assert int(found["strongest"]) > int(found["weakest"])
     assert "report and whole-run stages" not in result.stage_seconds
     assert "report pictures" in result.stage_seconds
+
+
+def test_one_verified_pair_is_shown_once(tmp_path, samples):
+    """With one pair holding a model, 'strongest' and 'weakest' were the same picture twice."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("coffee.png", "coffee_warped.png", "astronaut.png"):
+        shutil.copy(samples / name, folder / name)
+    out = tmp_path / "out"
+    Pipeline.from_spec([{"name": "load", "max_side": 320}, {"name": "sift"}, {"name": "match"},
+                        {"name": "verify", "model": "homography"}]).run(folder, out, quiet=True)
+    pictures = [s for s in read_page(out / "index.html").images if "pair_" in s]
+    assert pictures == ["report/pair_strongest.jpg"]
 
 
 def test_identical_images_on_a_first_run_are_not_from_earlier_runs(tmp_path, samples):

@@ -286,7 +286,8 @@ def test_images_that_share_nothing_make_no_model(tmp_path, samples):
                        text=True, check=False)
     assert p.returncode == 1, p.stderr  # a run that makes no model did not do its job
     [line] = p.stderr.strip().splitlines()
-    assert line.startswith("error: reconstruct: no model (0 of 3 images registered")
+    assert line.startswith("error: reconstruct: no model (0 of 3 images registered: too few "
+                           "matches between them)")
     summary = json.loads((out / "summary.json").read_text())["models"]["reconstruct"]
     assert summary["models"] == 0 and summary["not_registered"] == sorted(
         ["astronaut.png", "coffee.png", "motorcycle_left.png"])
@@ -295,6 +296,19 @@ def test_images_that_share_nothing_make_no_model(tmp_path, samples):
     assert json.loads((out / "summary.json").read_text())["ok"] is False
     page = (out / "index.html").read_text()
     assert "0 of 3 images: no model" in page and "None" not in page  # was "None px"
+
+
+def test_two_images_say_they_are_fewer_than_a_model_needs(tmp_path, samples):
+    """The stereo pair (1800 inliers) said 'too few matches between them'."""
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    for name in ("motorcycle_left.png", "motorcycle_right.png"):
+        shutil.copy(samples / name, folder / name)
+    p = subprocess.run([sys.executable, "-m", "visiontk_cli.main", "run", "sfm", "--images",
+                        str(folder), "--out", str(tmp_path / "out"), "--quiet"],
+                       capture_output=True, text=True, check=False)
+    assert p.returncode == 1
+    assert "registered: 2 images, fewer than min_model_size (3))" in p.stderr
 
 
 def test_without_pycolmap_one_line_before_any_image(photos, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from .. import backend, io
-from ..errors import OptionError, VisiontkError
+from ..errors import ImageError, OptionError, VisiontkError, out_of_memory
 from .backends import for_device
 from .extraction import extract
 from .options import SiftOptions, checked_max_pixels
@@ -86,14 +86,31 @@ def _decoded_ahead(images, opts, sift_backend, max_pixels):
         for k, image in enumerate(images):
             try:
                 gray = pending.result()
-            except VisiontkError as exc:
-                gray = exc
+            except Exception as exc:
+                gray = _as_error(image, exc, "decode")
             if k + 1 < len(images):
                 pending = decode(k + 1)
             if isinstance(gray, VisiontkError):
                 yield image, gray
-            else:
-                yield image, extract(xp.asarray(gray), opts, sift_backend)
+                continue
+            try:
+                found = extract(xp.asarray(gray), opts, sift_backend)
+            except Exception as exc:
+                found = _as_error(image, exc, "extract features of")
+            del gray  # an image too large for memory must not hold the next one's
+            yield image, found
+
+
+def _as_error(image, exc, doing: str) -> VisiontkError:
+    """An image that could not be read, or that took more memory than there is, as the
+    ImageError of that image alone: the batch goes on with the next. Anything else is
+    raised: an internal error is not the image's."""
+    if isinstance(exc, VisiontkError):
+        return exc
+    if not out_of_memory(exc):
+        raise exc
+    return ImageError(f"{image}: out of memory to {doing} this image (try a smaller "
+                         "--max-pixels, or --max-features)")
 
 
 def _concurrent(images, opts, sift_backend, max_pixels, workers: int):
@@ -107,10 +124,13 @@ def _concurrent(images, opts, sift_backend, max_pixels, workers: int):
     def one(image):
         try:
             gray = io.load_gray(image, max_pixels=max_pixels)
-        except VisiontkError as exc:
-            return exc
-        with _own_stream(xp):
-            return extract(xp.asarray(gray), opts, sift_backend)
+        except Exception as exc:
+            return _as_error(image, exc, "decode")
+        try:
+            with _own_stream(xp):
+                return extract(xp.asarray(gray), opts, sift_backend)
+        except Exception as exc:  # CuPy's OutOfMemoryError is a MemoryError too
+            return _as_error(image, exc, "extract features of")
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         in_flight = deque()

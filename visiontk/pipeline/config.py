@@ -65,7 +65,9 @@ def read_spec(source: str | Path) -> list[dict]:
         raise OptionError(f"{path}: no such pipeline file or preset "
                           f"(presets: {', '.join(PRESETS)})")
     try:
-        raw = path.read_text()
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise OptionError(f"{path}: pipeline file is not UTF-8 text") from None
     except OSError as exc:
         raise OptionError(f"{path}: cannot read ({exc.strerror})") from None
     if path.suffix.lower() == ".toml":

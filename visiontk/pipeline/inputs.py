@@ -14,8 +14,8 @@ from .stage import IMAGE_SUFFIXES
 OUTPUT_FOLDERS = ("report", ".cache")
 
 
-def resolve_images(images, accepts=IMAGE_SUFFIXES, outputs=None,
-                   folders=()) -> list[tuple[str, Path]]:
+def resolve_images(images, accepts=IMAGE_SUFFIXES, outputs=None, folders=(),
+                   unreadable: list | None = None) -> list[tuple[str, Path]]:
     """(name, path) for every input, sorted by name; names are paths relative to the folder
     (or to the common parent of a glob or list), unique within a run. A folder yields the files
     whose suffix is in ``accepts`` (image files by default).
@@ -23,21 +23,27 @@ def resolve_images(images, accepts=IMAGE_SUFFIXES, outputs=None,
     Outputs are never inputs (a report's thumbnails would become images of the next run):
     what a folder or a pattern finds inside ``outputs`` (the run's output folder) is left out,
     and when ``outputs`` is the searched folder itself (or above it), what lies in its
-    :data:`OUTPUT_FOLDERS` and the stages' ``folders``."""
+    :data:`OUTPUT_FOLDERS` and the stages' ``folders``, and so is any other run's output
+    folder found in it. A link whose file is gone is an input (that fails as a missing file
+    does); subfolders that cannot be read go into ``unreadable`` as (folder, reason)."""
     if isinstance(images, (list, tuple)):
         paths = [Path(p) for p in images]
         base = None
     else:
         text = str(images)
+        if not text.strip():  # Path("") is the current folder
+            raise ImageError("no images given (an empty name)")
         p = Path(text)
         if p.is_dir():
-            paths = _files_under(p, accepts)
+            paths = _files_under(p, accepts, unreadable if unreadable is not None else [])
             base = p
         elif any(ch in text for ch in "*?["):
             paths = [Path(q) for q in sorted(glob.glob(text, recursive=True))]
             base = None
         elif p.is_file() and p.suffix.lower() in (".txt", ".lst", ".list"):
-            lines = [ln.strip() for ln in p.read_text().splitlines()]
+            # names that are not UTF-8 come back as the same bytes (surrogateescape)
+            lines = [ln.strip() for ln in
+                     p.read_text(encoding="utf-8", errors="surrogateescape").splitlines()]
             paths = [(p.parent / ln) for ln in lines if ln and not ln.startswith("#")]
             base = None
         elif p.is_file():
@@ -63,21 +69,28 @@ def resolve_images(images, accepts=IMAGE_SUFFIXES, outputs=None,
     return named
 
 
-def _files_under(folder: Path, accepts) -> list[Path]:
+def _files_under(folder: Path, accepts, unreadable: list) -> list[Path]:
     """The files of ``folder`` and its subfolders whose suffix is in ``accepts``, following
     links to folders (each real folder once: a link to a parent cannot loop), never into a
-    run's ``.cache``."""
+    run's output folder (one holding ``.lock`` and ``.cache``: its pictures are no inputs);
+    links whose file is gone are kept (the run lists them as missing)."""
     found, seen = [], set()
-    for here, subfolders, files in os.walk(folder, followlinks=True):
+
+    def cannot_read(exc: OSError) -> None:
+        unreadable.append((exc.filename, exc.strerror or type(exc).__name__))
+
+    for here, subfolders, files in os.walk(folder, onerror=cannot_read, followlinks=True):
         st = os.stat(here)
         if (st.st_dev, st.st_ino) in seen:
             subfolders[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
-        subfolders[:] = sorted(d for d in subfolders if d != ".cache")
+        subfolders[:] = sorted(d for d in subfolders if d != ".cache" and not (
+            os.path.isfile(os.path.join(here, d, ".lock"))
+            and os.path.isdir(os.path.join(here, d, ".cache"))))
         for name in files:
             q = Path(here) / name
-            if q.suffix.lower() in accepts and q.is_file():
+            if q.suffix.lower() in accepts and (q.is_file() or q.is_symlink()):
                 found.append(q)
     return sorted(found)
 

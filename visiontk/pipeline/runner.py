@@ -161,14 +161,18 @@ class Pipeline:
         out = Path(os.path.abspath(writable_folder(out)))
         with _exclusive(out):
             remove_stale_temporaries(out)
+            unreadable = []
             named = [(n, Path(os.path.abspath(p))) for n, p in resolve_images(
                 images, self.accepts, outputs=out,
-                folders=[f for s in self.stages for f in s.folders])]
+                folders=[f for s in self.stages for f in s.folders], unreadable=unreadable)]
             for s in self.stages:
                 s.check()
             workers = executors.auto_workers(len(named)) if workers is None else \
                 executors.capped_workers(workers, len(named))
             result = RunResult(out=out, images=len(named), workers=workers)
+            result.failures += [{"item": str(folder), "stage": "load",
+                                 "reason": f"{folder}: cannot read this folder ({why})"}
+                                for folder, why in unreadable]
             cache = store.Cache(out / ".cache")
             self._earlier = cache.keys()  # cached results this run did not make itself
             try:
@@ -273,7 +277,10 @@ class Pipeline:
         chosen = {}
         if counted and pictures:
             useful = [c for c in counted if c[0][0] > 0] or counted
-            for label, (_, a, b, k) in (("strongest", counted[-1]), ("weakest", useful[0])):
+            ends = [("strongest", counted[-1])]
+            if useful[0] != counted[-1]:  # one useful pair is not two pictures of it
+                ends.append(("weakest", useful[0]))
+            for label, (_, a, b, k) in ends:
                 chosen[label] = (a, str(paths[a]), b, str(paths[b]), str(cache.pair_path(k)),
                                  str(cache.features_path(keys[a])),
                                  str(cache.features_path(keys[b])))

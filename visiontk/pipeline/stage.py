@@ -70,7 +70,14 @@ class Stage:
     def check(self) -> None:
         """Called once in the runner's process before any item is processed: raise a
         :class:`~visiontk.errors.VisiontkError` for a problem that would fail every item (a
-        missing weights or pairs file), so the run stops before it starts."""
+        missing weights or pairs file), so the run stops before it starts. This one checks a
+        ``device`` option (``"cuda"`` without a usable GPU); a stage that overrides it calls
+        it too."""
+        device = getattr(self.options, "device", None)
+        if device is not None:
+            from ..backend import resolve_device
+
+            resolve_device(device)
 
     def run(self, context: dict) -> dict:  # pragma: no cover - the protocol
         raise NotImplementedError

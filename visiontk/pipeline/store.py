@@ -36,7 +36,9 @@ from ..tensorfiles import read_npz
 
 
 def escape(name: str) -> str:
-    return quote(name, safe="")
+    """``name`` as one file or group name: percent-escaped, the bytes of a file name that are
+    not UTF-8 (lone surrogates to Python) included."""
+    return quote(name.encode("utf-8", "surrogateescape"), safe="")
 
 
 def unescape(name: str) -> str:

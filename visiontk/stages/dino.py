@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..backend import Device
 from ..errors import OptionError, shown
 from ..pipeline.stage import Stage
+from ..vit.attention import MAX_IMAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,9 @@ class DinoOptions:
         if not 0 < self.threshold <= 1:
             raise OptionError(f"stage dino-attention: threshold must be in (0, 1], "
                               f"got {self.threshold}")
-        if self.image_size < 0:
-            raise OptionError("stage dino-attention: image_size must be >= 0")
+        if not 0 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise OptionError(f"stage dino-attention: image_size must be 0 (keep the size) or "
+                              f"up to {MAX_IMAGE_SIZE}, got {self.image_size}")
 
 
 class DinoAttentionStage(Stage):
@@ -45,10 +47,9 @@ class DinoAttentionStage(Stage):
 
     def check(self) -> None:
         """Find and read the weights once here: without them every image would fail alike."""
-        from .. import backend
         from ..vit.model import ViT
 
-        backend.resolve_device(self.options.device)
+        super().check()  # the device
         # on the CPU: this copy only proves the file; each worker loads its own
         ViT.from_weights(self.options.weights or None, model=self.options.model, device="cpu",
                          hint="set the stage's weights option")

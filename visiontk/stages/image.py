@@ -72,12 +72,6 @@ class SiftStage(Stage):
     outputs = ("features",)
     Options = SiftStageOptions
 
-    def check(self) -> None:
-        """``device = "cuda"`` without a usable GPU would fail every image alike: once, here."""
-        from ..backend import resolve_device
-
-        resolve_device(self.options.device)
-
     def run(self, context: dict) -> dict:
         from .._sift.api import sift_gray
         from .._sift.backends import for_device

@@ -102,6 +102,10 @@ class ReconstructStage(Stage):
         summary["seconds"] = {"write database.db": t1 - t0, "map": t2 - t1,
                               "pictures": time.perf_counter() - t2}
         summary["pictures"] = pictures
+        if not models:  # what the run's one line says
+            summary["why"] = (f"{len(images)} images, fewer than min_model_size "
+                              f"({o.min_model_size})" if len(images) < o.min_model_size
+                              else "too few matches between them")
         summary["files"] = ["database.db", *(["sparse", "points.ply"] if models else []),
                             *pictures]
         return summary

@@ -31,6 +31,9 @@ TOKENCUT_EPS = 1e-5
 #: Fewest patches a side: TokenCut's second eigenvector needs a graph of several patches, and a
 #: mask of one patch says nothing.
 MIN_GRID = 2
+#: Largest shorter side fed to the ViT: the attention of every patch to every patch grows with
+#: the fourth power of the side (2048 with 8-pixel patches: 4 GB a head at a 1:1 aspect).
+MAX_IMAGE_SIZE = 2048
 
 
 @dataclass
@@ -82,6 +85,9 @@ def preprocess(rgb: np.ndarray, patch: int, image_size: int = IMAGE_SIZE,
     import cv2
 
     h, w = rgb.shape[:2]
+    if not 0 <= image_size <= MAX_IMAGE_SIZE:
+        raise OptionError(f"image size must be 0 (keep the size) or up to {MAX_IMAGE_SIZE}, "
+                          f"got {image_size}")
     if image_size:
         f = image_size / min(h, w)
         size = (max(patch, round(w * f)), max(patch, round(h * f)))
