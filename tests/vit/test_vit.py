@@ -368,3 +368,24 @@ def test_attention_command_on_a_folder_in_batches(tmp_path, samples):
     assert "c.png" in res.output and "Traceback" not in res.output
     a, b = (cv2.imread(str(tmp_path / "o" / f"{s}_heads.png")) for s in "ab")
     assert a is not None and b is not None and not np.array_equal(a, b)
+
+
+def test_attention_on_file_names_that_are_not_utf8(tmp_path, samples):
+    """'internal error (UnicodeEncodeError ...)', nothing written even for the good file."""
+    import os
+
+    from click.testing import CliRunner
+    from visiontk_cli.main import main
+
+    folder = os.fsencode(tmp_path / "in")
+    os.mkdir(folder)
+    for raw in (b"bad\xff.png", b"good.png"):
+        with open(os.path.join(folder, raw), "wb") as fh:
+            fh.write((samples / "coffee.png").read_bytes())
+    res = CliRunner().invoke(main, ["attention", str(tmp_path / "in"), "--weights",
+                                    str(REAL_PTH), "--out", str(tmp_path / "att"),
+                                    "--image-size", "64", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    written = sorted(os.listdir(tmp_path / "att"))
+    # the odd name shown as text (\xff), escaped into one file name as the pipeline does
+    assert {"bad%5Cxff.png_overlay.png", "good.png_overlay.png"} <= set(written)
