@@ -28,6 +28,23 @@ def samples() -> Path:
     return SAMPLES
 
 
+@pytest.fixture
+def photo_folder(tmp_path):
+    """``photo_folder(name, ...)``: a new folder under tmp_path holding copies of those
+    sample photos (each call a folder of its own)."""
+    made = []
+
+    def make(*names: str) -> Path:
+        folder = tmp_path / f"photos{len(made)}"
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_bytes((SAMPLES / name).read_bytes())
+        made.append(folder)
+        return folder
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     return read_rgb("astronaut.png")

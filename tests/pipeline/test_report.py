@@ -80,14 +80,11 @@ def test_every_run_kind_gets_a_page(tmp_path, samples):
 
 
 def test_unrelated_pairs_pick_the_strongest_by_matches_and_time_counts_each_stage_once(
-        tmp_path, samples):
+        tmp_path, photo_folder):
     """Pairs without a model all have 0 inliers: the strongest is then the one with most
     matches (it was chosen by name), each picture captioned on the page; and the time per
     stage no longer counts the whole-run stages twice."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in ("astronaut.png", "coffee.png", "motorcycle_left.png"):
-        shutil.copy(samples / name, folder / name)
+    folder = photo_folder("astronaut.png", "coffee.png", "motorcycle_left.png")
     out = tmp_path / "out"
     result = Pipeline.from_spec([{"name": "load", "max_side": 320}, {"name": "sift"},
                                  {"name": "match"}, {"name": "verify", "min_inliers": 10**6}]
@@ -102,12 +99,9 @@ def test_unrelated_pairs_pick_the_strongest_by_matches_and_time_counts_each_stag
     assert "report pictures" in result.stage_seconds
 
 
-def test_one_verified_pair_is_shown_once(tmp_path, samples):
+def test_one_verified_pair_is_shown_once(tmp_path, photo_folder):
     """With one pair holding a model, 'strongest' and 'weakest' were the same picture twice."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in ("coffee.png", "coffee_warped.png", "astronaut.png"):
-        shutil.copy(samples / name, folder / name)
+    folder = photo_folder("coffee.png", "coffee_warped.png", "astronaut.png")
     out = tmp_path / "out"
     Pipeline.from_spec([{"name": "load", "max_side": 320}, {"name": "sift"}, {"name": "match"},
                         {"name": "verify", "model": "homography"}]).run(folder, out, quiet=True)

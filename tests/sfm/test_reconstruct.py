@@ -275,11 +275,8 @@ def test_bad_intrinsics_file_fails_before_any_image(photos, tmp_path):
 
 
 
-def test_images_that_share_nothing_make_no_model(tmp_path, samples):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in ("astronaut.png", "coffee.png", "motorcycle_left.png"):
-        shutil.copy(samples / name, folder / name)
+def test_images_that_share_nothing_make_no_model(tmp_path, photo_folder):
+    folder = photo_folder("astronaut.png", "coffee.png", "motorcycle_left.png")
     out = tmp_path / "out"
     p = subprocess.run([sys.executable, "-m", "visiontk_cli.main", "run", "sfm", "--images",
                         str(folder), "--out", str(out), "--quiet"], capture_output=True,
@@ -298,12 +295,9 @@ def test_images_that_share_nothing_make_no_model(tmp_path, samples):
     assert "0 of 3 images: no model" in page and "None" not in page  # was "None px"
 
 
-def test_two_images_say_they_are_fewer_than_a_model_needs(tmp_path, samples):
+def test_two_images_say_they_are_fewer_than_a_model_needs(tmp_path, photo_folder):
     """The stereo pair (1800 inliers) said 'too few matches between them'."""
-    folder = tmp_path / "pair"
-    folder.mkdir()
-    for name in ("motorcycle_left.png", "motorcycle_right.png"):
-        shutil.copy(samples / name, folder / name)
+    folder = photo_folder("motorcycle_left.png", "motorcycle_right.png")
     p = subprocess.run([sys.executable, "-m", "visiontk_cli.main", "run", "sfm", "--images",
                         str(folder), "--out", str(tmp_path / "out"), "--quiet"],
                        capture_output=True, text=True, check=False)
