@@ -88,6 +88,8 @@ def _banner(canvas: np.ndarray, text: str) -> None:
     DejaVu Sans that matplotlib ships, which covers Latin, Greek, Cyrillic and more."""
     from PIL import Image, ImageDraw
 
+    # a control character in a file name is shown escaped, never laid out (raqm fails on it)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     font = _banner_font(max(12, round(canvas.shape[1] / 90)))
     if font is None:  # no TrueType font found: OpenCV's, with what it cannot draw as "?"
         size = max(0.5, canvas.shape[1] / 2000)
@@ -117,7 +119,8 @@ def _banner_font(size: int):
         path = Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
         if path.is_file():
             try:
-                return ImageFont.truetype(str(path), size)
+                # the basic layout: the same pixels whether Pillow has libraqm or not
+                return ImageFont.truetype(str(path), size, layout_engine=ImageFont.Layout.BASIC)
             except OSError:
                 return None
     return None

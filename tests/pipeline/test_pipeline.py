@@ -318,7 +318,8 @@ def test_outputs_inside_the_images_folder_are_never_inputs(samples, tmp_path, pa
     for _ in range(2):
         r = pipeline.run(images, photos / out_name, quiet=True)
         assert (r.images, r.pairs, r.failures) == (2, 1, [])
-    assert len(list(photos.rglob("*.jpg"))) == 4  # the pictures it did not take for inputs
+    # the two thumbnails and the one verified pair's picture, none taken for inputs
+    assert len(list(photos.rglob("*.jpg"))) == 3
 
 
 def test_pair_selection(folder, tmp_path):
