@@ -88,10 +88,12 @@ def remove_stale_temporaries(folder) -> int:
     import shutil
 
     removed = 0
-    for p in list(Path(folder).rglob("*.part*")):
-        if not TEMPORARY.match(p.name) or p.is_symlink():
-            continue
-        if p.is_dir():  # a model being written (visiontk.sfm.mapping)
+    found = [Path(here) / name for here, folders, files in os.walk(folder)  # links not followed
+             for name in folders + files if TEMPORARY.match(name)]
+    for p in found:
+        if p.is_symlink():  # a link moved aside under such a name: the link goes, not its target
+            p.unlink(missing_ok=True)
+        elif p.is_dir():  # a model being written (visiontk.sfm.mapping)
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)

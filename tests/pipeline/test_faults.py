@@ -578,11 +578,18 @@ def test_a_full_disk_is_said_once_and_the_rerun_finishes(images, small_disk, roo
     assert p.stderr.strip().splitlines() == [
         f"error: {out}: no space left on its disk; free some and run again (the finished "
         "work is kept and not redone)"]
+    if (out / "summary.json").exists():  # when there was room for it: never "ok"
+        assert json.loads((out / "summary.json").read_text())["ok"] is False
     filler.unlink()
     p = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
     assert p.returncode == 0, p.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["images_done"], summary["pairs_done"], summary["failures"]) == (3, 3, [])
+    # a finished run is rerun on a nearly full disk: nothing changed, nothing big is written
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    filler.write_bytes(b"\0" * max(0, free - 60 * 1024))
+    p = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    assert p.returncode == 0, p.stderr
 
 
 @pytest.fixture
@@ -649,7 +656,8 @@ def test_dask_runs_with_relative_paths_and_a_lost_scheduler_ends_the_run(
     t0 = time.monotonic()
     _, stderr = slow.communicate(timeout=120)
     assert time.monotonic() - t0 < 60 and slow.returncode == 1
-    assert stderr.strip().splitlines()[-1].startswith("error: lost the Dask scheduler")
+    [line] = stderr.strip().splitlines()  # no tracebacks from dask's own logs
+    assert line.startswith("error: lost the Dask scheduler")
     start()  # the scheduler back: the runs resume from what is done
     p = subprocess.run(run, capture_output=True, text=True, check=False, timeout=300)
     assert p.returncode == 0, p.stderr
@@ -683,3 +691,30 @@ def test_other_runs_dangling_links_and_unreadable_folders_in_images(images, tmp_
     reasons = sorted(f["reason"] for f in listed)
     assert reasons == [f"{images / 'gone.png'}: No such file or directory",
                        f"{images / 'locked'}: cannot read this folder (Permission denied)"]
+
+
+def test_a_scheduler_without_workers_is_said_not_waited_on_in_silence(images, tmp_path):
+    """The run printed nothing for ten minutes until a worker came."""
+    pytest.importorskip("distributed", reason="dask.distributed is installed with [test]")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    scheduler = subprocess.Popen([str(Path(sys.executable).parent / "dask"), "scheduler",
+                                  "--host", "127.0.0.1", "--port", str(port),
+                                  "--no-dashboard"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)
+        run = subprocess.Popen([visiontk_command(), "run", "sift", "--images", str(images),
+                                "--out", str(tmp_path / "out"), "--executor", "dask",
+                                "--scheduler", f"tcp://127.0.0.1:{port}", "--quiet"],
+                               stderr=subprocess.PIPE, text=True)
+        line = run.stderr.readline()  # blocks until the run says something
+        run.terminate()
+        run.communicate(timeout=60)
+    finally:
+        scheduler.kill()
+        scheduler.wait()
+    assert line.startswith("waiting for Dask workers: none is connected to tcp://127.0.0.1")

@@ -131,6 +131,18 @@ def test_a_yaml_alias_bomb_as_an_option_is_refused_in_a_short_line(tmp_path):
     assert len(str(raised.value)) < 200
 
 
+@pytest.mark.parametrize("suffix, text", [
+    (".yaml", "stages: [{name: load, max_side: " + "[" * 5000 + "]" * 5000 + "}]\n"),
+    (".toml", '[[stages]]\nname = "load"\nmax_side = ' + "[" * 3000 + "1" + "]" * 3000 + "\n"),
+])
+def test_a_pipeline_file_nested_past_reason_is_one_line(tmp_path, suffix, text):
+    """An internal RecursionError from the parsers (exit 1) instead of a usage error."""
+    deep = tmp_path / f"deep{suffix}"
+    deep.write_text(text)
+    with pytest.raises(OptionError, match="nested too deeply"):
+        Pipeline.from_file(deep)
+
+
 def _nested(depth: int) -> str:
     """A YAML flow value holding 10**depth items through anchors and aliases."""
     value = "&b0 [x, x, x, x, x, x, x, x, x, x]"

@@ -102,11 +102,12 @@ def test_robust_refinement_brings_the_cameras_closer_to_the_truth(mapped, photos
 
     images = {n: photos / n for n in scene.names}
     errors = {}
+    database = tmp_path / "database.db"  # a copy: the mapper opening it changes its bytes
+    shutil.copy(mapped[1] / "database.db", database)
     for refine in (False, True):
         out = tmp_path / str(refine)
         out.mkdir()
-        models, _ = map_database(mapped[1] / "database.db", images, out, ImageScan({}, {}),
-                                 refine=refine)
+        models, _ = map_database(database, images, out, ImageScan({}, {}), refine=refine)
         errors[refine] = pose_errors(model_poses(models[0]), truth_of(scene))
     assert pycolmap.logging.minloglevel == 2  # still quiet: no INFO lines on the run's stderr
     # the mapper's squared loss lets its 1-4 px outliers pull: 0.103 -> 0.062 deg, 3.9 -> 2.3 mm
@@ -155,17 +156,21 @@ def test_rerun_reuses_the_model(mapped, photos):
     assert (out / "sparse" / "0" / "points3D.bin").stat().st_mtime_ns == before
 
 
-@pytest.mark.parametrize("damage", ["truncated database", "model file deleted",
-                                    "model file changed"])
+@pytest.mark.parametrize("damage", ["truncated database", "database byte flipped",
+                                    "model file deleted", "model file changed"])
 def test_a_damaged_model_is_made_again_not_reused(mapped, photos, tmp_path, damage):
     """A truncated database.db or a sparse model missing a file used to be reported as the
     run's model ("10 of 10 registered", exit 0) because their names were there."""
     result, out = mapped
     copy = tmp_path / "out"
     shutil.copytree(out, copy, symlinks=True)
+    db = copy / "database.db"
     if damage == "truncated database":
-        db = copy / "database.db"
         db.write_bytes(db.read_bytes()[: db.stat().st_size // 3])
+    elif damage == "database byte flipped":  # inside a descriptor: SQLite's checks pass
+        data = bytearray(db.read_bytes())
+        data[len(data) // 2] ^= 1
+        db.write_bytes(bytes(data))
     elif damage == "model file deleted":
         (copy / "sparse" / "0" / "points3D.bin").unlink()
     else:

@@ -77,6 +77,8 @@ def read_spec(source: str | Path) -> list[dict]:
             data = tomllib.loads(raw)
         except tomllib.TOMLDecodeError as exc:
             raise OptionError(f"{path}: not valid TOML ({exc})") from None
+        except RecursionError:
+            raise OptionError(f"{path}: nested too deeply to be a pipeline file") from None
     elif path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
@@ -85,6 +87,8 @@ def read_spec(source: str | Path) -> list[dict]:
         except yaml.YAMLError as exc:
             first = str(exc).splitlines()[0]
             raise OptionError(f"{path}: not valid YAML ({first})") from None
+        except RecursionError:
+            raise OptionError(f"{path}: nested too deeply to be a pipeline file") from None
     else:
         raise OptionError(f"{path}: pipeline files are .toml, .yaml or .yml")
     unknown = [k for k in data if k != "stages"] if isinstance(data, dict) else []

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import sys
 import time
 from pathlib import Path
 
@@ -104,6 +106,8 @@ class DaskExecutor:
         self.workers = workers
         self.scheduler = scheduler
         self._client = self._cluster = None
+        self._warned = False
+        self._log_levels: dict = {}
 
     def __enter__(self):
         from .workers import THREAD_VARIABLES  # not at the top: only runs use the pool
@@ -113,6 +117,13 @@ class DaskExecutor:
         except ImportError:
             raise OptionError("executor dask needs dask[distributed]: "
                               "pip install 'visiontk[dask]'") from None
+        # the run says in one line what went wrong (a lost scheduler): not dask's tracebacks
+        # (its config gives sub-loggers levels of their own: each is quieted)
+        names = ["distributed", *(n for n in logging.root.manager.loggerDict
+                                  if n.startswith("distributed."))]
+        self._log_levels = {n: logging.getLogger(n).level for n in names}
+        for name in names:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         if self.scheduler:
             try:
                 self._client = Client(self.scheduler, timeout="10s")
@@ -131,6 +142,8 @@ class DaskExecutor:
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+        for name, level in self._log_levels.items():
+            logging.getLogger(name).setLevel(level)
 
     def map_unordered(self, fn, tasks, died):
 
@@ -165,6 +178,7 @@ class DaskExecutor:
         lost = VisiontkError(f"lost the Dask scheduler ({where}); the finished work is kept: "
                              "run again to resume")
         lost_since = None
+        idle_since = time.monotonic()
         while True:
             try:
                 done, not_done = wait(pending, timeout=SCHEDULER_CHECK,
@@ -178,6 +192,12 @@ class DaskExecutor:
                 raise
             if self._client.status == "running":
                 lost_since = None
+                if self._client.scheduler_info().get("workers"):
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > SCHEDULER_GRACE and not self._warned:
+                    self._warned = True  # it waits: the user may be starting workers
+                    print(f"waiting for Dask workers: none is connected to {where}",
+                          file=sys.stderr, flush=True)
                 continue
             lost_since = lost_since or time.monotonic()
             if time.monotonic() - lost_since > SCHEDULER_GRACE:

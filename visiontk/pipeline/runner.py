@@ -44,6 +44,8 @@ class RunResult:
     features_path: Path | None = None
     matches_path: Path | None = None
     colmap_path: Path | None = None
+    #: why the run stopped before its end (a full disk, a lost scheduler), else ""
+    stopped: str = ""
     #: folders of OUT that stages wrote their own files into (OUT/attention, ...)
     folders: list = field(default_factory=list)
     #: what the whole-run stages (reconstruct) reported, by stage name
@@ -57,8 +59,9 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        """No item failed, and every whole-run stage made a model."""
-        return not self.failures and all(m.get("models", 1) for m in self.models.values())
+        """No item failed, the run was not stopped, and every whole-run stage made a model."""
+        return not self.failures and not self.stopped and all(
+            m.get("models", 1) for m in self.models.values())
 
     def add_seconds(self, seconds: dict) -> None:
         for stage, t in seconds.items():
@@ -179,7 +182,13 @@ class Pipeline:
                 self._run(named, cache, result, workers, executor, scheduler, quiet, colmap)
             except Exception as exc:  # OSError, or SQLite's "database or disk is full"
                 if disk_full(exc):
+                    result.stopped = str(_disk_full(out))
                     raise _disk_full(out) from None
+                result.stopped = str(exc) if isinstance(exc, VisiontkError) else \
+                    f"internal error ({type(exc).__name__})"
+                raise
+            except KeyboardInterrupt:
+                result.stopped = "interrupted"
                 raise
             finally:  # interrupted runs too: what was done is summarised, and kept
                 result.seconds = time.perf_counter() - t0
@@ -200,22 +209,24 @@ class Pipeline:
                                         result, quiet)
             if any("features" in s.outputs for s in self.image_stages):
                 with result.timed("write features.h5"):
-                    result.features_path = out / "features.h5"
-                    store.ensure_room(result.features_path,
-                                      (cache.features_path(k) for _, k in features))
-                    store.write_features_h5(result.features_path,
-                                            ((n, k, Features.load(cache.features_path(k)))
-                                             for n, k in features), __version__)
+                    path = out / "features.h5"
+                    if not cache.output_current(path, features):
+                        store.ensure_room(path, (cache.features_path(k) for _, k in features))
+                        store.write_features_h5(path, ((n, k, Features.load(
+                            cache.features_path(k))) for n, k in features), __version__)
+                        cache.record_output(path, features)
+                    result.features_path = path
             pairs = []
             if self.pair_stages:
                 pairs = self._run_pairs(pool, named, features, cache, result, quiet)
                 with result.timed("write matches.h5"):
-                    result.matches_path = out / "matches.h5"
-                    store.ensure_room(result.matches_path,
-                                      (cache.pair_path(k) for _, _, k in pairs))
-                    store.write_matches_h5(result.matches_path,
-                                           ((a, b, *cache.load_pair(k)) for a, b, k in pairs),
-                                           __version__)
+                    path = out / "matches.h5"
+                    if not cache.output_current(path, pairs):
+                        store.ensure_room(path, (cache.pair_path(k) for _, _, k in pairs))
+                        store.write_matches_h5(path, ((a, b, k, *cache.load_pair(k))
+                                                      for a, b, k in pairs), __version__)
+                        cache.record_output(path, pairs)
+                    result.matches_path = path
             # the report's pictures are made while the whole-run stages (reconstruct) run
             made = self._run_whole(pool, named, features, pairs, cache, result, quiet)
             if self.model_stages:  # they write the COLMAP database they map

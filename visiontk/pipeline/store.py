@@ -142,6 +142,35 @@ class Cache:
             np.savez(fh, pairs=matches.pairs, distances=matches.distances, inliers=inliers,
                      model=model, kind=np.asarray(kind))
 
+    def output_current(self, path: Path, groups: list) -> bool:
+        """Whether the output file at ``path`` is the one this cache last wrote for ``groups``
+        ((group name, cache key) in order), whole and unchanged (its size and SHA-256): then a
+        rerun that changed nothing keeps it (writing a second copy beside it, as every write
+        does, would not fit on a nearly full disk)."""
+        record = self._outputs().get(path.name)
+        try:
+            return record == [self._digest(groups), path.stat().st_size, content_hash(path)]
+        except OSError:
+            return False
+
+    def record_output(self, path: Path, groups: list) -> None:
+        """Remember what :meth:`output_current` checks, once ``path`` is written."""
+        outputs = self._outputs()
+        outputs[path.name] = [self._digest(groups), path.stat().st_size, content_hash(path)]
+        with atomic_write(self.root / "outputs.json") as tmp:
+            tmp.write_text(json.dumps(outputs))
+
+    def _outputs(self) -> dict:
+        try:
+            found = json.loads((self.root / "outputs.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    @staticmethod
+    def _digest(groups: list) -> str:
+        return config_hash(groups)  # with visiontk's version: a new one writes them again
+
     def load_pair(self, key: str) -> tuple[Matches, Geometry | None]:
         return read_pair(self.pair_path(key))
 
@@ -223,13 +252,14 @@ def write_features_h5(path: Path, items, version: str) -> None:
 
 
 def write_matches_h5(path: Path, items, version: str) -> None:
-    """``items``: (name_a, name_b, Matches, Geometry or None)."""
+    """``items``: (name_a, name_b, key, Matches, Geometry or None)."""
     import h5py
 
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["visiontk_version"] = version
-        for name_a, name_b, m, geometry in items:
+        for name_a, name_b, key, m, geometry in items:
             g = h5.create_group(pair_group(name_a, name_b))
+            g.attrs["key"] = key
             g.create_dataset("matches", data=m.pairs)
             g.create_dataset("distances", data=m.distances)
             inliers = np.zeros(len(m), bool) if geometry is None else geometry.inliers
@@ -242,35 +272,16 @@ def write_matches_h5(path: Path, items, version: str) -> None:
 
 
 def _manifest(out: Path, names: list) -> dict:
-    """{file under ``out``: its fingerprint} of the named files and of every file in the named
-    folders: [size, SHA-256], or for an SQLite database (which COLMAP rewrites in place when
-    it merely opens it) that it passes SQLite's check and the rows of each table."""
+    """{file under ``out``: [size, SHA-256]} of the named files and of every file in the named
+    folders (taken once the stage is done with them: the mapper had already opened
+    ``database.db``, which can change its header)."""
     files = {}
     for name in names:
         top = out / name
         found = [top] if top.is_file() else sorted(q for q in top.rglob("*") if q.is_file())
         for f in found:
-            files[f.relative_to(out).as_posix()] = (
-                ["sqlite", _table_rows(f)] if f.suffix == ".db"
-                else [f.stat().st_size, content_hash(f)])
+            files[f.relative_to(out).as_posix()] = [f.stat().st_size, content_hash(f)]
     return files
-
-
-def _table_rows(path: Path) -> dict | None:
-    """{table: rows} of a whole SQLite database, read only; None when it is damaged."""
-    import contextlib
-    import sqlite3
-
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro",
-                                                uri=True)) as db:
-            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                return None
-            tables = [r[0] for r in db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-            return {t: db.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
-    except sqlite3.DatabaseError:
-        return None
 
 
 def read_features_h5(path: Path) -> dict:
