@@ -20,7 +20,7 @@ from visiontk._files import writable_file, writable_folder
 from visiontk._sift.options import DEFAULT_PRESET
 from visiontk._sift.options import PRESETS as PRESET_VALUES
 from visiontk.backend import DEVICES
-from visiontk.errors import OptionError, VisiontkError, out_of_memory
+from visiontk.errors import OptionError, VisiontkError, one_line, out_of_memory
 from visiontk.geometry import MIN_INLIERS
 from visiontk.io import DEFAULT_MAX_PIXELS
 from visiontk.pipeline.config import PRESETS
@@ -81,14 +81,6 @@ class Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum, frame):
     raise Terminated
-
-
-def one_line(text) -> str:
-    """``text`` with control characters (a newline in a file name, say) and the bytes of a
-    file name that are not UTF-8 shown escaped, so a message stays one line and a name cannot
-    forge output."""
-    text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _user_errors(func):

@@ -9,6 +9,19 @@ _SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 2, 60, 60, 
 _SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 4
 
 
+def as_text(name: str) -> str:
+    """``name`` as text that every format takes: the bytes of a file name that are not UTF-8
+    (which Python holds as lone surrogates, and HDF5, SQLite and HTML refuse) as ``\\xff``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def one_line(text) -> str:
+    """``text`` with control characters (a newline in a file name, say) and the bytes of a
+    file name that are not UTF-8 shown escaped, so a message stays one line and a name cannot
+    forge output."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in as_text(str(text)))
+
+
 def shown(value) -> str:
     """``repr(value)``, bounded in length and in the work it takes."""
     return _SHOWN.repr(value)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from ._files import atomic_write
-from .errors import OptionError
+from .errors import OptionError, one_line
 
 #: Lines drawn at most, so a picture of 20k matches stays readable (a random, seeded subset).
 MAX_LINES = 200
@@ -88,8 +88,7 @@ def _banner(canvas: np.ndarray, text: str) -> None:
     DejaVu Sans that matplotlib ships, which covers Latin, Greek, Cyrillic and more."""
     from PIL import Image, ImageDraw
 
-    # a control character in a file name is shown escaped, never laid out (raqm fails on it)
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    text = one_line(text)  # a control character is shown escaped, never laid out (raqm fails)
     font = _banner_font(max(12, round(canvas.shape[1] / 90)))
     if font is None:  # no TrueType font found: OpenCV's, with what it cannot draw as "?"
         size = max(0.5, canvas.shape[1] / 2000)

@@ -300,7 +300,7 @@ def image_task(task) -> dict:
     cache = store.Cache(cache_root)
     try:
         key = f"{store.content_hash(path)}-{config}"
-        if cache.cached_features(key):
+        if cache.cached_features(key) is not None:
             return {"ok": True, "name": name, "key": key, "cached": True}
         context = {"path": path, "name": name,
                    "output": store.ItemOutput(Path(output_dir), name)}
@@ -324,8 +324,9 @@ def pair_task(task) -> dict:
     key = store.config_hash([key_a, key_b, config])
     reply = {"a": a, "b": b, "key": key}
     try:
-        if cache.cached_pair(key):
-            return {**reply, **_counts(*cache.load_pair(key)), "ok": True, "cached": True}
+        cached = cache.cached_pair(key)
+        if cached is not None:
+            return {**reply, **_counts(*cached), "ok": True, "cached": True}
         context = {"name_a": a, "name_b": b,
                    "features_a": _features(str(cache.features_path(key_a))),
                    "features_b": _features(str(cache.features_path(key_b)))}

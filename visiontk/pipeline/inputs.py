@@ -7,7 +7,7 @@ import glob
 import os
 from pathlib import Path
 
-from ..errors import ImageError, OptionError
+from ..errors import ImageError, OptionError, as_text
 from .stage import IMAGE_SUFFIXES
 
 #: Folders of a run's output folder that hold its pictures and caches, whatever its stages.
@@ -59,7 +59,7 @@ def resolve_images(images, accepts=IMAGE_SUFFIXES, outputs=None, folders=(),
     absolute = [os.path.abspath(q) for q in paths]
     top = os.path.abspath(base) if base is not None else \
         os.path.commonpath([os.path.dirname(a) for a in absolute])
-    named = sorted((_unicode(os.path.relpath(a, top) if a.startswith(top.rstrip(os.sep) + os.sep)
+    named = sorted((as_text(os.path.relpath(a, top) if a.startswith(top.rstrip(os.sep) + os.sep)
                              else q.name), q) for a, q in zip(absolute, paths, strict=True))
     seen = set()
     for name, _ in named:
@@ -93,12 +93,6 @@ def _files_under(folder: Path, accepts, unreadable: list) -> list[Path]:
             if q.suffix.lower() in accepts and (q.is_file() or q.is_symlink()):
                 found.append(q)
     return sorted(found)
-
-
-def _unicode(name: str) -> str:
-    """A name that is text: bytes of a file name that are not UTF-8 (which Python holds as
-    lone surrogates, and HDF5, SQLite and HTML refuse) shown as ``\\xff``."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _without_outputs(paths: list[Path], out: Path, folders) -> list[Path]:

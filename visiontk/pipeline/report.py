@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .._files import atomic_write, own_folder
+from ..errors import as_text
 from .store import escape
 
 #: Images shown as thumbnails at most (a 10k-image run would otherwise decode 10k files).
@@ -136,7 +137,7 @@ def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts:
     path = Path(out) / "index.html"
     with atomic_write(path) as tmp:
         # a failed file's path that is not UTF-8 is shown with \\x escapes
-        tmp.write_text("\n".join(parts), encoding="utf-8", errors="backslashreplace")
+        tmp.write_text(as_text("\n".join(parts)), encoding="utf-8")
     return path
 
 

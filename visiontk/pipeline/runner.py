@@ -182,8 +182,9 @@ class Pipeline:
                 self._run(named, cache, result, workers, executor, scheduler, quiet, colmap)
             except Exception as exc:  # OSError, or SQLite's "database or disk is full"
                 if disk_full(exc):
-                    result.stopped = str(_disk_full(out))
-                    raise _disk_full(out) from None
+                    full = _disk_full(out)
+                    result.stopped = str(full)
+                    raise full from None
                 result.stopped = str(exc) if isinstance(exc, VisiontkError) else \
                     f"internal error ({type(exc).__name__})"
                 raise
@@ -209,24 +210,21 @@ class Pipeline:
                                         result, quiet)
             if any("features" in s.outputs for s in self.image_stages):
                 with result.timed("write features.h5"):
-                    path = out / "features.h5"
-                    if not cache.output_current(path, features):
-                        store.ensure_room(path, (cache.features_path(k) for _, k in features))
-                        store.write_features_h5(path, ((n, k, Features.load(
-                            cache.features_path(k))) for n, k in features), __version__)
-                        cache.record_output(path, features)
-                    result.features_path = path
+                    result.features_path = _gather(
+                        cache, out / "features.h5", features,
+                        [cache.features_path(k) for _, k in features],
+                        lambda path: store.write_features_h5(path, (
+                            (n, k, Features.load(cache.features_path(k))) for n, k in features),
+                            __version__))
             pairs = []
             if self.pair_stages:
                 pairs = self._run_pairs(pool, named, features, cache, result, quiet)
                 with result.timed("write matches.h5"):
-                    path = out / "matches.h5"
-                    if not cache.output_current(path, pairs):
-                        store.ensure_room(path, (cache.pair_path(k) for _, _, k in pairs))
-                        store.write_matches_h5(path, ((a, b, k, *cache.load_pair(k))
-                                                      for a, b, k in pairs), __version__)
-                        cache.record_output(path, pairs)
-                    result.matches_path = path
+                    result.matches_path = _gather(
+                        cache, out / "matches.h5", pairs,
+                        [cache.pair_path(k) for _, _, k in pairs],
+                        lambda path: store.write_matches_h5(path, (
+                            (a, b, k, *cache.load_pair(k)) for a, b, k in pairs), __version__))
             # the report's pictures are made while the whole-run stages (reconstruct) run
             made = self._run_whole(pool, named, features, pairs, cache, result, quiet)
             if self.model_stages:  # they write the COLMAP database they map
@@ -333,11 +331,10 @@ class Pipeline:
         made = {"thumbs": {}, "pairs": {}}
         for reply in pool.map_unordered(executors.call_task, jobs, executors.call_died):
             _stop_if_disk_full(reply, result.out)
+            result.add_seconds(reply.get("seconds", {}))
             if reply["task"] == "pictures_task":
                 made = reply
-                result.add_seconds(reply.get("seconds", {}))
                 continue
-            result.add_seconds(reply.get("seconds", {}))
             replies[reply["stage_name"]] = reply
             if reply["ok"]:
                 cache.save_model(keys[reply["stage_name"]], reply)
@@ -440,6 +437,16 @@ def _exclusive(out: Path):
             raise OptionError(f"{out}: another visiontk run is writing into this folder") \
                 from None
         yield
+
+
+def _gather(cache, path: Path, entries: list, sources: list, write) -> Path:
+    """``write(path)`` an HDF5 file gathered from the cache files ``sources`` of ``entries``,
+    unless the cache records that file whole and current; the disk's room is checked first."""
+    if not cache.output_current(path, entries):
+        store.ensure_room(path, sources)
+        write(path)
+        cache.record_output(path, entries)
+    return path
 
 
 def _disk_full(out: Path) -> DiskFullError:

@@ -174,25 +174,24 @@ class Cache:
     def load_pair(self, key: str) -> tuple[Matches, Geometry | None]:
         return read_pair(self.pair_path(key))
 
-    def cached_features(self, key: str) -> bool:
-        """Whether a whole features file is cached under ``key``; one that cannot be read
+    def cached_features(self, key: str) -> Features | None:
+        """The features cached under ``key`` if their file reads back whole; one that does not
         (truncated, emptied by a power cut) is removed, to be computed again."""
         return _whole(self.features_path(key), Features.load)
 
-    def cached_pair(self, key: str) -> bool:
+    def cached_pair(self, key: str) -> tuple[Matches, Geometry | None] | None:
         """As :meth:`cached_features`, for a pair's result."""
         return _whole(self.pair_path(key), read_pair)
 
 
-def _whole(path: Path, read) -> bool:
+def _whole(path: Path, read):
     if not path.exists():
-        return False
+        return None
     try:
-        read(path)
-        return True
+        return read(path)
     except VisiontkError:
         path.unlink(missing_ok=True)
-        return False
+        return None
 
 
 class CacheFileError(VisiontkError):
