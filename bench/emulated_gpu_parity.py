@@ -18,7 +18,7 @@ from doc_tables import add_docs_flag, markdown_table, publish
 
 from visiontk import io
 from visiontk._sift._gpu_kernels import NVRTC_OPTIONS, SOURCE, CudaSift
-from visiontk._sift.agreement import keypoint_agreement
+from visiontk.testing.agreement import keypoint_agreement
 from visiontk._sift.backends import CudaBackend, for_device
 from visiontk._sift.extraction import extract
 from visiontk._sift.options import PRESETS, SiftOptions

@@ -25,7 +25,7 @@ import numpy as np
 import skimage.data
 
 import visiontk
-from visiontk._sift.agreement import keypoint_agreement
+from visiontk.testing.agreement import keypoint_agreement
 from visiontk.matching import nearest_neighbours
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"

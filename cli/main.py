@@ -19,7 +19,7 @@ import visiontk
 from visiontk._files import writable_file, writable_folder
 from visiontk._sift.options import DEFAULT_PRESET
 from visiontk._sift.options import PRESETS as PRESET_VALUES
-from visiontk.backend import DEVICES
+from visiontk.devices import DEVICES
 from visiontk.errors import OptionError, VisiontkError, one_line, out_of_memory
 from visiontk.geometry import MIN_INLIERS
 from visiontk.io import DEFAULT_MAX_PIXELS
@@ -131,7 +131,7 @@ def _compile_first(device: str) -> None:
     """On the first use after an install, say why this run takes ten seconds longer, and
     compile the CPU kernels into the cache (the GPU runs other code)."""
     from visiontk._numba_cache import COMPILE_NOTICE, compile_kernels, kernels_compiled
-    from visiontk.backend import resolve_device
+    from visiontk.devices import resolve_device
 
     if device != "cuda" and resolve_device(device) == "cpu" and not kernels_compiled():
         click.echo(COMPILE_NOTICE, err=True)
@@ -362,7 +362,7 @@ def attention_command(images, weights, model, out, method, threshold, image_size
                       largest_component, features, batch_size, device):
     """DINO attention maps and object masks of each IMAGE (a file, or a folder of them),
     without labels."""
-    from visiontk.pipeline.inputs import resolve_images
+    from visiontk.io.inputs import resolve_images
     from visiontk.vit import ViT
     from visiontk.vit.attention import MIN_GRID, dino_attention_batches
     from visiontk.vit.outputs import write_attention
@@ -396,7 +396,7 @@ def _output_stems(paths: list[Path]) -> list[str]:
     """Output names for ``paths``: their stems when those are unique (and printable), else
     their paths relative to their common folder, escaped as the pipeline names images
     ("a%2Fx.png"), so two inputs never write the same files."""
-    from visiontk.pipeline.inputs import resolve_images
+    from visiontk.io.inputs import resolve_images
     from visiontk.pipeline.store import escape
 
     stems = [p.stem for p in paths]

@@ -184,7 +184,7 @@ def test_installed_command_usage_errors_exit_2(samples):
     assert p.returncode == 2
 
 
-@pytest.mark.skipif(visiontk.backend.cuda_status()[0], reason="a GPU is present")
+@pytest.mark.skipif(visiontk.devices.cuda_status()[0], reason="a GPU is present")
 def test_installed_command_cuda_without_gpu_is_explained(samples):
     coffee = samples / "coffee.png"
     p = run_installed("match", coffee, coffee, "--device", "cuda", "--no-picture")
@@ -193,7 +193,7 @@ def test_installed_command_cuda_without_gpu_is_explained(samples):
     assert ("visiontk[cuda12]" in p.stderr) or ("GPU" in p.stderr)
 
 
-@pytest.mark.skipif(visiontk.backend.cuda_status()[0], reason="a GPU is present")
+@pytest.mark.skipif(visiontk.devices.cuda_status()[0], reason="a GPU is present")
 @pytest.mark.parametrize("stage", ["sift", "match"])
 def test_pipeline_on_cuda_without_gpu_fails_once_before_any_image(samples, tmp_path, stage):
     """Every image (or pair) used to fail with the same message, and the console still named

@@ -68,7 +68,7 @@ def test_matches_convert_to_cv2_dmatches(astronaut):
 def test_keypoint_agreement_sees_moved_turned_and_changed_keypoints(astronaut):
     import dataclasses
 
-    from visiontk._sift.agreement import keypoint_agreement
+    from visiontk.testing.agreement import keypoint_agreement
 
     ref = visiontk.sift(astronaut, preset="opencv", max_features=400)
     same = keypoint_agreement(ref, ref)

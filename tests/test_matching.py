@@ -69,10 +69,10 @@ def candidate_sets():
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_compiled_search_equals_the_xp_definition(monkeypatch, threads):
-    """The tiled, banded search (visiontk._match_kernels) gives the xp path's candidates,
+    """The tiled, banded search (visiontk.matching._cpu_kernels) gives the xp path's candidates,
     values and column minima bit for bit, ties to the lower index included, so the matches
     are the same."""
-    from visiontk import _match_kernels
+    from visiontk.matching import _cpu_kernels as _match_kernels
 
     monkeypatch.setattr(_match_kernels, "TILE_COLUMNS", 512)  # several tiles each way
     monkeypatch.setattr(_match_kernels, "TILE_BYTES", 4 * 512 * 300)
@@ -83,7 +83,7 @@ def test_compiled_search_equals_the_xp_definition(monkeypatch, threads):
         a_sq, b_sq = (af * af).sum(axis=1), (bf * bf).sum(axis=1)
         k = min(3, len(b))
         want = matching._candidates_xp(af, bf, a_sq, b_sq, k, np)
-        # float32 BLAS tiles, and (uint8 on a VNNI CPU) the integer tiles of _int8_dots
+        # float32 BLAS tiles, and (uint8 on a VNNI CPU) the integer tiles of _cpu_kernels_int8
         for given in ((), (a, b)):
             got = _match_kernels.nearest_candidates(af, bf, a_sq, b_sq, threads, *given)
             np.testing.assert_array_equal(got[0][:, :k], want[0])

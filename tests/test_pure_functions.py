@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from visiontk import backend
+from visiontk import devices
 from visiontk._sift.scale_space import layer_sigmas, octave_count, upsample_2x
 from visiontk.errors import ImageError, OptionError
 from visiontk.matching import nearest_neighbours
-from visiontk.pipeline.inputs import resolve_images
+from visiontk.io.inputs import resolve_images
 from visiontk.pipeline.store import config_hash
 from visiontk.stages.pairs import read_pairs_file
 
@@ -45,7 +45,7 @@ def test_layer_sigmas_compose_to_each_layers_blur():
 def test_the_two_upsampling_forms_agree():
     """cv2's form (the CPU's) and the xp definition (the GPU's) to float rounding."""
     image = np.random.default_rng(0).uniform(0, 255, (37, 53)).astype(np.float32)
-    fast = backend.upsample_2x(image)
+    fast = devices.upsample_2x(image)
     definition = upsample_2x(image, np)
     assert fast.shape == definition.shape == (74, 106)
     np.testing.assert_allclose(fast, definition, atol=1e-3)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from ._sift.api import sift
-from .backend import resolve_device
+from .devices import resolve_device
 from .errors import OptionError
 from .features import Features, Matches
 from .geometry import MIN_INLIERS, MODELS, Geometry, estimate

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from visiontk import backend, io
+from visiontk import devices, io
 from visiontk._sift._gpu_kernels import NVRTC_OPTIONS, SOURCE, CudaSift
-from visiontk._sift.agreement import keypoint_agreement
+from visiontk.testing.agreement import keypoint_agreement
 from visiontk._sift.backends import CudaBackend, for_device
 from visiontk._sift.describe import quantize_descriptors, raw_descriptors
 from visiontk._sift.detect import find_candidates, prethreshold, refine_extrema
@@ -32,7 +32,7 @@ from visiontk.testing.kernel_checks import (
 )
 
 scale_space_module = importlib.import_module("visiontk._sift.scale_space")
-GPU, WHY_NOT = backend.cuda_status()
+GPU, WHY_NOT = devices.cuda_status()
 
 
 @pytest.fixture(scope="module", params=["emulated", "gpu"])
@@ -54,7 +54,7 @@ def cuda(request, tmp_path_factory):
         module, xp = cupy_module(), cupy
     return SimpleNamespace(kernels=lambda **options: CudaSift(module, xp, **options),
                            backend=lambda **options: CudaBackend(CudaSift(module, xp, **options)),
-                           xp=xp, host=backend.to_host, device=xp.asarray)
+                           xp=xp, host=devices.to_host, device=xp.asarray)
 
 
 def one_octave_histograms(kernels, gaussians, layer, x, y, scale, subpixel=False):

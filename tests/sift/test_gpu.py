@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import visiontk
-from visiontk import backend
-from visiontk._sift.agreement import keypoint_agreement
+from visiontk import devices
+from visiontk.testing.agreement import keypoint_agreement
 
-USABLE, WHY = backend.cuda_status()
+USABLE, WHY = devices.cuda_status()
 pytestmark = pytest.mark.skipif(not USABLE, reason=f"no GPU for the CUDA tests: {WHY}")
 
 

@@ -163,7 +163,7 @@ def test_input_types_agree(astronaut):
         np.testing.assert_allclose(got.xy, ref.xy, atol=1e-3)
 
 
-@pytest.mark.skipif(visiontk.backend.cuda_status()[0], reason="a GPU is present")
+@pytest.mark.skipif(visiontk.devices.cuda_status()[0], reason="a GPU is present")
 def test_device_cuda_without_gpu_says_what_is_missing(astronaut):
     expected = "visiontk\\[cuda12\\]" if importlib.util.find_spec("cupy") is None \
         else "no usable NVIDIA GPU|no NVIDIA GPU"
@@ -173,17 +173,17 @@ def test_device_cuda_without_gpu_says_what_is_missing(astronaut):
     assert len(visiontk.sift(astronaut, device="auto", max_features=10, keep="strongest")) == 10
 
 
-@pytest.mark.skipif(visiontk.backend.cuda_status()[0], reason="a GPU is present")
+@pytest.mark.skipif(visiontk.devices.cuda_status()[0], reason="a GPU is present")
 def test_auto_falls_back_to_the_cpu_with_or_without_driver_files(monkeypatch):
     """``auto`` skips CuPy where Linux shows no NVIDIA driver, and asks CuPy (which finds no
     usable GPU here) where it does: the CPU both ways; an explicit ``cuda`` always asks."""
-    from visiontk import backend
+    from visiontk import devices
 
     for present in (False, True):
-        monkeypatch.setattr(backend, "nvidia_driver_present", lambda present=present: present)
-        assert backend.resolve_device("auto") == "cpu"
+        monkeypatch.setattr(devices, "nvidia_driver_present", lambda present=present: present)
+        assert devices.resolve_device("auto") == "cpu"
         with pytest.raises(visiontk.VisiontkError, match="device 'cuda': "):
-            backend.resolve_device("cuda")
+            devices.resolve_device("cuda")
 
 
 def test_the_implementation_is_importable_by_its_path():
@@ -191,7 +191,7 @@ def test_the_implementation_is_importable_by_its_path():
     import importlib
 
     for name in ("api", "batch", "options", "backends", "extraction", "scale_space", "detect",
-                 "orient", "describe", "constants", "agreement"):
+                 "orient", "describe", "constants"):
         module = importlib.import_module(f"visiontk._sift.{name}")
         assert module.__name__ == f"visiontk._sift.{name}"
     import visiontk._sift.scale_space as scale_space

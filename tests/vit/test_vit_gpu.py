@@ -6,10 +6,10 @@ import pytest
 from dino_fixture import pixels, tiny_state
 from dinov2_fixture import tiny_state as tiny_v2_state
 
-from visiontk import backend
+from visiontk import devices
 from visiontk.vit import ViT
 
-USABLE, WHY = backend.cuda_status()
+USABLE, WHY = devices.cuda_status()
 pytestmark = pytest.mark.skipif(not USABLE, reason=f"no GPU for the CUDA tests: {WHY}")
 
 

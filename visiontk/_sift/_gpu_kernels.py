@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend
+from .. import devices
 from . import constants as C
 from .constants import DESCR_BINS, DESCR_WIDTH, IMAGE_BORDER, MAX_REFINE_STEPS, ORI_BINS
 from .detect import Extrema
@@ -167,7 +167,7 @@ class CudaSift:
             capacity = capacities.get(shape, self.initial_capacity
                                       or max(4096, shape[0] * shape[1] // 64))
             lists.append((launch(k, octave, capacity), capacity))
-        found = backend.to_host(counts).astype(np.int64)
+        found = devices.to_host(counts).astype(np.int64)
         result = []
         for k, octave in enumerate(octaves):
             out, capacity = lists[k]

@@ -31,7 +31,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .. import backend as devices
+from .. import devices
 from .constants import DESCR_BINS, DESCR_WIDTH, ORI_BINS
 from .describe import quantize_descriptors, raw_descriptors
 from .detect import Extrema, find_candidates, prethreshold, refine_extrema

@@ -9,7 +9,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from .. import backend, io
+from .. import devices, io
 from ..errors import ImageError, OptionError, VisiontkError, out_of_memory
 from .backends import for_device
 from .extraction import extract
@@ -67,7 +67,7 @@ def iter_sift(images, *, device: str = "auto", max_pixels: int = io.DEFAULT_MAX_
     opts = SiftOptions.from_keywords(options)
     max_pixels = checked_max_pixels(max_pixels)
     sift_backend = for_device(device)
-    if backend.is_numpy(sift_backend.xp):
+    if devices.is_numpy(sift_backend.xp):
         return _decoded_ahead(list(images), opts, sift_backend, max_pixels)
     return _concurrent(list(images), opts, sift_backend, max_pixels, workers=GPU_WORKERS)
 

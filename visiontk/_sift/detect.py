@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import backend
+from .. import devices
 from .constants import IMAGE_BORDER, MAX_REFINE_STEPS, VLFEAT_MAX_OFFSET, VLFEAT_MOVE_OFFSET
 
 _IMG_SCALE = 1.0 / 255.0
@@ -61,8 +61,8 @@ def find_candidates(octave, threshold: float, xp):
     """
     dogs = octave.dogs
     _, h, w = dogs.shape
-    local_max = xp.stack([backend.max_filter_3x3(d) for d in dogs])
-    local_min = xp.stack([backend.min_filter_3x3(d) for d in dogs])
+    local_max = xp.stack([devices.max_filter_3x3(d) for d in dogs])
+    local_min = xp.stack([devices.min_filter_3x3(d) for d in dogs])
     max27 = xp.maximum(xp.maximum(local_max[:-2], local_max[1:-1]), local_max[2:])
     min27 = xp.minimum(xp.minimum(local_min[:-2], local_min[1:-1]), local_min[2:])
     centre = dogs[1:-1]
@@ -297,7 +297,7 @@ class _ignore_float_errors:
         self._state = None
 
     def __enter__(self):
-        if backend.is_numpy(self._xp):  # CuPy does not warn on division by zero
+        if devices.is_numpy(self._xp):  # CuPy does not warn on division by zero
             self._state = self._xp.seterr(divide="ignore", invalid="ignore", over="ignore")
 
     def __exit__(self, *exc):

@@ -13,7 +13,7 @@ from dataclasses import fields
 
 import numpy as np
 
-from .. import backend
+from .. import devices
 from ..features import Features
 from .detect import Extrema
 from .orient import dominant_orientations, orientation_scale, smooth_histograms
@@ -72,7 +72,7 @@ def extract(gray, opts, sift_backend, mask=None) -> Features:
     index = xp.asarray([o.index for o in octaves], dtype=xp.int64)[cat["number"]]
     packed = (index & 255) | (cat["layer"] << 8) | ((cat["sub"] & 255) << 16)
     # One float block, one int block, the descriptors: three copies to the host.
-    floats = backend.to_host(xp.stack([cat["x"] * factor + shift, cat["y"] * factor + shift,
+    floats = devices.to_host(xp.stack([cat["x"] * factor + shift, cat["y"] * factor + shift,
                                        cat["scale"] * 2 * factor, cat["angle"],
                                        cat["response"]], axis=1).astype(xp.float32))
     feats = Features(
@@ -80,8 +80,8 @@ def extract(gray, opts, sift_backend, mask=None) -> Features:
         size=np.ascontiguousarray(floats[:, 2]),
         angle=np.ascontiguousarray(floats[:, 3]),
         response=np.ascontiguousarray(floats[:, 4]),
-        octave=backend.to_host(packed).astype(np.int32),
-        descriptors=backend.to_host(described),
+        octave=devices.to_host(packed).astype(np.int32),
+        descriptors=devices.to_host(described),
         image_size=(height, width),
     )
     feats.timings = {"scale_space": t1 - t0, "detect_orient": t2 - t1, "describe": t3 - t2}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import backend
+from .. import devices
 from .constants import ASSUMED_BLUR, IMAGE_BORDER
 
 
@@ -139,7 +139,7 @@ def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp,
     else:
         base = gray
         initial = math.sqrt(max(sigma ** 2 - ASSUMED_BLUR ** 2, 0.01))
-    base = backend.gaussian_blur(xp.ascontiguousarray(base, dtype=xp.float32), initial)
+    base = devices.gaussian_blur(xp.ascontiguousarray(base, dtype=xp.float32), initial)
     sigmas = layer_sigmas(sigma, n_octave_layers)
     n_layers = n_octave_layers + 3
 
@@ -154,7 +154,7 @@ def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp,
             gaussians = xp.empty((n_layers, h, w), dtype=xp.float32)
             gaussians[0] = base
             for i in range(1, n_layers):
-                backend.gaussian_blur(gaussians[i - 1], sigmas[i], out=gaussians[i])
+                devices.gaussian_blur(gaussians[i - 1], sigmas[i], out=gaussians[i])
             octaves.append(Octave(first + o, gaussians))
         else:
             gaussians, dogs = fused

@@ -8,7 +8,7 @@ import importlib
 
 #: name -> the module of this package that defines it
 _LAZY = {"PRESETS": "config", "load_stage": "registry", "stage_names": "registry",
-         "Pipeline": "runner", "RunResult": "runner", "resolve_images": "runner",
+         "Pipeline": "runner", "RunResult": "runner",
          "Stage": "stage", "option_fields": "stage"}
 
 __all__ = sorted(_LAZY)

@@ -22,10 +22,11 @@ from ..errors import DiskFullError, OptionError, VisiontkError
 from ..features import Features
 from . import executors, store
 from .config import read_spec
-from .inputs import resolve_images
+from ..io import IMAGE_SUFFIXES
+from ..io.inputs import resolve_images
 from .progress import Progress
 from .registry import load_stage
-from .stage import IMAGE_SUFFIXES, KINDS, Stage
+from .stage import KINDS, Stage
 from .store import escape
 
 
@@ -466,4 +467,4 @@ def _write_json(path: Path, data) -> None:
         tmp.write_text(json.dumps(data, indent=2, default=str))
 
 
-__all__ = ["Pipeline", "RunResult", "resolve_images"]
+__all__ = ["Pipeline", "RunResult"]

@@ -31,11 +31,9 @@ import typing
 from typing import Any, ClassVar
 
 from ..errors import OptionError, VisiontkError, shown
+from ..io import IMAGE_SUFFIXES
 
 KINDS = ("image", "pairs", "pair", "model")
-#: What a folder given to ``--images`` yields by default: image files.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm",
-                            ".ppm"})
 
 
 class Stage:
@@ -75,7 +73,7 @@ class Stage:
         it too."""
         device = getattr(self.options, "device", None)
         if device is not None:
-            from ..backend import resolve_device
+            from ..devices import resolve_device
 
             resolve_device(device)
 

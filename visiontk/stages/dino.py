@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..backend import Device
+from ..devices import Device
 from ..errors import OptionError, shown
 from ..pipeline.stage import Stage
 from ..vit.attention import MAX_IMAGE_SIZE

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._sift.options import SiftOptions
-from ..backend import Device
+from ..devices import Device
 from ..errors import OptionError
 from ..io import DEFAULT_MAX_PIXELS, MIN_SIDE
 from ..pipeline.stage import Stage

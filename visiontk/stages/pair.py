@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..backend import Device
+from ..devices import Device
 from ..errors import OptionError, shown
 from ..geometry import MIN_INLIERS, MODELS
 from ..matching import DEFAULT_RATIO

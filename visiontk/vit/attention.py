@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import backend, io
+from .. import devices, io
 from ..errors import ImageError, OptionError, VisiontkError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -196,7 +196,7 @@ def dino_attention_batches(images, *, vit, batch_size: int | None = None,
     where batches did not pay (2 cores: 4 ViT-S/16 224² images 0.205 s batched against 0.222 s
     one by one, 4 ViT-S/8 480² ones 13.4 s against 9.6 s)."""
     if batch_size is None:
-        batch_size = 1 if backend.is_numpy(vit.xp) else 16
+        batch_size = 1 if devices.is_numpy(vit.xp) else 16
     if batch_size < 1:
         raise OptionError(f"batch_size must be >= 1, got {batch_size}")
     pending: list = []  # (image, pixels, shown) of one size
@@ -234,7 +234,7 @@ def _results(net, shown: list, found, threshold: float, keep_largest: bool) -> l
     """AttentionResults from :meth:`ViT.last_block`'s output for one image (3×H×W input) or
     a batch (one per image in ``shown``)."""
     c = net.config
-    found = [backend.to_host(a) for a in found]
+    found = [devices.to_host(a) for a in found]
     if found[0].ndim == 2:  # one image: give it a batch axis
         found = [a[None] for a in found]
     grid = (shown[0].shape[0] // c.patch, shown[0].shape[1] // c.patch)

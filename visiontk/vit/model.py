@@ -79,9 +79,9 @@ class ViT:
         """Load from a .pth / .safetensors file (official, timm or Hugging Face layout);
         ``path=None`` looks ``model`` up (see :func:`find_weights`; ``hint`` ends its error
         when nothing is found)."""
-        from .. import backend
+        from .. import devices
 
-        xp = backend.array_module(backend.resolve_device(device))
+        xp = devices.array_module(devices.resolve_device(device))
         found = find_weights(path, model, hint)
         return cls(read_weights(found), xp, str(found))
 

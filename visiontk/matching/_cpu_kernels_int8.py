@@ -6,7 +6,7 @@ into 16 int32 lanes. SIFT descriptors are unsigned, so B is stored shifted by �
 and ``a · b = a · (b − 128) + 128 · Σa``: the caller folds the correction into ``|a|²``
 (:func:`row_terms`). Every product and sum is an integer under 2²⁴, so the float32 tiles this
 writes hold the same values as float32 BLAS on the same descriptors, bit for bit, and the
-scan that follows (``_match_kernels.scan_tile``) picks the same neighbours.
+scan that follows (``_cpu_kernels.scan_tile``) picks the same neighbours.
 
 The micro-kernel (4 rows of A × 32 columns of B, eight accumulators in registers, the 128
 bytes unrolled) is LLVM IR written here (``_micro``); :func:`available` says whether this CPU
@@ -28,7 +28,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._numba_cache import use_user_cache
+from .._numba_cache import use_user_cache
 
 use_user_cache()
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..errors import ImageError, OptionError, as_text
-from .stage import IMAGE_SUFFIXES
+from . import IMAGE_SUFFIXES
 
 #: Folders of a run's output folder that hold its pictures and caches, whatever its stages.
 OUTPUT_FOLDERS = ("report", ".cache")

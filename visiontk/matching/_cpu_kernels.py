@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numba as nb
 import numpy as np
 
-from . import _int8_dots
-from ._numba_cache import use_user_cache
+from . import _cpu_kernels_int8 as _int8
+from .._numba_cache import use_user_cache
 
 use_user_cache()
 
@@ -80,7 +80,7 @@ def nearest_candidates(af: np.ndarray, bf: np.ndarray, a_sq: np.ndarray, b_sq: n
     ties to the lower index; index −1 and inf where B has fewer than three rows) and each
     column's minimum; ``af``, ``bf``: float32 descriptors, ``a_sq``, ``b_sq``: their squared
     norms. Given the uint8 descriptors themselves (``a``, ``b``, 128-D) on a CPU with AVX-512
-    VNNI, the distance tiles come from :mod:`._int8_dots` instead of BLAS: the same values."""
+    VNNI, the distance tiles come from :mod:`._cpu_kernels_int8` instead of BLAS: the same values."""
     n_a, n_b = len(af), len(bf)
     cols = min(n_b, TILE_COLUMNS)
     rows = max(1, min(n_a, TILE_BYTES // (4 * cols)))
@@ -92,8 +92,8 @@ def nearest_candidates(af: np.ndarray, bf: np.ndarray, a_sq: np.ndarray, b_sq: n
 
     integer = _integer_tiles(a, b)
     if integer:
-        a_pad, packed = _int8_dots.pad_rows(a), _int8_dots.pack_columns(b)
-        row_terms, shape = _int8_dots.row_terms(a, a_sq), _int8_dots.tile_shape(rows, cols)
+        a_pad, packed = _int8.pad_rows(a), _int8.pack_columns(b)
+        row_terms, shape = _int8.row_terms(a, a_sq), _int8.tile_shape(rows, cols)
     else:
         row_terms, shape = a_sq, (rows, cols)
 
@@ -105,7 +105,7 @@ def nearest_candidates(af: np.ndarray, bf: np.ndarray, a_sq: np.ndarray, b_sq: n
                 r1 = min(r0 + rows, bounds[t + 1])
                 out = tile[: r1 - r0, : c1 - c0]
                 if integer:
-                    _int8_dots.dot_tile(a_pad, r0, r1, packed, c0, c1, tile)
+                    _int8.dot_tile(a_pad, r0, r1, packed, c0, c1, tile)
                 else:
                     np.matmul(af[r0:r1], bf[c0:c1].T, out=out)
                 scan_tile(out, row_terms[r0:r1], b_sq[c0:c1], c0, top_val[r0:r1],
@@ -123,11 +123,11 @@ def nearest_candidates(af: np.ndarray, bf: np.ndarray, a_sq: np.ndarray, b_sq: n
 
 
 def _integer_tiles(a, b) -> bool:
-    """Whether the distance tiles come from :mod:`._int8_dots`: two uint8 128-D descriptor
+    """Whether the distance tiles come from :mod:`._cpu_kernels_int8`: two uint8 128-D descriptor
     sets, on a CPU that has VNNI."""
     return (a is not None and b is not None and a.dtype == np.uint8 and b.dtype == np.uint8
-            and a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[1] == _int8_dots.DIMS
-            and _int8_dots.available())
+            and a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[1] == _int8.DIMS
+            and _int8.available())
 
 
 def _threads(n: int):

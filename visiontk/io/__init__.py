@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import ImageError
+from ..errors import ImageError
 
 #: Largest image accepted by default (pixels). SIFT doubles the image first, so a 40 MP photo
 #: needs about 7 GB for its scale space; pass ``max_pixels`` to go beyond.
@@ -34,6 +34,9 @@ DEFAULT_MAX_PIXELS = 40_000_000
 #: Smallest side accepted: below this no keypoint survives SIFT's 5-pixel border.
 MIN_SIDE = 16
 _EXIF_ORIENTATION = 0x0112
+#: What a folder of images yields (:func:`.inputs.resolve_images`): image files.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm",
+                            ".ppm"})
 
 
 def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS,

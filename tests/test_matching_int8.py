@@ -1,10 +1,10 @@
-"""The VNNI dot-product tiles of the exact matcher (visiontk._int8_dots): exact integers, any
+"""The VNNI dot-product tiles of the exact matcher (visiontk.matching._cpu_kernels_int8): exact integers, any
 row offset, any column count, the whole byte range."""
 
 import numpy as np
 import pytest
 
-from visiontk import _int8_dots as dots
+from visiontk.matching import _cpu_kernels_int8 as dots
 
 pytestmark = pytest.mark.skipif(not dots.available(),
                                 reason="this CPU (or numba's target) has no AVX-512 VNNI: "

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import OptionError
-from .features import Features, Matches
+from ..errors import OptionError
+from ..features import Features, Matches
 
 #: Upper bound on the distance block held at once (bytes). On the CPU a block that stays in
 #: the cache while it is scanned (8 MB: 6k × 6k descriptors match in 85 ms instead of 105 ms
@@ -54,7 +54,7 @@ def match(features_a, features_b, *, ratio: float = DEFAULT_RATIO, mutual: bool 
     >>> len(m) > 100, m.pairs.shape[1], bool((m.pairs[:, 0] < len(a)).all())
     (True, 2, True)
     """
-    from .backend import array_module, resolve_device, to_host
+    from ..devices import array_module, resolve_device, to_host
 
     xp = array_module(resolve_device(device))
     if not (isinstance(ratio, (int, float)) and 0 < ratio <= 1):
@@ -180,10 +180,10 @@ def _candidates_xp(af, bf, a_sq, b_sq, k: int, xp):
 def _kernels():
     """The compiled CPU candidate search, or None without numba."""
     try:
-        from . import _match_kernels
+        from . import _cpu_kernels
     except ImportError:
         return None
-    return _match_kernels
+    return _cpu_kernels
 
 
 def warm_up() -> None:
