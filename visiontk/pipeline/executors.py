@@ -1,24 +1,21 @@
 """Where tasks run: a local pool of worker processes, or a Dask cluster.
 
-Tasks are plain functions of picklable tuples that talk to the per-item cache on disk, so each
-executor only has to map them; every executor keeps a bounded number of tasks in flight, so a
-folder of any size streams through in bounded memory. Tasks never run in the runner's process:
-a task that crashes its process (a segfault in native code, the OOM killer) fails alone.
+Tasks are picklable objects (:mod:`.tasks`) that talk to the per-item cache on disk, so each
+executor only has to map :func:`.tasks.run_task` over them; every executor keeps a bounded
+number of tasks in flight, so a folder of any size streams through in bounded memory. Tasks
+never run in the runner's process: a task that crashes its process (a segfault in native code,
+the OOM killer) fails alone.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import sys
 import time
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 
-from .._files import disk_full
 from ..errors import OptionError, VisiontkError, shown
-from ..features import Features
-from . import store
+from .tasks import Reply, Task, run_task
 
 EXECUTORS = ("local", "dask")
 #: Tasks in flight per worker: enough to keep workers busy, few enough to bound memory.
@@ -85,11 +82,11 @@ class LocalExecutor:
             self._pool.__exit__(*exc)
             self._pool = None
 
-    def map_unordered(self, fn, tasks, died):
-        """Yield ``fn(task)`` as tasks finish; ``died(task, cause)`` stands in for the reply of
-        a task whose worker died."""
-        for task, reply in self._pool.map_unordered(fn, tasks):
-            yield died(task, str(reply)) if isinstance(reply, Exception) else reply
+    def map_unordered(self, tasks: Iterable[Task]) -> Iterator[Reply]:
+        """Yield each task's reply as tasks finish; ``task.died(cause)`` stands in for the
+        reply of a task whose worker died."""
+        for task, reply in self._pool.map_unordered(run_task, tasks):
+            yield task.died(str(reply)) if isinstance(reply, Exception) else reply
 
 
 #: Seconds between looks at the Dask client's connection while tasks run.
@@ -145,15 +142,14 @@ class DaskExecutor:
         for name, level in self._log_levels.items():
             logging.getLogger(name).setLevel(level)
 
-    def map_unordered(self, fn, tasks, died):
-
+    def map_unordered(self, tasks: Iterable[Task]) -> Iterator[Reply]:
         todo = iter(tasks)
         limit = max(1, len(self._client.scheduler_info().get("workers", {}))) \
             * IN_FLIGHT_PER_WORKER
         submitted = {}
 
         def submit(task):
-            future = self._client.submit(fn, task, pure=False)
+            future = self._client.submit(run_task, task, pure=False)
             submitted[future.key] = task
             return future
 
@@ -165,7 +161,7 @@ class DaskExecutor:
                 try:
                     yield future.result()
                 except Exception as exc:  # KilledWorker: the task took down workers repeatedly
-                    yield died(task, f"{type(exc).__name__}: {str(exc)[:200]}")
+                    yield task.died(f"{type(exc).__name__}: {str(exc)[:200]}")
                 pending |= {submit(t) for t in _take(todo, 1)}
 
     def _wait(self, pending: set) -> tuple[set, set]:
@@ -210,186 +206,3 @@ def _take(iterator, n):
         if item is None:
             return
         yield item
-
-
-_RESIDENT: dict = {}
-#: Stage lists a worker keeps (each may hold a loaded model).
-RESIDENT_CONFIGS = 4
-
-
-def _resident(config: str, stages: tuple) -> tuple:
-    """The stage objects this worker already holds for ``config`` (the hash of their names and
-    options), else ``stages`` (as the runner sent them, already validated), kept: a stage that
-    loads a model on its first item (dino-attention) loads it once per worker."""
-    if config not in _RESIDENT:
-        while len(_RESIDENT) >= RESIDENT_CONFIGS:
-            _RESIDENT.pop(next(iter(_RESIDENT)))
-        _RESIDENT[config] = stages
-    return _RESIDENT[config]
-
-
-@functools.lru_cache(maxsize=64)
-def _features(path: str) -> Features:
-    """Features from the cache; a file's name is its content key, so it never goes stale and
-    neighbouring pairs (sequential matching) reuse what is already in memory."""
-    return Features.load(path)
-
-
-def _failure(item: str, stage: str, exc: Exception) -> dict:
-    if isinstance(exc, VisiontkError):
-        reason = str(exc)
-    elif isinstance(exc, OSError):
-        reason = f"{item}: {exc.strerror or exc}"
-    else:
-        reason = f"internal error ({type(exc).__name__}: {exc})"
-    failure = {"ok": False, "item": item, "stage": stage, "reason": reason}
-    if disk_full(exc):  # not the item's fault: the runner stops the run and says so once
-        failure["disk_full"] = True
-    return failure
-
-
-def image_died(task, cause: str) -> dict:
-    """The failure of an image whose worker process died while running it."""
-    name, path = task[0], task[1]
-    return {"ok": False, "name": name, "item": path, "stage": "worker",
-            "reason": f"{path}: the worker process {cause} while processing it"}
-
-
-def pair_died(task, cause: str) -> dict:
-    a, b = task[0], task[1]
-    return {"ok": False, "a": a, "b": b, "item": f"{a} {b}", "stage": "worker",
-            "reason": f"{a} {b}: the worker process {cause} while processing the pair"}
-
-
-def model_died(task, cause: str) -> dict:
-    stage = task[0].name
-    return {"ok": False, "stage_name": stage, "item": "the run's model", "stage": "worker",
-            "reason": f"{stage}: the worker process {cause} while running it"}
-
-
-def model_task(task) -> dict:
-    """Run one whole-run stage (reconstruct) on the run's cached features and pairs."""
-    stage, context = task
-    t0 = time.perf_counter()
-    reply = {"stage_name": stage.name}
-    try:
-        result = stage.run(dict(context))
-        return {**reply, "ok": True, "result": result,
-                "seconds": {stage.name: time.perf_counter() - t0}}
-    except Exception as exc:
-        return {**reply, **_failure("the run's model", stage.name, exc),
-                "seconds": {stage.name: time.perf_counter() - t0}}
-
-
-def call_task(job) -> dict:
-    """``(fn, task)``: different kinds of task in one map (the report's pictures beside the
-    whole-run stages); the reply says which (``task``: the function's name)."""
-    fn, task = job
-    return {**fn(task), "task": fn.__name__}
-
-
-def call_died(job, cause: str) -> dict:
-    fn, task = job
-    died = {"model_task": model_died, "pictures_task": pictures_died}[fn.__name__]
-    return {**died(task, cause), "task": fn.__name__}
-
-
-def image_task(task) -> dict:
-    """Run the per-image stages on one image unless its features are cached."""
-    name, path, stages, config, cache_root, output_dir = task
-    cache = store.Cache(cache_root)
-    try:
-        key = f"{store.content_hash(path)}-{config}"
-        if cache.cached_features(key) is not None:
-            return {"ok": True, "name": name, "key": key, "cached": True}
-        context = {"path": path, "name": name,
-                   "output": store.ItemOutput(Path(output_dir), name)}
-        seconds = _run_stages(_resident(config, stages), context)
-        # Features go to the cache (and then features.h5); stages without features wrote their
-        # own outputs, and an empty entry marks the image done.
-        feats = context.get("features", Features.empty())
-        feats.save(cache.features_path(key))
-        return {"ok": True, "name": name, "key": key, "cached": False, "seconds": seconds}
-    except _StageFailed as failed:  # one bad image must not stop the run
-        return {**_failure(path, failed.stage, failed.error), "name": name,
-                "seconds": failed.seconds}
-    except Exception as exc:
-        return {**_failure(path, stages[0].name, exc), "name": name}
-
-
-def pair_task(task) -> dict:
-    """Run the per-pair stages on one pair unless its result is cached."""
-    a, b, key_a, key_b, stages, config, cache_root = task
-    cache = store.Cache(cache_root)
-    key = store.config_hash([key_a, key_b, config])
-    reply = {"a": a, "b": b, "key": key}
-    try:
-        cached = cache.cached_pair(key)
-        if cached is not None:
-            return {**reply, **_counts(*cached), "ok": True, "cached": True}
-        context = {"name_a": a, "name_b": b,
-                   "features_a": _features(str(cache.features_path(key_a))),
-                   "features_b": _features(str(cache.features_path(key_b)))}
-        seconds = _run_stages(_resident(config, stages), context)
-        cache.save_pair(key, context["matches"], context.get("geometry"))
-        return {**reply, **_counts(context["matches"], context.get("geometry")), "ok": True,
-                "cached": False, "seconds": seconds}
-    except _StageFailed as failed:
-        return {**reply, **_failure(f"{a} {b}", failed.stage, failed.error),
-                "seconds": failed.seconds}
-    except Exception as exc:
-        return {**reply, **_failure(f"{a} {b}", stages[0].name, exc)}
-
-
-def _counts(matches, geometry) -> dict:
-    """A pair's match and inlier counts (inliers: -1 when it was not verified)."""
-    inliers = -1 if geometry is None else int(geometry.inliers.sum())
-    return {"matches": len(matches), "inliers": inliers}
-
-
-def compile_task(_what) -> dict:
-    """Compile the CPU kernels once, in one worker, before the items (see
-    :func:`visiontk._numba_cache.compile_kernels`)."""
-    from .._numba_cache import compile_kernels
-
-    t0 = time.perf_counter()
-    with contextlib.suppress(Exception):  # then each item compiles what it needs, as before
-        compile_kernels()
-    return {"ok": True, "seconds": {"compile kernels": time.perf_counter() - t0}}
-
-
-def compile_died(task, cause: str) -> dict:
-    return {"ok": False, "seconds": {}}
-
-
-def pictures_task(task) -> dict:
-    """The run report's pictures (see :mod:`.report`)."""
-    from .report import pictures_task as make
-
-    t0 = time.perf_counter()
-    made = make(task)
-    return {"ok": True, **made, "seconds": {"report pictures": time.perf_counter() - t0}}
-
-
-def pictures_died(task, cause: str) -> dict:
-    return {"ok": False, "thumbs": {}, "pairs": {}}
-
-
-class _StageFailed(Exception):
-    def __init__(self, stage: str, error: Exception, seconds: dict):
-        super().__init__(stage)
-        self.stage, self.error, self.seconds = stage, error, seconds
-
-
-def _run_stages(stages, context: dict) -> dict:
-    """Run ``stages`` in order on ``context``; seconds per stage, or :class:`_StageFailed`."""
-    seconds = {}
-    for s in stages:
-        t0 = time.perf_counter()
-        try:
-            context.update(s.run(context))
-        except Exception as exc:
-            seconds[s.name] = time.perf_counter() - t0
-            raise _StageFailed(s.name, exc, seconds) from exc
-        seconds[s.name] = time.perf_counter() - t0
-    return seconds

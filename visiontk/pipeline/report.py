@@ -3,7 +3,7 @@
 Counts, time per stage, every failure, a thumbnail per image (at most :data:`THUMBNAILS`: the
 failed images first, then spread evenly over the rest), the match pictures of the strongest and
 the weakest verified pairs, and the pictures of whole-run stages (the model of ``reconstruct``).
-Pictures are made in a worker (:func:`pictures_task`: decoding images is the workers' job, so a
+Pictures are made in a worker (:func:`make_pictures`: decoding images is the workers' job, so a
 hostile file cannot take the runner down); the page itself is text written here. Everything the
 page shows lives in ``OUT/report/`` and is linked relatively, so the folder can be moved.
 """
@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from .._files import atomic_write, own_folder
 from ..errors import as_text
 from .store import escape
+
+if TYPE_CHECKING:
+    from .tasks import PairPicture, PairReply, PicturesReply, PicturesTask
 
 #: Images shown as thumbnails at most (a 10k-image run would otherwise decode 10k files).
 THUMBNAILS = 200
@@ -32,53 +36,65 @@ def choose_thumbnails(named: list, failed: set) -> list:
     return (bad + good[::step])[:THUMBNAILS]
 
 
-def pictures_task(task) -> dict:
-    """In a worker: thumbnails and the two pair pictures for the report. Returns the files
-    made (relative to OUT); a picture that cannot be made is left out, never an error."""
-    out, thumbs, pairs = task
-    from ..viz import draw_matches, save_image, thumbnail
+def choose_pairs(replies: list[PairReply]) -> dict[str, PairReply]:
+    """The pairs the report draws: the strongest, and the weakest pair that is of any use (one
+    with inliers, else the weakest of all) when it is not the same pair."""
+    ranked = sorted(replies, key=lambda r: (r.strength, r.a, r.b))
+    if not ranked:
+        return {}
+    useful = [r for r in ranked if r.strength[0] > 0] or ranked
+    chosen = {"strongest": ranked[-1]}
+    if useful[0] is not ranked[-1]:  # one useful pair is not two pictures of it
+        chosen["weakest"] = useful[0]
+    return chosen
 
-    folder = Path(out) / "report"
-    own_folder(folder / "thumbs", out)
-    made = {"thumbs": {}, "pairs": {}}
-    for name, path in thumbs:
+
+def make_pictures(task: PicturesTask) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """In a worker: thumbnails and the pair pictures for the report. Returns the files made
+    (relative to OUT): {name: thumbnail}, {label: {picture, caption}}; a picture that cannot
+    be made is left out, never an error."""
+    from ..viz import save_image, thumbnail
+
+    out = Path(task.out)
+    own_folder(out / "report" / "thumbs", out)
+    thumbs, pairs = {}, {}
+    for name, path in task.thumbs:
         small = thumbnail(path, THUMB_WIDTH)
         if small is not None:
             relative = f"report/thumbs/{escape(name)}.jpg"
-            save_image(Path(out) / relative, small)
-            made["thumbs"][name] = relative
-    for label, (a, path_a, b, path_b, pair_file, features_a, features_b) in pairs.items():
+            save_image(out / relative, small)
+            thumbs[name] = relative
+    for label, pair in task.pairs.items():
         try:
-            made["pairs"][label] = _pair_picture(out, label, a, path_a, b, path_b, pair_file,
-                                                 features_a, features_b, draw_matches,
-                                                 save_image)
+            pairs[label] = _pair_picture(out, label, pair)
         except Exception:  # an image that changed or vanished since: no picture of it
             continue
-    return made
+    return thumbs, pairs
 
 
-def _pair_picture(out, label, a, path_a, b, path_b, pair_file, features_a, features_b,
-                  draw_matches, save_image) -> str:
+def _pair_picture(out: Path, label: str, pair: PairPicture) -> dict[str, str]:
     from ..features import Features
     from ..io import load_rgb
+    from ..viz import draw_matches, save_image
     from .store import read_pair
 
-    matches, geometry = read_pair(Path(pair_file))
-    fa, fb = Features.load(features_a), Features.load(features_b)
+    matches, geometry = read_pair(Path(pair.pair_file))
+    fa, fb = Features.load(pair.features_a), Features.load(pair.features_b)
     inliers = geometry.inliers if geometry is not None else None
     n = int(inliers.sum()) if inliers is not None else len(matches)
-    caption = f"{label}: {a} - {b}, {n} inliers of {len(matches)} matches"
-    picture = draw_matches(load_rgb(path_a), load_rgb(path_b), fa.xy[matches.pairs[:, 0]],
-                           fb.xy[matches.pairs[:, 1]], inliers, max_side=1200, title=caption)
+    caption = f"{label}: {pair.a} - {pair.b}, {n} inliers of {len(matches)} matches"
+    picture = draw_matches(load_rgb(pair.path_a), load_rgb(pair.path_b),
+                           fa.xy[matches.pairs[:, 0]], fb.xy[matches.pairs[:, 1]], inliers,
+                           max_side=1200, title=caption)
     relative = f"report/pair_{label}.jpg"
-    save_image(Path(out) / relative, picture)
+    save_image(out / relative, picture)
     return {"picture": relative, "caption": caption}
 
 
-def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts: dict,
-                links: dict | None = None) -> Path:
+def write_index(out: Path, summary: dict, images: list, made: PicturesReply,
+                pairs: list[PairReply], links: dict | None = None) -> Path:
     """``OUT/index.html`` from the run's summary; ``images``: (name, path) of every input;
-    ``made``: what :func:`pictures_task` made; ``pair_counts``: (a, b) -> (matches, inliers);
+    ``made``: what :func:`make_pictures` made; ``pairs``: the finished pairs' replies;
     ``links``: name -> the page (relative to OUT) a click on its thumbnail opens."""
     links = links or {}
     e = html.escape
@@ -89,7 +105,7 @@ def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts:
                        f"({summary['images_cached']} from earlier runs)")]
     if summary.get("pairs"):
         rows.append(("pairs", f"{summary['pairs_done']} of {summary['pairs']} done"
-                              + _pair_medians(pair_counts.values())))
+                              + _pair_medians([(r.matches, r.inliers) for r in pairs])))
     rows.append(("failed", str(len(failures))))
     for folder in summary.get("folders", []):
         name = Path(folder).name
@@ -102,11 +118,11 @@ def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts:
         for picture in model.get("pictures", []):
             parts.append(f'<p><a href="{_url(picture)}"><img class="wide" '
                          f'src="{_url(picture)}" alt="{e(picture)}"></a></p>')
-    if made.get("pairs"):
+    if made.pairs:
         parts.append("<h2>Strongest and weakest pairs</h2>")
         for label in ("strongest", "weakest"):
-            if label in made["pairs"]:
-                pair = made["pairs"][label]
+            if label in made.pairs:
+                pair = made.pairs[label]
                 parts.append(f'<figure class="pair"><img class="wide" '
                              f'src="{_url(pair["picture"])}" alt="{label} pair">'
                              f'<figcaption>{e(pair["caption"])}</figcaption></figure>')
@@ -121,7 +137,7 @@ def write_index(out: Path, summary: dict, images: list, made: dict, pair_counts:
     else:
         parts.append("<p>none</p>")
     failed = {str(f["item"]) for f in failures}
-    shown = made.get("thumbs", {})
+    shown = made.thumbs
     listed = [(n, p) for n, p in images if n in shown or str(p) in failed]
     parts.append(f"<h2>Images ({len(listed)} of {len(images)} shown)</h2><div class=grid>")
     for name, path in listed:

@@ -67,6 +67,38 @@ def config_hash(specs) -> str:
 
 
 @dataclass(frozen=True)
+class RunFolder:
+    """Where each of a run's outputs lives under ``out``: decided here, once."""
+
+    out: Path
+
+    @property
+    def cache(self) -> Path:
+        return self.out / ".cache"
+
+    @property
+    def features(self) -> Path:
+        return self.out / "features.h5"
+
+    @property
+    def matches(self) -> Path:
+        return self.out / "matches.h5"
+
+    @property
+    def database(self) -> Path:
+        """The COLMAP database: ``--colmap`` writes it, and reconstruct maps it."""
+        return self.out / "database.db"
+
+    @property
+    def summary(self) -> Path:
+        return self.out / "summary.json"
+
+    @property
+    def failures(self) -> Path:
+        return self.out / "failures.json"
+
+
+@dataclass(frozen=True)
 class ItemOutput:
     """Where an image stage may write files of its own for one item: ``folder(section)`` is
     ``OUT/<section>/`` (created), ``stem`` the item's name made safe as one file name
@@ -103,34 +135,34 @@ class Cache:
     def pair_path(self, key: str) -> Path:
         return self.root / "pairs" / f"{key}.npz"
 
-    def save_model(self, key: str, reply: dict) -> None:
-        """A whole-run stage's reply (JSON), once its outputs are in place, with the size and
+    def save_model(self, key: str, result: dict) -> None:
+        """A whole-run stage's result (JSON), once its outputs are in place, with the size and
         SHA-256 of every file they hold (folders: each file in them)."""
         out = self.root.parent
-        written = reply.get("result", {}).get("files", [])
-        record = {**reply, "manifest": _manifest(out, written)}
+        record = {"result": result, "manifest": _manifest(out, result.get("files", []))}
         with atomic_write(self.root / "models" / f"{key}.json") as tmp:
             tmp.write_text(json.dumps(record, default=str))
 
     def load_model(self, key: str) -> dict | None:
-        """The reply saved under ``key`` if the files it names are still there, whole and
+        """The result saved under ``key`` if the files it names are still there, whole and
         unchanged (a truncated database or a model missing a file is made again)."""
         path = self.root / "models" / f"{key}.json"
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        if not isinstance(record, dict) or not isinstance(record.get("manifest"), dict):
+        if not isinstance(record, dict) or not isinstance(record.get("manifest"), dict) \
+                or not isinstance(record.get("result"), dict):
             return None
         out = self.root.parent
-        written = record.get("result", {}).get("files", [])
+        written = record["result"].get("files", [])
         try:
             if _manifest(out, written) != record["manifest"] or not all(
                     (out / name).exists() for name in written):
                 return None
         except OSError:
             return None
-        return {k: v for k, v in record.items() if k != "manifest"}
+        return record["result"]
 
     def save_pair(self, key: str, matches: Matches, geometry: Geometry | None) -> None:
         n = len(matches)

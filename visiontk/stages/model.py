@@ -62,9 +62,10 @@ class ReconstructStage(Stage):
             read_intrinsics(self.options.intrinsics)
 
     def run(self, context: dict) -> dict:
-        """``context``: ``out`` (the run's folder), ``images`` ((name, path) of the images with
-        features), ``features`` ((name, features file)), ``pairs`` ((name_a, name_b, pair
-        file)): the cache files of :mod:`visiontk.pipeline.store`."""
+        """``context``: ``out`` (the run's folder), ``database`` (where the COLMAP database
+        goes), ``images`` ((name, path) of the images with features), ``features`` ((name,
+        features file)), ``pairs`` ((name_a, name_b, pair file)): the cache files of
+        :mod:`visiontk.pipeline.store`."""
         import time
 
         from ..features import Features
@@ -85,7 +86,7 @@ class ReconstructStage(Stage):
         try:
             # generators: one image's features in memory at a time
             database = export_colmap(
-                out / "database.db", ((n, Features.load(p)) for n, p in context["features"]),
+                Path(context["database"]), ((n, Features.load(p)) for n, p in context["features"]),
                 ((a, b, *read_pair(p)) for a, b, p in context["pairs"]), cameras=cameras)
             t1 = time.perf_counter()
             models, summary = map_database(database, images, out, scan,
@@ -106,7 +107,8 @@ class ReconstructStage(Stage):
             summary["why"] = (f"{len(images)} images, fewer than min_model_size "
                               f"({o.min_model_size})" if len(images) < o.min_model_size
                               else "too few matches between them")
-        summary["files"] = ["database.db", *(["sparse", "points.ply"] if models else []),
+        summary["files"] = [database.relative_to(out).as_posix(),
+                            *(["sparse", "points.ply"] if models else []),
                             *pictures]
         return summary
 
