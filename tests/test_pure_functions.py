@@ -12,8 +12,8 @@ import pytest
 from visiontk import devices
 from visiontk._sift.scale_space import layer_sigmas, octave_count, upsample_2x
 from visiontk.errors import ImageError, OptionError
-from visiontk.matching import nearest_neighbours
 from visiontk.io.inputs import resolve_images
+from visiontk.matching import nearest_neighbours
 from visiontk.pipeline.store import config_hash
 from visiontk.stages.pairs import read_pairs_file
 

@@ -20,7 +20,8 @@ from pathlib import Path
 #: What a command says before it compiles the kernels.
 COMPILE_NOTICE = "compiling visiontk's CPU kernels, once for this install (about 10 s)..."
 #: The modules whose kernels a run compiles once, before its workers need them.
-KERNEL_SOURCES = ("_sift/_cpu_kernels.py", "matching/_cpu_kernels.py", "matching/_cpu_kernels_int8.py")
+KERNEL_SOURCES = ("_sift/_cpu_kernels.py", "matching/_cpu_kernels.py",
+                  "matching/_cpu_kernels_int8.py")
 
 
 def cache_dir() -> Path:

@@ -18,13 +18,13 @@ import pytest
 
 from visiontk import devices, io
 from visiontk._sift._gpu_kernels import NVRTC_OPTIONS, SOURCE, CudaSift
-from visiontk.testing.agreement import keypoint_agreement
 from visiontk._sift.backends import CudaBackend, for_device
 from visiontk._sift.describe import quantize_descriptors, raw_descriptors
 from visiontk._sift.detect import find_candidates, prethreshold, refine_extrema
 from visiontk._sift.extraction import extract
 from visiontk._sift.options import SiftOptions
 from visiontk._sift.orient import orientation_scale, raw_orientation_histograms
+from visiontk.testing.agreement import keypoint_agreement
 from visiontk.testing.cuda_emulator import SELFTEST, EmulatedModule
 from visiontk.testing.kernel_checks import (
     assert_descriptors_agree,
