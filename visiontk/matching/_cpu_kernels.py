@@ -80,7 +80,8 @@ def nearest_candidates(af: np.ndarray, bf: np.ndarray, a_sq: np.ndarray, b_sq: n
     ties to the lower index; index −1 and inf where B has fewer than three rows) and each
     column's minimum; ``af``, ``bf``: float32 descriptors, ``a_sq``, ``b_sq``: their squared
     norms. Given the uint8 descriptors themselves (``a``, ``b``, 128-D) on a CPU with AVX-512
-    VNNI, the distance tiles come from :mod:`._cpu_kernels_int8` instead of BLAS: the same values."""
+    VNNI, the distance tiles come from :mod:`._cpu_kernels_int8` instead of BLAS: the same
+    values."""
     n_a, n_b = len(af), len(bf)
     cols = min(n_b, TILE_COLUMNS)
     rows = max(1, min(n_a, TILE_BYTES // (4 * cols)))

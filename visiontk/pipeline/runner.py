@@ -252,8 +252,8 @@ class Pipeline:
 
     def _compile_once(self, pool, result, quiet) -> None:
         """On the first run after an install, compile the CPU kernels in one worker while the
-        others wait, and say so: every worker compiling them at once took 16 s for 5 images
-        on 2 cores, in silence."""
+        others wait, and say so: every worker compiling them at once competes for the same
+        cores, and the run would sit silent meanwhile."""
         from .._numba_cache import COMPILE_NOTICE, kernels_compiled
 
         uses_kernels = self.pair_stages or any("features" in s.outputs
