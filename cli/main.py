@@ -128,7 +128,7 @@ def _not_empty(ctx, param, value: str) -> str:
 
 
 def _compile_first(device: str) -> None:
-    """On the first use after an install, say why this run takes ten seconds longer, and
+    """On the first use after an install, say why this run takes longer, and
     compile the CPU kernels into the cache (the GPU runs other code)."""
     from visiontk._numba_cache import COMPILE_NOTICE, compile_kernels, kernels_compiled
     from visiontk.devices import resolve_device

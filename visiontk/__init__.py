@@ -27,8 +27,8 @@ __all__ = ["Features", "Geometry", "Matches", "SiftOptions", "TwoViewResult", "V
 
 
 def __getattr__(name: str):
-    # the DINO code (and its checkpoint readers) loads on first use: 16 ms of every
-    # `import visiontk`, pipeline workers included, for a function most runs never call
+    # the DINO code (and its checkpoint readers) loads on first use: most runs never call it,
+    # and every `import visiontk` (each pipeline worker's included) would pay for it
     if name == "dino_attention":
         from .vit.attention import dino_attention
 

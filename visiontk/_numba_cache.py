@@ -90,7 +90,7 @@ def compiled_stamp() -> Path | None:
     import importlib.util
 
     numba = importlib.util.find_spec("numba")  # its installed files stand for its version:
-    if numba is None or numba.origin is None:  # metadata.version() took 14 ms of each run
+    if numba is None or numba.origin is None:  # metadata.version() is slow, and every run asks
         return None
     try:
         folder = numba_cache_folder()

@@ -52,8 +52,8 @@ NVIDIA_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg")
 @functools.lru_cache(maxsize=1)
 def nvidia_driver_present() -> bool:
     """False only on Linux without any of :data:`NVIDIA_DRIVER_PATHS`: no GPU can be used, so
-    ``auto`` need not import CuPy and ask CUDA (0.17 s in each pipeline worker here); True
-    elsewhere (then CuPy is asked)."""
+    ``auto`` need not import CuPy and ask CUDA (a cost every pipeline worker would pay at
+    start); True elsewhere (then CuPy is asked)."""
     if not sys.platform.startswith("linux"):
         return True
     return any(os.path.exists(p) for p in NVIDIA_DRIVER_PATHS)

@@ -105,11 +105,10 @@ def _polish_homography(a, b, model, inliers, threshold):
     the inliers of the result.
 
     MAGSAC's own model varies with its random samples; the least-squares refit is a
-    deterministic function of the inlier set and halves the pairs beyond 0.5 px corner error
-    in bench/sift_bench.py. Inside the inlier threshold the errors are not all alike (a coarse
-    keypoint is off by a pixel where a fine one is off by a tenth): the Huber refit
-    (:func:`_huber_refit`) stops the worst of them from pulling the model, which cut the
-    median corner error of that benchmark by a fifth for every extractor.
+    deterministic function of the inlier set, and closer to the truth. Inside the inlier
+    threshold the errors are not all alike (a coarse keypoint is off by a pixel where a fine
+    one is off by a tenth): the Huber refit (:func:`_huber_refit`) stops the worst of them
+    from pulling the model, for every extractor (bench/sift_bench.py; docs/benchmarks.md).
     """
     if inliers.sum() < MIN_POINTS["homography"]:
         return model, inliers

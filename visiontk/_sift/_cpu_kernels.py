@@ -3,7 +3,7 @@
 Each function computes exactly what its xp definition computes (``detect.find_candidates``,
 ``orient.raw_orientation_histograms``, ``describe.raw_descriptors``); tests compare the two on
 the same input. They exist because the vectorised numpy forms spend most of their time
-materialising windows and scatter indices: fused loops are several times faster on two cores.
+materialising windows and scatter indices, which fused loops never build (bench/sift_bench.py).
 Importing this module raises ImportError when numba is missing; callers then use the xp code.
 """
 
@@ -35,9 +35,9 @@ use_user_cache()
 _SQRT2 = math.sqrt(2.0)
 
 # error_model="numpy": a float division by zero gives inf/nan instead of raising, which keeps
-# the per-sample loops free of branches, so LLVM vectorises them (measured: 2x on the sample
-# pass of the descriptor). Of fast-math only no-NaN/no-inf/no-signed-zero (what min/max need to
-# vectorise) and FMA contraction (20% on descriptors): with reciprocal or function
+# the per-sample loops free of branches, so LLVM vectorises them (the descriptor's sample
+# pass most of all). Of fast-math only no-NaN/no-inf/no-signed-zero (what min/max need to
+# vectorise) and FMA contraction (fewer instructions per sample): with reciprocal or function
 # approximations as well (fastmath=True) the vectorised body and its scalar remainder rounded
 # some samples differently, and which samples take which path depends on buffer addresses:
 # two processes gave descriptors a byte apart (tests/sift/test_determinism.py).

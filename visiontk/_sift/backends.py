@@ -221,8 +221,8 @@ def own_process() -> None:
 @contextlib.contextmanager
 def _without_blas_probe():
     """numba, loading its first compiled function, imports scipy.linalg to find a BLAS for
-    ``np.dot`` (0.1 s of the 0.55 s a fresh process took to its first keypoints here, numba
-    0.68); the kernels call no BLAS. In visiontk's own processes the probe is made to fail fast
+    ``np.dot`` (a large share of a fresh process's time to its first keypoints); the kernels
+    call no BLAS. In visiontk's own processes the probe is made to fail fast
     (the module is marked absent while numba loads), so numba notes BLAS as missing and
     scipy.linalg stays unimported; numba code compiled later that calls ``np.dot`` on matrices
     still finds BLAS (it imports it then). Never in a user's process, where another thread

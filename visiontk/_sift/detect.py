@@ -225,12 +225,12 @@ def refine_extrema_tolerant(gaussians, layer, row, col, *, n_octave_layers: int,
     :data:`~.constants.VLFEAT_MOVE_OFFSET`; the last fit is kept when its offsets are all
     under :data:`~.constants.VLFEAT_MAX_OFFSET` samples, with the same contrast and edge tests.
 
-    OpenCV drops every candidate whose fit has not settled within half a sample; measured in
-    bench/sift_bench.py, VLFeat's tolerance keeps 16% more keypoints at the same threshold and
-    they are re-detected more often (repeatability 0.78 -> 0.83), a large part of why COLMAP's
-    SIFT beats OpenCV's. VLFeat itself never moves in scale, so its fits extrapolate up to 1.5
-    layers; moving in scale too, as OpenCV does, measured better homographies there
-    (H@1 0.900 -> 0.922, H@3 0.961 -> 0.965).
+    OpenCV drops every candidate whose fit has not settled within half a sample; VLFeat's
+    tolerance keeps more keypoints at the same threshold and they are re-detected more often,
+    a large part of why COLMAP's SIFT beats OpenCV's. VLFeat itself never moves in scale, so
+    its fits extrapolate up to 1.5 layers; moving in scale too, as OpenCV does, gives better
+    homographies there (bench/sift_bench.py; docs/benchmarks.md, "What made the
+    difference").
 
     Example
     -------

@@ -92,8 +92,8 @@ def _detect(octaves, opts, sift_backend, mask):
     """Every octave's extrema, or under COLMAP's cap (``keep="largest"``) only as many octaves
     as it can keep: from the coarsest down, the finer octaves are skipped once those detected
     hold more than ``max_features`` distinct extrema, since the cap would drop every level of
-    them (the same keypoints, without searching the doubled octave of a dense image: on a
-    1080p grass photo 80 of its 130 ms of detection)."""
+    them (the same keypoints, without searching the doubled octave of a dense image, most of
+    its detection time: docs/benchmarks.md, "SIFT speed")."""
     if not (opts.keep == "largest" and opts.max_features and sift_backend.detects_octave_by_octave
             and mask is None):
         return sift_backend.detect(octaves, opts)

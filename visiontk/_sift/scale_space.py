@@ -50,8 +50,8 @@ def upsample_2x(image, xp):
     Doubled pixel ``X`` samples the input at ``X/2 − 1/4``: each output pixel mixes two
     inputs 3:1, a uniform smoothing. (Mapping ``i`` to ``2i`` instead, OpenCV's
     ``enable_precise_upscale``, keeps raw pixels on even positions and averages on odd ones;
-    measured here, its uneven smoothing re-detects fewer keypoints under viewpoint change:
-    repeatability 0.69 against 0.73.) :data:`UPSAMPLE_SHIFT` corrects the coordinates.
+    its uneven smoothing re-detects fewer keypoints under viewpoint change, as
+    bench/sift_bench.py measures.) :data:`UPSAMPLE_SHIFT` corrects the coordinates.
 
     Example
     -------

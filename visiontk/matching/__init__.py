@@ -15,8 +15,8 @@ from ..errors import OptionError
 from ..features import Features, Matches
 
 #: Upper bound on the distance block held at once (bytes). On the CPU a block that stays in
-#: the cache while it is scanned (8 MB: 6k × 6k descriptors match in 85 ms instead of 105 ms
-#: warm, 150 instead of 290-420 ms on first use, when 128 MB of fresh pages fault in).
+#: the cache while it is scanned, and small enough that first use faults in few fresh pages
+#: (8 MB; timings: bench/match_bench.py).
 CHUNK_BYTES = 8 * 2 ** 20
 #: On a GPU, larger blocks keep it busy.
 GPU_CHUNK_BYTES = 128 * 2 ** 20
@@ -167,9 +167,9 @@ def _candidates_xp(af, bf, a_sq, b_sq, k: int, xp):
         dist *= -2
         dist += a_sq[start:stop, None]
         dist += b_sq[None, :]
-        # Column minima reduce row by row (vectorised); argmin along axis 0 is 100x slower.
+        # Column minima reduce row by row (vectorised); argmin along axis 0 is far slower.
         xp.minimum(col_min, dist.min(axis=0), out=col_min)
-        for t in range(k):  # k row-argmin passes beat argpartition by 50x on wide blocks
+        for t in range(k):  # k row-argmin passes beat argpartition by far on wide blocks
             j = xp.argmin(dist, axis=1)
             cand[start:stop, t] = j
             block[start:stop, t] = dist[r, j]

@@ -1,5 +1,5 @@
 """Dot products of uint8 SIFT descriptors with AVX-512 VNNI: the exact matcher's distance tiles
-at about 400 billion multiply-adds a second on one core, where float32 BLAS manages 50-100.
+at several times float32 BLAS's multiply-adds a second (docs/benchmarks.md, "Matching").
 
 ``vpdpbusd`` multiplies 64 unsigned bytes by 64 signed bytes and adds them, four at a time,
 into 16 int32 lanes. SIFT descriptors are unsigned, so B is stored shifted by −128 (signed)

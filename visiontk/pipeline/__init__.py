@@ -1,7 +1,7 @@
 """The pipeline runner: declared stages, registered by entry points, run over image folders.
 
 The names below load with their modules on first use: a pipeline worker imports only what its
-tasks need (the runner and the entry-point registry cost it 26 ms at start, in every worker).
+tasks need (the runner and the entry-point registry would otherwise load in every worker).
 """
 
 import importlib

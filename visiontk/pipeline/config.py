@@ -42,9 +42,9 @@ PRESETS = {
     # photos to a 3-D model. Extraction as COLMAP's extractor caps it (images larger than
     # 3200 pixels scaled down, whole levels of the coarsest detections until 8192 are passed,
     # with their orientations) and at its peak threshold (contrast 0.02: the accurate preset's
-    # 0.017 cost rotation on the 640x480 and phone-JPEG scenes of bench/sfm_bench.py, where
-    # every view has its own noise); every pair up to 31 images, each image's 30 nearest by
-    # retrieval beyond that
+    # 0.017 cost rotation accuracy where every view has its own noise; bench/sfm_bench.py,
+    # docs/benchmarks.md); every pair up to 31 images, each image's 30 nearest by retrieval
+    # beyond that
     "sfm": [{"name": "load", "max_side": 3200},
             {"name": "sift", "keep": "largest", "contrast_threshold": 0.02},
             {"name": "pairs-retrieval", "neighbours": 30},

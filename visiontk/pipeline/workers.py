@@ -90,8 +90,8 @@ THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREAD
 
 def worker_environment(threads: int, quiet: bool = False) -> dict:
     """This process's environment with the compute threads per worker set (values the user
-    set are kept), so that workers × threads ≈ the machine's cores: two workers with two
-    OpenBLAS threads each on two cores made matching 4× slower (spinning threads). ``quiet``
+    set are kept), so that workers × threads ≈ the machine's cores: more threads than cores
+    slow matching down (BLAS threads spin while they wait). ``quiet``
     silences the log of COLMAP's mapper (glog) but for fatal errors: the run reports what
     failed in its own words."""
     env = dict(os.environ)
@@ -137,7 +137,7 @@ def _worker_main(conn, parent_pid: int, threads: int) -> None:
 
 def _exit_now() -> None:
     """Leave without the interpreter's teardown: with numba, OpenCV and pycolmap loaded it
-    took half a second of every run's end, and a worker holds nothing that needs it."""
+    is slow, every run waits for it at its end, and a worker holds nothing that needs it."""
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()

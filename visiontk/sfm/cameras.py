@@ -120,8 +120,8 @@ def read_exif(path, width: int, height: int) -> ExifFacts:
 
 def _exif(im, path):
     """The image's EXIF without decoding its pixels: Pillow decodes a whole PNG to look for an
-    eXIf chunk after the image data (the PNG spec allows it there), which cost more than
-    mapping a small scene; here a PNG's chunk headers are walked instead."""
+    eXIf chunk after the image data (the PNG spec allows it there), a whole decode per image
+    for a few bytes; here a PNG's chunk headers are walked instead."""
     from PIL import Image
 
     if im.format != "PNG" or "exif" in im.info:

@@ -8,7 +8,7 @@ half of one.
 
 pycolmap's global mapper (GLOMAP) is not offered: it needs relative poses in the two-view
 geometries, and even after COLMAP's own verification of visiontk's matches
-(``pycolmap.verify_matches``) it returned poses 160° off on the test scene (pycolmap 4.2.1).
+(``pycolmap.verify_matches``) it returned poses far off on the test scene (pycolmap 4.2.1).
 """
 
 from __future__ import annotations
@@ -58,22 +58,19 @@ def import_pycolmap():
 #: Residuals from which a bundle adjustment runs on all threads (COLMAP's default: 50000).
 BA_MULTITHREAD_RESIDUALS = 20000
 #: The last bundle adjustment's loss: Cauchy, its scale in pixels; it stops when an iteration
-#: lowers the cost by less than this fraction (the same poses as 100 iterations on the bench's
-#: scenes, in 0.0-1.1 s instead of 0.4-4.5).
+#: lowers the cost by less than this fraction (on the bench's scenes the same poses as a fixed
+#: 100 iterations, in a fraction of the time).
 REFINE_LOSS_SCALE = 1.0
 REFINE_FUNCTION_TOLERANCE = 1e-4
 #: With that last adjustment to come, the mapper's own local and global adjustments stop when an
-#: iteration lowers the cost by less than this fraction (COLMAP: 0, run to convergence). Bench
-#: scenes, mapping seconds: 640×480 0.67 -> 0.56, 1280×960 7.1 -> 4.5, 3 MP 11.5 -> 7.6, phone
-#: JPEGs 6.0 -> 3.7; the same images registered, the same points (±3), rotation errors within
-#: 2% either way (at 1e-2 the 640×480 scene's grew 8%).
+#: iteration lowers the cost by less than this fraction (COLMAP: 0, run to convergence): faster
+#: mapping, the same images registered and points, rotation errors level (a looser tolerance
+#: let them grow; docs/benchmarks.md, "Structure from motion").
 MAPPER_FUNCTION_TOLERANCE = 1e-3
 #: ... and the model grows by this factor (images or points) between its global adjustments
-#: (COLMAP: 1.1; 1.4 is COLMAP's own setting for video, ModifyForVideoData). Eight rendered
-#: scenes, mapping seconds 15-30% fewer (640×480 0.59 -> 0.46, 1280×960 4.9 -> 3.5, 3 MP 7.9 ->
-#: 6.7), the same images registered, points within 1%, median rotation errors 12% worse to 17%
-#: better, the median flipping between neighbouring views (1.2, 1.3, 1.4 and 1.5 moved one
-#: scene between 0.039° and 0.043° in no order).
+#: (COLMAP: 1.1; 1.4 is COLMAP's own setting for video, ModifyForVideoData): faster mapping on
+#: rendered scenes, the same images registered and points, rotation errors level within the
+#: noise of which view is the median (docs/benchmarks.md, "Structure from motion").
 MAPPER_GLOBAL_GROWTH = 1.4
 
 
@@ -140,12 +137,11 @@ def _incremental_options(pycolmap, min_model_size: int, threads: int, seed: int,
     options.num_threads = threads
     options.random_seed = seed
     options.extract_colors = False  # done below, with EXIF turning as the features had
-    # Bundle adjustment is most of the mapper's time: both cores from 20000 residuals
-    # (COLMAP waits for 50000: a 14-view 1280×960 scene's BAs stayed on one core; same
-    # model, 7.5 s instead of 7.9; at 5000 the 10-view 640×480 scene's small BAs slowed,
-    # 0.86 -> 1.21 s).
-    # COLMAP's ba_global_ignore_redundant_points3D saved more (10.0 -> 7.5 s) but moved
-    # camera centres 25% further from the truth on the 10-view scene: not used.
+    # Bundle adjustment is most of the mapper's time: every thread from 20000 residuals
+    # (COLMAP waits for 50000, which leaves a mid-sized scene's adjustments on one core;
+    # far lower, a small scene's small adjustments pay more for threads than they gain).
+    # COLMAP's ba_global_ignore_redundant_points3D saves time but moved camera centres
+    # further from the truth: not used.
     options.ba_min_num_residuals_for_cpu_multi_threading = BA_MULTITHREAD_RESIDUALS
     if refine:  # converged once, at the end (MAPPER_FUNCTION_TOLERANCE, MAPPER_GLOBAL_GROWTH)
         options.ba_local_function_tolerance = MAPPER_FUNCTION_TOLERANCE
@@ -158,11 +154,9 @@ def _incremental_options(pycolmap, min_model_size: int, threads: int, seed: int,
 def refine_model(pycolmap, model, threads: int = -1) -> None:
     """A last bundle adjustment of ``model`` with a Cauchy loss (scale 1 px). COLMAP's mapper
     adjusts with squared errors and drops only observations past 4 px, so the wrong ones it
-    keeps at 1-4 px (a match slid along its epipolar line, a corner on a depth edge: 12% of the
-    verified matches of the bench's 3 MP scene are more than 3 px off the truth) pull on every
-    camera. Bench scenes, median rotation error (centre error): 640×480 0.103° → 0.062° (3.9 →
-    2.3 mm), 3 MP 0.037° → 0.019° (0.45 → 0.29 mm), 1280×960 0.032° → 0.033° (1.4 → 1.3 mm),
-    phone JPEGs 0.007° → 0.014° (0.57 → 0.50 mm)."""
+    keeps at 1-4 px (a match slid along its epipolar line, a corner on a depth edge) pull on
+    every camera. On the bench's scenes it brings the cameras closer to the truth, the phone
+    JPEGs' rotations aside (docs/benchmarks.md, "Structure from motion")."""
     options = pycolmap.BundleAdjustmentOptions()
     options.print_summary = False
     options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
@@ -213,8 +207,8 @@ class ImageScan:
     """Every image read once, in a thread beside the mapper (pycolmap releases the GIL while it
     maps): the colour under each keypoint (:attr:`colours`, name -> N×3 uint8), and a
     thumbnail of the images in ``thumbnails`` (:attr:`thumbs`) for the registration sheet.
-    Read after mapping instead, twice (colours, then thumbnails), they took 1.7 s of a 12-view
-    3 MP scene's 15 s reconstruct stage. ``features``: name -> its features file."""
+    Read after mapping instead, twice (colours, then thumbnails), their whole reading time
+    was added to the reconstruct stage. ``features``: name -> its features file."""
 
     def __init__(self, images: dict, features: dict, thumbnails=(), width: int = 200):
         self.colours: dict = {}

@@ -48,8 +48,8 @@ _FRUSTUM_EDGES = ((0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (3, 4), (4, 1)
 
 def draw_model(model, path: Path, title: str = "") -> Path:
     """Top and side views of a pycolmap Reconstruction (points in their colours, cameras as
-    frusta) as one PNG. Drawn with OpenCV: matplotlib's import alone took 0.4 s of a small
-    run."""
+    frusta) as one PNG. Drawn with OpenCV, already loaded: importing matplotlib would be a
+    large share of a small run."""
     import cv2
 
     ids = list(model.point3D_ids())

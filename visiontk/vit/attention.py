@@ -193,8 +193,7 @@ def dino_attention_batches(images, *, vit, batch_size: int | None = None,
     that image raised. Neighbouring images of the same size after preprocessing go through
     ``vit`` as one B×3×H×W batch of up to ``batch_size`` (a folder of photos from one camera:
     all of them); by default 16 on a GPU (one launch per layer for B images) and 1 on the CPU,
-    where batches did not pay (2 cores: 4 ViT-S/16 224² images 0.205 s batched against 0.222 s
-    one by one, 4 ViT-S/8 480² ones 13.4 s against 9.6 s)."""
+    where batches did not pay (docs/dino.md, "Library")."""
     if batch_size is None:
         batch_size = 1 if devices.is_numpy(vit.xp) else 16
     if batch_size < 1:

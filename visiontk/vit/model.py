@@ -19,8 +19,8 @@ from .checkpoints import WeightsError, find_weights, read_weights
 from .ops import gelu, layer_norm, softmax, softmax_inplace, split_heads
 
 #: Attention is computed for blocks of query rows whose scores (heads × rows × tokens × 4
-#: bytes) fit in this: a block the cache holds between its matmul, softmax and matmul
-#: (measured: ViT-S/8 at 480² 15% faster than blocks of 512 rows, S/16 at 480² 8%).
+#: bytes) fit in this: a block the cache holds between its matmul, softmax and matmul (faster
+#: than blocks of a fixed 512 rows; bench/vit_bench.py times the forward pass).
 SCORE_BYTES = 8 * 2 ** 20
 #: ... but never fewer query rows than this at once.
 MIN_ATTENTION_ROWS = 32
@@ -129,8 +129,8 @@ class ViT:
         else:
             rows = bicubic_matrix(c.grid, (h + 0.1) / c.grid, h)
             cols = bicubic_matrix(c.grid, (w + 0.1) / c.grid, w)
-        # rows, then columns, as two matrix products (a three-operand einsum took 34 ms at
-        # 30×30 patches: it loops instead of calling BLAS)
+        # rows, then columns, as two matrix products (a three-operand einsum loops instead of
+        # calling BLAS)
         along_rows = (xp.asarray(rows) @ grid.reshape(c.grid, -1)).reshape(h, c.grid, c.dim)
         resized = xp.matmul(xp.asarray(cols)[None], along_rows)
         return xp.concatenate([pos[:1], resized.reshape(h * w, c.dim)], axis=0)

@@ -39,10 +39,9 @@ __device__ __forceinline__ float atan2_degrees(float y, float x) {
 // ---------------------------------------------------------------------------------------------
 // Scale space: every Gaussian layer of an octave and the DoG, from the octave's base, in one
 // kernel. Layer l is the base blurred by sqrt(sigma_l^2 - sigma_0^2) (CudaSift does the same):
-// equal to OpenCV's layer-by-layer blurs up to the 4-sigma truncation (measured: 0.004 grey
-// levels at most; 0-0.4% of the sample images' keypoints, borderline ones, come or go, while
-// with chained blurs these kernels reproduce the CPU's keypoints exactly). Borders reflect
-// without repeating the edge pixel (BORDER_REFLECT_101). Each block loads its tile plus a halo of the widest
+// equal to OpenCV's layer-by-layer blurs up to the 4-sigma truncation (a few borderline
+// keypoints come or go, docs/gpu.md; with chained blurs these kernels reproduce the CPU's
+// keypoints exactly). Borders reflect without repeating the edge pixel (BORDER_REFLECT_101). Each block loads its tile plus a halo of the widest
 // kernel into shared memory once, then per layer runs the horizontal pass into shared memory and
 // the vertical pass into the outputs; a thread keeps its previous layer's values in registers
 // for the DoG.
