@@ -21,7 +21,7 @@ from visiontk._sift._gpu_kernels import NVRTC_OPTIONS, SOURCE, CudaSift
 from visiontk.testing.agreement import keypoint_agreement
 from visiontk._sift.backends import CudaBackend, for_device
 from visiontk._sift.extraction import extract
-from visiontk._sift.options import PRESETS, SiftOptions
+from visiontk._sift.options import SIFT_PRESETS, SiftOptions
 from visiontk.testing.cuda_emulator import EmulatedModule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def main():
     with tempfile.TemporaryDirectory() as build:
         emulated = CudaBackend(CudaSift(EmulatedModule(SOURCE, Path(build), NVRTC_OPTIONS), np))
         cpu = for_device("cpu")
-        for preset in PRESETS:
+        for preset in SIFT_PRESETS:
             opts = SiftOptions(preset=preset)
             for name in NAMES:
                 gray = io.load_gray(ROOT / "sample_images" / name)

@@ -17,13 +17,14 @@ import click
 
 import visiontk
 from visiontk._files import writable_file, writable_folder
-from visiontk._sift.options import DEFAULT_PRESET
-from visiontk._sift.options import PRESETS as PRESET_VALUES
 from visiontk.devices import DEVICES
 from visiontk.errors import OptionError, VisiontkError, one_line, out_of_memory
-from visiontk.geometry import MIN_INLIERS
+from visiontk.extract import DEFAULT_PRESET, SIFT_PRESETS
+from visiontk.geometry import DEFAULT_THRESHOLD, MIN_INLIERS
 from visiontk.io import DEFAULT_MAX_PIXELS
-from visiontk.pipeline.config import PRESETS
+from visiontk.matching import DEFAULT_RATIO
+from visiontk.pipeline.config import PIPELINES
+from visiontk.pipeline.executors import AUTO_WORKERS_MAX, EXECUTORS
 from visiontk.vit.attention import MAX_IMAGE_SIZE
 from visiontk.vit.checkpoints import OFFICIAL as OFFICIAL_VITS
 
@@ -49,9 +50,11 @@ OUT_FOLDER = OutputFolder()
 
 # Flags take their defaults from the one definition of each option (SiftOptions, io, backend);
 # SIFT flags left out take the preset's value.
-PRESET = click.option("--preset", type=click.Choice(list(PRESET_VALUES)), default=DEFAULT_PRESET,
+_ACCURATE, _OPENCV = SIFT_PRESETS["accurate"], SIFT_PRESETS["opencv"]
+PRESET = click.option("--preset", type=click.Choice(list(SIFT_PRESETS)), default=DEFAULT_PRESET,
                       show_default=True, help="SIFT preset: accurate (COLMAP's choices, "
-                      "RootSIFT, COLMAP's cap of 8192 detections) or opencv (cv2.SIFT's "
+                      f"{'RootSIFT, ' if _ACCURATE['rootsift'] else ''}COLMAP's cap of "
+                      f"{_ACCURATE['max_features']} detections) or opencv (cv2.SIFT's "
                       "keypoints and descriptors); the flags below override it.")
 DEVICE = click.option("--device", type=click.Choice(DEVICES), default="auto",
                       show_default=True, help="Where to compute: cuda needs CuPy and an NVIDIA "
@@ -59,7 +62,8 @@ DEVICE = click.option("--device", type=click.Choice(DEVICES), default="auto",
 MAX_FEATURES = click.option("--max-features", type=click.IntRange(min=0), default=None,
                             help="Keypoint cap (0 = all): accurate keeps COLMAP's whole "
                             "coarsest levels past N detections, opencv the strongest N  "
-                            "[default: as the preset, 8192 or 0]")
+                            f"[default: as the preset, {_ACCURATE['max_features']} or "
+                            f"{_OPENCV['max_features']}]")
 MAX_PIXELS = click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
                           show_default=True, help="Refuse larger images.")
 UPRIGHT = click.option("--upright/--no-upright", default=None,
@@ -151,7 +155,7 @@ def _exit_if_failed(failed: list, total: int) -> None:
 @click.version_option(visiontk.__version__, prog_name="visiontk")
 def main():
     """visiontk: SIFT features, matching and two-view geometry."""
-    from visiontk._sift.backends import own_process
+    from visiontk.extract import own_process
 
     own_process()
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -166,14 +170,16 @@ def main():
 @click.option("--model", type=click.Choice(["homography", "fundamental", "none"]),
               default="homography", show_default=True,
               help="Geometry to verify the matches with (fundamental for 3-D scenes).")
-@click.option("--ratio", type=click.FloatRange(0, 1, min_open=True), default=0.8,
+@click.option("--ratio", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_RATIO,
               show_default=True, help="Lowe's ratio test.")
 @click.option("--mutual/--no-mutual", default=True, show_default=True,
               help="Keep only mutual nearest neighbours.")
 @click.option("--symmetric", is_flag=True,
               help="The ratio test from both images' sides (COLMAP's cross-check).")
 @click.option("--threshold", type=click.FloatRange(0, min_open=True), default=None,
-              help="Inlier threshold in pixels [default: 3 for H, 1 for F].")
+              help="Inlier threshold in pixels [default: "
+                   f"{DEFAULT_THRESHOLD['homography']:g} for H, "
+                   f"{DEFAULT_THRESHOLD['fundamental']:g} for F].")
 @click.option("--min-inliers", type=click.IntRange(min=0), default=MIN_INLIERS,
               show_default=True, help="Fewer inliers than this: no model.")
 @sift_options
@@ -270,7 +276,7 @@ def extract_command(images, out, preset, max_features, upright, rootsift, max_pi
     _exit_if_failed(failed, len(images))
 
 
-@main.command("run", help=f"""Run PIPELINE (a .toml/.yaml file or a preset: {", ".join(PRESETS)})
+@main.command("run", help=f"""Run PIPELINE (a .toml/.yaml file or a preset: {", ".join(PIPELINES)})
 over a folder of images. Reruns skip finished work; exit status 1 if any item failed; SIGTERM
 or Ctrl-C stop it with the work so far kept.""")
 @click.argument("pipeline")
@@ -279,9 +285,9 @@ or Ctrl-C stop it with the work so far kept.""")
 @click.option("--out", "-o", type=OUT_FOLDER, required=True,
               help="Output folder (features.h5, matches.h5, summary.json, failures.json).")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
-              help="Worker processes [default: one per core, at most 8, at most one per "
-                   "image].")
-@click.option("--executor", type=click.Choice(["local", "dask"]), default="local",
+              help="Worker processes [default: one per core, at most "
+                   f"{AUTO_WORKERS_MAX}, at most one per image].")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local",
               show_default=True, help="local processes, or a Dask cluster.")
 @click.option("--scheduler", default=None,
               help="Dask scheduler address (default: a LocalCluster of --workers processes).")

@@ -8,12 +8,10 @@ True
 
 __version__ = "0.1.0"
 
-# visiontk.sift is the function users call; its implementation is the private package
-# visiontk._sift (one module per step; see its docstring), importable by its path.
-from ._sift.api import sift
-from ._sift.batch import iter_sift, sift_batch
-from ._sift.options import SiftOptions
+# visiontk.sift is the function users call; visiontk.extract the names code that builds on
+# it uses; the implementation is the private package visiontk._sift (one module per step).
 from .errors import VisiontkError
+from .extract import SiftOptions, iter_sift, sift, sift_batch
 from .features import Features, Matches
 from .geometry import Geometry, estimate_fundamental, estimate_homography
 from .matching import match

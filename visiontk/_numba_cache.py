@@ -127,11 +127,10 @@ def compile_kernels() -> None:
     """Compile (or load) SIFT's and matching's kernels into numba's cache, then leave the
     stamp: a run does this in one worker before the others need them, instead of every worker
     compiling the same kernels at once."""
-    from ._sift.backends import cpu_kernels, take_compile_time
+    from .extract import compile_cpu_kernels
     from .matching import warm_up
 
-    if cpu_kernels() is None:  # no numba: nothing to compile
+    if not compile_cpu_kernels():  # no numba: nothing to compile
         return
-    take_compile_time()  # the caller times this step: the next SIFT must not report it
     warm_up()
     mark_compiled()

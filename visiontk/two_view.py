@@ -6,9 +6,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from ._sift.api import sift
-from .devices import resolve_device
 from .errors import OptionError
+from .extract import sift, sift_backend
 from .features import Features, Matches
 from .geometry import MIN_INLIERS, MODELS, Geometry, estimate
 from .io import DEFAULT_MAX_PIXELS
@@ -77,12 +76,12 @@ def match_images(image_a, image_b, *, model: str = "homography", ratio: float = 
     """
     if model not in _MODEL_CHOICES:
         raise OptionError(f"model must be one of {', '.join(_MODEL_CHOICES)}, got {model!r}")
-    device = resolve_device(device)  # once: "auto" becomes "cpu" or "cuda" for every step
+    backend = sift_backend(device)  # once: both images and the matching use it
     timings = {}
     feats = []
     for key, image in (("sift_a", image_a), ("sift_b", image_b)):
         t = time.perf_counter()
-        feats.append(sift(image, device=device, max_pixels=max_pixels, **sift_options))
+        feats.append(sift(image, device=backend, max_pixels=max_pixels, **sift_options))
         spent = time.perf_counter() - t
         # A first call compiles the CPU kernels; report that apart from the image's time.
         compiled = feats[-1].timings.get("compile", 0.0)
@@ -91,7 +90,7 @@ def match_images(image_a, image_b, *, model: str = "homography", ratio: float = 
         timings[key] = spent - compiled
     t = time.perf_counter()
     matches = match(feats[0], feats[1], ratio=ratio, mutual=mutual, symmetric=symmetric,
-                    device=device)
+                    device=backend)
     timings["match"] = time.perf_counter() - t
     geometry = None
     if model != "none":

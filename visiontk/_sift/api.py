@@ -14,7 +14,8 @@ from .extraction import extract
 from .options import SiftOptions, checked_max_pixels
 
 
-def sift(image, *, device: str = "auto", mask=None, max_pixels: int = io.DEFAULT_MAX_PIXELS,
+def sift(image, *, device: str | SiftBackend = "auto", mask=None,
+         max_pixels: int = io.DEFAULT_MAX_PIXELS,
          **options) -> Features:
     """Detect SIFT keypoints and compute their descriptors.
 
@@ -24,7 +25,8 @@ def sift(image, *, device: str = "auto", mask=None, max_pixels: int = io.DEFAULT
         H×W grey or H×W×3 RGB (H×W×4 RGBA and H×W×2 grey+alpha lose their alpha); uint8
         (0..255), uint16 (0..65535) or float (0..1). A path is decoded with
         :func:`visiontk.io.read_image` (turned as its EXIF orientation tag says).
-    device : "auto", "cpu" or "cuda"
+    device : "auto", "cpu" or "cuda", or a backend already resolved
+        (:func:`visiontk.extract.sift_backend`: several calls then resolve it once)
     mask : ndarray, optional
         H×W; keypoints are kept only where it is non-zero.
     max_pixels : int
@@ -78,8 +80,8 @@ def sift_gray(gray, opts: SiftOptions, sift_backend: SiftBackend, mask=None) -> 
 
     Example
     -------
-    >>> from visiontk._sift.backends import for_device
-    >>> sift_gray(np.zeros((64, 64), np.float32), SiftOptions(), for_device("cpu")).xy.shape
+    >>> from visiontk.extract import sift_backend
+    >>> sift_gray(np.zeros((64, 64), np.float32), SiftOptions(), sift_backend("cpu")).xy.shape
     (0, 2)
     """
     features = extract(sift_backend.xp.asarray(gray), opts, sift_backend, mask=mask)

@@ -47,6 +47,8 @@ class SiftBackend(Protocol):
 
     name: str
     xp: object
+    #: the resolved device the arrays live on: "cpu" or "cuda"
+    device: str
     #: Whether ``detect`` may be called an octave at a time (keep="largest" then skips the
     #: octaves the cap would drop): each call's extrema its own arrays, and no cost per call.
     detects_octave_by_octave: bool
@@ -78,6 +80,7 @@ class XpBackend:
 
     def __init__(self, xp=np):
         self.xp = xp
+        self.device = "cpu" if xp is np else "cuda"
 
     def scale_space(self, gray, opts) -> list[Octave]:
         # On the CPU, cv2.resize doubles the image exactly as the definition does, faster.
@@ -188,10 +191,13 @@ def _tests(opts) -> dict:
 
 # --- the registry: which backend a device gets ------------------------------------------------
 
-def for_device(device: str = "auto") -> SiftBackend:
+def for_device(device: str | SiftBackend = "auto") -> SiftBackend:
     """The backend for a user's device request ("auto", "cpu", "cuda"), resolved once:
     numba kernels on the CPU (the definitions where numba is missing), CUDA kernels on a GPU.
-    ``VISIONTK_KERNELS=xp`` selects the definitions on either device."""
+    ``VISIONTK_KERNELS=xp`` selects the definitions on either device. A backend is returned
+    as it is: every entry point takes a device request or an already resolved backend."""
+    if not isinstance(device, str):
+        return device
     resolved = devices.resolve_device(device)
     xp = devices.array_module(resolved)
     if os.environ.get(KERNELS_ENV, "compiled") == "xp":
@@ -251,6 +257,14 @@ def cpu_kernels():
         _cpu_kernels.warm_up()
     _PENDING_COMPILE[0] += time.perf_counter() - t
     return _cpu_kernels
+
+
+def compile_cpu_kernels() -> bool:
+    """Compile (or load from numba's cache) the CPU kernels now, their time not reported by
+    the next SIFT; False when numba is not installed."""
+    compiled = cpu_kernels() is not None
+    take_compile_time()
+    return compiled
 
 
 def take_compile_time() -> float:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import devices, io
 from ..errors import ImageError, OptionError, VisiontkError, out_of_memory
-from .backends import for_device
+from .backends import SiftBackend, for_device
 from .extraction import extract
 from .options import SiftOptions, checked_max_pixels
 
@@ -19,7 +19,8 @@ from .options import SiftOptions, checked_max_pixels
 GPU_WORKERS = 2
 
 
-def sift_batch(images, *, device: str = "auto", max_pixels: int = io.DEFAULT_MAX_PIXELS,
+def sift_batch(images, *, device: str | SiftBackend = "auto",
+               max_pixels: int = io.DEFAULT_MAX_PIXELS,
                **options) -> list:
     """:func:`visiontk.sift` on many images, keeping the device busy (see :func:`iter_sift`).
 
@@ -40,7 +41,8 @@ def sift_batch(images, *, device: str = "auto", max_pixels: int = io.DEFAULT_MAX
     return results
 
 
-def iter_sift(images, *, device: str = "auto", max_pixels: int = io.DEFAULT_MAX_PIXELS,
+def iter_sift(images, *, device: str | SiftBackend = "auto",
+              max_pixels: int = io.DEFAULT_MAX_PIXELS,
               **options):
     """Yield ``(image, Features)`` for each of ``images`` in order, or ``(image, ImageError)``
     for one that cannot be read, so a bad file does not stop the rest.

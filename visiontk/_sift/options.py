@@ -23,7 +23,7 @@ from . import constants as C
 #: where the cap binds, more correct matches and more repeatable than the 8192 strongest; only the
 #: kept ones are oriented and described), 4 octaves from the doubled image (COLMAP's num_octaves:
 #: coarser keypoints are the worst localised).
-PRESETS = {
+SIFT_PRESETS = {
     "opencv": {"max_features": 0, "n_octave_layers": C.N_OCTAVE_LAYERS,
                "contrast_threshold": C.CONTRAST_THRESHOLD, "edge_threshold": C.EDGE_THRESHOLD,
                "sigma": C.SIGMA, "upsample": True, "upright": False, "rootsift": False,
@@ -31,11 +31,11 @@ PRESETS = {
                "orientation_smoothing": "opencv", "max_orientations": 0, "keep": "strongest",
                "n_octaves": 0},
 }
-PRESETS["accurate"] = {**PRESETS["opencv"], "max_features": 8192, "contrast_threshold": 0.017,
-                       "rootsift": True,
-                       "refinement": "tolerant", "subpixel_window": True,
-                       "orientation_smoothing": "vlfeat", "max_orientations": 2,
-                       "n_octaves": 4, "keep": "largest"}
+SIFT_PRESETS["accurate"] = {
+    **SIFT_PRESETS["opencv"], "max_features": 8192, "contrast_threshold": 0.017,
+    "rootsift": True, "refinement": "tolerant", "subpixel_window": True,
+    "orientation_smoothing": "vlfeat", "max_orientations": 2, "n_octaves": 4,
+    "keep": "largest"}
 #: The preset of visiontk.sift, `visiontk match` and the pipeline's sift stage.
 DEFAULT_PRESET = "accurate"
 
@@ -49,7 +49,7 @@ Keep = Literal["strongest", "largest"]
 class SiftOptions:
     """Options of :func:`visiontk.sift`, validated on construction.
 
-    ``preset`` names a set of values (:data:`PRESETS`); an option given explicitly overrides
+    ``preset`` names a set of values (:data:`SIFT_PRESETS`); an option given explicitly overrides
     the preset's value, and one left at None takes it.
 
     Example
@@ -77,10 +77,10 @@ class SiftOptions:
     n_octaves: int | None = None
 
     def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise OptionError(f"sift option preset must be one of {', '.join(PRESETS)}, "
+        if self.preset not in SIFT_PRESETS:
+            raise OptionError(f"sift option preset must be one of {', '.join(SIFT_PRESETS)}, "
                               f"got {shown(self.preset)}")
-        for name, value in PRESETS[self.preset].items():
+        for name, value in SIFT_PRESETS[self.preset].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         checks = [

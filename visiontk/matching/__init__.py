@@ -9,10 +9,15 @@ counts (50k × 50k included).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..errors import OptionError
 from ..features import Features, Matches
+
+if TYPE_CHECKING:
+    from ..extract import SiftBackend
 
 #: Upper bound on the distance block held at once (bytes). On the CPU a block that stays in
 #: the cache while it is scanned, and small enough that first use faults in few fresh pages
@@ -26,7 +31,7 @@ DEFAULT_RATIO = 0.8
 
 def match(features_a, features_b, *, ratio: float = DEFAULT_RATIO, mutual: bool = True,
           max_distance: float | None = None, symmetric: bool = False,
-          device: str = "auto") -> Matches:
+          device: str | SiftBackend = "auto") -> Matches:
     """Match descriptors of A against B.
 
     Parameters
@@ -56,7 +61,8 @@ def match(features_a, features_b, *, ratio: float = DEFAULT_RATIO, mutual: bool 
     """
     from ..devices import array_module, resolve_device, to_host
 
-    xp = array_module(resolve_device(device))
+    # a resolved backend (match_images resolves the device once for every step) has its xp
+    xp = device.xp if not isinstance(device, str) else array_module(resolve_device(device))
     if not (isinstance(ratio, (int, float)) and 0 < ratio <= 1):
         raise OptionError(f"match option ratio must be in (0, 1], got {ratio!r}")
     if not isinstance(symmetric, (bool, np.bool_)):

@@ -7,7 +7,7 @@ tasks need (the runner and the entry-point registry would otherwise load in ever
 import importlib
 
 #: name -> the module of this package that defines it
-_LAZY = {"PRESETS": "config", "load_stage": "registry", "stage_names": "registry",
+_LAZY = {"PIPELINES": "config", "load_stage": "registry", "stage_names": "registry",
          "Pipeline": "runner", "RunResult": "runner",
          "Stage": "stage", "option_fields": "stage"}
 

@@ -32,21 +32,20 @@ from pathlib import Path
 
 from ..errors import OptionError, shown
 
-PRESETS = {
+PIPELINES = {
     "sift-match": [{"name": "load"}, {"name": "sift"}, {"name": "pairs-exhaustive"},
                    {"name": "match"}, {"name": "verify", "model": "fundamental"}],
     "sift-match-sequential": [{"name": "load"}, {"name": "sift"},
                               {"name": "pairs-sequential", "window": 5}, {"name": "match"},
                               {"name": "verify", "model": "fundamental"}],
     "sift": [{"name": "load"}, {"name": "sift"}],
-    # photos to a 3-D model. Extraction as COLMAP's extractor caps it (images larger than
-    # 3200 pixels scaled down, whole levels of the coarsest detections until 8192 are passed,
-    # with their orientations) and at its peak threshold (contrast 0.02: the accurate preset's
-    # 0.017 cost rotation accuracy where every view has its own noise; bench/sfm_bench.py,
-    # docs/benchmarks.md); every pair up to 31 images, each image's 30 nearest by retrieval
+    # photos to a 3-D model: the accurate preset (COLMAP's cap), images scaled down past
+    # 3200 pixels as COLMAP's extractor does, at COLMAP's peak threshold (contrast 0.02: the
+    # preset's 0.017 cost rotation accuracy where every view has its own noise; see
+    # docs/benchmarks.md); every pair of a small set, each image's 30 nearest by retrieval
     # beyond that
     "sfm": [{"name": "load", "max_side": 3200},
-            {"name": "sift", "keep": "largest", "contrast_threshold": 0.02},
+            {"name": "sift", "contrast_threshold": 0.02},
             {"name": "pairs-retrieval", "neighbours": 30},
             {"name": "match"}, {"name": "verify", "model": "fundamental"},
             {"name": "reconstruct"}],
@@ -58,12 +57,12 @@ PRESETS = {
 def read_spec(source: str | Path) -> list[dict]:
     """Stage list from a preset name or a .toml / .yaml / .yml file."""
     text = str(source)
-    if text in PRESETS:
-        return [dict(s) for s in PRESETS[text]]
+    if text in PIPELINES:
+        return [dict(s) for s in PIPELINES[text]]
     path = Path(source)
     if not path.exists():
         raise OptionError(f"{path}: no such pipeline file or preset "
-                          f"(presets: {', '.join(PRESETS)})")
+                          f"(presets: {', '.join(PIPELINES)})")
     try:
         raw = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

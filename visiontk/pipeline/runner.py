@@ -143,7 +143,7 @@ class Pipeline:
 
     @classmethod
     def from_file(cls, path_or_preset) -> Pipeline:
-        """From a .toml/.yaml pipeline file or a preset name (see :data:`config.PRESETS`)."""
+        """From a .toml/.yaml pipeline file or a preset name (see :data:`config.PIPELINES`)."""
         return cls.from_spec(read_spec(path_or_preset))
 
     def specs(self, stages) -> list:

@@ -111,7 +111,7 @@ def _limit_threads(threads: int) -> None:
 
 
 def _worker_main(conn, parent_pid: int, threads: int) -> None:
-    from .._sift.backends import own_process
+    from ..extract import own_process
 
     own_process()
     _die_with_parent(parent_pid)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._sift.options import SiftOptions
 from ..devices import Device
 from ..errors import OptionError
+from ..extract import SiftBackend, SiftOptions
 from ..io import DEFAULT_MAX_PIXELS, MIN_SIDE
 from ..pipeline.stage import Stage
 
@@ -72,11 +72,16 @@ class SiftStage(Stage):
     outputs = ("features",)
     Options = SiftStageOptions
 
-    def run(self, context: dict) -> dict:
-        from .._sift.api import sift_gray
-        from .._sift.backends import for_device
+    #: the device, resolved on the first image in each worker (a stage is pickled to the
+    #: workers unresolved: a backend holds compiled kernels)
+    _backend: SiftBackend | None = None
 
-        feats = sift_gray(context["image"], self.options, for_device(self.options.device))
+    def run(self, context: dict) -> dict:
+        from ..extract import sift_backend, sift_gray
+
+        if self._backend is None:
+            self._backend = sift_backend(self.options.device)
+        feats = sift_gray(context["image"], self.options, self._backend)
         sx, sy = context.get("scale", (1.0, 1.0))
         if (sx, sy) != (1.0, 1.0):
             # pixel centres map as (x + 0.5)·s − 0.5 when an image is resized by 1/s
