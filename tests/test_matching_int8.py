@@ -1,5 +1,5 @@
-"""The VNNI dot-product tiles of the exact matcher (visiontk.matching._cpu_kernels_int8): exact integers, any
-row offset, any column count, the whole byte range."""
+"""The VNNI dot-product tiles of the exact matcher (visiontk.matching._cpu_kernels_int8): exact
+integers, any row offset, any column count, the whole byte range."""
 
 import numpy as np
 import pytest
