@@ -1,12 +1,25 @@
-"""Bad input is refused with one line that names the file and the problem."""
+"""Reading images (visiontk.io): bad input is refused with one line that names the file and the
+problem; EXIF orientation is honoured wherever an image is read; inputs resolve to named
+images (visiontk.io.inputs)."""
+
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import visiontk
-from visiontk.errors import ImageError
+from visiontk.errors import ImageError, OptionError
 from visiontk.io import load_gray, read_image
+from visiontk.io.inputs import resolve_images
+from visiontk.pipeline import Pipeline
+from visiontk.pipeline.store import read_features_h5
+
+
+def visiontk_command() -> str:
+    return str(Path(sys.executable).parent / "visiontk")
 
 
 def one_line(exc_info, *words):
@@ -103,3 +116,45 @@ def test_mask_of_wrong_shape(astronaut):
     with pytest.raises(ImageError) as e:
         visiontk.sift(astronaut, mask=np.ones((10, 10), bool))
     one_line(e, "mask")
+
+
+def test_exif_orientation_is_honoured_by_every_entry_point(tmp_path, coffee):
+    """A phone photo stored sideways with an orientation tag: the library, `visiontk extract`
+    and `visiontk run` all see it as a viewer shows it, and find the same keypoints."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    folder = tmp_path / "in"
+    folder.mkdir()
+    photo = folder / "phone.jpg"
+    Image.fromarray(coffee).save(photo, exif=exif.tobytes(), quality=95)
+    library = visiontk.sift(photo)
+    assert library.image_size == (600, 400)  # turned: 400 wide, 600 high
+    p = subprocess.run([visiontk_command(), "extract", str(photo), "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr
+    extracted = visiontk.Features.load(tmp_path / "x" / "phone.jpg.npz")
+    run = Pipeline.from_spec([{"name": "load"}, {"name": "sift"}]).run(folder, tmp_path / "r",
+                                                                       quiet=True)
+    piped = read_features_h5(run.features_path)["phone.jpg"]
+    for other in (extracted, piped):
+        assert other.image_size == library.image_size
+        np.testing.assert_allclose(other.xy, library.xy, atol=1e-4)
+
+
+def test_resolve_images(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("b.png", "a.JPG", "sub/c.png", "notes.txt", "w.pth"):
+        (tmp_path / name).write_bytes(b"x")
+    named = resolve_images(tmp_path)
+    assert [n for n, _ in named] == ["a.JPG", "b.png", "sub/c.png"]
+    assert [n for n, _ in resolve_images(tmp_path, frozenset({".pth"}))] == ["w.pth"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# two of them\nb.png\nsub/c.png\n")
+    assert [n for n, _ in resolve_images(listing)] == ["b.png", "sub/c.png"]
+    assert [n for n, _ in resolve_images(str(tmp_path / "*.png"))] == ["b.png"]
+    with pytest.raises(ImageError, match="no such folder"):
+        resolve_images(tmp_path / "missing")
+    with pytest.raises(ImageError, match="nothing to process"):
+        resolve_images(tmp_path / "sub", frozenset({".tif"}))
+    with pytest.raises(OptionError, match="both named"):
+        resolve_images([tmp_path / "b.png", tmp_path / "b.png"])

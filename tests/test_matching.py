@@ -1,4 +1,5 @@
-"""Brute-force matching: exact, ratio and mutual semantics, bounded memory by chunks."""
+"""Brute-force matching: nearest neighbours, exact, ratio and mutual semantics, bounded memory
+by chunks."""
 
 import numpy as np
 import pytest
@@ -39,6 +40,24 @@ def test_matches_equal_brute_force_reference(descriptors, ratio, mutual):
     np.testing.assert_array_equal(m.pairs, pairs)
     np.testing.assert_allclose(m.distances, dist, rtol=1e-6)
     assert 300 < len(m) < 500
+
+
+def test_nearest_neighbours_against_brute_force():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (300, 128)).astype(np.uint8)
+    b = rng.integers(0, 256, (250, 128)).astype(np.uint8)
+    b[:40] = a[:40]  # exact partners
+    idx, d1, d2, mutual = matching.nearest_neighbours(a, b)
+    d = np.linalg.norm(a[:, None].astype(float) - b[None].astype(float), axis=2)
+    order = np.argsort(d, axis=1, kind="stable")
+    np.testing.assert_array_equal(idx, order[:, 0])
+    np.testing.assert_allclose(d1, d[np.arange(300), order[:, 0]], rtol=1e-6)
+    np.testing.assert_allclose(d2, d[np.arange(300), order[:, 1]], rtol=1e-6)
+    back = np.argmin(d, axis=0)
+    np.testing.assert_array_equal(mutual, back[idx] == np.arange(300))
+    assert mutual[:40].all() and (d1[:40] == 0).all()
+    _, _, second, _ = matching.nearest_neighbours(a[:5], b[:1])
+    assert np.isinf(second).all()
 
 
 def test_chunking_does_not_change_the_result(descriptors, monkeypatch):

@@ -76,6 +76,13 @@ def test_bad_options_are_one_line_errors(spec, words):
         assert w in message
 
 
+@pytest.mark.parametrize("stage", ["sift", "match", "dino-attention"])
+def test_a_device_typo_fails_when_the_pipeline_is_read(stage):
+    with pytest.raises(OptionError, match="one of auto, cpu, cuda"):
+        Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": stage,
+                                                                  "device": "cdua"}])
+
+
 def test_pipeline_checks_stage_order_and_inputs():
     with pytest.raises(OptionError, match="needs image"):
         Pipeline.from_spec([{"name": "sift"}])

@@ -1,7 +1,9 @@
 """SIFT's CUDA kernels against their xp definitions, and the whole GPU extraction path against
-the CPU path. Every test runs twice: on the CPU through visiontk.testing.cuda_emulator (g++
-and a small CUDA header; this is what CI runs, with no GPU) and on an NVIDIA GPU through CuPy
-(skipped, with the reason, where there is none). Speed is bench/gpu_bench.py's.
+the CPU path. Every test that takes ``device`` (tests/conftest.py) runs on the CUDA devices:
+"emulated-cuda", on the CPU through visiontk.testing.cuda_emulator (g++ and a small CUDA
+header; this is what CI runs, with no GPU), and "cuda", on an NVIDIA GPU through CuPy (skipped,
+with the reason, where there is none); a check that holds for every SIFT backend runs on the
+CPU too. Speed is bench/gpu_bench.py's.
 """
 
 import importlib
@@ -10,15 +12,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
-from visiontk import devices, io
-from visiontk._sift._gpu_kernels import NVRTC_OPTIONS, SOURCE, CudaSift
-from visiontk._sift.backends import CudaBackend, for_device
+from visiontk import io
+from visiontk._sift._gpu_kernels import NVRTC_OPTIONS, SOURCE
+from visiontk._sift.backends import for_device
 from visiontk._sift.describe import quantize_descriptors, raw_descriptors
 from visiontk._sift.detect import find_candidates, prethreshold, refine_extrema
 from visiontk._sift.extraction import extract
@@ -32,29 +33,7 @@ from visiontk.testing.kernel_checks import (
 )
 
 scale_space_module = importlib.import_module("visiontk._sift.scale_space")
-GPU, WHY_NOT = devices.cuda_status()
-
-
-@pytest.fixture(scope="module", params=["emulated", "gpu"])
-def cuda(request, tmp_path_factory):
-    """What a test needs to run the kernels on one target: ``kernels(**options)`` builds a
-    :class:`CudaSift`; ``xp`` is its array module; ``host`` brings results back."""
-    if request.param == "emulated":
-        if shutil.which("g++") is None:
-            pytest.skip("g++ is needed to emulate the CUDA kernels")
-        module = EmulatedModule(SOURCE, tmp_path_factory.mktemp("cuda_emulator"), NVRTC_OPTIONS)
-        xp = np
-    else:
-        if not GPU:
-            pytest.skip(f"no GPU for the CUDA tests: {WHY_NOT}")
-        import cupy
-
-        from visiontk._sift._gpu_kernels import cupy_module
-
-        module, xp = cupy_module(), cupy
-    return SimpleNamespace(kernels=lambda **options: CudaSift(module, xp, **options),
-                           backend=lambda **options: CudaBackend(CudaSift(module, xp, **options)),
-                           xp=xp, host=devices.to_host, device=xp.asarray)
+pytestmark = pytest.mark.devices("emulated-cuda", "cuda")
 
 
 def one_octave_histograms(kernels, gaussians, layer, x, y, scale, subpixel=False):
@@ -126,38 +105,40 @@ def test_emulator_refuses_arguments_of_the_wrong_c_type(tmp_path):
 
 
 @pytest.mark.parametrize("shape", [(70, 101), (9, 13)], ids=["odd-size", "smaller-than-kernel"])
-def test_fused_blur_equals_separable_filters_and_dog(cuda, shape):
+def test_fused_blur_equals_separable_filters_and_dog(device, shape):
     base = np.random.default_rng(1).uniform(0, 255, shape).astype(np.float32)
     base = cv2.GaussianBlur(base, (0, 0), 1.0)
-    gauss, dogs = (cuda.host(a) for a in
-                   cuda.kernels().octave_blur(cuda.device(base), 1.6, 3, level=0))
+    gauss, dogs = (device.to_host(a) for a in
+                   device.kernels().octave_blur(device.to_device(base), 1.6, 3, level=0))
     for layer, taps in enumerate(scale_space_module.layer_taps(1.6, 3)):
         ref = cv2.sepFilter2D(base, cv2.CV_32F, taps, taps, borderType=cv2.BORDER_REFLECT_101)
         np.testing.assert_allclose(gauss[layer], ref, atol=2e-3, err_msg=f"layer {layer}")
     np.testing.assert_array_equal(dogs, gauss[1:] - gauss[:-1])
 
 
-def test_fused_blur_is_the_layer_by_layer_scale_space(cuda, octaves):
-    kernels = cuda.kernels()
+def test_fused_blur_is_the_layer_by_layer_scale_space(device, octaves):
+    kernels = device.kernels()
     for level, octave in enumerate(octaves):
-        gauss, _ = kernels.octave_blur(cuda.device(octave.gaussians[0]), 1.6, 3, level)
+        gauss, _ = kernels.octave_blur(device.to_device(octave.gaussians[0]), 1.6, 3, level)
         # Direct blurs agree with OpenCV's chained ones up to the 4-sigma truncation.
-        assert np.abs(cuda.host(gauss) - octave.gaussians).max() < 0.02
+        assert np.abs(device.to_host(gauss) - octave.gaussians).max() < 0.02
 
 
-def test_fused_blur_declines_kernels_wider_than_its_halo(cuda):
-    assert cuda.kernels().octave_blur(cuda.xp.zeros((64, 64), np.float32), 4.0, 3, 0) is None
+def test_fused_blur_declines_kernels_wider_than_its_halo(device):
+    kernels = device.kernels()
+    assert kernels.octave_blur(device.xp.zeros((64, 64), np.float32), 4.0, 3, 0) is None
 
 
 @pytest.mark.parametrize("initial_capacity, refinement",
                          [(None, "opencv"), (3, "opencv"), (None, "tolerant")],
                          ids=["room", "overflow-and-rerun", "tolerant"])
-def test_detect_kernel_equals_candidates_then_refinement(cuda, octaves, initial_capacity,
+def test_detect_kernel_equals_candidates_then_refinement(device, octaves, initial_capacity,
                                                          refinement):
-    kernels = cuda.kernels(block=64, initial_capacity=initial_capacity)
+    kernels = device.kernels(block=64, initial_capacity=initial_capacity)
     tests = {"n_octave_layers": 3, "contrast_threshold": 0.04, "edge_threshold": 10.0,
              "refinement": refinement}
-    on_device = [scale_space_module.Octave(o.index, cuda.device(o.gaussians)) for o in octaves]
+    on_device = [scale_space_module.Octave(o.index, device.to_device(o.gaussians))
+                 for o in octaves]
     ours = kernels.detect_extrema(on_device, threshold=prethreshold(0.04, 3), **tests)
     total = 0
     for octave, found in zip(octaves, ours, strict=True):
@@ -165,7 +146,7 @@ def test_detect_kernel_equals_candidates_then_refinement(cuda, octaves, initial_
                              *find_candidates(octave, prethreshold(0.04, 3), np),
                              xp=np, **tests)
         _, h, w = octave.gaussians.shape
-        got = {k: cuda.host(v) for k, v in vars(found).items()}
+        got = {k: device.to_host(v) for k, v in vars(found).items()}
         # Atomics append in any order; duplicates (two candidates converging on one sample)
         # are equal, so sort by position, then offset.
         theirs = np.lexsort((ref.offset_col, (ref.layer * h + ref.row) * w + ref.col))
@@ -188,32 +169,33 @@ def keypoints(octaves):
 
 
 @pytest.mark.parametrize("subpixel", [False, True], ids=["pixel-centred", "subpixel"])
-def test_orientation_kernel_equals_definition(cuda, keypoints, subpixel):
+def test_orientation_kernel_equals_definition(device, keypoints, subpixel):
     octave, ext, scale = keypoints
     args = (octave.gaussians, ext.layer, ext.col + ext.offset_col, ext.row + ext.offset_row,
             scale)
-    ours = cuda.host(one_octave_histograms(cuda.kernels(block=64),
-                                           *(cuda.device(a) for a in args), subpixel=subpixel))
+    ours = device.to_host(one_octave_histograms(device.kernels(block=64),
+                                                *(device.to_device(a) for a in args),
+                                                subpixel=subpixel))
     ref = raw_orientation_histograms(*args, np, subpixel=subpixel)
     assert len(ext) > 20
     assert_orientation_histograms_agree(ours, ref)
 
 
-def test_descriptor_kernel_equals_definition(cuda, keypoints):
+def test_descriptor_kernel_equals_definition(device, keypoints):
     octave, ext, scale = keypoints
     direction = np.random.default_rng(2).uniform(0, 360, len(ext)).astype(np.float32)
     args = (octave.gaussians, ext.layer, ext.col + ext.offset_col, ext.row + ext.offset_row,
             direction, scale)
-    ours = cuda.host(one_octave_descriptors(cuda.kernels(block=64),
-                                            *(cuda.device(a) for a in args)))
+    ours = device.to_host(one_octave_descriptors(device.kernels(block=64),
+                                                 *(device.to_device(a) for a in args)))
     ref = raw_descriptors(*args, np)
     assert ref.sum() > 0
     assert_descriptors_agree(ours, ref)
 
 
-def test_all_octaves_in_one_launch_equal_octave_by_octave(cuda, octaves):
+def test_all_octaves_in_one_launch_equal_octave_by_octave(device, octaves):
     """The octave address table: keypoints of three octaves, interleaved, in one launch."""
-    kernels = cuda.kernels(block=64)
+    kernels = device.kernels(block=64)
     parts = []
     for number in (0, 1, 2):
         octave = octaves[number]
@@ -228,37 +210,37 @@ def test_all_octaves_in_one_launch_equal_octave_by_octave(cuda, octaves):
     number, layer, row, col, x, y, scale = (a[mix] for a in (number, layer, row, col, x, y,
                                                              scale))
     direction = np.random.default_rng(4).uniform(0, 360, len(number)).astype(np.float32)
-    on_device = [scale_space_module.Octave(o.index, cuda.device(o.gaussians))
+    on_device = [scale_space_module.Octave(o.index, device.to_device(o.gaussians))
                  for o in octaves[:3]]
-    d = cuda.device
-    hist = cuda.host(kernels.orientation_histograms(on_device, d(number), d(layer), d(x),
-                                                    d(y), d(scale)))
-    desc = cuda.host(kernels.descriptors(on_device, d(number), d(layer), d(x), d(y),
-                                         d(direction), d(scale))[0])
+    d = device.to_device
+    hist = device.to_host(kernels.orientation_histograms(on_device, d(number), d(layer), d(x),
+                                                         d(y), d(scale)))
+    desc = device.to_host(kernels.descriptors(on_device, d(number), d(layer), d(x), d(y),
+                                              d(direction), d(scale))[0])
     assert len(set(number[:50])) == 3
     # Shared-memory float atomics add in any order on a GPU: equal up to rounding.
     for n, octave in enumerate(on_device):
         sel = number == n
         one = [d(a[sel]) for a in (layer, x, y, scale)]
         np.testing.assert_allclose(
-            hist[sel], cuda.host(one_octave_histograms(kernels, octave.gaussians, *one)),
+            hist[sel], device.to_host(one_octave_histograms(kernels, octave.gaussians, *one)),
             rtol=1e-5, atol=1e-3)
         one = [d(a[sel]) for a in (layer, x, y, direction, scale)]
         np.testing.assert_allclose(
-            desc[sel], cuda.host(one_octave_descriptors(kernels, octave.gaussians, *one)),
+            desc[sel], device.to_host(one_octave_descriptors(kernels, octave.gaussians, *one)),
             rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("rootsift", [False, True], ids=["sift", "rootsift"])
-def test_descriptor_kernel_quantizes_like_the_definition(cuda, keypoints, rootsift):
+def test_descriptor_kernel_quantizes_like_the_definition(device, keypoints, rootsift):
     octave, ext, scale = keypoints
     direction = np.random.default_rng(5).uniform(0, 360, len(ext)).astype(np.float32)
-    d = cuda.device
+    d = device.to_device
     args = ([scale_space_module.Octave(0, d(octave.gaussians))], d(np.zeros(len(ext), np.int64)),
             d(ext.layer), d(ext.col + ext.offset_col), d(ext.row + ext.offset_row),
             d(direction), d(scale))
-    kernels = cuda.kernels(block=64)
-    raw, ours = (cuda.host(a) for a in kernels.descriptors(*args, rootsift=rootsift))
+    kernels = device.kernels(block=64)
+    raw, ours = (device.to_host(a) for a in kernels.descriptors(*args, rootsift=rootsift))
     ref = quantize_descriptors(raw, np, rootsift=rootsift)
     assert ours.dtype == np.uint8 and ref.max() > 100
     # Sums in another order can move a value sitting on .5 by one step, nothing more.
@@ -271,7 +253,7 @@ def test_descriptor_kernel_quantizes_like_the_definition(cuda, keypoints, rootsi
 
 @pytest.mark.parametrize("preset", ["opencv", "accurate"])
 @pytest.mark.parametrize("name", ["astronaut.png", "coffee.png", "motorcycle_left.png"])
-def test_gpu_path_equals_cpu_path(cuda, samples, name, preset):
+def test_gpu_path_equals_cpu_path(device, samples, name, preset):
     """The issue's tolerances on the sample images: position within 0.05 px with the same
     octave and layer, angle within 0.5°, descriptors within a small L2 distance. VLFeat's
     localisation (the accurate preset) never moves across scales, so one blob can settle on
@@ -279,7 +261,7 @@ def test_gpu_path_equals_cpu_path(cuda, samples, name, preset):
     opts = SiftOptions(preset=preset)
     gray = io.load_gray(samples / name)
     cpu = extract(gray, opts, CPU)
-    gpu = extract(cuda.device(gray), opts, cuda.backend())
+    gpu = extract(device.to_device(gray), opts, device.backend)
     p = keypoint_agreement(cpu, gpu)
     assert p["reference"] > 500, p
     assert abs(p["reference"] - p["other"]) <= 0.01 * p["reference"], p
@@ -291,25 +273,28 @@ def test_gpu_path_equals_cpu_path(cuda, samples, name, preset):
 @pytest.mark.parametrize("options", [{"rootsift": True}, {"upright": True, "max_features": 80},
                                      {"sigma": 3.0}],
                          ids=["rootsift", "upright-strongest", "wide-blur-fallback"])
-def test_gpu_path_options_equal_cpu_path(cuda, astronaut, options):
+def test_gpu_path_options_equal_cpu_path(device, astronaut, options):
     gray = cv2.cvtColor(astronaut[:200, :240], cv2.COLOR_RGB2GRAY).astype(np.float32)
     opts = SiftOptions(**options)
     cpu = extract(gray, opts, CPU)
-    gpu = extract(cuda.device(gray), opts, cuda.backend(block=64))
+    gpu = extract(device.to_device(gray), opts, device.new_backend(block=64))
     p = keypoint_agreement(cpu, gpu)
     assert p["reference"] > 50 and p["same"] > 0.97 and p["octave_layer_equal"], p
     assert p["descriptor_l2_median"] < 3, p
 
 
-def test_reused_buffers_do_not_leak_between_images(cuda, astronaut):
+@pytest.mark.devices("cpu", "emulated-cuda", "cuda")
+def test_reused_buffers_do_not_leak_between_images(device, astronaut):
+    """A backend used for one image, then another, gives the first again what a fresh one
+    does (CudaSift reuses its buffers; the CPU's backend must hold nothing either)."""
     gray = cv2.cvtColor(astronaut[:160, :200], cv2.COLOR_RGB2GRAY).astype(np.float32)
-    kernels = cuda.backend(block=64)
+    kernels = device.new_backend(block=64)
     opts = SiftOptions()
     flipped = np.ascontiguousarray(gray[::-1])
-    first = extract(cuda.device(flipped), opts, kernels)
-    extract(cuda.device(gray), opts, kernels)
-    again = extract(cuda.device(flipped), opts, kernels)
-    fresh = extract(cuda.device(flipped), opts, cuda.backend(block=64))
+    first = extract(device.to_device(flipped), opts, kernels)
+    extract(device.to_device(gray), opts, kernels)
+    again = extract(device.to_device(flipped), opts, kernels)
+    fresh = extract(device.to_device(flipped), opts, device.new_backend(block=64))
     assert len(first) > 50
     for f in (again, fresh):
         np.testing.assert_array_equal(f.xy, first.xy)
@@ -317,7 +302,7 @@ def test_reused_buffers_do_not_leak_between_images(cuda, astronaut):
         assert np.abs(f.descriptors.astype(int) - first.descriptors).max() <= 1
 
 
-def test_threads_sharing_one_kernels_object_get_their_own_buffers(cuda, astronaut):
+def test_threads_sharing_one_kernels_object_get_their_own_buffers(device, astronaut):
     """CudaSift keeps its buffers per thread: two threads extracting different images at once
     through one object get what each gets alone."""
     from concurrent.futures import ThreadPoolExecutor
@@ -326,15 +311,15 @@ def test_threads_sharing_one_kernels_object_get_their_own_buffers(cuda, astronau
     images = [gray, np.ascontiguousarray(gray[::-1]), np.ascontiguousarray(gray[:, ::-1]),
               np.ascontiguousarray(gray.T)]
     opts = SiftOptions()
-    alone = [extract(cuda.device(g), opts, cuda.backend(block=64))
+    alone = [extract(device.to_device(g), opts, device.new_backend(block=64))
              for g in images]
-    shared = cuda.backend(block=64)
+    shared = device.new_backend(block=64)
 
     def run(g):
-        if cuda.xp is not np:  # each thread on its own stream, as concurrent work would be
-            with cuda.xp.cuda.Stream(non_blocking=True):
-                return extract(cuda.device(g), opts, shared)
-        return extract(cuda.device(g), opts, shared)
+        if device.xp is not np:  # each thread on its own stream, as concurrent work would be
+            with device.xp.cuda.Stream(non_blocking=True):
+                return extract(device.to_device(g), opts, shared)
+        return extract(device.to_device(g), opts, shared)
 
     with ThreadPoolExecutor(2) as pool:
         together = list(pool.map(run, images * 2))
@@ -342,7 +327,7 @@ def test_threads_sharing_one_kernels_object_get_their_own_buffers(cuda, astronau
         np.testing.assert_array_equal(both.xy, one.xy)
 
 
-def test_concurrent_batches_come_back_in_order_with_the_bad_files_named(cuda, samples,
+def test_concurrent_batches_come_back_in_order_with_the_bad_files_named(device, samples,
                                                                          tmp_path):
     """iter_sift's GPU strategy (two host threads, a stream each) with these kernels."""
     from visiontk._sift.batch import _concurrent
@@ -357,11 +342,11 @@ def test_concurrent_batches_come_back_in_order_with_the_bad_files_named(cuda, sa
         cv2.imwrite(str(paths[-1]), crop)
     paths = [paths[0], broken, paths[1], paths[2], paths[0]]
     opts = SiftOptions(max_features=300)
-    got = list(_concurrent(paths, opts, cuda.backend(), DEFAULT_MAX_PIXELS, workers=2))
+    got = list(_concurrent(paths, opts, device.backend, DEFAULT_MAX_PIXELS, workers=2))
     assert [p for p, _ in got] == paths
     assert "broken.png" in str(got[1][1])
     for path, feats in [got[0], *got[2:]]:
-        alone = extract(cuda.device(io.load_gray(path)), opts, cuda.backend())
+        alone = extract(device.to_device(io.load_gray(path)), opts, device.new_backend())
         np.testing.assert_array_equal(feats.xy, alone.xy)
 
 
