@@ -21,17 +21,28 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 BENCHMARKS, GPU = DOCS / "benchmarks.md", DOCS / "gpu.md"
 #: table name -> the page that holds its markers
 PAGES = {
-    "sift_summary": BENCHMARKS, "sift_large": BENCHMARKS, "sift_bench": BENCHMARKS,
-    "sift_speed": BENCHMARKS, "match_bench": BENCHMARKS, "pipeline_bench": BENCHMARKS,
-    "sfm_bench": BENCHMARKS, "vit_bench": BENCHMARKS, "emulated_gpu_parity": GPU,
+    "sift_summary": BENCHMARKS,
+    "sift_large": BENCHMARKS,
+    "sift_bench": BENCHMARKS,
+    "sift_speed": BENCHMARKS,
+    "match_bench": BENCHMARKS,
+    "pipeline_bench": BENCHMARKS,
+    "sfm_bench": BENCHMARKS,
+    "vit_bench": BENCHMARKS,
+    "emulated_gpu_parity": GPU,
 }
 
 
 def add_docs_flag(parser: argparse.ArgumentParser, *names: str) -> None:
     """``--docs`` (alias ``--readme``): publish the tables ``names`` into their pages."""
     pages = sorted({f"docs/{PAGES[name].name}" for name in names})
-    parser.add_argument("--docs", "--readme", dest="docs", action="store_true",
-                        help=f"write the table into {' and '.join(pages)} (--readme: former name)")
+    parser.add_argument(
+        "--docs",
+        "--readme",
+        dest="docs",
+        action="store_true",
+        help=f"write the table into {' and '.join(pages)} (--readme: former name)",
+    )
 
 
 def publish(name: str, text: str, page: Path | None = None, command: str | None = None) -> None:

@@ -25,8 +25,8 @@ import numpy as np
 import skimage.data
 
 import visiontk
-from visiontk.testing.agreement import keypoint_agreement
 from visiontk.matching import nearest_neighbours
+from visiontk.testing.agreement import keypoint_agreement
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 
@@ -71,9 +71,14 @@ def kernel_breakdown(gray, repeats):
     return {
         "blur_dog_octave_-1_ms": device_ms(kernels.octave_blur, base, 1.6, 3, 0),
         "detect_all_octaves_ms": device_ms(
-            lambda: kernels.detect_extrema(octaves, threshold=prethreshold(0.04, 3),
-                                           n_octave_layers=3, contrast_threshold=0.04,
-                                           edge_threshold=10.0)),
+            lambda: kernels.detect_extrema(
+                octaves,
+                threshold=prethreshold(0.04, 3),
+                n_octave_layers=3,
+                contrast_threshold=0.04,
+                edge_threshold=10.0,
+            )
+        ),
         "extract_ms": device_ms(lambda: extract(g, SiftOptions(), cuda)),
     }
 
@@ -81,8 +86,10 @@ def kernel_breakdown(gray, repeats):
 def extraction(gray, repeats):
     visiontk.sift(gray, device="cuda")  # compile kernels, warm the memory pool
     single = median_time(lambda: visiontk.sift(gray, device="cuda"), repeats)
-    batched = median_time(lambda: visiontk.sift_batch([gray] * 16, device="cuda"),
-                          max(3, repeats // 5)) / 16
+    batched = (
+        median_time(lambda: visiontk.sift_batch([gray] * 16, device="cuda"), max(3, repeats // 5))
+        / 16
+    )
     sift_cv = cv2.SIFT_create()
     opencv = median_time(lambda: sift_cv.detectAndCompute(gray, None), 5)
     return {
@@ -106,15 +113,17 @@ def matching(repeats):
         b = rng.integers(0, 140, (n, 128)).astype(np.uint8)
         da, db = cp.asarray(a), cp.asarray(b)
         nearest_neighbours(da, db, cp)
-        resident = median_time(lambda da=da, db=db: nearest_neighbours(da, db, cp), repeats,
-                               sync)
-        opencv = median_time(lambda a=a, b=b: bf.knnMatch(a.astype(np.float32),
-                                                          b.astype(np.float32), k=2),
-                             3 if n <= 2000 else 1)
+        resident = median_time(lambda da=da, db=db: nearest_neighbours(da, db, cp), repeats, sync)
+        opencv = median_time(
+            lambda a=a, b=b: bf.knnMatch(a.astype(np.float32), b.astype(np.float32), k=2),
+            3 if n <= 2000 else 1,
+        )
         report[n] = {
             "device_resident_ms": resident * 1e3,
             "visiontk_match_ms": median_time(
-                lambda a=a, b=b: visiontk.match(a, b, device="cuda"), max(3, repeats // 5)) * 1e3,
+                lambda a=a, b=b: visiontk.match(a, b, device="cuda"), max(3, repeats // 5)
+            )
+            * 1e3,
             "opencv_bfmatcher_cpu_ms": opencv * 1e3,
             "ratio_resident_over_opencv_cpu": resident / opencv,
         }
@@ -136,20 +145,24 @@ def vit_throughput(repeats):
     theirs = {k: torch.from_numpy(v).cuda() for k, v in state.items()}
     report = {"model": "ViT-S/8", "image": "480x480", "torch": torch.__version__}
     for batch in (1, 16):
-        pixels = np.random.default_rng(batch).standard_normal(
-            (batch, 3, 480, 480)).astype(np.float32)
+        pixels = (
+            np.random.default_rng(batch).standard_normal((batch, 3, 480, 480)).astype(np.float32)
+        )
         on_gpu, tensor = cp.asarray(pixels), torch.from_numpy(pixels).cuda()
         a = cp.asnumpy(ours.last_attention(on_gpu))
         b = torch_forward(theirs, tensor, 8).cpu().numpy()
-        t_ours = median_time(lambda p=on_gpu: ours.last_attention(p), repeats,
-                             cp.cuda.Device().synchronize)
-        t_torch = median_time(lambda t=tensor: torch_forward(theirs, t, 8), repeats,
-                              torch.cuda.synchronize)
+        t_ours = median_time(
+            lambda p=on_gpu: ours.last_attention(p), repeats, cp.cuda.Device().synchronize
+        )
+        t_torch = median_time(
+            lambda t=tensor: torch_forward(theirs, t, 8), repeats, torch.cuda.synchronize
+        )
         report[f"batch_{batch}"] = {
             "visiontk_images_per_s": round(batch / t_ours, 1),
             "torch_images_per_s": round(batch / t_torch, 1),
             "visiontk_over_torch_time": round(t_ours / t_torch, 2),
-            "max_abs_difference": float(np.abs(a.reshape(b.shape) - b).max())}
+            "max_abs_difference": float(np.abs(a.reshape(b.shape) - b).max()),
+        }
     return report
 
 
@@ -168,8 +181,9 @@ def main():
     # Each section reports on its own: one failing (on a GPU nobody has tried yet) does not
     # cost the others' numbers.
     sections = {
-        "parity": lambda: [parity(n) for n in ("astronaut.png", "coffee.png",
-                                               "motorcycle_left.png")],
+        "parity": lambda: [
+            parity(n) for n in ("astronaut.png", "coffee.png", "motorcycle_left.png")
+        ],
         "extraction": lambda: extraction(gray, args.repeats),
         "kernels_device_time": lambda: kernel_breakdown(gray, args.repeats),
         "matching": lambda: matching(args.repeats),

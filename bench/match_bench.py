@@ -25,9 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_tables import add_docs_flag, markdown_table, publish
 
 METHODS = ("visiontk", "visiontk_no_mutual", "faiss", "torch", "opencv")
-LABELS = {"visiontk": "visiontk.match (mutual)", "visiontk_no_mutual": "visiontk.match",
-          "faiss": "FAISS IndexFlatL2", "torch": "torch cdist+topk",
-          "opencv": "OpenCV BFMatcher"}
+LABELS = {
+    "visiontk": "visiontk.match (mutual)",
+    "visiontk_no_mutual": "visiontk.match",
+    "faiss": "FAISS IndexFlatL2",
+    "torch": "torch cdist+topk",
+    "opencv": "OpenCV BFMatcher",
+}
 
 CHILD = r"""
 import json, statistics, sys, time
@@ -95,8 +99,12 @@ print(json.dumps({"seconds": statistics.median(times), "matches": count,
 
 
 def measure(method: str, n: int, repeats: int = 3) -> dict | None:
-    p = subprocess.run([sys.executable, "-c", CHILD, method, str(n), str(repeats)],
-                       capture_output=True, text=True, check=False)
+    p = subprocess.run(
+        [sys.executable, "-c", CHILD, method, str(n), str(repeats)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if p.returncode != 0:
         last = (p.stderr.strip().splitlines() or ["?"])[-1]
         print(f"{method} {n}: not run ({last})", file=sys.stderr)
@@ -107,8 +115,13 @@ def measure(method: str, n: int, repeats: int = 3) -> dict | None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000, 20000])
-    parser.add_argument("--memory", type=int, nargs="*", default=[50000],
-                        help="sizes timed once for visiontk only (peak memory)")
+    parser.add_argument(
+        "--memory",
+        type=int,
+        nargs="*",
+        default=[50000],
+        help="sizes timed once for visiontk only (peak memory)",
+    )
     add_docs_flag(parser, "match_bench")
     args = parser.parse_args()
     rows = []
@@ -121,18 +134,35 @@ def main():
             if r is None:
                 continue
             versus = f"{r['seconds'] / faiss['seconds']:.2f}×" if faiss else "–"
-            rows.append([f"{n}×{n}", LABELS[method], f"{r['seconds']:.3f}", versus,
-                         f"{r['peak_mb']:.0f}", r["matches"]])
+            rows.append(
+                [
+                    f"{n}×{n}",
+                    LABELS[method],
+                    f"{r['seconds']:.3f}",
+                    versus,
+                    f"{r['peak_mb']:.0f}",
+                    r["matches"],
+                ]
+            )
             print(" | ".join(map(str, rows[-1])), flush=True)
         if len(counts) > 1:
             print(f"note: match counts differ at {n}: {sorted(counts)}", file=sys.stderr)
     for n in args.memory:
         r = measure("visiontk", n, repeats=1)
         if r:
-            rows.append([f"{n}×{n}", LABELS["visiontk"], f"{r['seconds']:.3f}", "not run",
-                         f"{r['peak_mb']:.0f}", r["matches"]])
-    text = markdown_table(["N×N", "method", "seconds (median of 3)", "time / FAISS",
-                           "peak MB", "matches"], rows)
+            rows.append(
+                [
+                    f"{n}×{n}",
+                    LABELS["visiontk"],
+                    f"{r['seconds']:.3f}",
+                    "not run",
+                    f"{r['peak_mb']:.0f}",
+                    r["matches"],
+                ]
+            )
+    text = markdown_table(
+        ["N×N", "method", "seconds (median of 3)", "time / FAISS", "peak MB", "matches"], rows
+    )
     print(text)
     if args.docs:
         publish("match_bench", text, command="python bench/match_bench.py --docs")

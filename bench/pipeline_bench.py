@@ -25,23 +25,34 @@ from doc_tables import add_docs_flag, markdown_table, publish
 import visiontk
 from visiontk.pipeline import Pipeline
 
-SPEC = [{"name": "load"}, {"name": "sift", "max_features": 2000},
-        {"name": "pairs-sequential", "window": 3}, {"name": "match"},
-        {"name": "verify", "model": "homography"}]
+SPEC = [
+    {"name": "load"},
+    {"name": "sift", "max_features": 2000},
+    {"name": "pairs-sequential", "window": 3},
+    {"name": "match"},
+    {"name": "verify", "model": "homography"},
+]
 
 
 def make_images(folder: Path, n: int) -> list[Path]:
-    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(),
-              skimage.data.rocket(), skimage.data.immunohistochemistry()]
+    photos = [
+        skimage.data.astronaut(),
+        skimage.data.coffee(),
+        skimage.data.chelsea(),
+        skimage.data.rocket(),
+        skimage.data.immunohistochemistry(),
+    ]
     paths = []
     for i in range(n):
-        img = cv2.resize(photos[(i // 8) % len(photos)], (1024, 1024),
-                         interpolation=cv2.INTER_CUBIC)
+        img = cv2.resize(
+            photos[(i // 8) % len(photos)], (1024, 1024), interpolation=cv2.INTER_CUBIC
+        )
         # every view different (the runner caches by content: repeats would be free)
         m = cv2.getRotationMatrix2D((512 + (i % 7), 512), (1.3 * i) % 30, 1 + 0.001 * i)
         path = folder / f"img{i:04d}.png"
-        cv2.imwrite(str(path), cv2.cvtColor(cv2.warpAffine(img, m, (1024, 1024)),
-                                            cv2.COLOR_RGB2BGR))
+        cv2.imwrite(
+            str(path), cv2.cvtColor(cv2.warpAffine(img, m, (1024, 1024)), cv2.COLOR_RGB2BGR)
+        )
         paths.append(path)
     return paths
 
@@ -72,20 +83,37 @@ def main():
             times["loop"].append(plain_loop(paths))
             for workers in (1, 2):
                 t = time.perf_counter()
-                r = Pipeline.from_spec(SPEC).run(folder, Path(tmp) / f"out{k}-{workers}",
-                                                 workers=workers, quiet=True)
+                r = Pipeline.from_spec(SPEC).run(
+                    folder, Path(tmp) / f"out{k}-{workers}", workers=workers, quiet=True
+                )
                 times[workers].append(time.perf_counter() - t)
                 assert r.ok and r.images_done == args.images
         med = {key: statistics.median(v) for key, v in times.items()}
-        rows = [("plain loop of library calls", med["loop"]),
-                ("visiontk run, 1 worker", med[1]), ("visiontk run, 2 workers", med[2])]
-        text = "\n".join([
-            f"{args.images} images 1024×1024, sift (2000 features) + sequential match "
-            f"(window 3, {r.pairs} pairs) + homography; medians of {args.rounds} rounds\n",
-            markdown_table(["how", "seconds", "images/s", "vs plain loop"],
-                           [[name, f"{secs:.1f}", f"{args.images / secs:.2f}",
-                             f"{secs / med['loop']:.2f}×"] for name, secs in rows]),
-            f"\nAll runs (seconds): { {k: [round(x, 1) for x in v] for k, v in times.items()} }"])
+        rows = [
+            ("plain loop of library calls", med["loop"]),
+            ("visiontk run, 1 worker", med[1]),
+            ("visiontk run, 2 workers", med[2]),
+        ]
+        text = "\n".join(
+            [
+                f"{args.images} images 1024×1024, sift (2000 features) + sequential match "
+                f"(window 3, {r.pairs} pairs) + homography; medians of {args.rounds} rounds\n",
+                markdown_table(
+                    ["how", "seconds", "images/s", "vs plain loop"],
+                    [
+                        [
+                            name,
+                            f"{secs:.1f}",
+                            f"{args.images / secs:.2f}",
+                            f"{secs / med['loop']:.2f}×",
+                        ]
+                        for name, secs in rows
+                    ],
+                ),
+                "\nAll runs (seconds): "
+                + str({k: [round(x, 1) for x in v] for k, v in times.items()}),
+            ]
+        )
         print(text)
         if args.docs:
             publish("pipeline_bench", text, command="python bench/pipeline_bench.py --docs")

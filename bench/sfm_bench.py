@@ -23,22 +23,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_tables import add_docs_flag, markdown_table, publish
 
 #: (label, make_scene keyword arguments)
-SCENES = [("10 views 640×480", {"views": 10, "size": (640, 480)}),
-          ("14 views 1280×960", {"views": 14, "size": (1280, 960), "focal": 1040.0,
-                                 "arc_degrees": 140.0, "seed": 1}),
-          ("12 views 2048×1536", {"views": 12, "size": (2048, 1536), "focal": 1660.0,
-                                  "arc_degrees": 120.0, "seed": 2}),
-          ("14 views 1280×960, phone JPEGs", {"views": 14, "size": (1280, 960),
-                                             "focal": 1040.0, "arc_degrees": 140.0, "seed": 1})]
+SCENES = [
+    ("10 views 640×480", {"views": 10, "size": (640, 480)}),
+    (
+        "14 views 1280×960",
+        {"views": 14, "size": (1280, 960), "focal": 1040.0, "arc_degrees": 140.0, "seed": 1},
+    ),
+    (
+        "12 views 2048×1536",
+        {"views": 12, "size": (2048, 1536), "focal": 1660.0, "arc_degrees": 120.0, "seed": 2},
+    ),
+    (
+        "14 views 1280×960, phone JPEGs",
+        {"views": 14, "size": (1280, 960), "focal": 1040.0, "arc_degrees": 140.0, "seed": 1},
+    ),
+]
 #: Four more layouts (other seeds, sizes and arcs), not the ones the defaults were chosen on:
 #: ``--more`` runs them instead of SCENES.
-MORE_SCENES = [("12 views 1024×768, seed 5", {"views": 12, "size": (1024, 768), "focal": 830.0,
-                                              "arc_degrees": 100.0, "seed": 5}),
-               ("20 views 800×600, seed 7", {"views": 20, "size": (800, 600), "focal": 650.0,
-                                             "arc_degrees": 160.0, "seed": 7}),
-               ("8 views 1600×1200, seed 3", {"views": 8, "size": (1600, 1200), "focal": 1300.0,
-                                              "arc_degrees": 90.0, "seed": 3}),
-               ("10 views 640×480, seed 9", {"views": 10, "size": (640, 480), "seed": 9})]
+MORE_SCENES = [
+    (
+        "12 views 1024×768, seed 5",
+        {"views": 12, "size": (1024, 768), "focal": 830.0, "arc_degrees": 100.0, "seed": 5},
+    ),
+    (
+        "20 views 800×600, seed 7",
+        {"views": 20, "size": (800, 600), "focal": 650.0, "arc_degrees": 160.0, "seed": 7},
+    ),
+    (
+        "8 views 1600×1200, seed 3",
+        {"views": 8, "size": (1600, 1200), "focal": 1300.0, "arc_degrees": 90.0, "seed": 3},
+    ),
+    ("10 views 640×480, seed 9", {"views": 10, "size": (640, 480), "seed": 9}),
+]
 #: Scenes written as a phone writes photos: JPEG (quality 95) with EXIF make, model and 35 mm
 #: focal length (an integer, so 2% off the true focal), as one camera at one zoom.
 PHONE = {3}
@@ -57,17 +73,33 @@ best.write(out)
 
 def run_visiontk(images: Path, out: Path) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "visiontk_cli.main", "run", "sfm", "--images",
-                    str(images), "--out", str(out), "--quiet"], check=True,  # default workers
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "visiontk_cli.main",
+            "run",
+            "sfm",
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        check=True,  # default workers
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
 def run_colmap(images: Path, out: Path) -> float:
     out.mkdir(parents=True)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", COLMAP_SCRIPT, str(images), str(out)], check=True,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-c", COLMAP_SCRIPT, str(images), str(out)],
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
@@ -79,11 +111,15 @@ def score(model_dir: Path, scene) -> dict:
     model = pycolmap.Reconstruction(model_dir)
     truth = {n: (R, t) for n, R, t in zip(scene.names, scene.R, scene.t, strict=True)}
     errors = pose_errors(model_poses(model), truth)
-    return {"registered": model.num_reg_images(), "points": model.num_points3D(),
-            "rotation": errors["median_rotation_deg"], "max_rotation": errors["max_rotation_deg"],
-            "centre": errors["median_centre"],
-            "reprojection": model.compute_mean_reprojection_error(),
-            "track": model.compute_mean_track_length()}
+    return {
+        "registered": model.num_reg_images(),
+        "points": model.num_points3D(),
+        "rotation": errors["median_rotation_deg"],
+        "max_rotation": errors["max_rotation_deg"],
+        "centre": errors["median_centre"],
+        "reprojection": model.compute_mean_reprojection_error(),
+        "track": model.compute_mean_track_length(),
+    }
 
 
 def write_phone_jpegs(scene, folder: Path) -> None:
@@ -133,25 +169,55 @@ def main() -> None:
             # pipeline varies from run to run, visiontk's does not), the spread below it
             results = {}
             for method, where in (("visiontk", "sparse/0"), ("COLMAP", "")):
-                runs = sorted((score(images.parent / f"{method}_{r}" / where, scene)
-                               for r in range(args.rounds)), key=lambda s: s["rotation"])
+                runs = sorted(
+                    (
+                        score(images.parent / f"{method}_{r}" / where, scene)
+                        for r in range(args.rounds)
+                    ),
+                    key=lambda s: s["rotation"],
+                )
                 results[method] = runs[len(runs) // 2]
-                spread.append(f"{label}, {method}: rotation error "
-                              + ", ".join(f"{s['rotation']:.3f}" for s in runs) + "°")
+                spread.append(
+                    f"{label}, {method}: rotation error "
+                    + ", ".join(f"{s['rotation']:.3f}" for s in runs)
+                    + "°"
+                )
             base = statistics.median(times["COLMAP"])
             for method, s in results.items():
                 t = statistics.median(times[method])
                 figures.append({"scene": label, "method": method, "seconds": t, **s})
-                rows.append([label, method, f"{s['registered']}/{len(scene.names)}",
-                             f"{s['rotation']:.3f} ({s['max_rotation']:.3f})",
-                             f"{1000 * s['centre']:.1f}", s["points"],
-                             f"{s['reprojection']:.3f}", f"{s['track']:.2f}", f"{t:.1f}",
-                             f"{t / base:.2f}×"])
-    header = ["scene", "pipeline", "registered", "rotation error ° median (max)",
-              "centre error mm (median)", "3-D points", "reprojection px", "track length",
-              "seconds (median)", "time / COLMAP"]
-    text = markdown_table(header, rows) + "\n\nMedian rotation error of each run, best first: " \
-        + "; ".join(spread) + "."
+                rows.append(
+                    [
+                        label,
+                        method,
+                        f"{s['registered']}/{len(scene.names)}",
+                        f"{s['rotation']:.3f} ({s['max_rotation']:.3f})",
+                        f"{1000 * s['centre']:.1f}",
+                        s["points"],
+                        f"{s['reprojection']:.3f}",
+                        f"{s['track']:.2f}",
+                        f"{t:.1f}",
+                        f"{t / base:.2f}×",
+                    ]
+                )
+    header = [
+        "scene",
+        "pipeline",
+        "registered",
+        "rotation error ° median (max)",
+        "centre error mm (median)",
+        "3-D points",
+        "reprojection px",
+        "track length",
+        "seconds (median)",
+        "time / COLMAP",
+    ]
+    text = (
+        markdown_table(header, rows)
+        + "\n\nMedian rotation error of each run, best first: "
+        + "; ".join(spread)
+        + "."
+    )
     print(text)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

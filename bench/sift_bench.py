@@ -44,9 +44,14 @@ EXTRACTORS = {
 }
 ANCHOR = "OpenCV"
 TIMING_IMAGES = {"coffee (low density)": "coffee", "grass (dense texture)": "grass"}
-COLUMNS = [("MMA@1", "mma1", "{:.3f}"), ("correct @3 px", "correct3", "{:.0f}"),
-           ("rep @3", "rep", "{:.3f}"), ("H@1", "h1", "{:.3f}"), ("H@3", "h3", "{:.3f}"),
-           ("kp", "kp", "{:.0f}")]
+COLUMNS = [
+    ("MMA@1", "mma1", "{:.3f}"),
+    ("correct @3 px", "correct3", "{:.0f}"),
+    ("rep @3", "rep", "{:.3f}"),
+    ("H@1", "h1", "{:.3f}"),
+    ("H@3", "h3", "{:.3f}"),
+    ("kp", "kp", "{:.0f}"),
+]
 
 
 def _mean(rows, key):
@@ -60,7 +65,8 @@ def accuracy(photos, extractors, mosaics=S.MOSAICS):
         for name, extract in extractors.items():
             fa, fb = extract(a), extract(b)
             by_category[name].setdefault(category, []).append(
-                S.score_pair(fa, fb, H, a.shape, b.shape))
+                S.score_pair(fa, fb, H, a.shape, b.shape)
+            )
     large = {name: [] for name in extractors}
     for _c, _p, _w, a, b, H in S.warped_pairs(range(mosaics), image=S.mosaic):
         for name, extract in extractors.items():
@@ -71,8 +77,10 @@ def accuracy(photos, extractors, mosaics=S.MOSAICS):
         cats = by_category[name]
         every = [row for rows in cats.values() for row in rows]
         result[name] = {
-            "categories": {c: {k: _mean(rows, k) for _, k, _ in COLUMNS} | {"pairs": len(rows)}
-                           for c, rows in cats.items()},
+            "categories": {
+                c: {k: _mean(rows, k) for _, k, _ in COLUMNS} | {"pairs": len(rows)}
+                for c, rows in cats.items()
+            },
             "all": {k: _mean(every, k) for _, k, _ in COLUMNS} | {"pairs": len(every)},
             "stereo": S.score_stereo(extract(left), extract(right), disparity),
             "large": {k: _mean(large[name], k) for _, k, _ in COLUMNS}
@@ -82,25 +90,33 @@ def accuracy(photos, extractors, mosaics=S.MOSAICS):
 
 
 def summary_table(acc):
-    header = ["extractor", *(c for c, _, _ in COLUMNS[:-1]), "stereo precision @1 (correct)",
-              "kp"]
+    header = ["extractor", *(c for c, _, _ in COLUMNS[:-1]), "stereo precision @1 (correct)", "kp"]
     rows = []
     for name, r in acc.items():
         a, st = r["all"], r["stereo"]
-        rows.append([name, *(fmt.format(a[k]) for _, k, fmt in COLUMNS[:-1]),
-                     f"{st['precision1']:.3f} ({st['correct1']})", f"{a['kp']:.0f}"])
+        rows.append(
+            [
+                name,
+                *(fmt.format(a[k]) for _, k, fmt in COLUMNS[:-1]),
+                f"{st['precision1']:.3f} ({st['correct1']})",
+                f"{a['kp']:.0f}",
+            ]
+        )
     pairs = next(iter(acc.values()))["all"]["pairs"]
     return f"All {pairs} warped pairs, and the stereo pair:\n\n" + markdown_table(header, rows)
 
 
 def large_table(acc):
     header = ["extractor", *(c for c, _, _ in COLUMNS)]
-    rows = [[name, *(fmt.format(r["large"][k]) for _, k, fmt in COLUMNS)]
-            for name, r in acc.items()]
+    rows = [
+        [name, *(fmt.format(r["large"][k]) for _, k, fmt in COLUMNS)] for name, r in acc.items()
+    ]
     pairs = next(iter(acc.values()))["large"]["pairs"]
     mosaics = pairs // sum(len(warps) for warps in S.WARPS.values())
-    return (f"Large images: {pairs} pairs, the same warps of {mosaics} 3×3 mosaics of the "
-            "photos (1536×1536, where the 8192 cap binds):\n\n" + markdown_table(header, rows))
+    return (
+        f"Large images: {pairs} pairs, the same warps of {mosaics} 3×3 mosaics of the "
+        "photos (1536×1536, where the 8192 cap binds):\n\n" + markdown_table(header, rows)
+    )
 
 
 def category_table(acc):
@@ -110,8 +126,9 @@ def category_table(acc):
     for category in categories:
         for name, r in acc.items():
             c = r["categories"][category]
-            rows.append([f"{category} ({c['pairs']})", name,
-                         *(fmt.format(c[k]) for _, k, fmt in COLUMNS)])
+            rows.append(
+                [f"{category} ({c['pairs']})", name, *(fmt.format(c[k]) for _, k, fmt in COLUMNS)]
+            )
     return markdown_table(header, rows)
 
 
@@ -138,14 +155,20 @@ def speed(extractors, repeats):
                 counts[name] = len(feats)
                 stages[name].append(feats.timings)
         anchor = statistics.median(times[ANCHOR])
-        out[label] = {name: {"seconds": statistics.median(t), "ratio":
-                             statistics.median(t) / anchor, "keypoints": counts[name]}
-                      for name, t in times.items()}
+        out[label] = {
+            name: {
+                "seconds": statistics.median(t),
+                "ratio": statistics.median(t) / anchor,
+                "keypoints": counts[name],
+            }
+            for name, t in times.items()
+        }
         for name in extractors:
             if name.startswith("visiontk"):
                 out[label][name]["stages"] = {
                     k: statistics.median(s[k] for s in stages[name])
-                    for k in ("scale_space", "detect_orient", "describe")}
+                    for k in ("scale_space", "detect_orient", "describe")
+                }
     return out
 
 
@@ -154,13 +177,20 @@ def peak_memory(name, photo):
     warmed up on a small image first, so compiled code and libraries are not counted). Read
     from VmHWM: unlike ru_maxrss it starts afresh at exec instead of carrying this process's
     peak over."""
-    code = ("import sys; sys.path.insert(0, 'bench'); import sift_bench as B; "
-            f"e = B.EXTRACTORS[{name!r}](); import numpy as np; "
-            "e(np.zeros((64, 64), np.uint8) + np.uint8(np.arange(64) * 3)); "
-            f"g = B.timing_image({photo!r}); r0 = B.peak_rss(); e(g); "
-            "print((B.peak_rss() - r0) / 1024)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, cwd=Path(__file__).resolve().parent.parent)
+    code = (
+        "import sys; sys.path.insert(0, 'bench'); import sift_bench as B; "
+        f"e = B.EXTRACTORS[{name!r}](); import numpy as np; "
+        "e(np.zeros((64, 64), np.uint8) + np.uint8(np.arange(64) * 3)); "
+        f"g = B.timing_image({photo!r}); r0 = B.peak_rss(); e(g); "
+        "print((B.peak_rss() - r0) / 1024)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     return float(done.stdout.strip().splitlines()[-1])
 
 
@@ -173,18 +203,33 @@ def peak_rss() -> int:
 
 
 def speed_table(spd, memory):
-    header = ["image (1920×1080)", "extractor", "keypoints", "ms", f"÷ {ANCHOR}",
-              "visiontk stages: scale space / detect+orient / describe (ms)",
-              "peak memory (MB)"]
+    header = [
+        "image (1920×1080)",
+        "extractor",
+        "keypoints",
+        "ms",
+        f"÷ {ANCHOR}",
+        "visiontk stages: scale space / detect+orient / describe (ms)",
+        "peak memory (MB)",
+    ]
     rows = []
     for label, by in spd.items():
         for name, r in by.items():
             st = r.get("stages")
             split = " / ".join(f"{st[k] * 1000:.0f}" for k in st) if st else ""
-            rows.append([label, name, r["keypoints"], f"{r['seconds'] * 1000:.0f}",
-                         f"**{r['ratio']:.2f}×**" if name.startswith("visiontk")
-                         else f"{r['ratio']:.2f}×", split,
-                         f"{memory[label][name]:.0f}" if memory else "–"])
+            rows.append(
+                [
+                    label,
+                    name,
+                    r["keypoints"],
+                    f"{r['seconds'] * 1000:.0f}",
+                    f"**{r['ratio']:.2f}×**"
+                    if name.startswith("visiontk")
+                    else f"{r['ratio']:.2f}×",
+                    split,
+                    f"{memory[label][name]:.0f}" if memory else "–",
+                ]
+            )
     return markdown_table(header, rows)
 
 
@@ -198,19 +243,28 @@ def main():
     args = parser.parse_args()
     photos = S.PHOTOS[:2] if args.quick else S.PHOTOS
     extractors = {name: make() for name, make in EXTRACTORS.items()}
-    print(f"# visiontk {visiontk.__version__}, OpenCV {cv2.__version__} "
-          f"({cv2.getNumThreads()} threads), pycolmap {_pycolmap_version()}, "
-          f"{platform.machine()}; photos: {', '.join(photos)}\n", flush=True)
+    print(
+        f"# visiontk {visiontk.__version__}, OpenCV {cv2.__version__} "
+        f"({cv2.getNumThreads()} threads), pycolmap {_pycolmap_version()}, "
+        f"{platform.machine()}; photos: {', '.join(photos)}\n",
+        flush=True,
+    )
     spd = speed(extractors, 3 if args.quick else args.repeats)
-    memory = None if args.quick else {
-        label: {name: peak_memory(name, photo) for name in EXTRACTORS}
-        for label, photo in TIMING_IMAGES.items()}
+    memory = (
+        None
+        if args.quick
+        else {
+            label: {name: peak_memory(name, photo) for name in EXTRACTORS}
+            for label, photo in TIMING_IMAGES.items()
+        }
+    )
     speed_md = speed_table(spd, memory)
     print(speed_md + "\n", flush=True)
     command = "python bench/sift_bench.py --docs"
     if args.docs and not args.quick:
-        publish("sift_speed", speed_md, command=command + (" --speed-only" if args.speed_only
-                                                            else ""))
+        publish(
+            "sift_speed", speed_md, command=command + (" --speed-only" if args.speed_only else "")
+        )
     acc = None
     if not args.speed_only:
         acc = accuracy(photos, extractors, 1 if args.quick else S.MOSAICS)

@@ -23,8 +23,18 @@ from scipy.spatial import cKDTree
 import visiontk
 from visiontk.geometry import corner_error, estimate_homography
 
-PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "brick", "gravel", "moon", "coins",
-          "immunohistochemistry"]
+PHOTOS = [
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "camera",
+    "brick",
+    "gravel",
+    "moon",
+    "coins",
+    "immunohistochemistry",
+]
 RATIO = 0.8
 
 
@@ -34,8 +44,9 @@ def similarity(w, h, angle, scale):
 
 def viewpoint(w, h, amount):
     src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    dst = np.float32([[amount * w, amount * h], [w * (1 - amount / 2), 0], [w, h],
-                      [0, h * (1 - amount)]])
+    dst = np.float32(
+        [[amount * w, amount * h], [w * (1 - amount / 2), 0], [w, h], [0, h * (1 - amount)]]
+    )
     return cv2.getPerspectiveTransform(src, dst)
 
 
@@ -50,10 +61,12 @@ def gamma(value):
 
 def dark_noisy(value, noise, seed):
     """Gamma ``value`` (a dark exposure) plus Gaussian sensor noise of ``noise`` grey levels."""
+
     def change(g):
         rng = np.random.default_rng(seed)
         dark = 255 * (g / 255.0) ** value + rng.normal(0, noise, g.shape)
         return np.clip(np.rint(dark), 0, 255).astype(np.uint8)
+
     return change
 
 
@@ -63,37 +76,54 @@ def _identity(w, h):
 
 # category -> list of (name, homography maker, photometric change or None)
 WARPS = {
-    "rotation": [(f"rot {a}°", lambda w, h, a=a: similarity(w, h, a, 1.0), None)
-                 for a in (15, 45, 90, 160)],
-    "scale": [(f"scale {s}", lambda w, h, s=s: similarity(w, h, 5, s), None)
-              for s in (0.5, 0.7, 1.4, 2.0)],
-    "viewpoint": [(f"view {v}", lambda w, h, v=v: viewpoint(w, h, v), None)
-                  for v in (0.1, 0.2, 0.3)],
+    "rotation": [
+        (f"rot {a}°", lambda w, h, a=a: similarity(w, h, a, 1.0), None) for a in (15, 45, 90, 160)
+    ],
+    "scale": [
+        (f"scale {s}", lambda w, h, s=s: similarity(w, h, 5, s), None) for s in (0.5, 0.7, 1.4, 2.0)
+    ],
+    "viewpoint": [
+        (f"view {v}", lambda w, h, v=v: viewpoint(w, h, v), None) for v in (0.1, 0.2, 0.3)
+    ],
     "illumination": [
         ("gamma 2", _identity, gamma(2.0)),
         ("gain 0.4", _identity, lambda g: (g * 0.4).astype(np.uint8)),
         ("gamma 0.5 + rot", lambda w, h: similarity(w, h, 20, 0.9), gamma(0.5)),
     ],
     "blur+jpeg": [
-        ("blur 2", lambda w, h: similarity(w, h, 10, 0.9),
-         lambda g: cv2.GaussianBlur(g, (0, 0), 2.0)),
+        (
+            "blur 2",
+            lambda w, h: similarity(w, h, 10, 0.9),
+            lambda g: cv2.GaussianBlur(g, (0, 0), 2.0),
+        ),
         ("jpeg 20", lambda w, h: similarity(w, h, 10, 0.9), lambda g: jpeg(g, 20)),
-        ("blur 1.5 + jpeg 40", lambda w, h: viewpoint(w, h, 0.15),
-         lambda g: jpeg(cv2.GaussianBlur(g, (0, 0), 1.5), 40)),
+        (
+            "blur 1.5 + jpeg 40",
+            lambda w, h: viewpoint(w, h, 0.15),
+            lambda g: jpeg(cv2.GaussianBlur(g, (0, 0), 1.5), 40),
+        ),
     ],
     # the hard cases: where detectors differ most
-    "hard scale": [(f"scale {s}", lambda w, h, s=s: similarity(w, h, 10, s), None)
-                   for s in (0.33, 2.8)],
+    "hard scale": [
+        (f"scale {s}", lambda w, h, s=s: similarity(w, h, 10, s), None) for s in (0.33, 2.8)
+    ],
     "hard viewpoint": [
         ("view 0.33", lambda w, h: viewpoint(w, h, 0.33), None),
-        ("view 0.25 + rot 30", lambda w, h: viewpoint(w, h, 0.25) @ similarity(w, h, 30, 0.9),
-         None),
+        (
+            "view 0.25 + rot 30",
+            lambda w, h: viewpoint(w, h, 0.25) @ similarity(w, h, 30, 0.9),
+            None,
+        ),
     ],
     "dark": [
         ("gamma 2.5 + noise 2", lambda w, h: similarity(w, h, 5, 0.95), dark_noisy(2.5, 2.0, 1)),
-        ("gain 0.2 + noise 1", _identity,
-         lambda g: np.clip(g * 0.2 + np.random.default_rng(2).normal(0, 1.0, g.shape), 0,
-                           255).astype(np.uint8)),
+        (
+            "gain 0.2 + noise 1",
+            _identity,
+            lambda g: np.clip(
+                g * 0.2 + np.random.default_rng(2).normal(0, 1.0, g.shape), 0, 255
+            ).astype(np.uint8),
+        ),
     ],
 }
 
@@ -128,16 +158,20 @@ def pycolmap_extractor():
         kp, desc = extractor.extract(np.ascontiguousarray(gray, np.float32) / 255.0)
         n = len(kp)
         return visiontk.Features(
-            xy=(kp[:, :2] - 0.5).astype(np.float32), size=kp[:, 2].astype(np.float32) * 2,
+            xy=(kp[:, :2] - 0.5).astype(np.float32),
+            size=kp[:, 2].astype(np.float32) * 2,
             angle=np.degrees(kp[:, 3]).astype(np.float32) % 360,
-            response=np.zeros(n, np.float32), octave=np.zeros(n, np.int32),
+            response=np.zeros(n, np.float32),
+            octave=np.zeros(n, np.int32),
             descriptors=np.clip(np.rint(desc * 512), 0, 255).astype(np.uint8),
-            image_size=gray.shape)
+            image_size=gray.shape,
+        )
 
     return extract
 
 
 # ---- scores ----------------------------------------------------------------------------------
+
 
 def project(H, xy):
     if len(xy) == 0:
@@ -176,17 +210,29 @@ def score_pair(fa, fb, H, size_a, size_b):
     # every model counts, however few its inliers: the bench scores detectors, not a policy
     g = estimate_homography(a, b, min_inliers=0)
     cerr = np.inf if g.model is None else corner_error(g.model, H, w, h, visible=True)
-    return {"mma1": mma1, "correct3": correct3, "rep": repeatability(fa, fb, H, size_a, size_b),
-            "h1": float(cerr <= 1), "h3": float(cerr <= 3), "kp": (len(fa) + len(fb)) / 2}
+    return {
+        "mma1": mma1,
+        "correct3": correct3,
+        "rep": repeatability(fa, fb, H, size_a, size_b),
+        "h1": float(cerr <= 1),
+        "h3": float(cerr <= 3),
+        "kp": (len(fa) + len(fb)) / 2,
+    }
 
 
 def mosaic(k, photos=PHOTOS, side=512):
     """A large sharp image: nine of the photos (from the ``3k``-th on) at side × side, 3 × 3.
     At 1536 × 1536 it holds more extrema than the 8192 both COLMAP and visiontk keep, as a
     photograph of a few megapixels does: how the cap chooses then shows."""
-    tiles = [cv2.resize(gray_photo(photos[(3 * k + i) % len(photos)]), (side, side),
-                        interpolation=cv2.INTER_AREA) for i in range(9)]
-    return np.vstack([np.hstack(tiles[r:r + 3]) for r in range(0, 9, 3)])
+    tiles = [
+        cv2.resize(
+            gray_photo(photos[(3 * k + i) % len(photos)]),
+            (side, side),
+            interpolation=cv2.INTER_AREA,
+        )
+        for i in range(9)
+    ]
+    return np.vstack([np.hstack(tiles[r : r + 3]) for r in range(0, 9, 3)])
 
 
 MOSAICS = 4
@@ -212,8 +258,11 @@ def warped_pairs(photos, categories=None, image=None):
 def stereo_pair():
     """The motorcycle pair (rectified, Middlebury 2014) and its left disparity (inf: unknown)."""
     left, right, disparity = skimage.data.stereo_motorcycle()
-    return (cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), cv2.cvtColor(right, cv2.COLOR_RGB2GRAY),
-            disparity)
+    return (
+        cv2.cvtColor(left, cv2.COLOR_RGB2GRAY),
+        cv2.cvtColor(right, cv2.COLOR_RGB2GRAY),
+        disparity,
+    )
 
 
 def score_stereo(fl, fr, disparity, tolerance=1.0):
@@ -228,5 +277,8 @@ def score_stereo(fl, fr, disparity, tolerance=1.0):
     known = np.isfinite(d)
     err = np.hypot(b[known, 0] - (a[known, 0] - d[known]), b[known, 1] - a[known, 1])
     correct = int((err <= tolerance).sum())
-    return {"precision1": correct / max(int(known.sum()), 1), "correct1": correct,
-            "matches": int(known.sum())}
+    return {
+        "precision1": correct / max(int(known.sum()), 1),
+        "correct1": correct,
+        "matches": int(known.sum()),
+    }

@@ -28,18 +28,32 @@ def vit_s_state(patch: int, seed: int = 0) -> dict:
     def w(*shape, scale=0.02):
         return (rng.standard_normal(shape) * scale).astype(np.float32)
 
-    state = {"cls_token": w(1, 1, DIM), "pos_embed": w(1, 1 + grid * grid, DIM),
-             "patch_embed.proj.weight": w(DIM, 3, patch, patch), "patch_embed.proj.bias": w(DIM),
-             "norm.weight": 1 + w(DIM), "norm.bias": w(DIM)}
+    state = {
+        "cls_token": w(1, 1, DIM),
+        "pos_embed": w(1, 1 + grid * grid, DIM),
+        "patch_embed.proj.weight": w(DIM, 3, patch, patch),
+        "patch_embed.proj.bias": w(DIM),
+        "norm.weight": 1 + w(DIM),
+        "norm.bias": w(DIM),
+    }
     for i in range(DEPTH):
         b = f"blocks.{i}."
-        state.update({b + "norm1.weight": 1 + w(DIM), b + "norm1.bias": w(DIM),
-                      b + "attn.qkv.weight": w(3 * DIM, DIM, scale=0.06),
-                      b + "attn.qkv.bias": w(3 * DIM),
-                      b + "attn.proj.weight": w(DIM, DIM), b + "attn.proj.bias": w(DIM),
-                      b + "norm2.weight": 1 + w(DIM), b + "norm2.bias": w(DIM),
-                      b + "mlp.fc1.weight": w(MLP, DIM), b + "mlp.fc1.bias": w(MLP),
-                      b + "mlp.fc2.weight": w(DIM, MLP), b + "mlp.fc2.bias": w(DIM)})
+        state.update(
+            {
+                b + "norm1.weight": 1 + w(DIM),
+                b + "norm1.bias": w(DIM),
+                b + "attn.qkv.weight": w(3 * DIM, DIM, scale=0.06),
+                b + "attn.qkv.bias": w(3 * DIM),
+                b + "attn.proj.weight": w(DIM, DIM),
+                b + "attn.proj.bias": w(DIM),
+                b + "norm2.weight": 1 + w(DIM),
+                b + "norm2.bias": w(DIM),
+                b + "mlp.fc1.weight": w(MLP, DIM),
+                b + "mlp.fc1.bias": w(MLP),
+                b + "mlp.fc2.weight": w(DIM, MLP),
+                b + "mlp.fc2.bias": w(DIM),
+            }
+        )
     return state
 
 
@@ -68,11 +82,14 @@ def torch_forward(s: dict, x, patch: int):
             pos = s["pos_embed"]
         else:
             g = int(math.sqrt(n))
-            grid = F.interpolate(s["pos_embed"][:, 1:].reshape(1, g, g, DIM).permute(0, 3, 1, 2),
-                                 scale_factor=((h_img // patch + 0.1) / g,
-                                               (w_img // patch + 0.1) / g), mode="bicubic")
-            pos = torch.cat([s["pos_embed"][:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, DIM)],
-                            dim=1)
+            grid = F.interpolate(
+                s["pos_embed"][:, 1:].reshape(1, g, g, DIM).permute(0, 3, 1, 2),
+                scale_factor=((h_img // patch + 0.1) / g, (w_img // patch + 0.1) / g),
+                mode="bicubic",
+            )
+            pos = torch.cat(
+                [s["pos_embed"][:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, DIM)], dim=1
+            )
         x = x + pos
         for i in range(DEPTH):
             pre = f"blocks.{i}."
@@ -116,27 +133,39 @@ def main():
         state = vit_s_state(patch)
         model = ViT(state)
         for size in sizes:
-            pixels = np.random.default_rng(size).standard_normal((3, size, size)).astype(
-                np.float32)
+            pixels = np.random.default_rng(size).standard_normal((3, size, size)).astype(np.float32)
             tracemalloc.start()
             ours = model.last_attention(pixels)
-            peak = tracemalloc.get_traced_memory()[1] / 2 ** 20
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
             tracemalloc.stop()
             t_ours = median_time(lambda m=model, p=pixels: m.last_attention(p))
             if torch is not None:
                 ref = torch_last_attention(state, pixels, patch)
                 t_ref = median_time(
-                    lambda s=state, p=pixels, q=patch: torch_last_attention(s, p, q))
+                    lambda s=state, p=pixels, q=patch: torch_last_attention(s, p, q)
+                )
                 delta = float(np.abs(ours.reshape(ref.shape) - ref).max())
                 cells = [f"{t_ref:.3f}", f"{t_ours / t_ref:.2f}×", f"{delta:.1e}"]
             else:
                 cells = ["not installed", "–", "–"]
             tokens = 1 + (size // patch) ** 2
-            rows.append([f"ViT-S/{patch}", f"{size}²", tokens, f"{t_ours:.3f}", *cells,
-                         f"{peak:.0f}"])
+            rows.append(
+                [f"ViT-S/{patch}", f"{size}²", tokens, f"{t_ours:.3f}", *cells, f"{peak:.0f}"]
+            )
             print(" | ".join(map(str, rows[-1])), flush=True)
-    text = markdown_table(["model", "image", "tokens", "visiontk (s)", "torch CPU (s)",
-                           "visiontk/torch", "max abs Δ attention", "visiontk peak MB"], rows)
+    text = markdown_table(
+        [
+            "model",
+            "image",
+            "tokens",
+            "visiontk (s)",
+            "torch CPU (s)",
+            "visiontk/torch",
+            "max abs Δ attention",
+            "visiontk peak MB",
+        ],
+        rows,
+    )
     print(text)
     if args.docs:
         publish("vit_bench", text, command="python bench/vit_bench.py --docs")

@@ -20,8 +20,18 @@ import skimage.data
 import torch
 import torch.nn as nn
 
-PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "camera",
-          "brick", "gravel", "grass", "hubble_deep_field"]
+PHOTOS = [
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "camera",
+    "brick",
+    "gravel",
+    "grass",
+    "hubble_deep_field",
+]
 PATCH = 48
 
 
@@ -42,7 +52,7 @@ def batch(images, rng, size=64):
         img = images[label]
         y = int(rng.integers(img.shape[1] - PATCH))
         x = int(rng.integers(img.shape[2] - PATCH))
-        patch = img[:, y:y + PATCH, x:x + PATCH]
+        patch = img[:, y : y + PATCH, x : x + PATCH]
         if rng.random() < 0.5:
             patch = patch.flip(2)
         xs.append(patch)
@@ -54,10 +64,16 @@ class TwoBranch(nn.Module):
     def __init__(self, classes):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 48, 7, stride=2, padding=3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(48, 96, 5, padding=2, groups=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(96, 96, 3, padding=1, groups=2), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1))
+            nn.Conv2d(3, 48, 7, stride=2, padding=3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(48, 96, 5, padding=2, groups=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(96, 96, 3, padding=1, groups=2),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+        )
         self.classifier = nn.Linear(96, classes)
 
     def forward(self, x):
@@ -99,10 +115,14 @@ def main():
     write_report(result, report)
     print(f"trained {step} steps in {args.minutes:g} min; weights {args.out}, report {report}/")
     for b in result.per_branch:
-        print(f"  {b['name']}: mean colour {b['mean_colour']:.3f}, mean frequency "
-              f"{b['mean_frequency']:.3f}, colour units {b['colour_units']}/{b['units']}")
-    print(f"branch vs colour: p = {result.p_value:.3g} (Mann-Whitney), "
-          f"{result.permutation_p_value:.3g} (permutation)")
+        print(
+            f"  {b['name']}: mean colour {b['mean_colour']:.3f}, mean frequency "
+            f"{b['mean_frequency']:.3f}, colour units {b['colour_units']}/{b['units']}"
+        )
+    print(
+        f"branch vs colour: p = {result.p_value:.3g} (Mann-Whitney), "
+        f"{result.permutation_p_value:.3g} (permutation)"
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ def gabor(rng, size=11):
     y, x = np.mgrid[:size, :size] - size // 2
     theta, freq, phase = rng.uniform(0, np.pi), rng.uniform(0.18, 0.35), rng.uniform(0, np.pi)
     u = x * np.cos(theta) + y * np.sin(theta)
-    g = np.exp(-(x ** 2 + y ** 2) / (2 * 2.5 ** 2)) * np.cos(2 * np.pi * freq * u + phase)
+    g = np.exp(-(x**2 + y**2) / (2 * 2.5**2)) * np.cos(2 * np.pi * freq * u + phase)
     return np.repeat(g[None], 3, axis=0)
 
 

@@ -125,8 +125,11 @@ class SiftDevice:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "devices(*names): the devices the device fixture runs "
-                                       f"the test on (default: all of {', '.join(DEVICES)})")
+    config.addinivalue_line(
+        "markers",
+        "devices(*names): the devices the device fixture runs "
+        f"the test on (default: all of {', '.join(DEVICES)})",
+    )
 
 
 def _unavailable(name: str) -> str | None:
@@ -149,13 +152,16 @@ def pytest_generate_tests(metafunc):
     names = mark.args if mark else DEVICES
     unknown = [n for n in names if n not in DEVICES]
     if unknown or not names:
-        raise pytest.UsageError(f"{metafunc.definition.nodeid}: devices mark names {unknown}; "
-                                f"the devices are {', '.join(DEVICES)}")
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: devices mark names {unknown}; "
+            f"the devices are {', '.join(DEVICES)}"
+        )
     params = []
     for name in names:
         why = _unavailable(name)
-        params.append(pytest.param(name, id=name,
-                                   marks=[pytest.mark.skip(reason=why)] if why else []))
+        params.append(
+            pytest.param(name, id=name, marks=[pytest.mark.skip(reason=why)] if why else [])
+        )
     metafunc.parametrize("device", params, indirect=True)
 
 

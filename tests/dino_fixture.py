@@ -27,14 +27,22 @@ def tiny_state(patch: int, seed: int = 0) -> dict:
     }
     for i in range(DEPTH):
         b = f"blocks.{i}."
-        state.update({
-            b + "norm1.weight": 1 + w(DIM, scale=0.1), b + "norm1.bias": w(DIM),
-            b + "attn.qkv.weight": w(3 * DIM, DIM, scale=0.15), b + "attn.qkv.bias": w(3 * DIM),
-            b + "attn.proj.weight": w(DIM, DIM), b + "attn.proj.bias": w(DIM),
-            b + "norm2.weight": 1 + w(DIM, scale=0.1), b + "norm2.bias": w(DIM),
-            b + "mlp.fc1.weight": w(MLP, DIM, scale=0.1), b + "mlp.fc1.bias": w(MLP),
-            b + "mlp.fc2.weight": w(DIM, MLP, scale=0.1), b + "mlp.fc2.bias": w(DIM),
-        })
+        state.update(
+            {
+                b + "norm1.weight": 1 + w(DIM, scale=0.1),
+                b + "norm1.bias": w(DIM),
+                b + "attn.qkv.weight": w(3 * DIM, DIM, scale=0.15),
+                b + "attn.qkv.bias": w(3 * DIM),
+                b + "attn.proj.weight": w(DIM, DIM),
+                b + "attn.proj.bias": w(DIM),
+                b + "norm2.weight": 1 + w(DIM, scale=0.1),
+                b + "norm2.bias": w(DIM),
+                b + "mlp.fc1.weight": w(MLP, DIM, scale=0.1),
+                b + "mlp.fc1.bias": w(MLP),
+                b + "mlp.fc2.weight": w(DIM, MLP, scale=0.1),
+                b + "mlp.fc2.bias": w(DIM),
+            }
+        )
     state["norm.weight"] = 1 + w(DIM, scale=0.1)
     state["norm.bias"] = w(DIM)
     return state

@@ -34,21 +34,38 @@ def tiny_state(variant: str, seed: int = 0) -> dict:
         state["register_tokens"] = w(1, registers, DIM, scale=0.5)
     for i in range(DEPTH):
         b = f"blocks.{i}."
-        state.update({
-            b + "norm1.weight": 1 + w(DIM, scale=0.1), b + "norm1.bias": w(DIM),
-            b + "attn.qkv.weight": w(3 * DIM, DIM, scale=0.15), b + "attn.qkv.bias": w(3 * DIM),
-            b + "attn.proj.weight": w(DIM, DIM), b + "attn.proj.bias": w(DIM),
-            b + "ls1.gamma": 0.5 + w(DIM, scale=0.2),
-            b + "norm2.weight": 1 + w(DIM, scale=0.1), b + "norm2.bias": w(DIM),
-            b + "ls2.gamma": 0.5 + w(DIM, scale=0.2),
-        })
+        state.update(
+            {
+                b + "norm1.weight": 1 + w(DIM, scale=0.1),
+                b + "norm1.bias": w(DIM),
+                b + "attn.qkv.weight": w(3 * DIM, DIM, scale=0.15),
+                b + "attn.qkv.bias": w(3 * DIM),
+                b + "attn.proj.weight": w(DIM, DIM),
+                b + "attn.proj.bias": w(DIM),
+                b + "ls1.gamma": 0.5 + w(DIM, scale=0.2),
+                b + "norm2.weight": 1 + w(DIM, scale=0.1),
+                b + "norm2.bias": w(DIM),
+                b + "ls2.gamma": 0.5 + w(DIM, scale=0.2),
+            }
+        )
         if swiglu:
-            state.update({b + "mlp.w12.weight": w(2 * MLP, DIM, scale=0.1),
-                          b + "mlp.w12.bias": w(2 * MLP),
-                          b + "mlp.w3.weight": w(DIM, MLP, scale=0.1), b + "mlp.w3.bias": w(DIM)})
+            state.update(
+                {
+                    b + "mlp.w12.weight": w(2 * MLP, DIM, scale=0.1),
+                    b + "mlp.w12.bias": w(2 * MLP),
+                    b + "mlp.w3.weight": w(DIM, MLP, scale=0.1),
+                    b + "mlp.w3.bias": w(DIM),
+                }
+            )
         else:
-            state.update({b + "mlp.fc1.weight": w(MLP, DIM, scale=0.1), b + "mlp.fc1.bias": w(MLP),
-                          b + "mlp.fc2.weight": w(DIM, MLP, scale=0.1), b + "mlp.fc2.bias": w(DIM)})
+            state.update(
+                {
+                    b + "mlp.fc1.weight": w(MLP, DIM, scale=0.1),
+                    b + "mlp.fc1.bias": w(MLP),
+                    b + "mlp.fc2.weight": w(DIM, MLP, scale=0.1),
+                    b + "mlp.fc2.bias": w(DIM),
+                }
+            )
     state["norm.weight"] = 1 + w(DIM, scale=0.1)
     state["norm.bias"] = w(DIM)
     return state

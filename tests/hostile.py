@@ -53,8 +53,16 @@ def _fake_torch():
     _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
     utils._rebuild_tensor_v2 = _rebuild_tensor_v2
     torch._utils = utils
-    for name in ("FloatStorage", "DoubleStorage", "HalfStorage", "LongStorage", "IntStorage",
-                 "ByteStorage", "BoolStorage", "BFloat16Storage"):
+    for name in (
+        "FloatStorage",
+        "DoubleStorage",
+        "HalfStorage",
+        "LongStorage",
+        "IntStorage",
+        "ByteStorage",
+        "BoolStorage",
+        "BFloat16Storage",
+    ):
         setattr(torch, name, type(name, (), {"__module__": "torch"}))
     saved = {k: sys.modules.get(k) for k in ("torch", "torch._utils")}
     sys.modules.update({"torch": torch, "torch._utils": utils})
@@ -75,9 +83,18 @@ def torch_pickle(obj) -> bytes:
         class Pickler(pickle.Pickler):
             def reducer_override(self, o):
                 if isinstance(o, Tensor):
-                    return (torch._utils._rebuild_tensor_v2,
-                            (_StorageRef(o.key, o.storage_type), o.offset, o.size, o.stride,
-                             False, OrderedDict(), *o.extra))
+                    return (
+                        torch._utils._rebuild_tensor_v2,
+                        (
+                            _StorageRef(o.key, o.storage_type),
+                            o.offset,
+                            o.size,
+                            o.stride,
+                            False,
+                            OrderedDict(),
+                            *o.extra,
+                        ),
+                    )
                 return NotImplemented
 
             def persistent_id(self, o):
@@ -90,8 +107,14 @@ def torch_pickle(obj) -> bytes:
         return buffer.getvalue()
 
 
-def write_pth(path: Path, state, storages: dict | None = None, *, data_pkl: bytes | None = None,
-              compression=zipfile.ZIP_STORED) -> Path:
+def write_pth(
+    path: Path,
+    state,
+    storages: dict | None = None,
+    *,
+    data_pkl: bytes | None = None,
+    compression=zipfile.ZIP_STORED,
+) -> Path:
     """A PyTorch zip checkpoint: ``archive/data.pkl`` (``state`` pickled, or ``data_pkl``) and
     ``archive/data/<key>`` for each storage's bytes."""
     with zipfile.ZipFile(path, "w", compression=compression) as z:
@@ -108,12 +131,16 @@ def write_safetensors(path: Path, header, data: bytes = b"", *, length: int | No
     return path
 
 
-def npy_bytes(array: np.ndarray | None = None, *, header: dict | None = None,
-              body: bytes | None = None) -> bytes:
+def npy_bytes(
+    array: np.ndarray | None = None, *, header: dict | None = None, body: bytes | None = None
+) -> bytes:
     """A .npy entry; ``header`` and ``body`` override what ``array`` would give."""
     array = np.zeros(0, np.float32) if array is None else np.ascontiguousarray(array)
-    head = {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
-            "shape": array.shape}
+    head = {
+        "descr": np.lib.format.dtype_to_descr(array.dtype),
+        "fortran_order": False,
+        "shape": array.shape,
+    }
     head.update(header or {})
     text = repr(head).encode("latin1")
     text += b" " * ((-(10 + len(text) + 1)) % 64) + b"\n"
@@ -146,8 +173,13 @@ def peak_memory_mb(code: str, timeout: float = 120) -> tuple[float, str]:
         print(grown / 1024)
         print(outcome)
     """)
-    done = subprocess.run([sys.executable, "-c", script, code], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script, code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or len(lines) < 2:
         raise AssertionError(f"exit {done.returncode}: {done.stderr[-2000:]}")

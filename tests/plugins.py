@@ -20,10 +20,12 @@ def install_plugin(root: Path, module: str, source: str, stages: dict, monkeypat
     name = module.replace("_", "-")
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[visiontk.stages]\n" + "".join(f"{k} = {v}\n" for k, v in stages.items()))
+        "[visiontk.stages]\n" + "".join(f"{k} = {v}\n" for k, v in stages.items())
+    )
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    )
     return site
 
 
@@ -37,8 +39,11 @@ def blas_threads(_task=None) -> int | None:
 
     for path in glob.glob(os.path.join(os.path.dirname(numpy.__file__) + ".libs", "*openblas*")):
         lib = ctypes.CDLL(path)
-        for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-                     "openblas_get_num_threads"):
+        for name in (
+            "scipy_openblas_get_num_threads64_",
+            "openblas_get_num_threads64_",
+            "openblas_get_num_threads",
+        ):
             if hasattr(lib, name):
                 return int(getattr(lib, name)())
     return None

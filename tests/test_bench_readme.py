@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _doc_tables_module():
-    spec = importlib.util.spec_from_file_location("bench_doc_tables",
-                                                  ROOT / "bench" / "doc_tables.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_doc_tables", ROOT / "bench" / "doc_tables.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -30,8 +31,17 @@ def _published_names() -> set[str]:
 def test_every_published_table_has_its_markers_once_in_its_page():
     module = _doc_tables_module()
     names = _published_names()
-    assert {"sift_bench", "sift_summary", "sift_large", "sift_speed", "match_bench",
-            "pipeline_bench", "sfm_bench", "vit_bench", "emulated_gpu_parity"} <= names
+    assert {
+        "sift_bench",
+        "sift_summary",
+        "sift_large",
+        "sift_speed",
+        "match_bench",
+        "pipeline_bench",
+        "sfm_bench",
+        "vit_bench",
+        "emulated_gpu_parity",
+    } <= names
     assert names <= set(module.PAGES), names - set(module.PAGES)
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     texts = {page: page.read_text(encoding="utf-8") for page in pages}
@@ -39,15 +49,20 @@ def test_every_published_table_has_its_markers_once_in_its_page():
         start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
         assert texts[module.PAGES[name]].count(start) == 1, (name, module.PAGES[name])
         assert texts[module.PAGES[name]].count(end) == 1, (name, module.PAGES[name])
-        elsewhere = [page.name for page, text in texts.items()
-                     if page != module.PAGES[name] and start in text]
+        elsewhere = [
+            page.name
+            for page, text in texts.items()
+            if page != module.PAGES[name] and start in text
+        ]
         assert not elsewhere, (name, elsewhere)
 
 
 def test_publish_replaces_only_its_section(tmp_path):
     page = tmp_path / "benchmarks.md"
-    page.write_text("intro\n<!-- bench:a -->\nold a\n<!-- /bench:a -->\nmiddle\n"
-                    "<!-- bench:b -->\nold b\n<!-- /bench:b -->\nend\n")
+    page.write_text(
+        "intro\n<!-- bench:a -->\nold a\n<!-- /bench:a -->\nmiddle\n"
+        "<!-- bench:b -->\nold b\n<!-- /bench:b -->\nend\n"
+    )
     module = _doc_tables_module()
     module.publish("a", module.markdown_table(["x", "y"], [[1, 2]]), page, command="cmd")
     text = page.read_text()
@@ -60,8 +75,9 @@ def test_publish_replaces_only_its_section(tmp_path):
 def test_publish_goes_to_the_page_named_for_the_table(tmp_path, monkeypatch):
     module = _doc_tables_module()
     page = tmp_path / "gpu.md"
-    page.write_text("<!-- bench:emulated_gpu_parity -->\nold\n"
-                    "<!-- /bench:emulated_gpu_parity -->\n")
+    page.write_text(
+        "<!-- bench:emulated_gpu_parity -->\nold\n<!-- /bench:emulated_gpu_parity -->\n"
+    )
     monkeypatch.setitem(module.PAGES, "emulated_gpu_parity", page)
     module.publish("emulated_gpu_parity", "new table", command="python bench/x.py --docs")
     assert "new table" in page.read_text() and "old" not in page.read_text()

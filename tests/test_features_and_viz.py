@@ -40,13 +40,15 @@ def test_draw_matches_draws_lines_between_the_points(tmp_path):
     assert pic[90, 120:].min() == 255  # below the shorter image: white padding
     out = save_image(tmp_path / "m.png", pic)
     import cv2
+
     assert cv2.imread(str(out)).shape == pic.shape
 
 
 def test_outliers_drawn_red():
     a = np.zeros((60, 60, 3), np.uint8)
-    pic = draw_matches(a, a, np.array([[5.0, 30.0]]), np.array([[50.0, 30.0]]),
-                       inliers=np.array([False]))
+    pic = draw_matches(
+        a, a, np.array([[5.0, 30.0]]), np.array([[50.0, 30.0]]), inliers=np.array([False])
+    )
     r, g, _ = pic[30, 20:80].astype(int).max(axis=0)
     assert r > 100 and g < 60
 
@@ -80,15 +82,19 @@ def test_keypoint_agreement_sees_moved_turned_and_changed_keypoints(astronaut):
     assert keypoint_agreement(ref, dataclasses.replace(ref, xy=moved))["same"] == 0.5
     turned = ref.angle.copy()
     turned[:100] = (turned[:100] + 1.0) % 360
-    assert keypoint_agreement(ref, dataclasses.replace(ref, angle=turned))[
-        "angle_within_0.5"] == 0.75
+    assert (
+        keypoint_agreement(ref, dataclasses.replace(ref, angle=turned))["angle_within_0.5"] == 0.75
+    )
     other_layer = ref.octave.copy()
     other_layer[0] ^= 1 << 8
     assert not keypoint_agreement(ref, dataclasses.replace(ref, octave=other_layer))[
-        "octave_layer_equal"]
+        "octave_layer_equal"
+    ]
     blank = np.zeros_like(ref.descriptors)
-    assert keypoint_agreement(ref, dataclasses.replace(ref, descriptors=blank))[
-        "descriptor_l2_median"] > 100
+    assert (
+        keypoint_agreement(ref, dataclasses.replace(ref, descriptors=blank))["descriptor_l2_median"]
+        > 100
+    )
 
 
 def test_picture_titles_draw_names_that_are_not_ascii():
@@ -96,8 +102,9 @@ def test_picture_titles_draw_names_that_are_not_ascii():
     from visiontk.viz import draw_matches
 
     blank, xy = np.zeros((120, 400, 3), np.uint8), np.zeros((0, 2))
-    accented, mangled, other = (draw_matches(blank, blank, xy, xy, title=t)
-                                for t in ("café.png", "caf??.png", "cafè.png"))
+    accented, mangled, other = (
+        draw_matches(blank, blank, xy, xy, title=t) for t in ("café.png", "caf??.png", "cafè.png")
+    )
     assert not np.array_equal(accented, mangled)
     assert not np.array_equal(accented, other)  # é and è told apart
     assert accented[:30, :200].max() == 255  # the text is there, white on black
@@ -113,8 +120,11 @@ def test_save_into_a_folder_that_does_not_exist_is_an_error(tmp_path, astronaut)
     assert not (tmp_path / "typo").exists()
     # a folder, a name ending in a slash (it made a file of that name), a pipe
     os.mkfifo(tmp_path / "pipe.npz")
-    for target, words in ((tmp_path, "is a folder"), (f"{tmp_path}/new/", "is a folder"),
-                          (tmp_path / "pipe.npz", "not a regular file")):
+    for target, words in (
+        (tmp_path, "is a folder"),
+        (f"{tmp_path}/new/", "is a folder"),
+        (tmp_path / "pipe.npz", "not a regular file"),
+    ):
         with pytest.raises(VisiontkError, match=words):
             feats.save(target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.npz"]

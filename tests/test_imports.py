@@ -9,8 +9,12 @@ import pytest
 
 
 def _loaded(code: str) -> set:
-    p = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
-                       capture_output=True, text=True, check=True)
+    p = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return set(p.stdout.split())
 
 
@@ -21,8 +25,10 @@ def test_import_visiontk_leaves_the_dino_code_until_it_is_used():
 
 def test_a_worker_does_not_import_the_runner_or_the_registry():
     loaded = _loaded("import visiontk.pipeline.workers, visiontk.pipeline.executors")
-    assert not {"visiontk.pipeline.runner", "visiontk.pipeline.registry",
-                "importlib.metadata"} & loaded
+    assert (
+        not {"visiontk.pipeline.runner", "visiontk.pipeline.registry", "importlib.metadata"}
+        & loaded
+    )
 
 
 @pytest.mark.parametrize("module", ["visiontk", "visiontk.pipeline"])

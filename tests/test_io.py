@@ -99,13 +99,16 @@ def test_sixteen_bit_rgba_and_grey_alpha_files(tmp_path, astronaut):
     np.testing.assert_allclose(visiontk.sift(prgba, max_features=200).xy, rgb_ref.xy, atol=1e-3)
 
 
-@pytest.mark.parametrize("array, words", [
-    (np.full((40, 40), 3.0, np.float32), ["[0, 1]"]),
-    (np.full((40, 40), np.nan, np.float32), ["NaN"]),
-    (np.zeros((40, 40, 5), np.uint8), ["shape"]),
-    (np.zeros((40, 40), np.int8), ["pixel type"]),
-    ([[1, 2], [3, 4]], ["numpy array"]),
-])
+@pytest.mark.parametrize(
+    "array, words",
+    [
+        (np.full((40, 40), 3.0, np.float32), ["[0, 1]"]),
+        (np.full((40, 40), np.nan, np.float32), ["NaN"]),
+        (np.zeros((40, 40, 5), np.uint8), ["shape"]),
+        (np.zeros((40, 40), np.int8), ["pixel type"]),
+        ([[1, 2], [3, 4]], ["numpy array"]),
+    ],
+)
 def test_bad_arrays(array, words):
     with pytest.raises(ImageError) as e:
         load_gray(array)
@@ -129,12 +132,17 @@ def test_exif_orientation_is_honoured_by_every_entry_point(tmp_path, coffee):
     Image.fromarray(coffee).save(photo, exif=exif.tobytes(), quality=95)
     library = visiontk.sift(photo)
     assert library.image_size == (600, 400)  # turned: 400 wide, 600 high
-    p = subprocess.run([visiontk_command(), "extract", str(photo), "--out", str(tmp_path / "x")],
-                       capture_output=True, text=True, check=False)
+    p = subprocess.run(
+        [visiontk_command(), "extract", str(photo), "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert p.returncode == 0, p.stderr
     extracted = visiontk.Features.load(tmp_path / "x" / "phone.jpg.npz")
-    run = Pipeline.from_spec([{"name": "load"}, {"name": "sift"}]).run(folder, tmp_path / "r",
-                                                                       quiet=True)
+    run = Pipeline.from_spec([{"name": "load"}, {"name": "sift"}]).run(
+        folder, tmp_path / "r", quiet=True
+    )
     piped = read_features_h5(run.features_path)["phone.jpg"]
     for other in (extracted, piped):
         assert other.image_size == library.image_size

@@ -26,8 +26,9 @@ def reference(a, b, ratio, mutual):
 def descriptors():
     rng = np.random.default_rng(0)
     b = rng.integers(0, 120, (700, 128)).astype(np.uint8)
-    a = np.clip(b[rng.permutation(700)[:500]].astype(int) + rng.integers(-6, 7, (500, 128)),
-                0, 255).astype(np.uint8)
+    a = np.clip(
+        b[rng.permutation(700)[:500]].astype(int) + rng.integers(-6, 7, (500, 128)), 0, 255
+    ).astype(np.uint8)
     a[:100] = rng.integers(0, 120, (100, 128))  # some without a true partner
     return a, b
 

@@ -6,13 +6,15 @@ import pytest
 
 from visiontk.matching import _cpu_kernels_int8 as dots
 
-pytestmark = pytest.mark.skipif(not dots.available(),
-                                reason="this CPU (or numba's target) has no AVX-512 VNNI: "
-                                       "the matcher uses float32 BLAS here")
+pytestmark = pytest.mark.skipif(
+    not dots.available(),
+    reason="this CPU (or numba's target) has no AVX-512 VNNI: the matcher uses float32 BLAS here",
+)
 
 
-@pytest.mark.parametrize("n, m, r0, c0", [(1, 1, 0, 0), (5, 33, 1, 0), (70, 100, 3, 32),
-                                          (301, 1100, 17, 1024)])
+@pytest.mark.parametrize(
+    "n, m, r0, c0", [(1, 1, 0, 0), (5, 33, 1, 0), (70, 100, 3, 32), (301, 1100, 17, 1024)]
+)
 def test_tile_is_the_exact_integer_product(n, m, r0, c0):
     rng = np.random.default_rng(n + m)
     a = rng.integers(0, 256, (n, 128), dtype=np.uint8)

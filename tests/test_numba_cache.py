@@ -28,8 +28,9 @@ def test_the_users_cache_folder_is_used(machine):
 
 
 @pytest.mark.parametrize("owner", ["this user", "another user"])
-def test_a_temporary_folder_planted_by_someone_else_is_never_used(machine, tmp_path,
-                                                                  monkeypatch, owner):
+def test_a_temporary_folder_planted_by_someone_else_is_never_used(
+    machine, tmp_path, monkeypatch, owner
+):
     """~/.cache cannot be written, and another local user made visiontk-numba-<uid> first."""
     tmp, _ = machine
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))

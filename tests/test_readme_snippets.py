@@ -70,11 +70,17 @@ class Block:
 def readme_blocks(text: str) -> list[Block]:
     blocks = []
     for m in FENCE.finditer(text):
-        before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        before = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1]
         rule = RULE.search(before)
-        blocks.append(Block(line=text.count("\n", 0, m.start()) + 1, kind=m.group(1),
-                            text=m.group(2), rule=rule.group(1) if rule else None,
-                            argument=rule.group(2) if rule else ""))
+        blocks.append(
+            Block(
+                line=text.count("\n", 0, m.start()) + 1,
+                kind=m.group(1),
+                text=m.group(2),
+                rule=rule.group(1) if rule else None,
+                argument=rule.group(2) if rule else "",
+            )
+        )
     return blocks
 
 
@@ -90,11 +96,17 @@ def test_readme_blocks_are_found():
 
 
 def test_rules_are_read_from_the_line_before_a_block():
-    text = ("a\n<!-- not run: needs a GPU -->\n```\nvisiontk x\n```\n\n"
-            "<!-- file: p.toml -->\n```toml\n[[stages]]\n```\n\n```python\nprint(1)\n```\n")
+    text = (
+        "a\n<!-- not run: needs a GPU -->\n```\nvisiontk x\n```\n\n"
+        "<!-- file: p.toml -->\n```toml\n[[stages]]\n```\n\n```python\nprint(1)\n```\n"
+    )
     skipped, written, run = readme_blocks(text)
     assert (skipped.rule, skipped.argument, skipped.kind, skipped.text) == (
-        "not run", "needs a GPU", "", "visiontk x\n")
+        "not run",
+        "needs a GPU",
+        "",
+        "visiontk x\n",
+    )
     assert (written.rule, written.argument, written.kind) == ("file", "p.toml", "toml")
     assert (run.rule, run.kind, run.text, run.line) == (None, "python", "print(1)\n", 12)
 
@@ -125,11 +137,16 @@ def workdir(tmp_path_factory) -> Path:
     for name in PHOTOS:
         shutil.copy(ROOT / "sample_images" / name, work / "photos" / name)
     _save_state_dict(work / "dino_deitsmall16_pretrain.pth", dino_fixture.tiny_state(16))
-    _save_state_dict(work / "weights" / "dinov2_vits14_reg4_pretrain.pth",
-                     dinov2_fixture.tiny_state("v2reg4"))
+    _save_state_dict(
+        work / "weights" / "dinov2_vits14_reg4_pretrain.pth", dinov2_fixture.tiny_state("v2reg4")
+    )
     conv1, conv2 = branch_fixture.planted_layers()
-    alexnet = {"features.0.weight": conv1, "features.0.bias": np.zeros(96),
-               "features.3.weight": conv2, "features.3.bias": np.zeros(64)}
+    alexnet = {
+        "features.0.weight": conv1,
+        "features.0.bias": np.zeros(96),
+        "features.3.weight": conv2,
+        "features.3.bias": np.zeros(64),
+    }
     _save_state_dict(work / "alexnet.pth", alexnet)
     _save_state_dict(work / "checkpoints" / "alexnet.pth", alexnet)
     (work / "torch_home").mkdir()
@@ -160,13 +177,23 @@ def test_readme_block_runs_as_written(block: Block, workdir: Path):
     elif block.kind in SHELL_KINDS:
         command = ["bash", "-e", "-o", "pipefail", "-c", block.text]
     else:
-        pytest.fail(f"README line {block.line}: a ```{block.kind} block with no rule: mark it "
-                    "<!-- file: NAME --> or <!-- not run: REASON --> (see this test's docstring)")
-    done = subprocess.run(command, cwd=workdir, env=_environment(workdir), capture_output=True,
-                          text=True, timeout=BLOCK_TIMEOUT, check=False)
+        pytest.fail(
+            f"README line {block.line}: a ```{block.kind} block with no rule: mark it "
+            "<!-- file: NAME --> or <!-- not run: REASON --> (see this test's docstring)"
+        )
+    done = subprocess.run(
+        command,
+        cwd=workdir,
+        env=_environment(workdir),
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT,
+        check=False,
+    )
     assert done.returncode == 0, (
         f"README line {block.line} exited {done.returncode}:\n{block.text}\n"
-        f"--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-3000:]}")
+        f"--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-3000:]}"
+    )
 
 
 # Links: relative paths that exist, anchors that GitHub makes from a heading of the page.
@@ -184,8 +211,7 @@ def _prose(text: str) -> str:
 def github_anchor(heading: str) -> str:
     """The anchor GitHub gives a heading: lower case, punctuation and symbols dropped (letters,
     digits, marks, '_', '-' and spaces kept), spaces to hyphens."""
-    kept = [c for c in heading.strip().lower()
-            if c in "-_ " or unicodedata.category(c)[0] in "LNM"]
+    kept = [c for c in heading.strip().lower() if c in "-_ " or unicodedata.category(c)[0] in "LNM"]
     return "".join(kept).replace(" ", "-")
 
 
@@ -202,7 +228,8 @@ def anchors(page: Path) -> set[str]:
 
 def test_github_anchor():
     assert github_anchor("From photos to a 3-D model: `visiontk run sfm`") == (
-        "from-photos-to-a-3-d-model-visiontk-run-sfm")
+        "from-photos-to-a-3-d-model-visiontk-run-sfm"
+    )
     assert github_anchor("Pairs, and 10k images") == "pairs-and-10k-images"
     assert github_anchor("DINO ViT forward pass") == "dino-vit-forward-pass"
 

@@ -46,8 +46,10 @@ def test_each_image_finds_its_neighbours(features):
 
 def test_vlad_is_unit_length_and_tells_images_apart(features):
     centres = vocabulary([f.descriptors for f in features.values()], 16)
-    a, b, c = (vlad(features[n].descriptors, centres)
-               for n in ("view_03.png", "view_04.png", "motorcycle_left.png"))
+    a, b, c = (
+        vlad(features[n].descriptors, centres)
+        for n in ("view_03.png", "view_04.png", "motorcycle_left.png")
+    )
     assert np.isclose(np.linalg.norm(a), 1) and a.shape == (16 * 128,)
     assert a @ b > a @ c
     assert not vlad(np.zeros((0, 128), np.uint8), centres).any()
@@ -56,14 +58,26 @@ def test_vlad_is_unit_length_and_tells_images_apart(features):
 def test_small_sets_get_every_pair_and_options_are_checked():
     names = ["a", "b", "c", "d"]
     stage = RetrievalPairs(RetrievalOptions(neighbours=3))
-    assert stage.select(names, None) == [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    assert stage.select(names, None) == [
+        (a, b) for i, a in enumerate(names) for b in names[i + 1 :]
+    ]
     with pytest.raises(OptionError, match="neighbours must be >= 1"):
-        Pipeline.from_spec([{"name": "load"}, {"name": "sift"},
-                            {"name": "pairs-retrieval", "neighbours": 0}, {"name": "match"}])
+        Pipeline.from_spec(
+            [
+                {"name": "load"},
+                {"name": "sift"},
+                {"name": "pairs-retrieval", "neighbours": 0},
+                {"name": "match"},
+            ]
+        )
 
 
 def test_retrieval_in_a_run(views, tmp_path):
-    spec = [{"name": "load"}, {"name": "sift", "max_features": 1000},
-            {"name": "pairs-retrieval", "neighbours": 3}, {"name": "match"}]
+    spec = [
+        {"name": "load"},
+        {"name": "sift", "max_features": 1000},
+        {"name": "pairs-retrieval", "neighbours": 3},
+        {"name": "match"},
+    ]
     result = Pipeline.from_spec(spec).run(views, tmp_path, quiet=True)
     assert result.ok and 14 * 3 / 2 <= result.pairs <= 14 * 3

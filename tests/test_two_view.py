@@ -18,8 +18,9 @@ def test_min_inliers_is_the_same_rule_for_match_images_and_verify():
     assert visiontk.estimate_homography(a, b, min_inliers=4).n_inliers == 10
     verify = load_stage("verify").from_dict({})
     assert verify.options.min_inliers == 15
-    strict = visiontk.match_images("sample_images/coffee.png", "sample_images/coffee_warped.png",
-                                   min_inliers=10_000)
+    strict = visiontk.match_images(
+        "sample_images/coffee.png", "sample_images/coffee_warped.png", min_inliers=10_000
+    )
     assert strict.geometry.model is None and strict.geometry.n_inliers == 0
     usual = visiontk.match_images("sample_images/coffee.png", "sample_images/coffee_warped.png")
     assert usual.geometry.n_inliers > 100

@@ -18,10 +18,24 @@ from .matching import match
 from .two_view import TwoViewResult, match_images
 from .viz import draw_matches
 
-__all__ = ["Features", "Geometry", "Matches", "SiftOptions", "TwoViewResult", "VisiontkError",
-           "__version__", "dino_attention", "draw_matches", "estimate_fundamental",
-           "estimate_homography", "iter_sift", "match",
-           "match_images", "sift", "sift_batch"]
+__all__ = [
+    "Features",
+    "Geometry",
+    "Matches",
+    "SiftOptions",
+    "TwoViewResult",
+    "VisiontkError",
+    "__version__",
+    "dino_attention",
+    "draw_matches",
+    "estimate_fundamental",
+    "estimate_homography",
+    "iter_sift",
+    "match",
+    "match_images",
+    "sift",
+    "sift_batch",
+]
 
 
 def __getattr__(name: str):

@@ -77,8 +77,11 @@ def disk_full(exc: BaseException) -> bool:
         return "disk is full" in text
     if not isinstance(exc, OSError):
         return False
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text \
+    return (
+        exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        or "No space left on device" in text
         or "Disk quota exceeded" in text
+    )
 
 
 def remove_stale_temporaries(folder) -> int:
@@ -88,8 +91,12 @@ def remove_stale_temporaries(folder) -> int:
     import shutil
 
     removed = 0
-    found = [Path(here) / name for here, folders, files in os.walk(folder)  # links not followed
-             for name in folders + files if TEMPORARY.match(name)]
+    found = [
+        Path(here) / name
+        for here, folders, files in os.walk(folder)  # links not followed
+        for name in folders + files
+        if TEMPORARY.match(name)
+    ]
     for p in found:
         if p.is_symlink():  # a link moved aside under such a name: the link goes, not its target
             p.unlink(missing_ok=True)
@@ -115,8 +122,10 @@ def own_folder(path, root) -> Path:
             current.mkdir()
         except FileExistsError:
             if not current.is_dir():
-                raise VisiontkError(f"{current}: is a file where visiontk keeps a folder of "
-                                    "its outputs; move it away") from None
+                raise VisiontkError(
+                    f"{current}: is a file where visiontk keeps a folder of "
+                    "its outputs; move it away"
+                ) from None
     return path
 
 
@@ -133,8 +142,9 @@ def writable_folder(path) -> Path:
     except NotADirectoryError:
         raise VisiontkError(f"{path}: cannot be a folder (a part of it is a file)") from None
     except OSError as exc:
-        raise VisiontkError(f"{path}: cannot write outputs here "
-                            f"({exc.strerror or type(exc).__name__})") from None
+        raise VisiontkError(
+            f"{path}: cannot write outputs here ({exc.strerror or type(exc).__name__})"
+        ) from None
     return path
 
 
@@ -147,8 +157,9 @@ def writable_file(path) -> Path:
     if path.is_dir() or text.endswith(("/", os.sep)):
         raise VisiontkError(f"{text}: is a folder; give a file name for the output")
     if path.exists() and not path.is_file():  # replaced by a rename, /dev/null would go
-        raise VisiontkError(f"{path}: not a regular file (a device or a pipe?); give a file "
-                            "name for the output")
+        raise VisiontkError(
+            f"{path}: not a regular file (a device or a pipe?); give a file name for the output"
+        )
     if path.exists() and not os.access(path, os.W_OK):
         raise VisiontkError(f"{path}: cannot overwrite it (permission denied)")
     existing_folder(path)

@@ -20,8 +20,11 @@ from pathlib import Path
 #: What a command says before it compiles the kernels.
 COMPILE_NOTICE = "compiling visiontk's CPU kernels, once for this install (about 10 s)..."
 #: The modules whose kernels a run compiles once, before its workers need them.
-KERNEL_SOURCES = ("_sift/_cpu_kernels.py", "matching/_cpu_kernels.py",
-                  "matching/_cpu_kernels_int8.py")
+KERNEL_SOURCES = (
+    "_sift/_cpu_kernels.py",
+    "matching/_cpu_kernels.py",
+    "matching/_cpu_kernels_int8.py",
+)
 
 
 def cache_dir() -> Path:
@@ -30,8 +33,10 @@ def cache_dir() -> Path:
     its index files: whoever can write them runs code as this user); else a fresh private
     temporary folder, which lasts as long as the temporary folder does."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    for place in (base / "visiontk" / "numba",
-                  Path(tempfile.gettempdir()) / f"visiontk-numba-{os.getuid()}"):
+    for place in (
+        base / "visiontk" / "numba",
+        Path(tempfile.gettempdir()) / f"visiontk-numba-{os.getuid()}",
+    ):
         try:
             place.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError:

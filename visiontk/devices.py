@@ -23,8 +23,10 @@ Device = Literal["auto", "cpu", "cuda"]
 DEVICES = get_args(Device)
 
 #: What to tell a user who asks for the GPU without CuPy.
-CUPY_HINT = ("install CuPy for your CUDA version: pip install 'visiontk[cuda12]' (CUDA 12) or "
-             "'visiontk[cuda13]' (CUDA 13)")
+CUPY_HINT = (
+    "install CuPy for your CUDA version: pip install 'visiontk[cuda12]' (CUDA 12) or "
+    "'visiontk[cuda13]' (CUDA 13)"
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -111,10 +113,15 @@ def gaussian_blur(image, sigma: float, out=None):
     if _on_gpu(image):
         from cupyx.scipy import ndimage
 
-        return ndimage.gaussian_filter(image, float(sigma), mode="mirror", truncate=4.0,
-                                       output=out)
-    return cv2.GaussianBlur(image, (0, 0), dst=out, sigmaX=float(sigma), sigmaY=float(sigma),
-                            borderType=cv2.BORDER_REFLECT_101)
+        return ndimage.gaussian_filter(image, float(sigma), mode="mirror", truncate=4.0, output=out)
+    return cv2.GaussianBlur(
+        image,
+        (0, 0),
+        dst=out,
+        sigmaX=float(sigma),
+        sigmaY=float(sigma),
+        borderType=cv2.BORDER_REFLECT_101,
+    )
 
 
 def upsample_2x(image):

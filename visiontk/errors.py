@@ -67,4 +67,5 @@ def out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is running out of memory: Python's MemoryError (CuPy's too) or
     OpenCV's "Insufficient memory" (its error -4), which is no MemoryError."""
     return isinstance(exc, MemoryError) or (
-        type(exc).__module__.startswith("cv2") and "Insufficient memory" in str(exc))
+        type(exc).__module__.startswith("cv2") and "Insufficient memory" in str(exc)
+    )

@@ -24,6 +24,16 @@ from ._sift.backends import for_device as sift_backend
 from ._sift.batch import iter_sift, sift_batch
 from ._sift.options import DEFAULT_PRESET, SIFT_PRESETS, SiftOptions
 
-__all__ = ["DEFAULT_PRESET", "SIFT_PRESETS", "SiftBackend", "SiftOptions",
-           "compile_cpu_kernels", "iter_sift", "own_process", "sift", "sift_backend",
-           "sift_batch", "sift_gray"]
+__all__ = [
+    "DEFAULT_PRESET",
+    "SIFT_PRESETS",
+    "SiftBackend",
+    "SiftOptions",
+    "compile_cpu_kernels",
+    "iter_sift",
+    "own_process",
+    "sift",
+    "sift_backend",
+    "sift_batch",
+    "sift_gray",
+]

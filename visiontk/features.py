@@ -47,8 +47,9 @@ class Features:
         self.angle = _checked(self.angle, "angle", (n,), "f", np.float32)
         self.response = _checked(self.response, "response", (n,), "f", np.float32)
         self.octave = _checked(self.octave, "octave", (n,), "iu", np.int32)
-        self.descriptors = _checked(self.descriptors, "descriptors", (n, DESCRIPTOR_SIZE), "u",
-                                    np.uint8)
+        self.descriptors = _checked(
+            self.descriptors, "descriptors", (n, DESCRIPTOR_SIZE), "u", np.uint8
+        )
         size = tuple(np.asarray(self.image_size).reshape(-1).tolist())
         if len(size) != 2 or not all(isinstance(v, int) and v >= 0 for v in size):
             raise FeaturesError(f"image_size must be (height, width), got {size}")
@@ -63,14 +64,27 @@ class Features:
 
     @classmethod
     def empty(cls, image_size=(0, 0)) -> Features:
-        return cls(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
-                   np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros((0, 128), np.uint8),
-                   tuple(image_size))
+        return cls(
+            np.zeros((0, 2), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int32),
+            np.zeros((0, 128), np.uint8),
+            tuple(image_size),
+        )
 
     def subset(self, index) -> Features:
         """Features at ``index`` (a boolean mask or integer array), in that order."""
-        return Features(self.xy[index], self.size[index], self.angle[index], self.response[index],
-                        self.octave[index], self.descriptors[index], self.image_size)
+        return Features(
+            self.xy[index],
+            self.size[index],
+            self.angle[index],
+            self.response[index],
+            self.octave[index],
+            self.descriptors[index],
+            self.image_size,
+        )
 
     @property
     def octave_number(self) -> np.ndarray:
@@ -87,9 +101,12 @@ class Features:
         """A list of ``cv2.KeyPoint``, for use with OpenCV's matchers and drawing functions."""
         import cv2
 
-        return [cv2.KeyPoint(float(x), float(y), float(s), float(a), float(r), int(o))
-                for (x, y), s, a, r, o in zip(self.xy, self.size, self.angle, self.response,
-                                              self.octave, strict=True)]
+        return [
+            cv2.KeyPoint(float(x), float(y), float(s), float(a), float(r), int(o))
+            for (x, y), s, a, r, o in zip(
+                self.xy, self.size, self.angle, self.response, self.octave, strict=True
+            )
+        ]
 
     @classmethod
     def from_keypoints(cls, keypoints, descriptors, image_size=(0, 0)) -> Features:
@@ -101,11 +118,15 @@ class Features:
             raise FeaturesError(f"expected {n}×{DESCRIPTOR_SIZE} descriptors, got {desc.shape}")
         if desc.dtype != np.uint8:
             desc = np.clip(np.rint(desc), 0, 255).astype(np.uint8)
-        return cls(np.array([k.pt for k in keypoints], np.float32).reshape(n, 2),
-                   np.array([k.size for k in keypoints], np.float32),
-                   np.array([k.angle for k in keypoints], np.float32),
-                   np.array([k.response for k in keypoints], np.float32),
-                   np.array([k.octave for k in keypoints], np.int32), desc, tuple(image_size))
+        return cls(
+            np.array([k.pt for k in keypoints], np.float32).reshape(n, 2),
+            np.array([k.size for k in keypoints], np.float32),
+            np.array([k.angle for k in keypoints], np.float32),
+            np.array([k.response for k in keypoints], np.float32),
+            np.array([k.octave for k in keypoints], np.int32),
+            desc,
+            tuple(image_size),
+        )
 
     def save(self, path) -> Path:
         """Write to ``path`` (.npz), atomically: a reader never sees a half-written file. The
@@ -114,10 +135,18 @@ class Features:
 
         path = writable_file(path)  # not a folder, a device, or in a folder that is missing
         with atomic_write(path, make_folders=False) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, xy=self.xy, size=self.size, angle=self.angle, response=self.response,
-                     octave=self.octave, descriptors=self.descriptors,
-                     image_size=np.asarray(self.image_size, np.int64),
-                     convention=np.asarray(CONVENTION), version=np.asarray(_FORMAT_VERSION))
+            np.savez(
+                fh,
+                xy=self.xy,
+                size=self.size,
+                angle=self.angle,
+                response=self.response,
+                octave=self.octave,
+                descriptors=self.descriptors,
+                image_size=np.asarray(self.image_size, np.int64),
+                convention=np.asarray(CONVENTION),
+                version=np.asarray(_FORMAT_VERSION),
+            )
         return path
 
     @classmethod
@@ -130,8 +159,9 @@ class Features:
         data = read_npz(path, FeaturesFileError, kinds="biufU")
         missing = [k for k in _SAVED if k not in data]
         if missing:
-            raise FeaturesFileError(f"{path}: not a visiontk features file (no "
-                                    f"{', '.join(missing)})")
+            raise FeaturesFileError(
+                f"{path}: not a visiontk features file (no {', '.join(missing)})"
+            )
         try:
             return cls(*(data[k] for k in _SAVED))
         except FeaturesError as exc:
@@ -147,8 +177,9 @@ def _checked(array, name: str, shape: tuple, kinds: str, dtype) -> np.ndarray:
     """``array`` as ``dtype`` after checking its shape (None: any length), that its values are
     of one of the numpy ``kinds`` and fit ``dtype`` (no wrap-around), and are finite."""
     a = np.asarray(array)
-    if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape,
-                                                                              strict=True)):
+    if a.ndim != len(shape) or any(
+        s is not None and s != d for s, d in zip(shape, a.shape, strict=True)
+    ):
         want = "×".join("N" if s is None else str(s) for s in shape)
         raise FeaturesError(f"{name} has shape {a.shape}, expected {want}")
     if a.dtype.kind not in kinds:
@@ -188,5 +219,7 @@ class Matches:
         """A list of ``cv2.DMatch`` (queryIdx into A, trainIdx into B)."""
         import cv2
 
-        return [cv2.DMatch(int(a), int(b), float(d))
-                for (a, b), d in zip(self.pairs, self.distances, strict=True)]
+        return [
+            cv2.DMatch(int(a), int(b), float(d))
+            for (a, b), d in zip(self.pairs, self.distances, strict=True)
+        ]

@@ -34,9 +34,16 @@ class Geometry:
         return int(self.inliers.sum())
 
 
-def estimate(kind: str, xy_a, xy_b, *, threshold: float | None = None,
-             min_inliers: int = MIN_INLIERS, confidence: float = 0.9999,
-             max_iters: int = 10000) -> Geometry:
+def estimate(
+    kind: str,
+    xy_a,
+    xy_b,
+    *,
+    threshold: float | None = None,
+    min_inliers: int = MIN_INLIERS,
+    confidence: float = 0.9999,
+    max_iters: int = 10000,
+) -> Geometry:
     """Fit a homography (xy_b ~ H · xy_a) or fundamental matrix (xy_bᵀ F xy_a = 0) with
     USAC MAGSAC++ (a homography is then refit to its inliers: least squares, then a Huber
     loss), returning the model and the inlier mask; a model with fewer than ``min_inliers``
@@ -58,19 +65,22 @@ def estimate(kind: str, xy_a, xy_b, *, threshold: float | None = None,
         raise OptionError(f"min_inliers must be an integer >= 0, got {min_inliers!r}")
     a, b = _points(xy_a, "xy_a"), _points(xy_b, "xy_b")
     if len(a) != len(b):
-        raise OptionError(f"xy_a has {len(a)} points but xy_b has {len(b)}: correspondences "
-                          "come in pairs")
+        raise OptionError(
+            f"xy_a has {len(a)} points but xy_b has {len(b)}: correspondences come in pairs"
+        )
     n = len(a)
     none = Geometry(kind, None, np.zeros(n, bool))
     if n < MIN_POINTS[kind]:
         return none
     try:
         if kind == "homography":
-            model, mask = cv2.findHomography(a, b, cv2.USAC_MAGSAC, threshold,
-                                             maxIters=max_iters, confidence=confidence)
+            model, mask = cv2.findHomography(
+                a, b, cv2.USAC_MAGSAC, threshold, maxIters=max_iters, confidence=confidence
+            )
         else:
-            model, mask = cv2.findFundamentalMat(a, b, cv2.USAC_MAGSAC, threshold, confidence,
-                                                 max_iters)
+            model, mask = cv2.findFundamentalMat(
+                a, b, cv2.USAC_MAGSAC, threshold, confidence, max_iters
+            )
     except cv2.error:
         # USAC asserts (-215 !model.empty()) when no minimal sample of a degenerate point set
         # gives a model (OpenCV 4.10-5.1): that is "no model", as for too few inliers
@@ -152,10 +162,15 @@ def _huber_refit(a, b, model, iterations: int = 20):
         v = (h[3] * x + h[4] * y + h[5]) / den
         r = np.concatenate([u - b[:, 0], v - b[:, 1]])
         w = corner / np.maximum(np.abs(r), corner)  # Huber's weights: 1 inside the corner
-        jac = np.concatenate([
-            np.stack([x, y, one, zero, zero, zero, -u * x, -u * y], axis=1),
-            np.stack([zero, zero, zero, x, y, one, -v * x, -v * y], axis=1)]) / \
-            np.concatenate([den, den])[:, None]
+        jac = (
+            np.concatenate(
+                [
+                    np.stack([x, y, one, zero, zero, zero, -u * x, -u * y], axis=1),
+                    np.stack([zero, zero, zero, x, y, one, -v * x, -v * y], axis=1),
+                ]
+            )
+            / np.concatenate([den, den])[:, None]
+        )
         weighted = jac * w[:, None]
         try:
             step = np.linalg.solve(weighted.T @ jac, -(weighted.T @ r))
@@ -179,8 +194,9 @@ def estimate_fundamental(xy_a, xy_b, **kwargs) -> Geometry:
     return estimate("fundamental", xy_a, xy_b, **kwargs)
 
 
-def corner_error(h_est: np.ndarray, h_true: np.ndarray, width: int, height: int,
-                 visible: bool = False) -> float:
+def corner_error(
+    h_est: np.ndarray, h_true: np.ndarray, width: int, height: int, visible: bool = False
+) -> float:
     """Mean distance between the image corners mapped by two homographies (pixels): the
     HPatches homography-accuracy measure.
 
@@ -188,8 +204,9 @@ def corner_error(h_est: np.ndarray, h_true: np.ndarray, width: int, height: int,
     keeps inside B's frame (same size assumed), so a zoom is judged where both images see the
     scene rather than by extrapolating far outside the second image.
     """
-    corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]],
-                       np.float64).reshape(-1, 1, 2)
+    corners = np.array(
+        [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64
+    ).reshape(-1, 1, 2)
     if visible:
         back = cv2.perspectiveTransform(corners, np.linalg.inv(h_true)).reshape(-1, 2)
         corners = np.clip(back, 0, [width - 1, height - 1]).reshape(-1, 1, 2)

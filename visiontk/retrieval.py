@@ -21,8 +21,11 @@ def vocabulary(descriptor_sets, words: int, seed: int = 0) -> np.ndarray:
 
     rng = np.random.default_rng(seed)
     per_image = max(1, VOCABULARY_SAMPLE // max(1, len(descriptor_sets)))
-    sample = [d[rng.choice(len(d), min(len(d), per_image), replace=False)]
-              for d in descriptor_sets if len(d)]
+    sample = [
+        d[rng.choice(len(d), min(len(d), per_image), replace=False)]
+        for d in descriptor_sets
+        if len(d)
+    ]
     data = np.vstack(sample).astype(np.float32) if sample else np.zeros((0, 128), np.float32)
     if len(data) < words:
         raise ValueError(f"{len(data)} descriptors cannot make {words} visual words")
@@ -47,8 +50,9 @@ def vlad(descriptors: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return out / max(float(np.linalg.norm(out)), 1e-12)
 
 
-def nearest_images(names: list[str], features, neighbours: int,
-                   words: int = 64) -> list[tuple[str, str]]:
+def nearest_images(
+    names: list[str], features, neighbours: int, words: int = 64
+) -> list[tuple[str, str]]:
     """Pairs (in name order within a pair, each once) of every image with its ``neighbours``
     most similar others; ``features(name)`` loads an image's Features."""
     step = max(1, len(names) // VOCABULARY_IMAGES)

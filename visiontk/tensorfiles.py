@@ -82,8 +82,10 @@ class _Budget:
     def take(self, kind: str, n: int, what: str) -> None:
         if self.used[kind] + n > self.limit:
             verb = "decompress" if kind == "read" else "materialise"
-            raise self.error(f"{self.name}: {what} would {verb} {self.used[kind] + n:,} bytes, "
-                             f"over the limit of {self.limit:,} (set {MAX_BYTES_ENV} to raise it)")
+            raise self.error(
+                f"{self.name}: {what} would {verb} {self.used[kind] + n:,} bytes, "
+                f"over the limit of {self.limit:,} (set {MAX_BYTES_ENV} to raise it)"
+            )
         self.used[kind] += n
 
 
@@ -105,6 +107,7 @@ def _short(value) -> str:
 
 
 # --- zip archives (.pth, .npz) ---------------------------------------------------------------
+
 
 def regular_file(path, error, kind: str) -> Path:
     """``path`` checked to be an existing regular file: a FIFO would block a reader forever,
@@ -142,20 +145,32 @@ def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget
     """An archive entry's bytes, refused before reading when its declared size is over the
     budget or its compression ratio is a zip bomb's; never reads more than it declares."""
     name, error = budget.name, budget.error
-    if info.compress_type != zipfile.ZIP_STORED and \
-            info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1 << 10):
-        raise error(f"{name}: entry {info.filename} expands {info.compress_size:,} bytes to "
-                    f"{info.file_size:,} (over {MAX_COMPRESSION_RATIO}×: a zip bomb?)")
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_COMPRESSION_RATIO * max(
+        info.compress_size, 1 << 10
+    ):
+        raise error(
+            f"{name}: entry {info.filename} expands {info.compress_size:,} bytes to "
+            f"{info.file_size:,} (over {MAX_COMPRESSION_RATIO}×: a zip bomb?)"
+        )
     budget.take("read", info.file_size, f"entry {info.filename}")
     try:
         with archive.open(info) as fh:
             data = fh.read(info.file_size + 1)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, struct.error,
-            NotImplementedError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        ValueError,
+        struct.error,
+        NotImplementedError,
+    ) as exc:
         raise error(f"{name}: entry {info.filename} is corrupt ({_reason(exc)})") from None
     if len(data) != info.file_size:
-        raise error(f"{name}: entry {info.filename} holds {len(data):,} bytes, not the "
-                    f"{info.file_size:,} its header says")
+        raise error(
+            f"{name}: entry {info.filename} holds {len(data):,} bytes, not the "
+            f"{info.file_size:,} its header says"
+        )
     return data
 
 
@@ -167,9 +182,15 @@ def _reason(exc: Exception) -> str:
 # --- PyTorch zip checkpoints -----------------------------------------------------------------
 
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
     "BoolStorage": np.bool_,
 }
 
@@ -196,8 +217,7 @@ def decode(raw, dtype, offset: int = 0, count: int = -1) -> np.ndarray:
     if dtype == "bfloat16":
         upper = np.frombuffer(raw, dtype="<u2", count=count, offset=offset).astype(np.uint32)
         return (upper << 16).view(np.float32)
-    return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"), count=count,
-                         offset=offset)
+    return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"), count=count, offset=offset)
 
 
 class _RestrictedUnpickler(pickle._Unpickler):
@@ -236,30 +256,39 @@ class _RestrictedUnpickler(pickle._Unpickler):
         except (KeyError, TypeError):
             raise self._budget.error(
                 f"{self._budget.name}: refused to load: the pickle asks for "
-                f"{_short(module)}.{_short(name)}, which a weights file never needs") from None
+                f"{_short(module)}.{_short(name)}, which a weights file never needs"
+            ) from None
 
     def persistent_load(self, pid):
         name, error = self._budget.name, self._budget.error
-        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)):
+        if not (
+            isinstance(pid, tuple)
+            and len(pid) >= 3
+            and pid[0] == "storage"
+            and isinstance(pid[1], _StorageType)
+            and isinstance(pid[2], str)
+        ):
             raise error(f"{name}: unexpected persistent id {_short(pid)}")
         storage_type, key = pid[1], pid[2]
         if key not in self._storages:
             try:
                 info = self._archive.getinfo(f"{self._prefix}data/{key}")
             except KeyError:
-                raise error(f"{name}: storage {_short(key)} is missing (truncated file?)") \
-                    from None
+                raise error(f"{name}: storage {_short(key)} is missing (truncated file?)") from None
             raw = read_member(self._archive, info, self._budget)
-            itemsize = 2 if storage_type.dtype == "bfloat16" else \
-                np.dtype(storage_type.dtype).itemsize
+            itemsize = (
+                2 if storage_type.dtype == "bfloat16" else np.dtype(storage_type.dtype).itemsize
+            )
             if len(raw) % itemsize:
-                raise error(f"{name}: storage {key} holds {len(raw)} bytes, not a whole number "
-                            f"of {storage_type.name[:-len('Storage')]} values")
+                raise error(
+                    f"{name}: storage {key} holds {len(raw)} bytes, not a whole number "
+                    f"of {storage_type.name[: -len('Storage')]} values"
+                )
             self._storages[key] = _Storage(decode(raw, storage_type.dtype), key)
         storage = self._storages[key]
-        if storage.array.dtype != np.dtype(np.float32 if storage_type.dtype == "bfloat16"
-                                           else storage_type.dtype).newbyteorder("<"):
+        if storage.array.dtype != np.dtype(
+            np.float32 if storage_type.dtype == "bfloat16" else storage_type.dtype
+        ).newbyteorder("<"):
             raise error(f"{name}: storage {key} is used with two different types")
         return storage
 
@@ -272,26 +301,39 @@ def _rebuild_tensor(storage, offset, size, stride, budget: _Budget) -> np.ndarra
     array = storage.array
     what = f"a tensor of storage {storage.key}"
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise error(f"{name}: {what} has storage offset {_short(offset)}; it must be an "
-                    "integer >= 0")
+        raise error(
+            f"{name}: {what} has storage offset {_short(offset)}; it must be an integer >= 0"
+        )
     count = _count(size, f"{name}: {what}", error)
-    if not isinstance(stride, (list, tuple)) or len(stride) != len(size) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in stride):
-        raise error(f"{name}: {what} has strides {_short(stride)}; they must be one "
-                    "non-negative integer per dimension")
+    if (
+        not isinstance(stride, (list, tuple))
+        or len(stride) != len(size)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in stride)
+    ):
+        raise error(
+            f"{name}: {what} has strides {_short(stride)}; they must be one "
+            "non-negative integer per dimension"
+        )
     if count == 0:
         return np.zeros(tuple(size), array.dtype)
     if count > array.size:
-        raise error(f"{name}: {what} has {count:,} elements but its storage holds "
-                    f"{array.size:,} (overlapping or broadcast views are refused)")
+        raise error(
+            f"{name}: {what} has {count:,} elements but its storage holds "
+            f"{array.size:,} (overlapping or broadcast views are refused)"
+        )
     highest = offset + sum((s - 1) * st for s, st in zip(size, stride, strict=True))
     if highest >= array.size:
-        raise error(f"{name}: {what} addresses element {highest:,} of a storage of "
-                    f"{array.size:,} (truncated or crafted file)")
+        raise error(
+            f"{name}: {what} addresses element {highest:,} of a storage of "
+            f"{array.size:,} (truncated or crafted file)"
+        )
     budget.take("arrays", count * array.itemsize, what)
     view = np.lib.stride_tricks.as_strided(
-        array[offset:], shape=tuple(size),
-        strides=tuple(st * array.itemsize for st in stride), writeable=False)
+        array[offset:],
+        shape=tuple(size),
+        strides=tuple(st * array.itemsize for st in stride),
+        writeable=False,
+    )
     return view
 
 
@@ -300,8 +342,11 @@ def read_pth(path, error=WeightsError) -> dict:
     module's guarantees). Old pre-1.6 (non-zip) checkpoints are refused."""
     name = str(path)
     budget = _Budget(name, error)
-    with open_zip(path, error, "PyTorch zip checkpoint (old pre-1.6 .pth files are not "
-                                "read: resave them with torch.save)") as archive:
+    with open_zip(
+        path,
+        error,
+        "PyTorch zip checkpoint (old pre-1.6 .pth files are not read: resave them with torch.save)",
+    ) as archive:
         try:
             infos = archive.infolist()
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -310,8 +355,10 @@ def read_pth(path, error=WeightsError) -> dict:
         if pkl is None:
             raise error(f"{name}: no data.pkl inside; not a PyTorch checkpoint")
         if pkl.file_size > MAX_PICKLE_BYTES:
-            raise error(f"{name}: data.pkl is {pkl.file_size:,} bytes, over the "
-                        f"{MAX_PICKLE_BYTES:,} a state dict needs")
+            raise error(
+                f"{name}: data.pkl is {pkl.file_size:,} bytes, over the "
+                f"{MAX_PICKLE_BYTES:,} a state dict needs"
+            )
         prefix = pkl.filename[: -len("data.pkl")]
         data = read_member(archive, pkl, budget)
         try:
@@ -331,10 +378,15 @@ def find_state_dict(obj, name: str, error=WeightsError, depth: int = 0) -> dict:
     """The {name: array} mapping in an unpickled checkpoint (training checkpoints keep it under
     ``teacher``, ``state_dict``, ``model`` or ``student``)."""
     if depth > MAX_NESTING:
-        raise error(f"{name}: state dict nested more than {MAX_NESTING} levels deep "
-                    "(a self-referencing pickle?)")
-    if isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, np.ndarray)
-                                             for k, v in obj.items()):
+        raise error(
+            f"{name}: state dict nested more than {MAX_NESTING} levels deep "
+            "(a self-referencing pickle?)"
+        )
+    if (
+        isinstance(obj, dict)
+        and obj
+        and all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in obj.items())
+    ):
         return dict(obj)
     if isinstance(obj, dict):
         for key in ("teacher", "state_dict", "model", "student"):
@@ -345,9 +397,18 @@ def find_state_dict(obj, name: str, error=WeightsError, depth: int = 0) -> dict:
 
 # --- safetensors -----------------------------------------------------------------------------
 
-_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64,
-                       "BF16": "bfloat16", "I64": np.int64, "I32": np.int32, "I16": np.int16,
-                       "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_SAFETENSORS_DTYPES = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "F64": np.float64,
+    "BF16": "bfloat16",
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 
 
 def read_safetensors(path, error=WeightsError) -> dict:
@@ -368,10 +429,11 @@ def read_safetensors(path, error=WeightsError) -> dict:
         raise error(f"{name}: too short to be a safetensors file")
     (length,) = struct.unpack("<Q", blob[:8])
     if length > min(len(blob) - 8, MAX_HEADER_BYTES):
-        raise error(f"{name}: header of {length:,} bytes runs past the end of the file "
-                    "(truncated?)")
+        raise error(
+            f"{name}: header of {length:,} bytes runs past the end of the file (truncated?)"
+        )
     try:
-        header = json.loads(blob[8:8 + length])
+        header = json.loads(blob[8 : 8 + length])
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise error(f"{name}: header is not JSON; not a safetensors file") from None
     if not isinstance(header, dict):
@@ -391,17 +453,24 @@ def read_safetensors(path, error=WeightsError) -> dict:
             raise error(f"{where}: unsupported dtype {_short(dtype_name)}")
         count = _count(info.get("shape"), where, error)
         offsets = info.get("data_offsets")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(
-                isinstance(v, int) and not isinstance(v, bool) for v in offsets)):
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in offsets)
+        ):
             raise error(f"{where}: data_offsets {_short(offsets)} is not [start, end]")
         start, end = offsets
         if not 0 <= start <= end <= data_size:
-            raise error(f"{where}: bytes {start}..{end} lie outside the data "
-                        f"({data_size:,} bytes; truncated?)")
+            raise error(
+                f"{where}: bytes {start}..{end} lie outside the data "
+                f"({data_size:,} bytes; truncated?)"
+            )
         itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
         if end - start != count * itemsize:
-            raise error(f"{where}: {end - start:,} bytes for shape {info['shape']} of "
-                        f"{dtype_name} ({count * itemsize:,} expected)")
+            raise error(
+                f"{where}: {end - start:,} bytes for shape {info['shape']} of "
+                f"{dtype_name} ({count * itemsize:,} expected)"
+            )
         budget.take("arrays", count * itemsize, f"tensor {_short(key)}")
         array = decode(blob, dtype, offset=start_of_data + start, count=count)
         out[key] = array.reshape(info["shape"])
@@ -409,6 +478,7 @@ def read_safetensors(path, error=WeightsError) -> dict:
 
 
 # --- .npz ------------------------------------------------------------------------------------
+
 
 def read_npz(path, error=VisiontkError, kinds: str = "biuf") -> dict:
     """{name: array} from an .npz file without numpy's loader: each entry's size is checked
@@ -426,8 +496,13 @@ def read_npz(path, error=VisiontkError, kinds: str = "biuf") -> dict:
             if not info.filename.endswith(".npy"):
                 continue
             key = info.filename[: -len(".npy")]
-            out[key] = _parse_npy(read_member(archive, info, budget),
-                                  f"{name}: array {_short(key)}", error, kinds, budget)
+            out[key] = _parse_npy(
+                read_member(archive, info, budget),
+                f"{name}: array {_short(key)}",
+                error,
+                kinds,
+                budget,
+            )
     return out
 
 
@@ -440,23 +515,41 @@ def _parse_npy(raw: bytes, where: str, error, kinds: str, budget: _Budget) -> np
         shape, fortran, dtype = read_header(stream)
     except Exception as exc:  # numpy raises ValueError, SyntaxError, TypeError... on bad headers
         raise error(f"{where}: not a valid .npy entry ({_reason(exc)})") from None
-    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or \
-            dtype.kind not in kinds:
-        raise error(f"{where}: holds {_KIND_NAMES.get(dtype.kind, 'records')} ({dtype}); "
-                    f"expected {_expected(kinds)}")
+    if (
+        dtype.hasobject
+        or dtype.fields is not None
+        or dtype.subdtype is not None
+        or dtype.kind not in kinds
+    ):
+        raise error(
+            f"{where}: holds {_KIND_NAMES.get(dtype.kind, 'records')} ({dtype}); "
+            f"expected {_expected(kinds)}"
+        )
     count = _count(list(shape), where, error)
     body = len(raw) - stream.tell()
     if body != count * dtype.itemsize:
-        raise error(f"{where}: {body:,} bytes for shape {shape} of {dtype} "
-                    f"({count * dtype.itemsize:,} expected)")
+        raise error(
+            f"{where}: {body:,} bytes for shape {shape} of {dtype} "
+            f"({count * dtype.itemsize:,} expected)"
+        )
     budget.take("arrays", count * dtype.itemsize, where)
     array = np.frombuffer(raw, dtype=dtype, count=count, offset=stream.tell())
     return array.reshape(shape, order="F" if fortran else "C")
 
 
-_KIND_NAMES = {"b": "booleans", "i": "integers", "u": "unsigned integers", "f": "floats",
-               "c": "complex numbers", "U": "text", "S": "bytes", "O": "Python objects",
-               "V": "raw records", "M": "dates", "m": "time spans"}
+_KIND_NAMES = {
+    "b": "booleans",
+    "i": "integers",
+    "u": "unsigned integers",
+    "f": "floats",
+    "c": "complex numbers",
+    "U": "text",
+    "S": "bytes",
+    "O": "Python objects",
+    "V": "raw records",
+    "M": "dates",
+    "m": "time spans",
+}
 
 
 def _expected(kinds: str) -> str:
@@ -475,8 +568,9 @@ def real_float32(array, where: str, error=WeightsError) -> np.ndarray:
         out = array.astype(np.float32)
     if out.size and not np.isfinite(out).all():
         bad = int((~np.isfinite(out)).sum())
-        raise error(f"{where}: {bad:,} of {out.size:,} values are NaN or infinite "
-                    "(or overflow float32)")
+        raise error(
+            f"{where}: {bad:,} of {out.size:,} values are NaN or infinite (or overflow float32)"
+        )
     return out
 
 

@@ -50,11 +50,20 @@ class TwoViewResult:
         }
 
 
-def match_images(image_a, image_b, *, model: str = "homography", ratio: float = DEFAULT_RATIO,
-                 mutual: bool = True, symmetric: bool = False,
-                 threshold: float | None = None, min_inliers: int = MIN_INLIERS,
-                 device: str = "auto",
-                 max_pixels: int = DEFAULT_MAX_PIXELS, **sift_options) -> TwoViewResult:
+def match_images(
+    image_a,
+    image_b,
+    *,
+    model: str = "homography",
+    ratio: float = DEFAULT_RATIO,
+    mutual: bool = True,
+    symmetric: bool = False,
+    threshold: float | None = None,
+    min_inliers: int = MIN_INLIERS,
+    device: str = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    **sift_options,
+) -> TwoViewResult:
     """SIFT on both images, ratio + mutual matching, and a robust homography or fundamental
     matrix (``model="none"`` skips verification).
 
@@ -89,17 +98,22 @@ def match_images(image_a, image_b, *, model: str = "homography", ratio: float = 
             timings["compile_kernels"] = compiled
         timings[key] = spent - compiled
     t = time.perf_counter()
-    matches = match(feats[0], feats[1], ratio=ratio, mutual=mutual, symmetric=symmetric,
-                    device=backend)
+    matches = match(
+        feats[0], feats[1], ratio=ratio, mutual=mutual, symmetric=symmetric, device=backend
+    )
     timings["match"] = time.perf_counter() - t
     geometry = None
     if model != "none":
         t = time.perf_counter()
-        geometry = estimate(model, feats[0].xy[matches.pairs[:, 0]],
-                            feats[1].xy[matches.pairs[:, 1]], threshold=threshold,
-                            min_inliers=min_inliers)
+        geometry = estimate(
+            model,
+            feats[0].xy[matches.pairs[:, 0]],
+            feats[1].xy[matches.pairs[:, 1]],
+            threshold=threshold,
+            min_inliers=min_inliers,
+        )
         timings["verify"] = time.perf_counter() - t
-    names = tuple(str(x) if isinstance(x, (str, os.PathLike)) else "<array>"
-                  for x in (image_a, image_b))
+    names = tuple(
+        str(x) if isinstance(x, (str, os.PathLike)) else "<array>" for x in (image_a, image_b)
+    )
     return TwoViewResult(feats[0], feats[1], matches, geometry, timings, names)
-

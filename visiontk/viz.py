@@ -17,9 +17,17 @@ LINE_ALPHA = 0.7
 _OUTLIER = (230, 50, 40)
 
 
-def draw_matches(image_a: np.ndarray, image_b: np.ndarray, xy_a: np.ndarray, xy_b: np.ndarray,
-                 inliers: np.ndarray | None = None, *, max_lines: int = MAX_LINES,
-                 title: str | None = None, max_side: int = 1600) -> np.ndarray:
+def draw_matches(
+    image_a: np.ndarray,
+    image_b: np.ndarray,
+    xy_a: np.ndarray,
+    xy_b: np.ndarray,
+    inliers: np.ndarray | None = None,
+    *,
+    max_lines: int = MAX_LINES,
+    title: str | None = None,
+    max_side: int = 1600,
+) -> np.ndarray:
     """Side-by-side RGB picture of two images with a line per correspondence.
 
     Parameters
@@ -95,8 +103,16 @@ def _banner(canvas: np.ndarray, text: str) -> None:
         ascii_text = text.encode("ascii", "replace").decode()
         (tw, th), base = cv2.getTextSize(ascii_text, cv2.FONT_HERSHEY_SIMPLEX, size, 1)
         cv2.rectangle(canvas, (0, 0), (tw + 16, th + base + 12), (0, 0, 0), -1)
-        cv2.putText(canvas, ascii_text, (8, th + 6), cv2.FONT_HERSHEY_SIMPLEX, size,
-                    (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            ascii_text,
+            (8, th + 6),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            size,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
         return
     _, _, right, bottom = font.getbbox(text)
     height = min(canvas.shape[0], bottom + 12)

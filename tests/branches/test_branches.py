@@ -23,8 +23,14 @@ PLANTED_PTH = Path(__file__).resolve().parents[1] / "fixtures" / "planted_alexne
 
 
 def write_npz(path, conv1, conv2):
-    np.savez(path, **{"features.0.weight": conv1, "features.0.bias": np.zeros(96, np.float32),
-                      "features.3.weight": conv2})
+    np.savez(
+        path,
+        **{
+            "features.0.weight": conv1,
+            "features.0.bias": np.zeros(96, np.float32),
+            "features.3.weight": conv2,
+        },
+    )
     return path
 
 
@@ -32,16 +38,28 @@ def write_onnx(path, conv1, conv2):
     onnx = pytest.importorskip("onnx", reason="onnx is installed with [test]")
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], name="conv1", kernel_shape=[11, 11],
-                              strides=[4, 4]),
-             helper.make_node("Relu", ["h"], ["r"]),
-             helper.make_node("Conv", ["r", "w2"], ["y"], name="conv2", kernel_shape=[5, 5],
-                              pads=[2, 2, 2, 2], group=2)]
+    nodes = [
+        helper.make_node(
+            "Conv", ["x", "w1"], ["h"], name="conv1", kernel_shape=[11, 11], strides=[4, 4]
+        ),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node(
+            "Conv",
+            ["r", "w2"],
+            ["y"],
+            name="conv2",
+            kernel_shape=[5, 5],
+            pads=[2, 2, 2, 2],
+            group=2,
+        ),
+    ]
     graph = helper.make_graph(
-        nodes, "alexnet-head",
+        nodes,
+        "alexnet-head",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 227, 227])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        initializer=[numpy_helper.from_array(conv1, "w1"), numpy_helper.from_array(conv2, "w2")])
+        initializer=[numpy_helper.from_array(conv1, "w1"), numpy_helper.from_array(conv2, "w2")],
+    )
     onnx.save(helper.make_model(graph), str(path))
     return path
 
@@ -49,9 +67,11 @@ def write_onnx(path, conv1, conv2):
 @pytest.mark.parametrize("fmt", ["pth", "npz", "onnx"])
 def test_planted_split_is_found(tmp_path, fmt):
     conv1, conv2 = planted_layers()
-    path = {"pth": lambda: PLANTED_PTH,
-            "npz": lambda: write_npz(tmp_path / "w.npz", conv1, conv2),
-            "onnx": lambda: write_onnx(tmp_path / "w.onnx", conv1, conv2)}[fmt]()
+    path = {
+        "pth": lambda: PLANTED_PTH,
+        "npz": lambda: write_npz(tmp_path / "w.npz", conv1, conv2),
+        "onnx": lambda: write_onnx(tmp_path / "w.onnx", conv1, conv2),
+    }[fmt]()
     layers = read_conv_layers(path)
     assert [lay.weight.shape for lay in layers[:2]] == [(96, 3, 11, 11), (64, 48, 5, 5)]
     if fmt == "onnx":
@@ -115,9 +135,9 @@ def test_svd_axes_follow_colour_in_an_unbranched_pair():
     # half of the next layer reads mostly colour units, half mostly grey ones
     reads = np.where(np.arange(64)[:, None] < 32, is_colour[None], ~is_colour[None])
     conv2 = (rng.standard_normal((64, 96, 3, 3)) * (0.1 + reads[:, :, None, None])).astype(
-        np.float32)
-    r = analyse([ConvLayer("conv1", conv1), ConvLayer("conv2", conv2)],
-                branches="a=0:48,b=48:96")
+        np.float32
+    )
+    r = analyse([ConvLayer("conv1", conv1), ConvLayer("conv2", conv2)], branches="a=0:48,b=48:96")
     corr = r.svd["abs_correlation"]
     assert max(corr["axis1"]["colour"], corr["axis2"]["colour"]) > 0.9
 
@@ -167,13 +187,19 @@ def test_branches_command_bad_input(tmp_path):
         z.writestr("a/data.pkl", pickle.dumps({"w": print}, protocol=2))
     picture = tmp_path / "coffee.png"
     picture.write_bytes(b"\x89PNG\r\n\x1a\n not weights")
-    for path, words in [(tmp_path / "missing.pth", "no such file"), (evil, "refused"),
-                        (picture, "coffee.png: unsupported file type (.png)")]:
+    for path, words in [
+        (tmp_path / "missing.pth", "no such file"),
+        (evil, "refused"),
+        (picture, "coffee.png: unsupported file type (.png)"),
+    ]:
         res = CliRunner().invoke(main, ["branches", str(path), "--out", str(tmp_path / "o")])
         assert res.exit_code == 1 and words in res.output and "Traceback" not in res.output
     with pytest.raises(WeightsError, match="no 4-D convolution"):
-        read_conv_layers(write_npz(tmp_path / "flat.npz", np.zeros((2, 2), np.float32),
-                                   np.zeros((2, 2), np.float32)))
+        read_conv_layers(
+            write_npz(
+                tmp_path / "flat.npz", np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32)
+            )
+        )
 
 
 def test_branches_stage_over_weights_files(tmp_path):
@@ -187,8 +213,9 @@ def test_branches_stage_over_weights_files(tmp_path):
     (models / "notes.png").write_bytes(b"not weights")  # a folder yields the weights only
     r = Pipeline.from_file("branches").run(models, tmp_path / "out", quiet=True)
     assert r.ok and r.images == r.images_done == 2
-    planted = json.loads((tmp_path / "out" / "branches" / "planted.npz" / "branches.json")
-                         .read_text())
+    planted = json.loads(
+        (tmp_path / "out" / "branches" / "planted.npz" / "branches.json").read_text()
+    )
     even = json.loads((tmp_path / "out" / "branches" / "even.npz" / "branches.json").read_text())
     assert planted["p_value"] < 1e-6 < 0.01 < even["p_value"]
 
@@ -201,17 +228,32 @@ def test_deeper_layer_scored_through_its_weights():
     reads_colour = np.zeros((64, 96))
     reads_colour[:32, 48:] = 1
     reads_colour[32:, :48] = 1
-    conv2 = (rng.standard_normal((64, 96, 3, 3)) * (0.05 + reads_colour[:, :, None, None]))
+    conv2 = rng.standard_normal((64, 96, 3, 3)) * (0.05 + reads_colour[:, :, None, None])
     conv3 = rng.standard_normal((32, 32, 3, 3))
-    layers = [ConvLayer("conv1", conv1), ConvLayer("conv2", conv2.astype(np.float32)),
-              ConvLayer("conv3", conv3.astype(np.float32))]
+    layers = [
+        ConvLayer("conv1", conv1),
+        ConvLayer("conv2", conv2.astype(np.float32)),
+        ConvLayer("conv3", conv3.astype(np.float32)),
+    ]
     r = analyse(layers, layer="conv2")
     first, second = r.per_branch
     assert first["mean_colour"] > 0.8 and second["mean_colour"] < 0.2
     assert r.p_value < 1e-6
-    mixed = analyse([layers[0], ConvLayer("conv2", rng.standard_normal((64, 96, 3, 3))
-                                          .astype(np.float32)), layers[2]], layer="conv2")
+    mixed = analyse(
+        [
+            layers[0],
+            ConvLayer("conv2", rng.standard_normal((64, 96, 3, 3)).astype(np.float32)),
+            layers[2],
+        ],
+        layer="conv2",
+    )
     assert mixed.p_value > 1e-3
     with pytest.raises(OptionError, match="plain chain"):
-        analyse([layers[0], ConvLayer("x", np.zeros((8, 50, 3, 3), np.float32)),
-                 ConvLayer("y", np.zeros((8, 4, 3, 3), np.float32))], layer="x")
+        analyse(
+            [
+                layers[0],
+                ConvLayer("x", np.zeros((8, 50, 3, 3), np.float32)),
+                ConvLayer("y", np.zeros((8, 4, 3, 3), np.float32)),
+            ],
+            layer="x",
+        )

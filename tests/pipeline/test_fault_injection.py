@@ -29,8 +29,9 @@ def views(folder: Path, per_photo: int) -> Path:
     for name in ("coffee.png", "astronaut.png", "motorcycle_left.png"):
         image = cv2.imread(str(ROOT / "sample_images" / name))
         for i in range(per_photo):
-            cv2.imwrite(str(folder / f"v{k:02d}.png"), image[15 * i:15 * i + 240,
-                                                                20 * i:20 * i + 320])
+            cv2.imwrite(
+                str(folder / f"v{k:02d}.png"), image[15 * i : 15 * i + 240, 20 * i : 20 * i + 320]
+            )
             k += 1
     return folder
 
@@ -41,8 +42,18 @@ def photos(tmp_path_factory):
 
 
 def command(photos, out, *extra):
-    return [VISIONTK, "run", "sift-match-sequential", "--images", str(photos), "--out",
-            str(out), "--quiet", "--colmap", *extra]
+    return [
+        VISIONTK,
+        "run",
+        "sift-match-sequential",
+        "--images",
+        str(photos),
+        "--out",
+        str(out),
+        "--quiet",
+        "--colmap",
+        *extra,
+    ]
 
 
 def contents(out: Path) -> dict:
@@ -51,8 +62,13 @@ def contents(out: Path) -> dict:
     found = {}
     for name in ("features.h5", "matches.h5"):
         with h5py.File(out / name, "r") as h5:
-            h5.visititems(lambda key, obj, name=name: found.__setitem__(
-                f"{name}/{key}", obj[()].tobytes()) if isinstance(obj, h5py.Dataset) else None)
+            h5.visititems(
+                lambda key, obj, name=name: (
+                    found.__setitem__(f"{name}/{key}", obj[()].tobytes())
+                    if isinstance(obj, h5py.Dataset)
+                    else None
+                )
+            )
     with sqlite3.connect(out / "database.db") as db:
         for table in ("images", "keypoints", "descriptors", "matches", "two_view_geometries"):
             found[table] = sorted(db.execute(f"SELECT * FROM {table}").fetchall())
@@ -75,8 +91,7 @@ def test_killed_at_random_moments_then_resumed_gives_the_same_result(tmp_path):
     that six attempts cannot finish them)."""
     photos = views(tmp_path / "photos", 10)
     clean = tmp_path / "clean"
-    assert subprocess.run(command(photos, clean), capture_output=True, check=False
-                          ).returncode == 0
+    assert subprocess.run(command(photos, clean), capture_output=True, check=False).returncode == 0
     reference = contents(clean)
     out = tmp_path / "out"
     cached = out / ".cache" / "features"
@@ -85,11 +100,15 @@ def test_killed_at_random_moments_then_resumed_gives_the_same_result(tmp_path):
     for _ in range(6):
         before = len(list(cached.glob("*.npz")))
         target = before + rng.randint(1, 3)
-        proc = subprocess.Popen(command(photos, out), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            command(photos, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline and \
-                len(list(cached.glob("*.npz"))) < target:
+        while (
+            proc.poll() is None
+            and time.monotonic() < deadline
+            and len(list(cached.glob("*.npz"))) < target
+        ):
             time.sleep(0.02)
         time.sleep(rng.uniform(0, 0.05))
         if proc.poll() is None:
@@ -106,7 +125,7 @@ def test_killed_at_random_moments_then_resumed_gives_the_same_result(tmp_path):
 def _damage(path: Path, how: str) -> None:
     data = bytearray(path.read_bytes())
     if how == "truncated":
-        del data[len(data) // 2:]
+        del data[len(data) // 2 :]
     elif how == "emptied":
         data.clear()
     else:
@@ -114,14 +133,23 @@ def _damage(path: Path, how: str) -> None:
     path.write_bytes(bytes(data))
 
 
-OUTPUTS = ["features.h5", "matches.h5", "database.db", "summary.json", "failures.json",
-           "index.html", ".cache/features/*.npz", ".cache/pairs/*.npz"]
+OUTPUTS = [
+    "features.h5",
+    "matches.h5",
+    "database.db",
+    "summary.json",
+    "failures.json",
+    "index.html",
+    ".cache/features/*.npz",
+    ".cache/pairs/*.npz",
+]
 
 
 @pytest.mark.parametrize("how", ["truncated", "emptied", "flipped"])
 @pytest.mark.parametrize("target", OUTPUTS)
-def test_each_kind_of_file_damaged_then_rerun_gives_the_same_result(photos, reference,
-                                                                     tmp_path, target, how):
+def test_each_kind_of_file_damaged_then_rerun_gives_the_same_result(
+    photos, reference, tmp_path, target, how
+):
     out = tmp_path / "out"
     p = subprocess.run(command(photos, out), capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr

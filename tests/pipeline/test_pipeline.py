@@ -24,7 +24,8 @@ def folder(tmp_path_factory, samples):
     for name in ("astronaut.png", "coffee.png", "coffee_warped.png", "motorcycle_left.png"):
         (d / name).write_bytes((samples / name).read_bytes())
     (d / "sub" / "motorcycle_right.png").write_bytes(
-        (samples / "motorcycle_right.png").read_bytes())
+        (samples / "motorcycle_right.png").read_bytes()
+    )
     return d
 
 
@@ -32,10 +33,12 @@ def h5_snapshot(path):
     """Every dataset and attribute of an HDF5 file, for equality checks."""
     out = {}
     with h5py.File(path, "r") as h5:
+
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
                 out[name] = obj[()]
             out.update({f"{name}@{k}": v for k, v in obj.attrs.items() if k != "key"})
+
         h5.visititems(visit)
     return out
 
@@ -55,18 +58,23 @@ def test_builtin_stages_are_registered_through_entry_points():
     assert load_stage("sift").kind == "image" and load_stage("match").kind == "pair"
 
 
-@pytest.mark.parametrize("spec, words", [
-    ({"name": "sift", "colour": True}, ["stage sift", "unknown option 'colour'"]),
-    ({"name": "sift", "max_features": "many"}, ["stage sift", "max_features", "integer"]),
-    ({"name": "sift", "upright": 1}, ["stage sift", "upright", "true or false"]),
-    ({"name": "match", "pairs": "sequential"}, ["stage match", "option pairs moved",
-                                                "pairs-sequential"]),
-    ({"name": "pairs-sequential", "window": 0}, ["stage pairs-sequential", "window"]),
-    ({"name": "match", "device": "gpu"}, ["stage match", "device", "one of auto, cpu, cuda"]),
-    ({"name": "verify", "threshold": -1.0}, ["stage verify", "threshold"]),
-    ({"name": "load", "max_side": 3}, ["stage load", "max_side"]),
-    ({"name": "nope"}, ["unknown stage 'nope'"]),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ({"name": "sift", "colour": True}, ["stage sift", "unknown option 'colour'"]),
+        ({"name": "sift", "max_features": "many"}, ["stage sift", "max_features", "integer"]),
+        ({"name": "sift", "upright": 1}, ["stage sift", "upright", "true or false"]),
+        (
+            {"name": "match", "pairs": "sequential"},
+            ["stage match", "option pairs moved", "pairs-sequential"],
+        ),
+        ({"name": "pairs-sequential", "window": 0}, ["stage pairs-sequential", "window"]),
+        ({"name": "match", "device": "gpu"}, ["stage match", "device", "one of auto, cpu, cuda"]),
+        ({"name": "verify", "threshold": -1.0}, ["stage verify", "threshold"]),
+        ({"name": "load", "max_side": 3}, ["stage load", "max_side"]),
+        ({"name": "nope"}, ["unknown stage 'nope'"]),
+    ],
+)
 def test_bad_options_are_one_line_errors(spec, words):
     with pytest.raises(OptionError) as e:
         Pipeline.from_spec([spec])
@@ -79,22 +87,30 @@ def test_bad_options_are_one_line_errors(spec, words):
 @pytest.mark.parametrize("stage", ["sift", "match", "dino-attention"])
 def test_a_device_typo_fails_when_the_pipeline_is_read(stage):
     with pytest.raises(OptionError, match="one of auto, cpu, cuda"):
-        Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": stage,
-                                                                  "device": "cdua"}])
+        Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": stage, "device": "cdua"}])
 
 
 def test_pipeline_checks_stage_order_and_inputs():
     with pytest.raises(OptionError, match="needs image"):
         Pipeline.from_spec([{"name": "sift"}])
     with pytest.raises(OptionError, match="stages go in this order"):
-        Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "match"},
-                            {"name": "load"}])
+        Pipeline.from_spec(
+            [{"name": "load"}, {"name": "sift"}, {"name": "match"}, {"name": "load"}]
+        )
     with pytest.raises(OptionError, match="stages go in this order"):
-        Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "match"},
-                            {"name": "pairs-sequential"}])
+        Pipeline.from_spec(
+            [{"name": "load"}, {"name": "sift"}, {"name": "match"}, {"name": "pairs-sequential"}]
+        )
     with pytest.raises(OptionError, match="one pair selection per pipeline"):
-        Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "pairs-exhaustive"},
-                            {"name": "pairs-sequential"}, {"name": "match"}])
+        Pipeline.from_spec(
+            [
+                {"name": "load"},
+                {"name": "sift"},
+                {"name": "pairs-exhaustive"},
+                {"name": "pairs-sequential"},
+                {"name": "match"},
+            ]
+        )
     with pytest.raises(OptionError, match="no per-pair stage follows"):
         Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "pairs-exhaustive"}])
     with pytest.raises(OptionError, match="different kinds of files"):
@@ -105,17 +121,20 @@ def test_pipeline_checks_stage_order_and_inputs():
 
 def test_toml_and_yaml_files_and_safe_loading(tmp_path):
     toml = tmp_path / "p.toml"
-    toml.write_text(textwrap.dedent("""
+    toml.write_text(
+        textwrap.dedent("""
         [[stages]]
         name = "load"
         max_side = 800
         [[stages]]
         name = "sift"
         max_features = 100
-    """))
+    """)
+    )
     yml = tmp_path / "p.yaml"
-    yml.write_text("stages:\n  - {name: load, max_side: 800}\n"
-                   "  - {name: sift, max_features: 100}\n")
+    yml.write_text(
+        "stages:\n  - {name: load, max_side: 800}\n  - {name: sift, max_features: 100}\n"
+    )
     a, b = Pipeline.from_file(toml), Pipeline.from_file(yml)
     assert [s.describe() for s in a.stages] == [s.describe() for s in b.stages]
     assert a.stages[1].options.max_features == 100
@@ -138,10 +157,13 @@ def test_a_yaml_alias_bomb_as_an_option_is_refused_in_a_short_line(tmp_path):
     assert len(str(raised.value)) < 200
 
 
-@pytest.mark.parametrize("suffix, text", [
-    (".yaml", "stages: [{name: load, max_side: " + "[" * 5000 + "]" * 5000 + "}]\n"),
-    (".toml", '[[stages]]\nname = "load"\nmax_side = ' + "[" * 3000 + "1" + "]" * 3000 + "\n"),
-])
+@pytest.mark.parametrize(
+    "suffix, text",
+    [
+        (".yaml", "stages: [{name: load, max_side: " + "[" * 5000 + "]" * 5000 + "}]\n"),
+        (".toml", '[[stages]]\nname = "load"\nmax_side = ' + "[" * 3000 + "1" + "]" * 3000 + "\n"),
+    ],
+)
 def test_a_pipeline_file_nested_past_reason_is_one_line(tmp_path, suffix, text):
     """An internal RecursionError from the parsers (exit 1) instead of a usage error."""
     deep = tmp_path / f"deep{suffix}"
@@ -158,12 +180,15 @@ def _nested(depth: int) -> str:
     return value
 
 
-@pytest.mark.parametrize("spec, words", [
-    ([{"name": "sift", "max_features": 10 ** 40}], "within ±2,147,483,647"),
-    ([{"name": "load", "max_side": float("inf")}], "must be an integer"),
-    ([{"name": "verify", "threshold": float("nan")}], "finite number"),
-    ([{"name": "sift", "preset": "x" * 10 ** 6}], "preset must be one of"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ([{"name": "sift", "max_features": 10**40}], "within ±2,147,483,647"),
+        ([{"name": "load", "max_side": float("inf")}], "must be an integer"),
+        ([{"name": "verify", "threshold": float("nan")}], "finite number"),
+        ([{"name": "sift", "preset": "x" * 10**6}], "preset must be one of"),
+    ],
+)
 def test_numbers_and_strings_past_any_use_are_refused_in_one_short_line(spec, words):
     with pytest.raises(OptionError, match=words) as raised:
         Pipeline.from_spec([{"name": "load"}, *spec] if spec[0]["name"] != "load" else spec)
@@ -182,17 +207,21 @@ def test_workers_asked_for_past_the_items_and_cores_are_capped(samples, tmp_path
     from visiontk.pipeline.workers import usable_cores
     from visiontk.stages.model import _threads
 
-    r = Pipeline.from_spec([{"name": "load"}]).run(samples, tmp_path / "o", workers=10 ** 6,
-                                                    quiet=True)
+    r = Pipeline.from_spec([{"name": "load"}]).run(
+        samples, tmp_path / "o", workers=10**6, quiet=True
+    )
     assert r.workers == 5 and r.images_done == 5
-    assert capped_workers(10 ** 6, 10 ** 6) == WORKERS_PER_CORE_MAX * usable_cores()
-    assert _threads(10 ** 9) == usable_cores() and _threads(0) == -1 and _threads(1) == 1
+    assert capped_workers(10**6, 10**6) == WORKERS_PER_CORE_MAX * usable_cores()
+    assert _threads(10**9) == usable_cores() and _threads(0) == -1 and _threads(1) == 1
 
 
 def test_plugin_stage_is_first_class(tmp_path, monkeypatch, folder):
     """A package that declares a stage in the visiontk.stages entry-point group is found,
     listed without being imported, and runs like a built-in."""
-    install_plugin(tmp_path, "vt_plugin_demo", '''
+    install_plugin(
+        tmp_path,
+        "vt_plugin_demo",
+        '''
         from dataclasses import dataclass
         from visiontk.pipeline import Stage
 
@@ -210,15 +239,19 @@ def test_plugin_stage_is_first_class(tmp_path, monkeypatch, folder):
 
             def run(self, context):
                 return {"features": context["features"].subset(slice(0, self.options.keep))}
-    ''', {"keep-strongest": "vt_plugin_demo:KeepStrongest"}, monkeypatch)
+    ''',
+        {"keep-strongest": "vt_plugin_demo:KeepStrongest"},
+        monkeypatch,
+    )
     from visiontk.pipeline import registry
 
     registry.refresh()
     try:
         assert "keep-strongest" in stage_names()
         assert "vt_plugin_demo" not in sys.modules  # listing imported nothing
-        p = Pipeline.from_spec([{"name": "load"}, {"name": "sift"},
-                                {"name": "keep-strongest", "keep": 7}])
+        p = Pipeline.from_spec(
+            [{"name": "load"}, {"name": "sift"}, {"name": "keep-strongest", "keep": 7}]
+        )
         r = p.run(folder, tmp_path / "out", quiet=True)
         assert r.ok
         assert all(len(f) == 7 for f in read_features_h5(r.features_path).values())
@@ -239,8 +272,13 @@ def test_outputs_hold_what_the_library_computes(first_run, folder):
     r = first_run
     assert r.ok and r.images_done == 5 and r.pairs == 10 and r.pairs_done == 10
     feats = read_features_h5(r.features_path)
-    assert sorted(feats) == ["astronaut.png", "coffee.png", "coffee_warped.png",
-                             "motorcycle_left.png", "sub/motorcycle_right.png"]
+    assert sorted(feats) == [
+        "astronaut.png",
+        "coffee.png",
+        "coffee_warped.png",
+        "motorcycle_left.png",
+        "sub/motorcycle_right.png",
+    ]
     direct = visiontk.sift(folder / "coffee.png")
     np.testing.assert_array_equal(feats["coffee.png"].xy, direct.xy)
     np.testing.assert_array_equal(feats["coffee.png"].descriptors, direct.descriptors)
@@ -295,8 +333,12 @@ def test_rerun_skips_and_option_change_recomputes_what_depends(first_run, folder
     out = first_run.out
     again = Pipeline.from_file("sift-match").run(folder, out, quiet=True)
     assert again.images_cached == 5 and again.pairs_cached == 10
-    spec = [{"name": "load"}, {"name": "sift"}, {"name": "match"},
-            {"name": "verify", "model": "homography"}]
+    spec = [
+        {"name": "load"},
+        {"name": "sift"},
+        {"name": "match"},
+        {"name": "verify", "model": "homography"},
+    ]
     verify_changed = Pipeline.from_spec(spec).run(folder, out, quiet=True)
     assert verify_changed.images_cached == 5 and verify_changed.pairs_cached == 0
     spec[1] = {"name": "sift", "max_features": 300, "keep": "strongest"}
@@ -323,8 +365,7 @@ def test_bad_images_are_listed_and_the_run_goes_on(folder, tmp_path):
 
 @pytest.mark.parametrize("pattern", [False, True])
 @pytest.mark.parametrize("out_name", ["run", "."])
-def test_outputs_inside_the_images_folder_are_never_inputs(samples, tmp_path, pattern,
-                                                           out_name):
+def test_outputs_inside_the_images_folder_are_never_inputs(samples, tmp_path, pattern, out_name):
     """--out inside (or equal to) --images: the report's thumbnails and match pictures used to
     become images of every rerun (2 -> 6 -> 10 ...)."""
     photos = tmp_path / "photos"
@@ -332,8 +373,13 @@ def test_outputs_inside_the_images_folder_are_never_inputs(samples, tmp_path, pa
     for name in ("coffee.png", "coffee_warped.png"):
         (photos / name).write_bytes((samples / name).read_bytes())
     images = f"{photos}/**/*.[jp][pn]g" if pattern else photos  # .png and .jpg
-    pipeline = Pipeline.from_spec([{"name": "load", "max_side": 256},
-                                   {"name": "sift", "max_features": 200}, {"name": "match"}])
+    pipeline = Pipeline.from_spec(
+        [
+            {"name": "load", "max_side": 256},
+            {"name": "sift", "max_features": 200},
+            {"name": "match"},
+        ]
+    )
     for _ in range(2):
         r = pipeline.run(images, photos / out_name, quiet=True)
         assert (r.images, r.pairs, r.failures) == (2, 1, [])
@@ -342,21 +388,35 @@ def test_outputs_inside_the_images_folder_are_never_inputs(samples, tmp_path, pa
 
 
 def test_pair_selection(folder, tmp_path):
-    seq = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 200},
-                              {"name": "pairs-sequential", "window": 1}, {"name": "match"}])
+    seq = Pipeline.from_spec(
+        [
+            {"name": "load"},
+            {"name": "sift", "max_features": 200},
+            {"name": "pairs-sequential", "window": 1},
+            {"name": "match"},
+        ]
+    )
     r = seq.run(folder, tmp_path / "seq", quiet=True)
     assert r.pairs == 4
     pairs_file = tmp_path / "pairs.txt"
-    pairs_file.write_text("# chosen\ncoffee.png coffee_warped.png\n\n"
-                          "motorcycle_left.png sub/motorcycle_right.png\n")
-    from_file = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 200},
-                                    {"name": "pairs-file", "path": str(pairs_file)},
-                                    {"name": "match"}])
+    pairs_file.write_text(
+        "# chosen\ncoffee.png coffee_warped.png\n\nmotorcycle_left.png sub/motorcycle_right.png\n"
+    )
+    from_file = Pipeline.from_spec(
+        [
+            {"name": "load"},
+            {"name": "sift", "max_features": 200},
+            {"name": "pairs-file", "path": str(pairs_file)},
+            {"name": "match"},
+        ]
+    )
     r = from_file.run(folder, tmp_path / "file", quiet=True)
     assert r.pairs == 2
     with h5py.File(r.matches_path) as h5:
-        assert sorted(h5) == ["coffee.png|coffee_warped.png",
-                              "motorcycle_left.png|sub%2Fmotorcycle_right.png"]
+        assert sorted(h5) == [
+            "coffee.png|coffee_warped.png",
+            "motorcycle_left.png|sub%2Fmotorcycle_right.png",
+        ]
     pairs_file.write_text("coffee.png nothere.png\n")
     with pytest.raises(OptionError, match=r"nothere\.png"):
         from_file.run(folder, tmp_path / "bad", quiet=True)
@@ -383,8 +443,9 @@ def test_load_turns_images_by_exif_orientation(tmp_path, coffee):
     (tmp_path / "in").mkdir()
     im.save(tmp_path / "in" / "tagged.jpg", exif=exif.tobytes(), quality=95)
     turned = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 50}])
-    raw = Pipeline.from_spec([{"name": "load", "exif": False},
-                              {"name": "sift", "max_features": 50}])
+    raw = Pipeline.from_spec(
+        [{"name": "load", "exif": False}, {"name": "sift", "max_features": 50}]
+    )
     a = read_features_h5(turned.run(tmp_path / "in", tmp_path / "a", quiet=True).features_path)
     b = read_features_h5(raw.run(tmp_path / "in", tmp_path / "b", quiet=True).features_path)
     assert a["tagged.jpg"].image_size == (600, 400)
@@ -473,8 +534,9 @@ def test_fundamental_pairs_leave_e_and_h_unset(first_run):
 
     with sqlite3.connect(first_run.colmap_path) as con:
         rows = con.execute("SELECT pair_id, config, F, E, H FROM two_view_geometries").fetchall()
-    assert rows and all(config == 3 and f is not None and e is None and h is None
-                        for _, config, f, e, h in rows)
+    assert rows and all(
+        config == 3 and f is not None and e is None and h is None for _, config, f, e, h in rows
+    )
     db = pycolmap.Database.open(str(first_run.colmap_path))
     try:
         pair = db.read_two_view_geometry(*divmod(rows[0][0], MAX_IMAGE_ID))
@@ -490,7 +552,10 @@ def test_plugin_pair_selection_and_resident_stage_objects(tmp_path, monkeypatch,
     objects the runner sent for a whole run (a stage that loads a model loads it once)."""
     from visiontk.pipeline import registry
 
-    install_plugin(tmp_path, "vt_pairs_demo", '''
+    install_plugin(
+        tmp_path,
+        "vt_pairs_demo",
+        '''
         import os
         from dataclasses import dataclass
         from visiontk.pipeline import Stage
@@ -528,13 +593,22 @@ def test_plugin_pair_selection_and_resident_stage_objects(tmp_path, monkeypatch,
                 with open(self.options.log, "a") as fh:
                     fh.write(f"{os.getpid()} {self.count}\\n")
                 return {}
-    ''', {"pairs-star": "vt_pairs_demo:Star", "log-object": "vt_pairs_demo:Log"}, monkeypatch)
+    ''',
+        {"pairs-star": "vt_pairs_demo:Star", "log-object": "vt_pairs_demo:Log"},
+        monkeypatch,
+    )
     registry.refresh()
     try:
         log = tmp_path / "log.txt"
-        p = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 100},
-                                {"name": "log-object", "log": str(log)},
-                                {"name": "pairs-star", "hub": "coffee.png"}, {"name": "match"}])
+        p = Pipeline.from_spec(
+            [
+                {"name": "load"},
+                {"name": "sift", "max_features": 100},
+                {"name": "log-object", "log": str(log)},
+                {"name": "pairs-star", "hub": "coffee.png"},
+                {"name": "match"},
+            ]
+        )
         r = p.run(folder, tmp_path / "out", workers=1, quiet=True)
         assert r.ok and r.pairs == r.images - 1
         with h5py.File(r.matches_path) as h5:
@@ -546,8 +620,9 @@ def test_plugin_pair_selection_and_resident_stage_objects(tmp_path, monkeypatch,
         registry.refresh()
 
 
-def test_workers_default_to_the_cores_but_never_more_than_the_images(samples, tmp_path,
-                                                                    monkeypatch):
+def test_workers_default_to_the_cores_but_never_more_than_the_images(
+    samples, tmp_path, monkeypatch
+):
     import os
 
     from visiontk.pipeline import executors
@@ -575,8 +650,22 @@ def test_workers_default_to_the_cores_but_never_more_than_the_images(samples, tm
 def test_cli_run_uses_the_default_workers(samples, tmp_path):
     import subprocess
 
-    p = subprocess.run([sys.executable, "-m", "visiontk_cli.main", "run", "sift", "--images",
-                        str(samples / "coffee.png"), "--out", str(tmp_path / "o"), "--quiet"],
-                       capture_output=True, text=True, check=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "visiontk_cli.main",
+            "run",
+            "sift",
+            "--images",
+            str(samples / "coffee.png"),
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "images: 1/1 done" in p.stdout
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["workers"] == 1

@@ -14,9 +14,13 @@ from test_pipeline import assert_same_h5
 
 from visiontk.pipeline import Pipeline
 
-SPEC = [{"name": "load"}, {"name": "sift", "max_features": 400},
-        {"name": "pairs-sequential", "window": 2}, {"name": "match"},
-        {"name": "verify", "model": "homography"}]
+SPEC = [
+    {"name": "load"},
+    {"name": "sift", "max_features": 400},
+    {"name": "pairs-sequential", "window": 2},
+    {"name": "match"},
+    {"name": "verify", "model": "homography"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +31,10 @@ def views(tmp_path_factory, astronaut, coffee):
         img = astronaut if i % 2 else coffee
         h, w = img.shape[:2]
         m = cv2.getRotationMatrix2D((w / 2, h / 2), 6 * i, 1 + 0.03 * i)
-        cv2.imwrite(str(d / f"view{i:02d}.png"),
-                    cv2.cvtColor(cv2.warpAffine(img, m, (w, h)), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(
+            str(d / f"view{i:02d}.png"),
+            cv2.cvtColor(cv2.warpAffine(img, m, (w, h)), cv2.COLOR_RGB2BGR),
+        )
     return d
 
 
@@ -61,14 +67,26 @@ def visiontk_command():
 
 def test_killed_run_resumes_to_the_same_result(views, reference, tmp_path):
     pipeline = tmp_path / "p.toml"
-    pipeline.write_text("".join(
-        "[[stages]]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in s.items())
-        for s in SPEC))
+    pipeline.write_text(
+        "".join(
+            "[[stages]]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in s.items())
+            for s in SPEC
+        )
+    )
     out = tmp_path / "out"
-    cmd = [visiontk_command(), "run", str(pipeline), "--images", str(views), "--out", str(out),
-           "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    cmd = [
+        visiontk_command(),
+        "run",
+        str(pipeline),
+        "--images",
+        str(views),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     cached = out / ".cache" / "features"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
@@ -94,36 +112,87 @@ def test_run_command_reports_and_fails_on_bad_images(views, tmp_path):
     for name in ("view00.png", "view01.png"):
         (mixed / name).write_bytes((views / name).read_bytes())
     (mixed / "bad.png").write_text("not an image")
-    p = subprocess.run([visiontk_command(), "run", "sift-match", "--images", str(mixed),
-                        "--out", str(tmp_path / "o")], capture_output=True, text=True,
-                       check=False)
+    p = subprocess.run(
+        [
+            visiontk_command(),
+            "run",
+            "sift-match",
+            "--images",
+            str(mixed),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert p.returncode == 1
     assert "images: 2/3 done" in p.stdout and "pairs: 1/1 done" in p.stdout
     assert "bad.png" in p.stderr and "Traceback" not in p.stderr
-    p = subprocess.run([visiontk_command(), "run", "no-such-preset", "--images", str(mixed),
-                        "--out", str(tmp_path / "o2")], capture_output=True, text=True,
-                       check=False)
+    p = subprocess.run(
+        [
+            visiontk_command(),
+            "run",
+            "no-such-preset",
+            "--images",
+            str(mixed),
+            "--out",
+            str(tmp_path / "o2"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert p.returncode == 2 and "no such pipeline file or preset" in p.stderr
 
 
 def test_stages_command_lists_options_and_defaults():
-    p = subprocess.run([visiontk_command(), "stages"], capture_output=True, text=True,
-                       check=False)
+    p = subprocess.run([visiontk_command(), "stages"], capture_output=True, text=True, check=False)
     assert p.returncode == 0
     # a SIFT option shows the default preset's value, resolved
-    for line in ("sift  (image stage", "preset = 'accurate'", "max_features = 8192",
-                 "window = 5", "pairs stage", "model = 'homography'"):
+    for line in (
+        "sift  (image stage",
+        "preset = 'accurate'",
+        "max_features = 8192",
+        "window = 5",
+        "pairs stage",
+        "model = 'homography'",
+    ):
         assert line in p.stdout
 
 
 def test_progress_lines_when_not_a_terminal(views, tmp_path):
-    p = subprocess.run([visiontk_command(), "run", "sift", "--images", str(views / "view0*.png"),
-                        "--out", str(tmp_path)], capture_output=True, text=True, check=False)
+    p = subprocess.run(
+        [
+            visiontk_command(),
+            "run",
+            "sift",
+            "--images",
+            str(views / "view0*.png"),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert p.returncode == 0
     assert "images: 10/10" in p.stderr and "/s" in p.stderr
-    q = subprocess.run([visiontk_command(), "run", "sift", "--images", str(views / "view0*.png"),
-                        "--out", str(tmp_path), "--quiet"], capture_output=True, text=True,
-                       check=False)
+    q = subprocess.run(
+        [
+            visiontk_command(),
+            "run",
+            "sift",
+            "--images",
+            str(views / "view0*.png"),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert q.stderr == "" and "10 from earlier runs" in q.stdout
 
 
@@ -145,8 +214,11 @@ def test_interrupted_run_says_so_and_resumes(views, tmp_path):
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, \
-        (proc.returncode, out[-300:], err[-300:])
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, (
+        proc.returncode,
+        out[-300:],
+        err[-300:],
+    )
     again = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True, check=False)
     assert again.returncode == 0 and "from earlier runs" in again.stdout
 

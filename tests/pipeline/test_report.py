@@ -46,9 +46,14 @@ def run(tmp_path_factory, samples):
     (folder / "sub dir").mkdir()
     shutil.copy(samples / "motorcycle_left.png", folder / "sub dir" / "left #1.png")
     out = tmp_path_factory.mktemp("out")
-    result = Pipeline.from_spec([{"name": "load"}, {"name": "sift", "max_features": 1500},
-                                 {"name": "match"}, {"name": "verify"}]).run(folder, out,
-                                                                              quiet=True)
+    result = Pipeline.from_spec(
+        [
+            {"name": "load"},
+            {"name": "sift", "max_features": 1500},
+            {"name": "match"},
+            {"name": "verify"},
+        ]
+    ).run(folder, out, quiet=True)
     return result, out
 
 
@@ -80,15 +85,21 @@ def test_every_run_kind_gets_a_page(tmp_path, samples):
 
 
 def test_unrelated_pairs_pick_the_strongest_by_matches_and_time_counts_each_stage_once(
-        tmp_path, photo_folder):
+    tmp_path, photo_folder
+):
     """Pairs without a model all have 0 inliers: the strongest is then the one with most
     matches (it was chosen by name), each picture captioned on the page; and the time per
     stage no longer counts the whole-run stages twice."""
     folder = photo_folder("astronaut.png", "coffee.png", "motorcycle_left.png")
     out = tmp_path / "out"
-    result = Pipeline.from_spec([{"name": "load", "max_side": 320}, {"name": "sift"},
-                                 {"name": "match"}, {"name": "verify", "min_inliers": 10**6}]
-                                ).run(folder, out, quiet=True)
+    result = Pipeline.from_spec(
+        [
+            {"name": "load", "max_side": 320},
+            {"name": "sift"},
+            {"name": "match"},
+            {"name": "verify", "min_inliers": 10**6},
+        ]
+    ).run(folder, out, quiet=True)
     assert result.pairs_done == 3
     text = " ".join(read_page(out / "index.html").text)
     assert "3 of 3 done; median 0 inliers" in text
@@ -103,8 +114,14 @@ def test_one_verified_pair_is_shown_once(tmp_path, photo_folder):
     """With one pair holding a model, 'strongest' and 'weakest' were the same picture twice."""
     folder = photo_folder("coffee.png", "coffee_warped.png", "astronaut.png")
     out = tmp_path / "out"
-    Pipeline.from_spec([{"name": "load", "max_side": 320}, {"name": "sift"}, {"name": "match"},
-                        {"name": "verify", "model": "homography"}]).run(folder, out, quiet=True)
+    Pipeline.from_spec(
+        [
+            {"name": "load", "max_side": 320},
+            {"name": "sift"},
+            {"name": "match"},
+            {"name": "verify", "model": "homography"},
+        ]
+    ).run(folder, out, quiet=True)
     pictures = [s for s in read_page(out / "index.html").images if "pair_" in s]
     assert pictures == ["report/pair_strongest.jpg"]
 
@@ -114,8 +131,9 @@ def test_identical_images_on_a_first_run_are_not_from_earlier_runs(tmp_path, sam
     folder.mkdir()
     for name in ("a.png", "b.png"):
         shutil.copy(samples / "coffee.png", folder / name)
-    pipeline = Pipeline.from_spec([{"name": "load", "max_side": 256}, {"name": "sift"},
-                                   {"name": "match"}])
+    pipeline = Pipeline.from_spec(
+        [{"name": "load", "max_side": 256}, {"name": "sift"}, {"name": "match"}]
+    )
     first = pipeline.run(folder, tmp_path / "out", quiet=True)
     assert (first.images_done, first.images_cached, first.pairs_cached) == (2, 0, 0)
     again = pipeline.run(folder, tmp_path / "out", quiet=True)
@@ -133,9 +151,16 @@ def test_a_dino_run_shows_its_overlays_and_links_to_them(tmp_path, samples):
     for n in ("coffee.png", "astronaut.png"):
         shutil.copy(samples / n, images / n)
     out = tmp_path / "out"
-    result = Pipeline.from_spec([{"name": "dino-attention", "weights": str(FIXTURES /
-                                  "dino_tiny_p16.pth"), "image_size": 96, "device": "cpu"}]
-                                ).run(images, out, quiet=True)
+    result = Pipeline.from_spec(
+        [
+            {
+                "name": "dino-attention",
+                "weights": str(FIXTURES / "dino_tiny_p16.pth"),
+                "image_size": 96,
+                "device": "cpu",
+            }
+        ]
+    ).run(images, out, quiet=True)
     assert result.ok and result.folders == [out / "attention"]
     page = read_page(out / "index.html")
     thumbs = sorted(s for s in page.images if s.startswith("report/thumbs/"))
@@ -157,30 +182,50 @@ def test_a_branches_run_shows_and_links_each_report(tmp_path):
     for name in ("a.pth", "b.pth"):
         shutil.copy(FIXTURES / "planted_alexnet.pth", models / name)
     out = tmp_path / "out"
-    r = CliRunner().invoke(main, ["run", "branches", "--images", str(models), "--out", str(out),
-                                  "--quiet"])
+    r = CliRunner().invoke(
+        main, ["run", "branches", "--images", str(models), "--out", str(out), "--quiet"]
+    )
     assert r.exit_code == 0, r.output
     assert f"branches: {out / 'branches'}" in r.output.splitlines()  # the console says where
     page = read_page(out / "index.html")
     assert len([s for s in page.images if s.startswith("report/thumbs/")]) == 2
-    assert {"branches/a.pth/report.html", "branches/b.pth/report.html", "branches/"} <= \
-        set(page.links)
+    assert {"branches/a.pth/report.html", "branches/b.pth/report.html", "branches/"} <= set(
+        page.links
+    )
     for link in page.links:
         assert (out / unquote(link)).exists(), link
 
 
 def browser() -> str | None:
-    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(b)), None)
+    return next(
+        (
+            shutil.which(b)
+            for b in ("chromium", "chromium-browser", "google-chrome")
+            if shutil.which(b)
+        ),
+        None,
+    )
 
 
 @pytest.mark.skipif(browser() is None, reason="no Chromium here (CI installs it: .ci/run)")
 def test_a_real_browser_renders_the_page(run, tmp_path):
     _, out = run
     shot = tmp_path / "page.png"
-    subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu",
-                    "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1300,2400",
-                    (out / "index.html").as_uri()], capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [
+            browser(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1300,2400",
+            (out / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     picture = cv2.imread(str(shot))
     assert picture.shape[:2] == (2400, 1300)
     # the pair pictures (wide, photographic) fill rows of the page: a blank or unstyled page

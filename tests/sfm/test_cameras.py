@@ -48,16 +48,16 @@ def test_focal_plane_focal_scaled_to_the_size_shown(tmp_path):
 def _chunks(data: bytes) -> list:
     chunks, at = [], 8
     while at < len(data):
-        length, kind = struct.unpack(">I4s", data[at:at + 8])
-        chunks.append((kind, data[at + 8:at + 8 + length]))
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        chunks.append((kind, data[at + 8 : at + 8 + length]))
         at += 12 + length
     return chunks
 
 
 def _png(chunks) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + b"".join(
-        struct.pack(">I4s", len(d), k) + d + struct.pack(">I", zlib.crc32(k + d))
-        for k, d in chunks)
+        struct.pack(">I4s", len(d), k) + d + struct.pack(">I", zlib.crc32(k + d)) for k, d in chunks
+    )
 
 
 @pytest.mark.parametrize("after_image_data", [False, True])
@@ -69,16 +69,16 @@ def test_png_exif_before_or_after_the_image_data(tmp_path, after_image_data):
         chunks = [c for c in chunks if c[0] != b"eXIf"]
         chunks[-1:-1] = exif
         (tmp_path / "p.png").write_bytes(_png(chunks))
-        assert [k for k, _ in _chunks((tmp_path / "p.png").read_bytes())][-2:] == [b"eXIf",
-                                                                                   b"IEND"]
-    assert exif_focal(tmp_path / "p.png", 400, 300) == (pytest.approx(28 / 35 * 400),
-                                                         "exif 35mm")
+        assert [k for k, _ in _chunks((tmp_path / "p.png").read_bytes())][-2:] == [b"eXIf", b"IEND"]
+    assert exif_focal(tmp_path / "p.png", 400, 300) == (pytest.approx(28 / 35 * 400), "exif 35mm")
     Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "none.png")
     assert exif_focal(tmp_path / "none.png", 40, 30) is None
 
 
-@pytest.mark.parametrize("tags", [{}, {FOCAL_35MM: 0}, {FOCAL_LENGTH: 4.5},
-                                  {FOCAL_LENGTH: 4.5, PLANE_X: 1e6, PLANE_UNIT: 4}])
+@pytest.mark.parametrize(
+    "tags",
+    [{}, {FOCAL_35MM: 0}, {FOCAL_LENGTH: 4.5}, {FOCAL_LENGTH: 4.5, PLANE_X: 1e6, PLANE_UNIT: 4}],
+)
 def test_missing_or_implausible_exif_is_a_guess_not_an_error(tmp_path, tags):
     assert exif_focal(photo(tmp_path / "d.jpg", tags), 400, 300) is None
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe1garbage")
@@ -114,16 +114,20 @@ def test_chooser_prefers_the_file_then_exif_and_shares_one_camera(tmp_path):
 
 def test_one_camera_per_exif_make_model_focal_and_size_as_colmap(tmp_path):
     phone = ("Pixel", "Pixel 9")
-    paths = {"a.jpg": photo(tmp_path / "a.jpg", {FOCAL_35MM: 26}, make_model=phone),
-             "b.jpg": photo(tmp_path / "b.jpg", {FOCAL_35MM: 26}, make_model=phone),
-             "zoom.jpg": photo(tmp_path / "zoom.jpg", {FOCAL_35MM: 77}, make_model=phone),
-             "other.jpg": photo(tmp_path / "other.jpg", {FOCAL_35MM: 26},
-                                make_model=("Pixel", "Pixel 8")),
-             "portrait.jpg": photo(tmp_path / "portrait.jpg", {FOCAL_35MM: 26}, (300, 400),
-                                   make_model=phone),
-             "no_model.jpg": photo(tmp_path / "no_model.jpg", {FOCAL_35MM: 26}),
-             "plain1.jpg": photo(tmp_path / "plain1.jpg"),
-             "plain2.jpg": photo(tmp_path / "plain2.jpg")}
+    paths = {
+        "a.jpg": photo(tmp_path / "a.jpg", {FOCAL_35MM: 26}, make_model=phone),
+        "b.jpg": photo(tmp_path / "b.jpg", {FOCAL_35MM: 26}, make_model=phone),
+        "zoom.jpg": photo(tmp_path / "zoom.jpg", {FOCAL_35MM: 77}, make_model=phone),
+        "other.jpg": photo(
+            tmp_path / "other.jpg", {FOCAL_35MM: 26}, make_model=("Pixel", "Pixel 8")
+        ),
+        "portrait.jpg": photo(
+            tmp_path / "portrait.jpg", {FOCAL_35MM: 26}, (300, 400), make_model=phone
+        ),
+        "no_model.jpg": photo(tmp_path / "no_model.jpg", {FOCAL_35MM: 26}),
+        "plain1.jpg": photo(tmp_path / "plain1.jpg"),
+        "plain2.jpg": photo(tmp_path / "plain2.jpg"),
+    }
     chooser = CameraChooser(paths)
     cams = {n: chooser(n, (400, 300) if n == "portrait.jpg" else (300, 400)) for n in paths}
     assert cams["a.jpg"] is cams["b.jpg"]  # one phone at one zoom: one set of intrinsics
@@ -136,13 +140,16 @@ def test_one_camera_per_exif_make_model_focal_and_size_as_colmap(tmp_path):
     assert plain("a.jpg", (300, 400)) is not plain("b.jpg", (300, 400))
 
 
-@pytest.mark.parametrize("text, words", [
-    ("a.jpg FISHEYE 4 3 1 1 1\n", "MODEL one of"),
-    ("a.jpg PINHOLE 400 300 1 2 3\n", "PINHOLE takes 4 params"),
-    ("a.jpg PINHOLE 400 x 1 2 3 4\n", "must be numbers"),
-    ("a.jpg SIMPLE_PINHOLE 400 300 -5 200 150\n", "positive focal length"),
-    ("# nothing\n", "no cameras"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("a.jpg FISHEYE 4 3 1 1 1\n", "MODEL one of"),
+        ("a.jpg PINHOLE 400 300 1 2 3\n", "PINHOLE takes 4 params"),
+        ("a.jpg PINHOLE 400 x 1 2 3 4\n", "must be numbers"),
+        ("a.jpg SIMPLE_PINHOLE 400 300 -5 200 150\n", "positive focal length"),
+        ("# nothing\n", "no cameras"),
+    ],
+)
 def test_intrinsics_file_errors_are_one_line(tmp_path, text, words):
     path = tmp_path / "cameras.txt"
     path.write_text(text)

@@ -91,13 +91,11 @@ def test_points_coloured_from_the_pixels_that_observe_them(mapped, photos):
                 x, y = np.floor(p.xy).astype(int)  # COLMAP's pixel centres are at +0.5
                 seen.setdefault(p.point3D_id, []).append(rgb[y, x])
     assert len(seen) == model.num_points3D()
-    worst = max(np.abs(model.point3D(i).color - np.mean(c, axis=0)).max()
-                for i, c in seen.items())
+    worst = max(np.abs(model.point3D(i).color - np.mean(c, axis=0)).max() for i, c in seen.items())
     assert worst <= 0.5
 
 
-def test_robust_refinement_brings_the_cameras_closer_to_the_truth(mapped, photos, scene,
-                                                                  tmp_path):
+def test_robust_refinement_brings_the_cameras_closer_to_the_truth(mapped, photos, scene, tmp_path):
     from visiontk.sfm.mapping import ImageScan, map_database
 
     images = {n: photos / n for n in scene.names}
@@ -126,8 +124,15 @@ def test_image_scan_skips_images_gone_or_broken_since_their_features(tmp_path, s
     cv2.imwrite(str(good), rgb[:, :, ::-1])
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
     xy = np.array([[10.0, 20.0], [100.0, 50.0]], np.float32)
-    feats = Features(xy, np.ones(2, np.float32), np.zeros(2, np.float32), np.ones(2, np.float32),
-                     np.zeros(2, np.int32), np.zeros((2, 128), np.uint8), rgb.shape[:2])
+    feats = Features(
+        xy,
+        np.ones(2, np.float32),
+        np.zeros(2, np.float32),
+        np.ones(2, np.float32),
+        np.zeros(2, np.int32),
+        np.zeros((2, 128), np.uint8),
+        rgb.shape[:2],
+    )
     feats.save(tmp_path / "f.npz")
     images = {n: tmp_path / n for n in ("good.png", "broken.png", "gone.png")}
     scan = ImageScan(images, {n: tmp_path / "f.npz" for n in images}, images, 50).result()
@@ -156,8 +161,10 @@ def test_rerun_reuses_the_model(mapped, photos):
     assert (out / "sparse" / "0" / "points3D.bin").stat().st_mtime_ns == before
 
 
-@pytest.mark.parametrize("damage", ["truncated database", "database byte flipped",
-                                    "model file deleted", "model file changed"])
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated database", "database byte flipped", "model file deleted", "model file changed"],
+)
 def test_a_damaged_model_is_made_again_not_reused(mapped, photos, tmp_path, damage):
     """A truncated database.db or a sparse model missing a file used to be reported as the
     run's model ("10 of 10 registered", exit 0) because their names were there."""
@@ -197,19 +204,22 @@ def test_unrelated_images_are_listed_not_registered(photos, tmp_path, samples):
     result = Pipeline.from_file("sfm").run(folder, out, quiet=True)
     summary = result.models["reconstruct"]
     assert summary["images"] == 12 and summary["registered"] == 10
-    assert summary["not_registered"] == ["zz_motorcycle_left.png",
-                                         "zz_motorcycle_right.png"]
+    assert summary["not_registered"] == ["zz_motorcycle_left.png", "zz_motorcycle_right.png"]
 
 
 def test_known_intrinsics_and_one_camera(photos, scene, tmp_path):
     K = scene.K
     (tmp_path / "cameras.txt").write_text(
         f"# name MODEL width height params\n* PINHOLE 640 480 {K[0, 0]} {K[1, 1]} {K[0, 2]} "
-        f"{K[1, 2]}\n")
-    spec = [{"name": "load"}, {"name": "sift"}, {"name": "match"},
-            {"name": "verify", "model": "fundamental"},
-            {"name": "reconstruct", "intrinsics": str(tmp_path / "cameras.txt"),
-             "single_camera": True}]
+        f"{K[1, 2]}\n"
+    )
+    spec = [
+        {"name": "load"},
+        {"name": "sift"},
+        {"name": "match"},
+        {"name": "verify", "model": "fundamental"},
+        {"name": "reconstruct", "intrinsics": str(tmp_path / "cameras.txt"), "single_camera": True},
+    ]
     out = tmp_path / "out"
     result = Pipeline.from_spec(spec).run(photos, out, quiet=True)
     summary = result.models["reconstruct"]
@@ -222,28 +232,42 @@ def test_known_intrinsics_and_one_camera(photos, scene, tmp_path):
     assert np.allclose(camera.params[:2], K[0, 0], rtol=0.02)  # refined, but it started true
 
 
-@pytest.mark.skipif(not hasattr(pycolmap, "hierarchical_mapping"),
-                    reason="pycolmap < 4.2 has no hierarchical_mapping")
+@pytest.mark.skipif(
+    not hasattr(pycolmap, "hierarchical_mapping"),
+    reason="pycolmap < 4.2 has no hierarchical_mapping",
+)
 def test_hierarchical_mapper_merges_clusters_into_one_model(mapped, photos, scene, tmp_path):
     from visiontk.sfm.mapping import ImageScan, map_database
 
     images = {n: photos / n for n in scene.names}
     # clusters of at most 5 of the 10 views, mapped on their own, then merged
-    models, summary = map_database(mapped[1] / "database.db", images, tmp_path,
-                                   ImageScan({}, {}), mapper="hierarchical", leaf_images=5)
+    models, summary = map_database(
+        mapped[1] / "database.db",
+        images,
+        tmp_path,
+        ImageScan({}, {}),
+        mapper="hierarchical",
+        leaf_images=5,
+    )
     assert summary["models"] == 1 and summary["registered"] == 10
     errors = pose_errors(model_poses(models[0]), truth_of(scene))
     assert errors["median_rotation_deg"] < 0.3 and errors["median_centre"] < 0.02
 
 
-def test_hierarchical_mapper_on_an_old_pycolmap_is_a_one_line_error(mapped, photos, scene,
-                                                                    tmp_path, monkeypatch):
+def test_hierarchical_mapper_on_an_old_pycolmap_is_a_one_line_error(
+    mapped, photos, scene, tmp_path, monkeypatch
+):
     from visiontk.sfm.mapping import ImageScan, map_database
 
     monkeypatch.delattr(pycolmap, "hierarchical_mapping", raising=False)  # as pycolmap 4.1
     with pytest.raises(OptionError, match=r"needs pycolmap 4\.2 or later") as info:
-        map_database(mapped[1] / "database.db", {n: photos / n for n in scene.names}, tmp_path,
-                     ImageScan({}, {}), mapper="hierarchical")
+        map_database(
+            mapped[1] / "database.db",
+            {n: photos / n for n in scene.names},
+            tmp_path,
+            ImageScan({}, {}),
+            mapper="hierarchical",
+        )
     assert "\n" not in str(info.value)
 
 
@@ -251,19 +275,36 @@ def test_reconstruct_needs_matches_and_comes_last():
     with pytest.raises(OptionError, match="needs matches"):
         Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "reconstruct"}])
     with pytest.raises(OptionError, match="in this order"):
-        Pipeline.from_spec([{"name": "load"}, {"name": "sift"}, {"name": "match"},
-                            {"name": "reconstruct"}, {"name": "verify"}])
+        Pipeline.from_spec(
+            [
+                {"name": "load"},
+                {"name": "sift"},
+                {"name": "match"},
+                {"name": "reconstruct"},
+                {"name": "verify"},
+            ]
+        )
 
 
-@pytest.mark.parametrize("options, words", [
-    ({"min_model_size": 1}, "min_model_size must be >= 2"), ({"seed": -1}, "seed must be >= 0"),
-    ({"camera_model": "FISHEYE"}, "camera_model must be one of"), ({"exif": "yes"}, "exif must be"),
-    ({"mapper": "global"}, "mapper must be one of"), ({"leaf_images": 2}, "leaf_images must be"),
-    ({"threads": -1}, "threads must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"min_model_size": 1}, "min_model_size must be >= 2"),
+        ({"seed": -1}, "seed must be >= 0"),
+        ({"camera_model": "FISHEYE"}, "camera_model must be one of"),
+        ({"exif": "yes"}, "exif must be"),
+        ({"mapper": "global"}, "mapper must be one of"),
+        ({"leaf_images": 2}, "leaf_images must be"),
+        ({"threads": -1}, "threads must be >= 0"),
+    ],
+)
 def test_bad_reconstruct_options_are_one_line_errors(options, words):
-    spec = [{"name": "load"}, {"name": "sift"}, {"name": "match"},
-            {"name": "reconstruct", **options}]
+    spec = [
+        {"name": "load"},
+        {"name": "sift"},
+        {"name": "match"},
+        {"name": "reconstruct", **options},
+    ]
     with pytest.raises(OptionError, match=words) as info:
         Pipeline.from_spec(spec)
     assert "\n" not in str(info.value) and "stage reconstruct" in str(info.value)
@@ -272,27 +313,46 @@ def test_bad_reconstruct_options_are_one_line_errors(options, words):
 def test_bad_intrinsics_file_fails_before_any_image(photos, tmp_path):
     bad = tmp_path / "cameras.txt"
     bad.write_text("view_00.png PINHOLE 640 480 500 500\n")
-    spec = [{"name": "load"}, {"name": "sift"}, {"name": "match"},
-            {"name": "reconstruct", "intrinsics": str(bad)}]
+    spec = [
+        {"name": "load"},
+        {"name": "sift"},
+        {"name": "match"},
+        {"name": "reconstruct", "intrinsics": str(bad)},
+    ]
     with pytest.raises(OptionError, match=r"cameras.txt:1: PINHOLE takes 4 params"):
         Pipeline.from_spec(spec).run(photos, tmp_path / "out", quiet=True)
     assert not (tmp_path / "out" / "features.h5").exists()
 
 
-
 def test_images_that_share_nothing_make_no_model(tmp_path, photo_folder):
     folder = photo_folder("astronaut.png", "coffee.png", "motorcycle_left.png")
     out = tmp_path / "out"
-    p = subprocess.run([sys.executable, "-m", "visiontk_cli.main", "run", "sfm", "--images",
-                        str(folder), "--out", str(out), "--quiet"], capture_output=True,
-                       text=True, check=False)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "visiontk_cli.main",
+            "run",
+            "sfm",
+            "--images",
+            str(folder),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert p.returncode == 1, p.stderr  # a run that makes no model did not do its job
     [line] = p.stderr.strip().splitlines()
-    assert line.startswith("error: reconstruct: no model (0 of 3 images registered: too few "
-                           "matches between them)")
+    assert line.startswith(
+        "error: reconstruct: no model (0 of 3 images registered: too few matches between them)"
+    )
     summary = json.loads((out / "summary.json").read_text())["models"]["reconstruct"]
     assert summary["models"] == 0 and summary["not_registered"] == sorted(
-        ["astronaut.png", "coffee.png", "motorcycle_left.png"])
+        ["astronaut.png", "coffee.png", "motorcycle_left.png"]
+    )
     assert not (out / "sparse").exists() and not (out / "model.png").exists()
     assert (out / "registration.png").exists()
     assert json.loads((out / "summary.json").read_text())["ok"] is False
@@ -303,17 +363,34 @@ def test_images_that_share_nothing_make_no_model(tmp_path, photo_folder):
 def test_two_images_say_they_are_fewer_than_a_model_needs(tmp_path, photo_folder):
     """The stereo pair (1800 inliers) said 'too few matches between them'."""
     folder = photo_folder("motorcycle_left.png", "motorcycle_right.png")
-    p = subprocess.run([sys.executable, "-m", "visiontk_cli.main", "run", "sfm", "--images",
-                        str(folder), "--out", str(tmp_path / "out"), "--quiet"],
-                       capture_output=True, text=True, check=False)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "visiontk_cli.main",
+            "run",
+            "sfm",
+            "--images",
+            str(folder),
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert p.returncode == 1
     assert "registered: 2 images, fewer than min_model_size (3))" in p.stderr
 
 
 def test_without_pycolmap_one_line_before_any_image(photos, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pycolmap", None)  # as if it were not installed
-    with pytest.raises(OptionError, match=r"reconstruct needs pycolmap: pip install "
-                                          r"'visiontk\[sfm\]'"):
+    with pytest.raises(
+        OptionError,
+        match=r"reconstruct needs pycolmap: pip install "
+        r"'visiontk\[sfm\]'",
+    ):
         Pipeline.from_file("sfm").run(photos, tmp_path / "out", quiet=True)
     assert not (tmp_path / "out" / "features.h5").exists()
 

@@ -39,15 +39,17 @@ pytestmark = pytest.mark.devices("emulated-cuda", "cuda")
 def one_octave_histograms(kernels, gaussians, layer, x, y, scale, subpixel=False):
     """The orientation kernel on keypoints of one octave (what the xp definition takes)."""
     number = kernels.xp.zeros(layer.shape[0], np.int64)
-    return kernels.orientation_histograms([scale_space_module.Octave(0, gaussians)], number,
-                                          layer, x, y, scale, subpixel=subpixel)
+    return kernels.orientation_histograms(
+        [scale_space_module.Octave(0, gaussians)], number, layer, x, y, scale, subpixel=subpixel
+    )
 
 
 def one_octave_descriptors(kernels, gaussians, layer, x, y, direction, scale):
     """The descriptor kernel's raw output on keypoints of one octave."""
     number = kernels.xp.zeros(layer.shape[0], np.int64)
-    return kernels.descriptors([scale_space_module.Octave(0, gaussians)], number, layer, x, y,
-                               direction, scale)[0]
+    return kernels.descriptors(
+        [scale_space_module.Octave(0, gaussians)], number, layer, x, y, direction, scale
+    )[0]
 
 
 CPU = for_device("cpu")
@@ -57,8 +59,7 @@ CPU = for_device("cpu")
 def octaves(astronaut):
     crop = astronaut[40:168, 150:310]  # 128 x 160: the face and the flag, rich in extrema
     gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    return scale_space_module.scale_space(gray, sigma=1.6, n_octave_layers=3, upsample=True,
-                                          xp=np)
+    return scale_space_module.scale_space(gray, sigma=1.6, n_octave_layers=3, upsample=True, xp=np)
 
 
 # -- the emulator itself --------------------------------------------------------------------
@@ -70,7 +71,7 @@ def test_emulator_shared_memory_barriers_and_atomics(tmp_path):
     sums = np.zeros(4, np.float32)
     total = np.zeros(1, np.float32)
     selftest.get_function("block_sums")((4,), (256,), (x, np.int32(1000), sums, total))
-    expected = [x[k * 256:(k + 1) * 256].sum() for k in range(4)]
+    expected = [x[k * 256 : (k + 1) * 256].sum() for k in range(4)]
     np.testing.assert_allclose(sums, expected, atol=1e-4)
     np.testing.assert_allclose(total[0], x.sum(), atol=1e-3)
 
@@ -81,18 +82,34 @@ def test_emulator_shared_memory_barriers_and_atomics(tmp_path):
 
 
 def test_emulator_refuses_arguments_of_the_wrong_c_type(tmp_path):
-    kernel = EmulatedModule(SOURCE, tmp_path, NVRTC_OPTIONS).get_function(
-        "orientation_histograms")
+    kernel = EmulatedModule(SOURCE, tmp_path, NVRTC_OPTIONS).get_function("orientation_histograms")
     g = np.zeros((6, 32, 32), np.float32)
     stacks = np.array([g.ctypes.data], np.uint64)
     ints = np.zeros(1, np.int64)
     sizes = np.array([32], np.int32)
     floats = np.zeros(1, np.float32)
-    good = [stacks, sizes, sizes, ints, ints, floats, floats, floats, np.int32(1), np.int32(0),
-            np.zeros((1, 36), np.float32)]
+    good = [
+        stacks,
+        sizes,
+        sizes,
+        ints,
+        ints,
+        floats,
+        floats,
+        floats,
+        np.int32(1),
+        np.int32(0),
+        np.zeros((1, 36), np.float32),
+    ]
     kernel((1,), (32,), good)
-    for i, bad in [(8, 1), (8, np.int64(1)), (4, ints.astype(np.int32)), (5, ints),
-                   (0, stacks.astype(np.int64)), (10, np.zeros(72, np.float32)[::2])]:
+    for i, bad in [
+        (8, 1),
+        (8, np.int64(1)),
+        (4, ints.astype(np.int32)),
+        (5, ints),
+        (0, stacks.astype(np.int64)),
+        (10, np.zeros(72, np.float32)[::2]),
+    ]:
         args = list(good)
         args[i] = bad
         with pytest.raises(TypeError, match=f"argument {i}"):
@@ -108,8 +125,10 @@ def test_emulator_refuses_arguments_of_the_wrong_c_type(tmp_path):
 def test_fused_blur_equals_separable_filters_and_dog(device, shape):
     base = np.random.default_rng(1).uniform(0, 255, shape).astype(np.float32)
     base = cv2.GaussianBlur(base, (0, 0), 1.0)
-    gauss, dogs = (device.to_host(a) for a in
-                   device.kernels().octave_blur(device.to_device(base), 1.6, 3, level=0))
+    gauss, dogs = (
+        device.to_host(a)
+        for a in device.kernels().octave_blur(device.to_device(base), 1.6, 3, level=0)
+    )
     for layer, taps in enumerate(scale_space_module.layer_taps(1.6, 3)):
         ref = cv2.sepFilter2D(base, cv2.CV_32F, taps, taps, borderType=cv2.BORDER_REFLECT_101)
         np.testing.assert_allclose(gauss[layer], ref, atol=2e-3, err_msg=f"layer {layer}")
@@ -129,22 +148,28 @@ def test_fused_blur_declines_kernels_wider_than_its_halo(device):
     assert kernels.octave_blur(device.xp.zeros((64, 64), np.float32), 4.0, 3, 0) is None
 
 
-@pytest.mark.parametrize("initial_capacity, refinement",
-                         [(None, "opencv"), (3, "opencv"), (None, "tolerant")],
-                         ids=["room", "overflow-and-rerun", "tolerant"])
-def test_detect_kernel_equals_candidates_then_refinement(device, octaves, initial_capacity,
-                                                         refinement):
+@pytest.mark.parametrize(
+    "initial_capacity, refinement",
+    [(None, "opencv"), (3, "opencv"), (None, "tolerant")],
+    ids=["room", "overflow-and-rerun", "tolerant"],
+)
+def test_detect_kernel_equals_candidates_then_refinement(
+    device, octaves, initial_capacity, refinement
+):
     kernels = device.kernels(block=64, initial_capacity=initial_capacity)
-    tests = {"n_octave_layers": 3, "contrast_threshold": 0.04, "edge_threshold": 10.0,
-             "refinement": refinement}
-    on_device = [scale_space_module.Octave(o.index, device.to_device(o.gaussians))
-                 for o in octaves]
+    tests = {
+        "n_octave_layers": 3,
+        "contrast_threshold": 0.04,
+        "edge_threshold": 10.0,
+        "refinement": refinement,
+    }
+    on_device = [scale_space_module.Octave(o.index, device.to_device(o.gaussians)) for o in octaves]
     ours = kernels.detect_extrema(on_device, threshold=prethreshold(0.04, 3), **tests)
     total = 0
     for octave, found in zip(octaves, ours, strict=True):
-        ref = refine_extrema(octave.gaussians,
-                             *find_candidates(octave, prethreshold(0.04, 3), np),
-                             xp=np, **tests)
+        ref = refine_extrema(
+            octave.gaussians, *find_candidates(octave, prethreshold(0.04, 3), np), xp=np, **tests
+        )
         _, h, w = octave.gaussians.shape
         got = {k: device.to_host(v) for k, v in vars(found).items()}
         # Atomics append in any order; duplicates (two candidates converging on one sample)
@@ -154,8 +179,9 @@ def test_detect_kernel_equals_candidates_then_refinement(device, octaves, initia
         for name in ("layer", "row", "col"):
             np.testing.assert_array_equal(got[name][mine], getattr(ref, name)[theirs])
         for name in ("offset_layer", "offset_row", "offset_col", "response"):
-            np.testing.assert_allclose(got[name][mine], getattr(ref, name)[theirs], atol=1e-5,
-                                       err_msg=name)
+            np.testing.assert_allclose(
+                got[name][mine], getattr(ref, name)[theirs], atol=1e-5, err_msg=name
+            )
         total += len(ref)
     assert total > 100
 
@@ -163,19 +189,26 @@ def test_detect_kernel_equals_candidates_then_refinement(device, octaves, initia
 @pytest.fixture(scope="module")
 def keypoints(octaves):
     octave = octaves[1]
-    ext = refine_extrema(octave.gaussians, *find_candidates(octave, 1.7, np),
-                         n_octave_layers=3, contrast_threshold=0.04, edge_threshold=10, xp=np)
+    ext = refine_extrema(
+        octave.gaussians,
+        *find_candidates(octave, 1.7, np),
+        n_octave_layers=3,
+        contrast_threshold=0.04,
+        edge_threshold=10,
+        xp=np,
+    )
     return octave, ext, orientation_scale(1.6, 3, ext.layer, ext.offset_layer, np)
 
 
 @pytest.mark.parametrize("subpixel", [False, True], ids=["pixel-centred", "subpixel"])
 def test_orientation_kernel_equals_definition(device, keypoints, subpixel):
     octave, ext, scale = keypoints
-    args = (octave.gaussians, ext.layer, ext.col + ext.offset_col, ext.row + ext.offset_row,
-            scale)
-    ours = device.to_host(one_octave_histograms(device.kernels(block=64),
-                                                *(device.to_device(a) for a in args),
-                                                subpixel=subpixel))
+    args = (octave.gaussians, ext.layer, ext.col + ext.offset_col, ext.row + ext.offset_row, scale)
+    ours = device.to_host(
+        one_octave_histograms(
+            device.kernels(block=64), *(device.to_device(a) for a in args), subpixel=subpixel
+        )
+    )
     ref = raw_orientation_histograms(*args, np, subpixel=subpixel)
     assert len(ext) > 20
     assert_orientation_histograms_agree(ours, ref)
@@ -184,10 +217,17 @@ def test_orientation_kernel_equals_definition(device, keypoints, subpixel):
 def test_descriptor_kernel_equals_definition(device, keypoints):
     octave, ext, scale = keypoints
     direction = np.random.default_rng(2).uniform(0, 360, len(ext)).astype(np.float32)
-    args = (octave.gaussians, ext.layer, ext.col + ext.offset_col, ext.row + ext.offset_row,
-            direction, scale)
-    ours = device.to_host(one_octave_descriptors(device.kernels(block=64),
-                                                 *(device.to_device(a) for a in args)))
+    args = (
+        octave.gaussians,
+        ext.layer,
+        ext.col + ext.offset_col,
+        ext.row + ext.offset_row,
+        direction,
+        scale,
+    )
+    ours = device.to_host(
+        one_octave_descriptors(device.kernels(block=64), *(device.to_device(a) for a in args))
+    )
     ref = raw_descriptors(*args, np)
     assert ref.sum() > 0
     assert_descriptors_agree(ours, ref)
@@ -199,36 +239,57 @@ def test_all_octaves_in_one_launch_equal_octave_by_octave(device, octaves):
     parts = []
     for number in (0, 1, 2):
         octave = octaves[number]
-        ext = refine_extrema(octave.gaussians, *find_candidates(octave, 1.7, np),
-                             n_octave_layers=3, contrast_threshold=0.04, edge_threshold=10,
-                             xp=np)
-        parts.append((np.full(len(ext), number), ext.layer, ext.row, ext.col,
-                      ext.col + ext.offset_col, ext.row + ext.offset_row,
-                      orientation_scale(1.6, 3, ext.layer, ext.offset_layer, np)))
+        ext = refine_extrema(
+            octave.gaussians,
+            *find_candidates(octave, 1.7, np),
+            n_octave_layers=3,
+            contrast_threshold=0.04,
+            edge_threshold=10,
+            xp=np,
+        )
+        parts.append(
+            (
+                np.full(len(ext), number),
+                ext.layer,
+                ext.row,
+                ext.col,
+                ext.col + ext.offset_col,
+                ext.row + ext.offset_row,
+                orientation_scale(1.6, 3, ext.layer, ext.offset_layer, np),
+            )
+        )
     number, layer, row, col, x, y, scale = (np.concatenate(k) for k in zip(*parts, strict=True))
     mix = np.random.default_rng(3).permutation(len(number))
-    number, layer, row, col, x, y, scale = (a[mix] for a in (number, layer, row, col, x, y,
-                                                             scale))
+    number, layer, row, col, x, y, scale = (a[mix] for a in (number, layer, row, col, x, y, scale))
     direction = np.random.default_rng(4).uniform(0, 360, len(number)).astype(np.float32)
-    on_device = [scale_space_module.Octave(o.index, device.to_device(o.gaussians))
-                 for o in octaves[:3]]
+    on_device = [
+        scale_space_module.Octave(o.index, device.to_device(o.gaussians)) for o in octaves[:3]
+    ]
     d = device.to_device
-    hist = device.to_host(kernels.orientation_histograms(on_device, d(number), d(layer), d(x),
-                                                         d(y), d(scale)))
-    desc = device.to_host(kernels.descriptors(on_device, d(number), d(layer), d(x), d(y),
-                                              d(direction), d(scale))[0])
+    hist = device.to_host(
+        kernels.orientation_histograms(on_device, d(number), d(layer), d(x), d(y), d(scale))
+    )
+    desc = device.to_host(
+        kernels.descriptors(on_device, d(number), d(layer), d(x), d(y), d(direction), d(scale))[0]
+    )
     assert len(set(number[:50])) == 3
     # Shared-memory float atomics add in any order on a GPU: equal up to rounding.
     for n, octave in enumerate(on_device):
         sel = number == n
         one = [d(a[sel]) for a in (layer, x, y, scale)]
         np.testing.assert_allclose(
-            hist[sel], device.to_host(one_octave_histograms(kernels, octave.gaussians, *one)),
-            rtol=1e-5, atol=1e-3)
+            hist[sel],
+            device.to_host(one_octave_histograms(kernels, octave.gaussians, *one)),
+            rtol=1e-5,
+            atol=1e-3,
+        )
         one = [d(a[sel]) for a in (layer, x, y, direction, scale)]
         np.testing.assert_allclose(
-            desc[sel], device.to_host(one_octave_descriptors(kernels, octave.gaussians, *one)),
-            rtol=1e-5, atol=1e-3)
+            desc[sel],
+            device.to_host(one_octave_descriptors(kernels, octave.gaussians, *one)),
+            rtol=1e-5,
+            atol=1e-3,
+        )
 
 
 @pytest.mark.parametrize("rootsift", [False, True], ids=["sift", "rootsift"])
@@ -236,9 +297,15 @@ def test_descriptor_kernel_quantizes_like_the_definition(device, keypoints, root
     octave, ext, scale = keypoints
     direction = np.random.default_rng(5).uniform(0, 360, len(ext)).astype(np.float32)
     d = device.to_device
-    args = ([scale_space_module.Octave(0, d(octave.gaussians))], d(np.zeros(len(ext), np.int64)),
-            d(ext.layer), d(ext.col + ext.offset_col), d(ext.row + ext.offset_row),
-            d(direction), d(scale))
+    args = (
+        [scale_space_module.Octave(0, d(octave.gaussians))],
+        d(np.zeros(len(ext), np.int64)),
+        d(ext.layer),
+        d(ext.col + ext.offset_col),
+        d(ext.row + ext.offset_row),
+        d(direction),
+        d(scale),
+    )
     kernels = device.kernels(block=64)
     raw, ours = (device.to_host(a) for a in kernels.descriptors(*args, rootsift=rootsift))
     ref = quantize_descriptors(raw, np, rootsift=rootsift)
@@ -270,9 +337,11 @@ def test_gpu_path_equals_cpu_path(device, samples, name, preset):
     assert p["angle_within_0.5"] > 0.99 and p["descriptor_l2_median"] < 3, p
 
 
-@pytest.mark.parametrize("options", [{"rootsift": True}, {"upright": True, "max_features": 80},
-                                     {"sigma": 3.0}],
-                         ids=["rootsift", "upright-strongest", "wide-blur-fallback"])
+@pytest.mark.parametrize(
+    "options",
+    [{"rootsift": True}, {"upright": True, "max_features": 80}, {"sigma": 3.0}],
+    ids=["rootsift", "upright-strongest", "wide-blur-fallback"],
+)
 def test_gpu_path_options_equal_cpu_path(device, astronaut, options):
     gray = cv2.cvtColor(astronaut[:200, :240], cv2.COLOR_RGB2GRAY).astype(np.float32)
     opts = SiftOptions(**options)
@@ -308,11 +377,14 @@ def test_threads_sharing_one_kernels_object_get_their_own_buffers(device, astron
     from concurrent.futures import ThreadPoolExecutor
 
     gray = cv2.cvtColor(astronaut[:160, :200], cv2.COLOR_RGB2GRAY).astype(np.float32)
-    images = [gray, np.ascontiguousarray(gray[::-1]), np.ascontiguousarray(gray[:, ::-1]),
-              np.ascontiguousarray(gray.T)]
+    images = [
+        gray,
+        np.ascontiguousarray(gray[::-1]),
+        np.ascontiguousarray(gray[:, ::-1]),
+        np.ascontiguousarray(gray.T),
+    ]
     opts = SiftOptions()
-    alone = [extract(device.to_device(g), opts, device.new_backend(block=64))
-             for g in images]
+    alone = [extract(device.to_device(g), opts, device.new_backend(block=64)) for g in images]
     shared = device.new_backend(block=64)
 
     def run(g):
@@ -327,8 +399,7 @@ def test_threads_sharing_one_kernels_object_get_their_own_buffers(device, astron
         np.testing.assert_array_equal(both.xy, one.xy)
 
 
-def test_concurrent_batches_come_back_in_order_with_the_bad_files_named(device, samples,
-                                                                         tmp_path):
+def test_concurrent_batches_come_back_in_order_with_the_bad_files_named(device, samples, tmp_path):
     """iter_sift's GPU strategy (two host threads, a stream each) with these kernels."""
     from visiontk._sift.batch import _concurrent
     from visiontk.io import DEFAULT_MAX_PIXELS
@@ -356,27 +427,48 @@ def test_concurrent_batches_come_back_in_order_with_the_bad_files_named(device, 
 def _libasan():
     if shutil.which("gcc") is None:
         return None
-    found = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
-                           text=True, check=False).stdout.strip()
+    found = subprocess.run(
+        ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     return found if Path(found).is_file() else None
 
 
 LIBASAN = _libasan()
 
 
-@pytest.mark.skipif(shutil.which("g++") is None or LIBASAN is None,
-                    reason="needs g++ and AddressSanitizer (libasan)")
+@pytest.mark.skipif(
+    shutil.which("g++") is None or LIBASAN is None,
+    reason="needs g++ and AddressSanitizer (libasan)",
+)
 def test_kernels_stay_inside_their_buffers(tmp_path):
     """The emulated kernel tests again, built with AddressSanitizer: a read or write outside a
     buffer (which a GPU may turn into silent garbage) fails here with its location."""
-    env = dict(os.environ, CUDA_EMULATOR_FLAGS="-fsanitize=address -fno-omit-frame-pointer",
-               LD_PRELOAD=LIBASAN,
-               ASAN_OPTIONS=f"detect_leaks=0:log_path={tmp_path / 'asan'}")
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                        __file__, "-k", "emulated and not concurrent and not threads",
-                        "--basetemp",
-                        str(tmp_path / "run")],
-                       capture_output=True, text=True, env=env, check=False)
+    env = dict(
+        os.environ,
+        CUDA_EMULATOR_FLAGS="-fsanitize=address -fno-omit-frame-pointer",
+        LD_PRELOAD=LIBASAN,
+        ASAN_OPTIONS=f"detect_leaks=0:log_path={tmp_path / 'asan'}",
+    )
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+            __file__,
+            "-k",
+            "emulated and not concurrent and not threads",
+            "--basetemp",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     # ASan warns once that fibers (swapcontext) may confuse it; only its errors count.
     reports = "".join(f.read_text() for f in tmp_path.glob("asan*"))
     assert "ERROR: AddressSanitizer" not in reports, reports

@@ -37,9 +37,20 @@ def test_there_are_cuda_sources():
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
 def test_cuda_source_compiles_with_nvcc(source, tmp_path):
     for arch in ARCHS:
-        p = subprocess.run([NVCC, f"-arch=sm_{arch}", *NVRTC_OPTIONS, "-c", str(source), "-o",
-                            str(tmp_path / f"{source.stem}.sm_{arch}.o")],
-                           capture_output=True, text=True, check=False)
+        p = subprocess.run(
+            [
+                NVCC,
+                f"-arch=sm_{arch}",
+                *NVRTC_OPTIONS,
+                "-c",
+                str(source),
+                "-o",
+                str(tmp_path / f"{source.stem}.sm_{arch}.o"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert p.returncode == 0, p.stderr
         assert "warning" not in p.stderr.lower(), p.stderr
 

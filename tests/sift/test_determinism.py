@@ -20,8 +20,17 @@ def test_two_processes_give_identical_features(samples, tmp_path):
         runs = []
         for junk in (0, 37, 1001, 4099):
             out = tmp_path / f"{preset}{junk}.npy"
-            subprocess.run([sys.executable, "-c", SCRIPT.format(junk=junk),
-                            str(samples / "coffee.png"), preset, str(out)], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    SCRIPT.format(junk=junk),
+                    str(samples / "coffee.png"),
+                    preset,
+                    str(out),
+                ],
+                check=True,
+            )
             runs.append(np.load(out))
         assert len(runs[0]) > 500
         for other in runs[1:]:

@@ -28,8 +28,16 @@ def octave_and_keypoints(coffee):
     gray = cv2.cvtColor(coffee, cv2.COLOR_RGB2GRAY).astype(np.float32)
     octave = scale_space(gray, sigma=1.6, n_octave_layers=3, upsample=True, xp=np)[1]
     layer, row, col = find_candidates(octave, 1.7, np)
-    ext = refine_extrema(octave.gaussians, layer, row, col, n_octave_layers=3,
-                         contrast_threshold=0.04, edge_threshold=10, xp=np)
+    ext = refine_extrema(
+        octave.gaussians,
+        layer,
+        row,
+        col,
+        n_octave_layers=3,
+        contrast_threshold=0.04,
+        edge_threshold=10,
+        xp=np,
+    )
     scale = orientation_scale(1.6, 3, ext.layer, ext.offset_layer, np)
     return octave, ext, scale
 
@@ -52,8 +60,7 @@ def test_candidates_identical(octave_and_keypoints, compiled):
 @pytest.mark.parametrize("subpixel", [False, True], ids=["pixel-centred", "subpixel"])
 def test_orientation_histograms_match(octave_and_keypoints, compiled, subpixel):
     octave, ext, scale = octave_and_keypoints
-    args = (octave.gaussians, ext.layer, ext.col + ext.offset_col, ext.row + ext.offset_row,
-            scale)
+    args = (octave.gaussians, ext.layer, ext.col + ext.offset_col, ext.row + ext.offset_row, scale)
     ours = compiled.raw_orientations(*args, subpixel=subpixel)
     ref = reference.raw_orientations(*args, subpixel=subpixel)
     assert ref.shape == (len(ext), 36) and ref.sum() > 0
@@ -84,10 +91,12 @@ def test_whole_pipeline_on_xp_definitions_matches_compiled(monkeypatch, astronau
     monkeypatch.setenv("VISIONTK_KERNELS", "xp")
     slow = visiontk.sift(astronaut, preset=preset)
     assert abs(len(fast) - len(slow)) <= 0.01 * len(fast)
-    tree_d, tree_i = __import__("scipy.spatial", fromlist=["cKDTree"]).cKDTree(slow.xy).query(
-        fast.xy)
+    tree_d, tree_i = (
+        __import__("scipy.spatial", fromlist=["cKDTree"]).cKDTree(slow.xy).query(fast.xy)
+    )
     close = tree_d < 1e-3
     assert close.mean() > 0.98
-    dist = np.linalg.norm(fast.descriptors[close].astype(float)
-                          - slow.descriptors[tree_i[close]], axis=1)
+    dist = np.linalg.norm(
+        fast.descriptors[close].astype(float) - slow.descriptors[tree_i[close]], axis=1
+    )
     assert np.median(dist) < 2

@@ -12,15 +12,18 @@ from visiontk import devices
 from visiontk._sift.scale_space import layer_sigmas, octave_count, upsample_2x
 
 
-@pytest.mark.parametrize(("h", "w", "upsample", "expected"), [
-    # OpenCV: round(log2(min side of the doubled image) − 2) + 1 with the doubled octave
-    (512, 512, True, round(math.log2(1024) - 2) + 1),
-    (400, 600, True, round(math.log2(800) - 2) + 1),
-    (400, 600, False, round(math.log2(400) - 2)),
-    (1080, 1920, True, round(math.log2(2160) - 2) + 1),
-    (16, 16, False, 2),
-    (4, 4, False, 1),  # never fewer than one octave
-])
+@pytest.mark.parametrize(
+    ("h", "w", "upsample", "expected"),
+    [
+        # OpenCV: round(log2(min side of the doubled image) − 2) + 1 with the doubled octave
+        (512, 512, True, round(math.log2(1024) - 2) + 1),
+        (400, 600, True, round(math.log2(800) - 2) + 1),
+        (400, 600, False, round(math.log2(400) - 2)),
+        (1080, 1920, True, round(math.log2(2160) - 2) + 1),
+        (16, 16, False, 2),
+        (4, 4, False, 1),  # never fewer than one octave
+    ],
+)
 def test_octave_count(h, w, upsample, expected):
     assert octave_count(h, w, upsample) == expected
 
@@ -32,8 +35,8 @@ def test_layer_sigmas_compose_to_each_layers_blur():
     assert len(sig) == s + 3 and sig[0] == sigma
     total = sigma
     for i in range(1, s + 3):  # blurring by sig[i] takes sigma·k^(i−1) to sigma·k^i
-        total = math.sqrt(total ** 2 + sig[i] ** 2)
-        assert total == pytest.approx(sigma * k ** i, rel=1e-12)
+        total = math.sqrt(total**2 + sig[i] ** 2)
+        assert total == pytest.approx(sigma * k**i, rel=1e-12)
 
 
 def test_the_two_upsampling_forms_agree():

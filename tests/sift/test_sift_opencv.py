@@ -41,8 +41,9 @@ def test_keypoints_angles_and_descriptors_agree_with_opencv(name, request):
     assert np.mean(angle_diff < 1.0) > 0.93
     # Descriptors of coinciding keypoints: uint8 vectors of norm ~512; OpenCV's own fixed-point
     # arithmetic versus our float32 leaves a few units of difference.
-    d = np.linalg.norm(ours.descriptors[pairs[:, 0]].astype(float)
-                       - theirs.descriptors[pairs[:, 1]], axis=1)
+    d = np.linalg.norm(
+        ours.descriptors[pairs[:, 0]].astype(float) - theirs.descriptors[pairs[:, 1]], axis=1
+    )
     assert np.median(d) < 10
     assert np.percentile(d, 90) < 25
     # Same octave numbers and packed layer for coinciding keypoints.
@@ -67,8 +68,8 @@ def test_keypoint_fields_follow_opencv_conventions(astronaut):
     assert set(np.unique(f.octave_number)) <= set(range(-1, 9))
     assert np.all((f.layer >= 1) & (f.layer <= 3))
     # size is the diameter: 2 * 1.6 * 2^((layer + offset)/3) * 2^octave
-    lo = 2 * 1.6 * 2.0 ** ((f.layer - 0.5) / 3) * 2.0 ** f.octave_number
-    hi = 2 * 1.6 * 2.0 ** ((f.layer + 0.5) / 3) * 2.0 ** f.octave_number
+    lo = 2 * 1.6 * 2.0 ** ((f.layer - 0.5) / 3) * 2.0**f.octave_number
+    hi = 2 * 1.6 * 2.0 ** ((f.layer + 0.5) / 3) * 2.0**f.octave_number
     assert np.all((f.size >= lo * 0.999) & (f.size <= hi * 1.001))
     # strongest first
     assert np.all(np.diff(f.response) <= 0)

@@ -52,10 +52,14 @@ def test_keep_largest_is_colmaps_rule(astronaut, base):
     assert len(detections) < len(capped) <= 2 * len(detections)  # orientations kept
     assert np.all(np.diff(capped.response) <= 0)  # still ordered by response
     # every kept keypoint is one of the uncapped run's, descriptor and all
-    index = {(*p, round(float(a), 3)): i
-             for i, (p, a) in enumerate(zip(every.xy.tolist(), every.angle, strict=True))}
-    same = [index[(*p, round(float(a), 3))]
-            for p, a in zip(capped.xy.tolist(), capped.angle, strict=True)]
+    index = {
+        (*p, round(float(a), 3)): i
+        for i, (p, a) in enumerate(zip(every.xy.tolist(), every.angle, strict=True))
+    }
+    same = [
+        index[(*p, round(float(a), 3))]
+        for p, a in zip(capped.xy.tolist(), capped.angle, strict=True)
+    ]
     np.testing.assert_array_equal(capped.descriptors, every.descriptors[same])
     # the accurate preset's cap is this rule
     np.testing.assert_array_equal(visiontk.sift(astronaut, max_features=300).xy, capped.xy)
@@ -79,7 +83,7 @@ def test_rootsift_descriptors_are_hellinger_normalised(astronaut):
     plain = base.descriptors[:200].astype(float)
     # RootSIFT squared is the L1-normalised SIFT vector (up to byte rounding of both).
     l1 = plain / plain.sum(axis=1, keepdims=True)
-    assert np.abs(v ** 2 - l1).max() < 0.005
+    assert np.abs(v**2 - l1).max() < 0.005
     assert not np.array_equal(root.descriptors, base.descriptors[:200])
 
 
@@ -127,11 +131,12 @@ def test_max_orientations_keeps_the_highest_peaks(astronaut):
 
 def test_vlfeat_orientation_smoothing_moves_angles_a_little(astronaut):
     opencv = visiontk.sift(astronaut, preset="opencv", upright=False, max_features=300)
-    box = visiontk.sift(astronaut, preset="opencv", orientation_smoothing="vlfeat",
-                        max_features=300)
+    box = visiontk.sift(
+        astronaut, preset="opencv", orientation_smoothing="vlfeat", max_features=300
+    )
     tree = cKDTree(np.c_[box.xy, box.angle / 100])
     d, _ = tree.query(np.c_[opencv.xy, opencv.angle / 100])
-    assert 0.3 < np.mean(d < 0.02) < 1.0   # most angles within 2°, not all identical
+    assert 0.3 < np.mean(d < 0.02) < 1.0  # most angles within 2°, not all identical
 
 
 def test_flat_image_gives_no_features():
@@ -140,12 +145,24 @@ def test_flat_image_gives_no_features():
     assert feats.image_size == (64, 80)
 
 
-@pytest.mark.parametrize("options", [
-    {"max_features": -1}, {"n_octave_layers": 0}, {"contrast_threshold": "high"},
-    {"edge_threshold": 0}, {"sigma": float("nan")}, {"upright": "yes"}, {"colour": True},
-    {"preset": "fast"}, {"refinement": "lowe"}, {"max_orientations": -1},
-    {"orientation_smoothing": "box"}, {"subpixel_window": 1}, {"keep": "random"},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_features": -1},
+        {"n_octave_layers": 0},
+        {"contrast_threshold": "high"},
+        {"edge_threshold": 0},
+        {"sigma": float("nan")},
+        {"upright": "yes"},
+        {"colour": True},
+        {"preset": "fast"},
+        {"refinement": "lowe"},
+        {"max_orientations": -1},
+        {"orientation_smoothing": "box"},
+        {"subpixel_window": 1},
+        {"keep": "random"},
+    ],
+)
 def test_bad_options_are_one_line_errors(astronaut, options):
     with pytest.raises(OptionError) as info:
         visiontk.sift(astronaut, **options)
@@ -165,8 +182,11 @@ def test_input_types_agree(astronaut):
 
 @pytest.mark.skipif(visiontk.devices.cuda_status()[0], reason="a GPU is present")
 def test_device_cuda_without_gpu_says_what_is_missing(astronaut):
-    expected = "visiontk\\[cuda12\\]" if importlib.util.find_spec("cupy") is None \
+    expected = (
+        "visiontk\\[cuda12\\]"
+        if importlib.util.find_spec("cupy") is None
         else "no usable NVIDIA GPU|no NVIDIA GPU"
+    )
     with pytest.raises(visiontk.VisiontkError, match=f"device 'cuda': .*({expected})"):
         visiontk.sift(astronaut, device="cuda")
     # auto falls back to the CPU quietly
@@ -190,8 +210,18 @@ def test_the_implementation_is_importable_by_its_path():
     """visiontk.sift is the function; every module of its implementation imports by path."""
     import importlib
 
-    for name in ("api", "batch", "options", "backends", "extraction", "scale_space", "detect",
-                 "orient", "describe", "constants"):
+    for name in (
+        "api",
+        "batch",
+        "options",
+        "backends",
+        "extraction",
+        "scale_space",
+        "detect",
+        "orient",
+        "describe",
+        "constants",
+    ):
         module = importlib.import_module(f"visiontk._sift.{name}")
         assert module.__name__ == f"visiontk._sift.{name}"
     import visiontk._sift.scale_space as scale_space
@@ -223,8 +253,9 @@ def test_iter_sift_reports_a_bad_image_and_goes_on(samples, tmp_path):
         visiontk.sift_batch(paths)
 
 
-@pytest.mark.parametrize("images", ["sample_images/", Path("sample_images"),
-                                    np.zeros((64, 64), np.uint8)])
+@pytest.mark.parametrize(
+    "images", ["sample_images/", Path("sample_images"), np.zeros((64, 64), np.uint8)]
+)
 def test_iter_sift_refuses_one_path_or_array_instead_of_a_list(images):
     """A folder's name was iterated character by character ("s", "a", ...: 14 bad images),
     an array row by row."""
@@ -264,8 +295,9 @@ def test_largest_skips_the_octaves_its_cap_drops_and_keeps_the_same_keypoints(as
     from visiontk._sift.options import SiftOptions
 
     capped = visiontk.sift(astronaut, max_features=300, keep="largest")
-    searched = visiontk.sift(astronaut, max_features=300, keep="largest",
-                             mask=np.ones(astronaut.shape[:2], bool))
+    searched = visiontk.sift(
+        astronaut, max_features=300, keep="largest", mask=np.ones(astronaut.shape[:2], bool)
+    )
     np.testing.assert_array_equal(capped.xy, searched.xy)
     np.testing.assert_array_equal(capped.descriptors, searched.descriptors)
     cpu = backends.for_device("cpu")

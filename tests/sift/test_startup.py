@@ -31,8 +31,9 @@ print(json.dumps({"keypoints": len(f.xy), "digest": digest, "linalg_by_sift": li
 
 
 def _fresh(mode: str, image) -> dict:
-    p = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(image)], capture_output=True,
-                       text=True, check=True)
+    p = subprocess.run(
+        [sys.executable, "-c", SCRIPT, mode, str(image)], capture_output=True, text=True, check=True
+    )
     return json.loads(p.stdout.splitlines()[-1])
 
 
@@ -45,8 +46,10 @@ def test_own_process_loads_kernels_without_scipy_linalg_and_finds_the_same_keypo
 
 
 def test_cli_marks_its_process_as_its_own():
-    code = ("import sys; from click.testing import CliRunner; import visiontk_cli.main as m; "
-            "from visiontk._sift import backends; "
-            "CliRunner().invoke(m.main, ['stages']); print(backends._OWN_PROCESS[0])")
+    code = (
+        "import sys; from click.testing import CliRunner; import visiontk_cli.main as m; "
+        "from visiontk._sift import backends; "
+        "CliRunner().invoke(m.main, ['stages']); print(backends._OWN_PROCESS[0])"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert p.stdout.split()[-1] == "True"

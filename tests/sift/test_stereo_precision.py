@@ -25,8 +25,10 @@ def within_one_pixel(left, right, disparity, **options):
     m = visiontk.match(fl, fr, ratio=0.8, device="cpu")
     a, b = fl.xy[m.pairs[:, 0]], fr.xy[m.pairs[:, 1]]
     h, w = disparity.shape
-    d = disparity[np.clip(np.rint(a[:, 1]).astype(int), 0, h - 1),
-                  np.clip(np.rint(a[:, 0]).astype(int), 0, w - 1)]
+    d = disparity[
+        np.clip(np.rint(a[:, 1]).astype(int), 0, h - 1),
+        np.clip(np.rint(a[:, 0]).astype(int), 0, w - 1),
+    ]
     known = np.isfinite(d)
     err = np.hypot(b[known, 0] - (a[known, 0] - d[known]), b[known, 1] - a[known, 1])
     return err <= 1.0

@@ -11,11 +11,15 @@ from visiontk.stages.pairs import read_pairs_file
 
 def test_read_pairs_file(tmp_path):
     path = tmp_path / "pairs.txt"
-    path.write_text("# hloc's format\na.png b.png\n\nb.png a.png  # the same pair again\n"
-                    "c.png c.png\nb.png c.png\n")
+    path.write_text(
+        "# hloc's format\na.png b.png\n\nb.png a.png  # the same pair again\n"
+        "c.png c.png\nb.png c.png\n"
+    )
     assert read_pairs_file(path) == [("a.png", "b.png"), ("b.png", "c.png")]
-    assert read_pairs_file(path, ["a.png", "b.png", "c.png"]) == [("a.png", "b.png"),
-                                                                    ("b.png", "c.png")]
+    assert read_pairs_file(path, ["a.png", "b.png", "c.png"]) == [
+        ("a.png", "b.png"),
+        ("b.png", "c.png"),
+    ]
     with pytest.raises(OptionError, match=r"pairs.txt:2: 'a.png' is not one of"):
         read_pairs_file(path, ["b.png", "c.png"])
     path.write_text("a.png\n")

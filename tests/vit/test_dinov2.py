@@ -22,9 +22,12 @@ def expected():
 
 def weights_files(tmp: Path, variant: str) -> dict:
     state = tiny_state(variant)
-    files = {"hub names, safetensors": write_safetensors(tmp / f"{variant}.safetensors", state),
-             "Hugging Face names": write_safetensors(tmp / f"hf_{variant}.safetensors",
-                                                     hugging_face_layout(state, DINOV2_NAMES))}
+    files = {
+        "hub names, safetensors": write_safetensors(tmp / f"{variant}.safetensors", state),
+        "Hugging Face names": write_safetensors(
+            tmp / f"hf_{variant}.safetensors", hugging_face_layout(state, DINOV2_NAMES)
+        ),
+    }
     if variant == "v2reg4":
         files["torch .pth (hub)"] = REAL_PTH
     return files
@@ -36,22 +39,33 @@ def test_forward_matches_the_official_reference_in_both_layouts(tmp_path, expect
     for label, path in weights_files(tmp_path, variant).items():
         model = ViT.from_weights(path, device="cpu")
         c = model.config
-        assert (c.patch, c.heads, c.registers, c.swiglu, c.layer_scale) == \
-            (PATCH, HEADS, registers, swiglu, True), label
+        assert (c.patch, c.heads, c.registers, c.swiglu, c.layer_scale) == (
+            PATCH,
+            HEADS,
+            registers,
+            swiglu,
+            True,
+        ), label
         for h, w in INPUTS:
             attn, keys = model.last_block(pixels(h, w))
             tag = f"{variant}_{h}x{w}"
-            np.testing.assert_allclose(attn, expected[f"attn_{tag}"], atol=1e-4,
-                                       err_msg=f"{label} {tag}")
-            np.testing.assert_allclose(keys, expected[f"keys_{tag}"], atol=1e-4, rtol=1e-4,
-                                       err_msg=f"{label} {tag}")
+            np.testing.assert_allclose(
+                attn, expected[f"attn_{tag}"], atol=1e-4, err_msg=f"{label} {tag}"
+            )
+            np.testing.assert_allclose(
+                keys, expected[f"keys_{tag}"], atol=1e-4, rtol=1e-4, err_msg=f"{label} {tag}"
+            )
             _, _, feats = model.last_block(pixels(h, w), features=True)
-            np.testing.assert_allclose(feats, expected[f"features_{tag}"], atol=1e-4,
-                                       rtol=1e-4, err_msg=f"{label} {tag} features")
+            np.testing.assert_allclose(
+                feats,
+                expected[f"features_{tag}"],
+                atol=1e-4,
+                rtol=1e-4,
+                err_msg=f"{label} {tag} features",
+            )
             maps = model.last_attention(pixels(h, w))
             assert maps.shape == (HEADS, h // PATCH, w // PATCH)  # registers are not patches
-            np.testing.assert_allclose(maps.reshape(HEADS, -1), attn[:, 1 + registers:],
-                                       rtol=1e-6)
+            np.testing.assert_allclose(maps.reshape(HEADS, -1), attn[:, 1 + registers :], rtol=1e-6)
 
 
 def test_registers_change_the_maps_but_not_their_shape(expected):
@@ -76,9 +90,12 @@ def test_broken_dinov2_weights_are_one_line_errors(tmp_path):
 def test_dinov2_models_are_looked_up_by_name(tmp_path, monkeypatch):
     monkeypatch.setenv("VISIONTK_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "none"))
-    with pytest.raises(WeightsError, match=r"dinov2_vits14_reg4_pretrain.pth \(from "
-                                           r"https://dl.fbaipublicfiles.com/dinov2/"
-                                           r"dinov2_vits14/dinov2_vits14_reg4_pretrain.pth\)"):
+    with pytest.raises(
+        WeightsError,
+        match=r"dinov2_vits14_reg4_pretrain.pth \(from "
+        r"https://dl.fbaipublicfiles.com/dinov2/"
+        r"dinov2_vits14/dinov2_vits14_reg4_pretrain.pth\)",
+    ):
         find_weights(None, "dinov2_vits14_reg")
     (tmp_path / "dinov2_vitb14_pretrain.pth").write_bytes(b"")
     assert find_weights(None, "dinov2_vitb14") == tmp_path / "dinov2_vitb14_pretrain.pth"
@@ -136,11 +153,21 @@ def test_dinov2_in_the_attention_stage_with_features(tmp_path, samples):
     images = tmp_path / "images"
     images.mkdir()
     (images / "coffee.png").write_bytes((samples / "coffee.png").read_bytes())
-    p = Pipeline.from_spec([{"name": "dino-attention", "weights": str(REAL_PTH),
-                             "image_size": 112, "device": "cpu", "features": True}])
+    p = Pipeline.from_spec(
+        [
+            {
+                "name": "dino-attention",
+                "weights": str(REAL_PTH),
+                "image_size": 112,
+                "device": "cpu",
+                "features": True,
+            }
+        ]
+    )
     assert p.run(images, tmp_path / "out", quiet=True).ok
     written = sorted(x.name for x in (tmp_path / "out" / "attention").iterdir())
-    assert written == [f"coffee.png{x}" for x in (".json", "_features.npy", "_heads.png",
-                                                  "_mask.png", "_overlay.png", "_pca.png")]
-    assert np.load(tmp_path / "out" / "attention" / "coffee.png_features.npy").shape == \
-        (8, 12, 128)
+    assert written == [
+        f"coffee.png{x}"
+        for x in (".json", "_features.npy", "_heads.png", "_mask.png", "_overlay.png", "_pca.png")
+    ]
+    assert np.load(tmp_path / "out" / "attention" / "coffee.png_features.npy").shape == (8, 12, 128)

@@ -63,10 +63,10 @@ def test_layer_norm_gelu_and_heads_equal_definitions(monkeypatch):
 
     qkv = RNG.standard_normal((2, 37, 3 * 48)).astype(np.float32)
     qkv_bias = RNG.standard_normal(3 * 48).astype(np.float32)
-    compiled, reference = both(monkeypatch,
-                               lambda: ops.split_heads(qkv, qkv_bias, 3, 0.25, np))
-    for got, want, shape in zip(compiled, reference, [(2, 3, 37, 16), (2, 3, 16, 37),
-                                                      (2, 3, 37, 16)], strict=True):
+    compiled, reference = both(monkeypatch, lambda: ops.split_heads(qkv, qkv_bias, 3, 0.25, np))
+    for got, want, shape in zip(
+        compiled, reference, [(2, 3, 37, 16), (2, 3, 16, 37), (2, 3, 37, 16)], strict=True
+    ):
         assert got.shape == want.shape == shape and got.flags.c_contiguous
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
@@ -82,12 +82,13 @@ def test_kernels_do_not_depend_on_where_a_buffer_starts():
     results = []
     for shift in range(16):
         buffer = np.empty(data.size + 16, np.float32)
-        x = buffer[shift:shift + data.size].reshape(data.shape)
+        x = buffer[shift : shift + data.size].reshape(data.shape)
         x[:] = data
         normed = _cpu_kernels.layer_norm(x, weight, bias, 1e-6)
         _cpu_kernels.softmax_inplace(x)
-        results.append((x.tobytes(), normed.tobytes(),
-                        _cpu_kernels.gelu(normed.copy(), bias).tobytes()))
+        results.append(
+            (x.tobytes(), normed.tobytes(), _cpu_kernels.gelu(normed.copy(), bias).tobytes())
+        )
     assert all(r == results[0] for r in results)
 
 

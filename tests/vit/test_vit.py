@@ -33,8 +33,11 @@ def write_safetensors(path: Path, state: dict) -> Path:
     header, blobs, offset = {}, [], 0
     for key, value in state.items():
         data = np.ascontiguousarray(value, np.float32).tobytes()
-        header[key] = {"dtype": "F32", "shape": list(value.shape),
-                       "data_offsets": [offset, offset + len(data)]}
+        header[key] = {
+            "dtype": "F32",
+            "shape": list(value.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         blobs.append(data)
         offset += len(data)
     text = json.dumps(header).encode()
@@ -43,24 +46,38 @@ def write_safetensors(path: Path, state: dict) -> Path:
 
 
 #: Hugging Face's names of a block's parts: ViTModel (DINO), and Dinov2Model.
-VIT_NAMES = {"norm1": "layernorm_before", "norm2": "layernorm_after",
-             "attn.proj": "attention.output.dense", "mlp.fc1": "intermediate.dense",
-             "mlp.fc2": "output.dense"}
-DINOV2_NAMES = {"norm1": "norm1", "norm2": "norm2", "attn.proj": "attention.output.dense",
-                "ls1.gamma": "layer_scale1.lambda1", "ls2.gamma": "layer_scale2.lambda1",
-                "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "mlp.w12": "mlp.weights_in",
-                "mlp.w3": "mlp.weights_out"}
+VIT_NAMES = {
+    "norm1": "layernorm_before",
+    "norm2": "layernorm_after",
+    "attn.proj": "attention.output.dense",
+    "mlp.fc1": "intermediate.dense",
+    "mlp.fc2": "output.dense",
+}
+DINOV2_NAMES = {
+    "norm1": "norm1",
+    "norm2": "norm2",
+    "attn.proj": "attention.output.dense",
+    "ls1.gamma": "layer_scale1.lambda1",
+    "ls2.gamma": "layer_scale2.lambda1",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+    "mlp.w12": "mlp.weights_in",
+    "mlp.w3": "mlp.weights_out",
+}
 
 
 def hugging_face_layout(state: dict, names: dict = VIT_NAMES) -> dict:
     """The official state dict renamed as Hugging Face stores it (q, k, v split; ``names``:
     the block parts' names, VIT_NAMES for ViTModel, DINOV2_NAMES for Dinov2Model)."""
     dim = state["cls_token"].shape[-1]
-    out = {"embeddings.cls_token": state["cls_token"],
-           "embeddings.position_embeddings": state["pos_embed"],
-           "embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
-           "embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"],
-           "layernorm.weight": state["norm.weight"], "layernorm.bias": state["norm.bias"]}
+    out = {
+        "embeddings.cls_token": state["cls_token"],
+        "embeddings.position_embeddings": state["pos_embed"],
+        "embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
+        "embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"],
+        "layernorm.weight": state["norm.weight"],
+        "layernorm.bias": state["norm.bias"],
+    }
     for key in ("mask_token", "register_tokens"):  # DINOv2's
         if key in state:
             out[f"embeddings.{key}"] = state[key]
@@ -72,36 +89,43 @@ def hugging_face_layout(state: dict, names: dict = VIT_NAMES) -> dict:
         if rest.startswith("attn.qkv."):
             part = rest.rsplit(".", 1)[1]
             for j, name in enumerate(("query", "key", "value")):
-                out[f"{layer}attention.attention.{name}.{part}"] = value[j * dim:(j + 1) * dim]
+                out[f"{layer}attention.attention.{name}.{part}"] = value[j * dim : (j + 1) * dim]
             continue
         for old, new in names.items():
             if rest == old or rest.startswith(old + "."):
-                out[layer + new + rest[len(old):]] = value
+                out[layer + new + rest[len(old) :]] = value
     return out
 
 
 def weights_files(tmp: Path, patch: int) -> dict:
     state = tiny_state(patch)
-    files = {"safetensors (official/timm names)": write_safetensors(tmp / f"o{patch}.safetensors",
-                                                                    state),
-             "safetensors (Hugging Face names)": write_safetensors(tmp / f"hf{patch}.safetensors",
-                                                                   hugging_face_layout(state))}
+    files = {
+        "safetensors (official/timm names)": write_safetensors(
+            tmp / f"o{patch}.safetensors", state
+        ),
+        "safetensors (Hugging Face names)": write_safetensors(
+            tmp / f"hf{patch}.safetensors", hugging_face_layout(state)
+        ),
+    }
     if patch == 16:
         files["torch .pth"] = REAL_PTH
     return files
 
 
 @pytest.mark.parametrize("patch, height, width", INPUTS)
-def test_attention_matches_pytorch_reference_in_every_format(tmp_path, expected, patch, height,
-                                                              width):
+def test_attention_matches_pytorch_reference_in_every_format(
+    tmp_path, expected, patch, height, width
+):
     for label, path in weights_files(tmp_path, patch).items():
         model = ViT.from_weights(path, device="cpu")
         assert (model.config.patch, model.config.heads, model.config.depth) == (patch, 2, 2)
         attn, keys = model.last_block(pixels(height, width))
-        np.testing.assert_allclose(attn, expected[f"attn_p{patch}_{height}x{width}"], atol=1e-4,
-                                   err_msg=label)
-        np.testing.assert_allclose(keys, expected[f"keys_p{patch}_{height}x{width}"], atol=1e-4,
-                                   rtol=1e-4, err_msg=label)
+        np.testing.assert_allclose(
+            attn, expected[f"attn_p{patch}_{height}x{width}"], atol=1e-4, err_msg=label
+        )
+        np.testing.assert_allclose(
+            keys, expected[f"keys_p{patch}_{height}x{width}"], atol=1e-4, rtol=1e-4, err_msg=label
+        )
         maps = model.last_attention(pixels(height, width))
         assert maps.shape == (2, height // patch, width // patch) and maps.dtype == np.float32
 
@@ -165,8 +189,13 @@ def test_broken_files_are_one_line_errors(tmp_path):
     other = write_safetensors(tmp_path / "other.safetensors", {"fc.weight": np.zeros((3, 3))})
     text = tmp_path / "notes.pth"
     text.write_text("hello")
-    for path, words in [(cut, "cut.pth"), (cut_st, "truncated"), (text, "notes.pth"),
-                        (other, "not a ViT state dict"), (tmp_path / "none.pth", "no such file")]:
+    for path, words in [
+        (cut, "cut.pth"),
+        (cut_st, "truncated"),
+        (text, "notes.pth"),
+        (other, "not a ViT state dict"),
+        (tmp_path / "none.pth", "no such file"),
+    ]:
         with pytest.raises(WeightsError) as e:
             read_weights(path)
         assert words in str(e.value) and "\n" not in str(e.value)
@@ -259,8 +288,17 @@ def test_attention_refuses_images_smaller_than_sift_does(tmp_path):
     from visiontk_cli.main import main
 
     cv2.imwrite(str(tmp_path / "dot.png"), np.zeros((1, 1), np.uint8))
-    res = CliRunner().invoke(main, ["attention", str(tmp_path / "dot.png"), "--weights",
-                                    str(REAL_PTH), "--out", str(tmp_path / "att")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "attention",
+            str(tmp_path / "dot.png"),
+            "--weights",
+            str(REAL_PTH),
+            "--out",
+            str(tmp_path / "att"),
+        ],
+    )
     assert res.exit_code == 1 and "dot.png: image is 1×1 pixels" in res.output
     assert not any((tmp_path / "att").iterdir())
 
@@ -271,9 +309,22 @@ def test_attention_command_writes_pictures_and_summary(tmp_path, samples):
 
     bad = tmp_path / "bad.png"
     bad.write_text("no")
-    res = CliRunner().invoke(main, ["attention", str(samples / "astronaut.png"), str(bad),
-                                    "--weights", str(REAL_PTH), "--out", str(tmp_path / "o"),
-                                    "--image-size", "128", "--method", "tokencut"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "attention",
+            str(samples / "astronaut.png"),
+            str(bad),
+            "--weights",
+            str(REAL_PTH),
+            "--out",
+            str(tmp_path / "o"),
+            "--image-size",
+            "128",
+            "--method",
+            "tokencut",
+        ],
+    )
     assert res.exit_code == 1 and "bad.png" in res.output
     import cv2
 
@@ -284,8 +335,17 @@ def test_attention_command_writes_pictures_and_summary(tmp_path, samples):
     summary = json.loads((tmp_path / "o" / "astronaut.json").read_text())
     assert summary["method"] == "tokencut" and summary["grid"] == [8, 8]
     assert abs(summary["foreground_fraction"] - (mask > 0).mean()) < 1e-9
-    res = CliRunner().invoke(main, ["attention", str(samples / "astronaut.png"), "--out",
-                                    str(tmp_path / "o2"), "--weights", str(tmp_path / "x.pth")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "attention",
+            str(samples / "astronaut.png"),
+            "--out",
+            str(tmp_path / "o2"),
+            "--weights",
+            str(tmp_path / "x.pth"),
+        ],
+    )
     assert res.exit_code == 1 and "no such weights file" in res.output
 
 
@@ -296,21 +356,26 @@ def test_dino_attention_stage_in_a_pipeline(tmp_path, samples):
     images.mkdir()
     for n in ("coffee.png", "astronaut.png"):
         (images / n).write_bytes((samples / n).read_bytes())
-    p = Pipeline.from_spec([{"name": "dino-attention", "weights": str(REAL_PTH),
-                             "image_size": 96, "device": "cpu"}])
+    p = Pipeline.from_spec(
+        [{"name": "dino-attention", "weights": str(REAL_PTH), "image_size": 96, "device": "cpu"}]
+    )
     r = p.run(images, tmp_path / "out", quiet=True)
     assert r.ok and r.features_path is None
     written = sorted(x.name for x in (tmp_path / "out" / "attention").iterdir())
-    assert written == sorted(f"{s}{x}" for s in ("astronaut.png", "coffee.png")
-                             for x in ("_heads.png", "_mask.png", "_overlay.png", ".json"))
+    assert written == sorted(
+        f"{s}{x}"
+        for s in ("astronaut.png", "coffee.png")
+        for x in ("_heads.png", "_mask.png", "_overlay.png", ".json")
+    )
     assert p.run(images, tmp_path / "out", quiet=True).images_cached == 2
 
 
 def test_top_level_dino_attention(samples):
     import visiontk
 
-    r = visiontk.dino_attention(samples / "astronaut.png", weights=REAL_PTH, device="cpu",
-                                image_size=64)
+    r = visiontk.dino_attention(
+        samples / "astronaut.png", weights=REAL_PTH, device="cpu", image_size=64
+    )
     assert r.maps.shape == (2, 4, 4) and r.mask("tokencut").shape == (4, 4)
 
 
@@ -321,9 +386,15 @@ def test_batches_equal_one_image_at_a_time(tmp_path, samples):
     from visiontk.vit.attention import dino_attention_batches
 
     coffee = cv2.imread(str(samples / "coffee.png"))
-    inputs = [samples / "coffee.png", tmp_path / "flipped.png", tmp_path / "dark.png",
-              tmp_path / "bad.png", tmp_path / "darker.png", samples / "astronaut.png",
-              tmp_path / "small.png"]
+    inputs = [
+        samples / "coffee.png",
+        tmp_path / "flipped.png",
+        tmp_path / "dark.png",
+        tmp_path / "bad.png",
+        tmp_path / "darker.png",
+        samples / "astronaut.png",
+        tmp_path / "small.png",
+    ]
     cv2.imwrite(str(inputs[1]), coffee[:, ::-1])
     cv2.imwrite(str(inputs[2]), coffee // 3)
     inputs[3].write_text("no")
@@ -331,10 +402,12 @@ def test_batches_equal_one_image_at_a_time(tmp_path, samples):
     cv2.imwrite(str(inputs[6]), coffee[::2, ::2])  # coffee's size again after resizing
     model = ViT.from_weights(REAL_PTH, device="cpu")
     calls = []
-    model.last_block = (lambda run: lambda x, **k: calls.append(x.shape[:1] + x.shape[2:])
-                        or run(x, **k))(model.last_block)
-    got = list(dino_attention_batches(inputs, vit=model, batch_size=2, image_size=96,
-                                      features=True))
+    model.last_block = (
+        lambda run: lambda x, **k: calls.append(x.shape[:1] + x.shape[2:]) or run(x, **k)
+    )(model.last_block)
+    got = list(
+        dino_attention_batches(inputs, vit=model, batch_size=2, image_size=96, features=True)
+    )
     assert [path for path, _ in got] == inputs
     assert isinstance(got[3][1], ImageError) and "bad.png" in str(got[3][1])
     # full at 2; closed by the bad file; closed by a new size (astronaut is square); kept
@@ -361,9 +434,21 @@ def test_attention_command_on_a_folder_in_batches(tmp_path, samples):
     cv2.imwrite(str(folder / "a.png"), coffee)
     cv2.imwrite(str(folder / "sub" / "b.png"), coffee[:, ::-1])
     (folder / "c.png").write_text("no")
-    res = CliRunner().invoke(main, ["attention", str(folder), "--weights", str(REAL_PTH),
-                                    "--out", str(tmp_path / "o"), "--image-size", "64",
-                                    "--batch-size", "2"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "attention",
+            str(folder),
+            "--weights",
+            str(REAL_PTH),
+            "--out",
+            str(tmp_path / "o"),
+            "--image-size",
+            "64",
+            "--batch-size",
+            "2",
+        ],
+    )
     assert res.exit_code == 1 and "1 of 3 images failed" in res.output
     assert "c.png" in res.output and "Traceback" not in res.output
     a, b = (cv2.imread(str(tmp_path / "o" / f"{s}_heads.png")) for s in "ab")
@@ -382,9 +467,21 @@ def test_attention_on_file_names_that_are_not_utf8(tmp_path, samples):
     for raw in (b"bad\xff.png", b"good.png"):
         with open(os.path.join(folder, raw), "wb") as fh:
             fh.write((samples / "coffee.png").read_bytes())
-    res = CliRunner().invoke(main, ["attention", str(tmp_path / "in"), "--weights",
-                                    str(REAL_PTH), "--out", str(tmp_path / "att"),
-                                    "--image-size", "64", "--device", "cpu"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "attention",
+            str(tmp_path / "in"),
+            "--weights",
+            str(REAL_PTH),
+            "--out",
+            str(tmp_path / "att"),
+            "--image-size",
+            "64",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     written = sorted(os.listdir(tmp_path / "att"))
     # the odd name shown as text (\xff), escaped into one file name as the pipeline does

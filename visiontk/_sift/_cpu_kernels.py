@@ -126,8 +126,12 @@ def _extrema(g, threshold, border):
                 k = (layer - 1) * h + r
                 mark = marks[k]
                 here = dog[layer]
-                if _in_layer_extrema(here[(r - 1) % 3], here[r % 3], here[(r + 1) % 3],
-                                     threshold, border, mark) == 0:
+                if (
+                    _in_layer_extrema(
+                        here[(r - 1) % 3], here[r % 3], here[(r + 1) % 3], threshold, border, mark
+                    )
+                    == 0
+                ):
                     continue
                 found = 0
                 centre = here[r % 3]
@@ -248,10 +252,16 @@ def _orientation_kernel(gaussians, layer, x, y, scale, subpixel):
         n = 0
         for i in range(max(-radius, 1 - r0), min(radius, h - 2 - r0) + 1):
             yy = r0 + i
-            _orientation_row(img[yy - 1, x0:x0 + cnt], img[yy, x0 - 1:x0 + cnt + 1],
-                             img[yy + 1, x0:x0 + cnt],
-                             window_j[j_lo + radius:j_lo + radius + cnt], window_i[i + radius],
-                             weighted[n:n + cnt], bins[n:n + cnt], cnt)
+            _orientation_row(
+                img[yy - 1, x0 : x0 + cnt],
+                img[yy, x0 - 1 : x0 + cnt + 1],
+                img[yy + 1, x0 : x0 + cnt],
+                window_j[j_lo + radius : j_lo + radius + cnt],
+                window_i[i + radius],
+                weighted[n : n + cnt],
+                bins[n : n + cnt],
+                cnt,
+            )
             n += max(cnt, 0)
         for s in range(n):
             hist[k, bins[s]] += weighted[s]
@@ -260,9 +270,14 @@ def _orientation_kernel(gaussians, layer, x, y, scale, subpixel):
 
 def raw_orientation_histograms(gaussians, layer, x, y, scale, subpixel=False):
     """Compiled :func:`visiontk._sift.orient.raw_orientation_histograms`."""
-    return _orientation_kernel(np.ascontiguousarray(gaussians), layer.astype(np.int64),
-                               x.astype(np.float32), y.astype(np.float32),
-                               scale.astype(np.float32), bool(subpixel))
+    return _orientation_kernel(
+        np.ascontiguousarray(gaussians),
+        layer.astype(np.int64),
+        x.astype(np.float32),
+        y.astype(np.float32),
+        scale.astype(np.float32),
+        bool(subpixel),
+    )
 
 
 @nb.njit(inline="always", **_KERNEL)
@@ -354,11 +369,24 @@ def _descriptor_kernel(gaussians, layer, x, y, direction, scale, subpixel):
             if cnt <= 0:
                 continue
             x0 = px + j_lo
-            _descriptor_row(img[yy - 1, x0:x0 + cnt], img[yy, x0 - 1:x0 + cnt + 1],
-                            img[yy + 1, x0:x0 + cnt], window_j[j_lo + radius:j_lo + radius + cnt],
-                            window_i[i + radius], np.float32(j_lo) - fx, v, cos_t, sin_t,
-                            direction[k], mags[m:m + cnt], fr[m:m + cnt], fc[m:m + cnt],
-                            fo[m:m + cnt], at[m:m + cnt], cnt)
+            _descriptor_row(
+                img[yy - 1, x0 : x0 + cnt],
+                img[yy, x0 - 1 : x0 + cnt + 1],
+                img[yy + 1, x0 : x0 + cnt],
+                window_j[j_lo + radius : j_lo + radius + cnt],
+                window_i[i + radius],
+                np.float32(j_lo) - fx,
+                v,
+                cos_t,
+                sin_t,
+                direction[k],
+                mags[m : m + cnt],
+                fr[m : m + cnt],
+                fc[m : m + cnt],
+                fo[m : m + cnt],
+                at[m : m + cnt],
+                cnt,
+            )
             m += cnt
         # Pass 2: trilinear votes into two padded histograms taken in turn, so that
         # consecutive samples (often the same bins) do not wait on each other's additions.
@@ -399,10 +427,15 @@ def _descriptor_kernel(gaussians, layer, x, y, direction, scale, subpixel):
 
 def raw_descriptors(gaussians, layer, x, y, direction, scale, subpixel=False):
     """Compiled :func:`visiontk._sift.describe.raw_descriptors`."""
-    return _descriptor_kernel(np.ascontiguousarray(gaussians), layer.astype(np.int64),
-                              x.astype(np.float32), y.astype(np.float32),
-                              direction.astype(np.float32), scale.astype(np.float32),
-                              bool(subpixel))
+    return _descriptor_kernel(
+        np.ascontiguousarray(gaussians),
+        layer.astype(np.int64),
+        x.astype(np.float32),
+        y.astype(np.float32),
+        direction.astype(np.float32),
+        scale.astype(np.float32),
+        bool(subpixel),
+    )
 
 
 def warm_up() -> None:
@@ -411,7 +444,15 @@ def warm_up() -> None:
     g = np.zeros((6, 16, 16), np.float32)
     one = np.ones(1, np.int64) * 8
     _extrema(g, np.float32(1.0), IMAGE_BORDER)
-    _orientation_kernel(g, one // 8, one.astype(np.float32), one.astype(np.float32),
-                        np.ones(1, np.float32), False)
-    _descriptor_kernel(g, one // 8, one.astype(np.float32), one.astype(np.float32),
-                       np.zeros(1, np.float32), np.ones(1, np.float32), False)
+    _orientation_kernel(
+        g, one // 8, one.astype(np.float32), one.astype(np.float32), np.ones(1, np.float32), False
+    )
+    _descriptor_kernel(
+        g,
+        one // 8,
+        one.astype(np.float32),
+        one.astype(np.float32),
+        np.zeros(1, np.float32),
+        np.ones(1, np.float32),
+        False,
+    )

@@ -40,15 +40,35 @@ MAX_BLOCKS = 65535
 def defines() -> dict:
     """Every constant sift.cu uses, from constants.py and the launch geometry above: passed as
     -D options, so the kernels hold no copies (floats as C float literals)."""
-    floats = {name: getattr(C, name) for name in (
-        "ORI_SIGMA_FACTOR", "ORI_RADIUS_FACTOR", "DESCR_SCALE_FACTOR", "DESCR_MAG_THRESHOLD",
-        "DESCR_INT_FACTOR", "VLFEAT_MOVE_OFFSET", "VLFEAT_MAX_OFFSET", "ATAN_P1", "ATAN_P3",
-        "ATAN_P5", "ATAN_P7")}
-    ints = {"ORI_BINS": C.ORI_BINS, "DESCR_WIDTH": C.DESCR_WIDTH, "DESCR_BINS": C.DESCR_BINS,
-            "BLUR_TILE_W": BLUR_TILE[0], "BLUR_TILE_H": BLUR_TILE[1],
-            "BLUR_MAX_RADIUS": BLUR_MAX_RADIUS, "BLUR_MAX_PER_THREAD": BLUR_MAX_PER_THREAD}
-    return {**{k: str(int(v)) for k, v in ints.items()},
-            **{k: f"{float(v)!r}f" for k, v in floats.items()}}
+    floats = {
+        name: getattr(C, name)
+        for name in (
+            "ORI_SIGMA_FACTOR",
+            "ORI_RADIUS_FACTOR",
+            "DESCR_SCALE_FACTOR",
+            "DESCR_MAG_THRESHOLD",
+            "DESCR_INT_FACTOR",
+            "VLFEAT_MOVE_OFFSET",
+            "VLFEAT_MAX_OFFSET",
+            "ATAN_P1",
+            "ATAN_P3",
+            "ATAN_P5",
+            "ATAN_P7",
+        )
+    }
+    ints = {
+        "ORI_BINS": C.ORI_BINS,
+        "DESCR_WIDTH": C.DESCR_WIDTH,
+        "DESCR_BINS": C.DESCR_BINS,
+        "BLUR_TILE_W": BLUR_TILE[0],
+        "BLUR_TILE_H": BLUR_TILE[1],
+        "BLUR_MAX_RADIUS": BLUR_MAX_RADIUS,
+        "BLUR_MAX_PER_THREAD": BLUR_MAX_PER_THREAD,
+    }
+    return {
+        **{k: str(int(v)) for k, v in ints.items()},
+        **{k: f"{float(v)!r}f" for k, v in floats.items()},
+    }
 
 
 def compile_options() -> tuple:
@@ -105,9 +125,20 @@ class CudaSift:
         dogs = self._buffer(("dogs", level), (n_gauss - 1, h, w), np.float32)
         grid = ((w + BLUR_TILE[0] - 1) // BLUR_TILE[0], (h + BLUR_TILE[1] - 1) // BLUR_TILE[1])
         self._kernel("octave_blur_dog")(
-            grid, BLUR_BLOCK,
-            (base, np.int32(h), np.int32(w), np.int32(n_gauss), table, radii,
-             np.int32(radius_max), gauss, dogs))
+            grid,
+            BLUR_BLOCK,
+            (
+                base,
+                np.int32(h),
+                np.int32(w),
+                np.int32(n_gauss),
+                table,
+                radii,
+                np.int32(radius_max),
+                gauss,
+                dogs,
+            ),
+        )
         return gauss, dogs
 
     def _taps(self, sigma: float, n_octave_layers: int):
@@ -124,15 +155,22 @@ class CudaSift:
                 table = np.zeros((len(taps), 2 * BLUR_MAX_RADIUS + 1), np.float32)
                 for row, t in zip(table, taps, strict=True):
                     r = len(t) // 2
-                    row[BLUR_MAX_RADIUS - r: BLUR_MAX_RADIUS + r + 1] = t
+                    row[BLUR_MAX_RADIUS - r : BLUR_MAX_RADIUS + r + 1] = t
                 radii = np.array([len(t) // 2 for t in taps], np.int32)
                 cache[key] = (self.xp.asarray(table), self.xp.asarray(radii), radius_max)
         return cache[key]
 
     # -- detection -----------------------------------------------------------------------------
-    def detect_extrema(self, octaves, *, threshold: float, n_octave_layers: int,
-                       contrast_threshold: float, edge_threshold: float,
-                       refinement: str = "opencv") -> list[Extrema]:
+    def detect_extrema(
+        self,
+        octaves,
+        *,
+        threshold: float,
+        n_octave_layers: int,
+        contrast_threshold: float,
+        edge_threshold: float,
+        refinement: str = "opencv",
+    ) -> list[Extrema]:
         """Extrema of every octave, refined and tested (what
         :func:`visiontk._sift.detect.refine_extrema` keeps from
         :func:`~visiontk._sift.detect.find_candidates`), in the order the GPU found them: the
@@ -142,30 +180,48 @@ class CudaSift:
         counts.fill(0)
         capacities = self._local.__dict__.setdefault("capacity", {})
         lists = []
-        params = (np.float32(threshold), np.float32(contrast_threshold),
-                  np.float32(edge_threshold), np.int32(IMAGE_BORDER),
-                  np.int32(MAX_REFINE_STEPS), np.int32(refinement == "tolerant"))
+        params = (
+            np.float32(threshold),
+            np.float32(contrast_threshold),
+            np.float32(edge_threshold),
+            np.int32(IMAGE_BORDER),
+            np.int32(MAX_REFINE_STEPS),
+            np.int32(refinement == "tolerant"),
+        )
 
         def launch(k, octave, capacity):
             dogs = xp.ascontiguousarray(octave.dogs, dtype=xp.float32)
             n_dog, h, w = dogs.shape
-            out = (self._buffer(("layer", k), (capacity,), np.int64),
-                   self._buffer(("row", k), (capacity,), np.int64),
-                   self._buffer(("col", k), (capacity,), np.int64),
-                   self._buffer(("offset", k), (capacity, 3), np.float32),
-                   self._buffer(("response", k), (capacity,), np.float32))
+            out = (
+                self._buffer(("layer", k), (capacity,), np.int64),
+                self._buffer(("row", k), (capacity,), np.int64),
+                self._buffer(("col", k), (capacity,), np.int64),
+                self._buffer(("offset", k), (capacity, 3), np.float32),
+                self._buffer(("response", k), (capacity,), np.float32),
+            )
             inner = (n_dog - 2) * h * w
             blocks = max(1, min((inner + self.block - 1) // self.block, MAX_BLOCKS))
             self._kernel("detect_extrema")(
-                (blocks,), (self.block,),
-                (dogs, np.int32(n_dog - 2), np.int32(h), np.int32(w), *params,
-                 np.uint64(capacity), counts[k:k + 1], *out))
+                (blocks,),
+                (self.block,),
+                (
+                    dogs,
+                    np.int32(n_dog - 2),
+                    np.int32(h),
+                    np.int32(w),
+                    *params,
+                    np.uint64(capacity),
+                    counts[k : k + 1],
+                    *out,
+                ),
+            )
             return out
 
         for k, octave in enumerate(octaves):
             shape = octave.gaussians.shape[1:]
-            capacity = capacities.get(shape, self.initial_capacity
-                                      or max(4096, shape[0] * shape[1] // 64))
+            capacity = capacities.get(
+                shape, self.initial_capacity or max(4096, shape[0] * shape[1] // 64)
+            )
             lists.append((launch(k, octave, capacity), capacity))
         found = devices.to_host(counts).astype(np.int64)
         result = []
@@ -174,16 +230,16 @@ class CudaSift:
             n = int(found[k])
             if n > capacity:  # more extrema than room: grow this size's lists and rerun
                 capacities[octave.gaussians.shape[1:]] = n
-                counts[k:k + 1].fill(0)
+                counts[k : k + 1].fill(0)
                 out = launch(k, octave, n)
             layer, row, col, offset, response = (a[:n] for a in out)
-            result.append(Extrema(layer, row, col, offset[:, 0], offset[:, 1], offset[:, 2],
-                                  response))
+            result.append(
+                Extrema(layer, row, col, offset[:, 0], offset[:, 1], offset[:, 2], response)
+            )
         return result
 
     # -- orientation and descriptors: keypoints of all octaves in one launch -------------------
-    def orientation_histograms(self, octaves, number, layer, x, y, scale,
-                               subpixel: bool = False):
+    def orientation_histograms(self, octaves, number, layer, x, y, scale, subpixel: bool = False):
         """Raw orientation histograms of keypoints of any octaves (``number``: which), in one
         launch; per keypoint what :func:`visiontk._sift.orient.raw_orientation_histograms`
         computes."""
@@ -192,13 +248,31 @@ class CudaSift:
         hist = xp.zeros((count, ORI_BINS), xp.float32)
         if count:
             self._kernel("orientation_histograms")(
-                (count,), (self.block,),
-                (*self._octave_table(octaves), *self._int64(number, layer),
-                 *self._float32(x, y, scale), np.int32(count), np.int32(subpixel), hist))
+                (count,),
+                (self.block,),
+                (
+                    *self._octave_table(octaves),
+                    *self._int64(number, layer),
+                    *self._float32(x, y, scale),
+                    np.int32(count),
+                    np.int32(subpixel),
+                    hist,
+                ),
+            )
         return hist
 
-    def descriptors(self, octaves, number, layer, x, y, direction, scale,
-                    rootsift: bool = False, subpixel: bool = False):
+    def descriptors(
+        self,
+        octaves,
+        number,
+        layer,
+        x,
+        y,
+        direction,
+        scale,
+        rootsift: bool = False,
+        subpixel: bool = False,
+    ):
         """Descriptors of keypoints of any octaves in one launch: (raw, uint8). Per keypoint,
         raw is what :func:`visiontk._sift.describe.raw_descriptors` computes and uint8 what
         :func:`visiontk._sift.describe.quantize_descriptors` makes of it (the kernel
@@ -210,20 +284,30 @@ class CudaSift:
         described = xp.zeros((count, size), xp.uint8)
         if count:
             self._kernel("descriptors")(
-                (count,), (self.block,),
-                (*self._octave_table(octaves), *self._int64(number, layer),
-                 *self._float32(x, y, direction, scale), np.int32(count), np.int32(rootsift),
-                 np.int32(subpixel), raw, described))
+                (count,),
+                (self.block,),
+                (
+                    *self._octave_table(octaves),
+                    *self._int64(number, layer),
+                    *self._float32(x, y, direction, scale),
+                    np.int32(count),
+                    np.int32(rootsift),
+                    np.int32(subpixel),
+                    raw,
+                    described,
+                ),
+            )
         return raw, described
 
     def _octave_table(self, octaves):
         """(addresses, heights, widths) of the octaves' Gaussian stacks, as device arrays."""
-        stacks = [self.xp.ascontiguousarray(o.gaussians, dtype=self.xp.float32)
-                  for o in octaves]
+        stacks = [self.xp.ascontiguousarray(o.gaussians, dtype=self.xp.float32) for o in octaves]
         self._local.stacks = stacks  # keep converted copies alive until the next launch
-        return (self.xp.asarray(np.array([_address(g) for g in stacks], np.uint64)),
-                self.xp.asarray(np.array([g.shape[1] for g in stacks], np.int32)),
-                self.xp.asarray(np.array([g.shape[2] for g in stacks], np.int32)))
+        return (
+            self.xp.asarray(np.array([_address(g) for g in stacks], np.uint64)),
+            self.xp.asarray(np.array([g.shape[1] for g in stacks], np.int32)),
+            self.xp.asarray(np.array([g.shape[2] for g in stacks], np.int32)),
+        )
 
     def _int64(self, *arrays):
         return [self.xp.ascontiguousarray(a, dtype=self.xp.int64) for a in arrays]

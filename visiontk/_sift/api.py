@@ -14,9 +14,14 @@ from .extraction import extract
 from .options import SiftOptions, checked_max_pixels
 
 
-def sift(image, *, device: str | SiftBackend = "auto", mask=None,
-         max_pixels: int = io.DEFAULT_MAX_PIXELS,
-         **options) -> Features:
+def sift(
+    image,
+    *,
+    device: str | SiftBackend = "auto",
+    mask=None,
+    max_pixels: int = io.DEFAULT_MAX_PIXELS,
+    **options,
+) -> Features:
     """Detect SIFT keypoints and compute their descriptors.
 
     Parameters

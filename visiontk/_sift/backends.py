@@ -64,8 +64,19 @@ class SiftBackend(Protocol):
         octaves (``number`` says which), the window weighted around each keypoint's nearest
         pixel or, with ``subpixel``, around it."""
 
-    def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool,
-                 subpixel: bool = False):
+    def describe(
+        self,
+        octaves,
+        number,
+        layer,
+        x,
+        y,
+        direction,
+        scale,
+        *,
+        rootsift: bool,
+        subpixel: bool = False,
+    ):
         """Descriptors, K × 128 uint8 (normalised, clipped, quantised; RootSIFT if asked),
         the window centred on each keypoint's nearest pixel or, with ``subpixel``, on it."""
 
@@ -84,38 +95,65 @@ class XpBackend:
 
     def scale_space(self, gray, opts) -> list[Octave]:
         # On the CPU, cv2.resize doubles the image exactly as the definition does, faster.
-        double = devices.upsample_2x if self.xp is np else \
-            functools.partial(upsample_2x, xp=self.xp)
-        return scale_space(gray, sigma=opts.sigma, n_octave_layers=opts.n_octave_layers,
-                           upsample=opts.upsample, n_octaves=opts.n_octaves, xp=self.xp,
-                           double=double)
+        double = (
+            devices.upsample_2x if self.xp is np else functools.partial(upsample_2x, xp=self.xp)
+        )
+        return scale_space(
+            gray,
+            sigma=opts.sigma,
+            n_octave_layers=opts.n_octave_layers,
+            upsample=opts.upsample,
+            n_octaves=opts.n_octaves,
+            xp=self.xp,
+            double=double,
+        )
 
     def detect(self, octaves, opts) -> list[Extrema]:
         threshold = prethreshold(opts.contrast_threshold, opts.n_octave_layers)
-        return [refine_extrema(o.gaussians, *self.candidates(o, threshold), xp=self.xp,
-                               **_tests(opts)) for o in octaves]
+        return [
+            refine_extrema(o.gaussians, *self.candidates(o, threshold), xp=self.xp, **_tests(opts))
+            for o in octaves
+        ]
 
     def candidates(self, octave, threshold: float):
         return find_candidates(octave, threshold, self.xp)
 
     def orientations(self, octaves, number, layer, x, y, scale, *, subpixel: bool = False):
-        return self._by_octave(functools.partial(self.raw_orientations, subpixel=subpixel),
-                               octaves, number, (layer, x, y, scale), ORI_BINS)
+        return self._by_octave(
+            functools.partial(self.raw_orientations, subpixel=subpixel),
+            octaves,
+            number,
+            (layer, x, y, scale),
+            ORI_BINS,
+        )
 
     def raw_orientations(self, gaussians, layer, x, y, scale, *, subpixel=False):
-        return raw_orientation_histograms(gaussians, layer, x, y, scale, self.xp,
-                                          subpixel=subpixel)
+        return raw_orientation_histograms(gaussians, layer, x, y, scale, self.xp, subpixel=subpixel)
 
-    def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool,
-                 subpixel: bool = False):
-        raw = self._by_octave(functools.partial(self.raw_descriptors, subpixel=subpixel),
-                              octaves, number, (layer, x, y, direction, scale),
-                              DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS)
+    def describe(
+        self,
+        octaves,
+        number,
+        layer,
+        x,
+        y,
+        direction,
+        scale,
+        *,
+        rootsift: bool,
+        subpixel: bool = False,
+    ):
+        raw = self._by_octave(
+            functools.partial(self.raw_descriptors, subpixel=subpixel),
+            octaves,
+            number,
+            (layer, x, y, direction, scale),
+            DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS,
+        )
         return quantize_descriptors(raw, self.xp, rootsift=rootsift)
 
     def raw_descriptors(self, gaussians, layer, x, y, direction, scale, *, subpixel=False):
-        return raw_descriptors(gaussians, layer, x, y, direction, scale, self.xp,
-                               subpixel=subpixel)
+        return raw_descriptors(gaussians, layer, x, y, direction, scale, self.xp, subpixel=subpixel)
 
     def _by_octave(self, single, octaves, number, arrays, width):
         """A per-octave loop over keypoints of several octaves, results in their order."""
@@ -142,12 +180,14 @@ class NumbaBackend(XpBackend):
         return self.kernels.find_candidates(octave, threshold)
 
     def raw_orientations(self, gaussians, layer, x, y, scale, *, subpixel=False):
-        return self.kernels.raw_orientation_histograms(gaussians, layer, x, y, scale,
-                                                       subpixel=subpixel)
+        return self.kernels.raw_orientation_histograms(
+            gaussians, layer, x, y, scale, subpixel=subpixel
+        )
 
     def raw_descriptors(self, gaussians, layer, x, y, direction, scale, *, subpixel=False):
-        return self.kernels.raw_descriptors(gaussians, layer, x, y, direction, scale,
-                                            subpixel=subpixel)
+        return self.kernels.raw_descriptors(
+            gaussians, layer, x, y, direction, scale, subpixel=subpixel
+        )
 
 
 class CudaBackend(XpBackend):
@@ -164,32 +204,55 @@ class CudaBackend(XpBackend):
         self.cuda = cuda
 
     def scale_space(self, gray, opts) -> list[Octave]:
-        return scale_space(gray, sigma=opts.sigma, n_octave_layers=opts.n_octave_layers,
-                           upsample=opts.upsample, n_octaves=opts.n_octaves, xp=self.xp,
-                           double=functools.partial(upsample_2x, xp=self.xp),
-                           octave_blur=self.cuda.octave_blur)
+        return scale_space(
+            gray,
+            sigma=opts.sigma,
+            n_octave_layers=opts.n_octave_layers,
+            upsample=opts.upsample,
+            n_octaves=opts.n_octaves,
+            xp=self.xp,
+            double=functools.partial(upsample_2x, xp=self.xp),
+            octave_blur=self.cuda.octave_blur,
+        )
 
     def detect(self, octaves, opts) -> list[Extrema]:
         threshold = prethreshold(opts.contrast_threshold, opts.n_octave_layers)
         return self.cuda.detect_extrema(octaves, threshold=threshold, **_tests(opts))
 
     def orientations(self, octaves, number, layer, x, y, scale, *, subpixel: bool = False):
-        return self.cuda.orientation_histograms(octaves, number, layer, x, y, scale,
-                                                subpixel=subpixel)
+        return self.cuda.orientation_histograms(
+            octaves, number, layer, x, y, scale, subpixel=subpixel
+        )
 
-    def describe(self, octaves, number, layer, x, y, direction, scale, *, rootsift: bool,
-                 subpixel: bool = False):
-        return self.cuda.descriptors(octaves, number, layer, x, y, direction, scale,
-                                     rootsift=rootsift, subpixel=subpixel)[1]
+    def describe(
+        self,
+        octaves,
+        number,
+        layer,
+        x,
+        y,
+        direction,
+        scale,
+        *,
+        rootsift: bool,
+        subpixel: bool = False,
+    ):
+        return self.cuda.descriptors(
+            octaves, number, layer, x, y, direction, scale, rootsift=rootsift, subpixel=subpixel
+        )[1]
 
 
 def _tests(opts) -> dict:
-    return {"n_octave_layers": opts.n_octave_layers,
-            "contrast_threshold": opts.contrast_threshold,
-            "edge_threshold": opts.edge_threshold, "refinement": opts.refinement}
+    return {
+        "n_octave_layers": opts.n_octave_layers,
+        "contrast_threshold": opts.contrast_threshold,
+        "edge_threshold": opts.edge_threshold,
+        "refinement": opts.refinement,
+    }
 
 
 # --- the registry: which backend a device gets ------------------------------------------------
+
 
 def for_device(device: str | SiftBackend = "auto") -> SiftBackend:
     """The backend for a user's device request ("auto", "cpu", "cuda"), resolved once:

@@ -19,9 +19,13 @@ from .options import SiftOptions, checked_max_pixels
 GPU_WORKERS = 2
 
 
-def sift_batch(images, *, device: str | SiftBackend = "auto",
-               max_pixels: int = io.DEFAULT_MAX_PIXELS,
-               **options) -> list:
+def sift_batch(
+    images,
+    *,
+    device: str | SiftBackend = "auto",
+    max_pixels: int = io.DEFAULT_MAX_PIXELS,
+    **options,
+) -> list:
     """:func:`visiontk.sift` on many images, keeping the device busy (see :func:`iter_sift`).
 
     Returns one :class:`~visiontk.Features` per image, in order; a bad image raises its
@@ -41,9 +45,13 @@ def sift_batch(images, *, device: str | SiftBackend = "auto",
     return results
 
 
-def iter_sift(images, *, device: str | SiftBackend = "auto",
-              max_pixels: int = io.DEFAULT_MAX_PIXELS,
-              **options):
+def iter_sift(
+    images,
+    *,
+    device: str | SiftBackend = "auto",
+    max_pixels: int = io.DEFAULT_MAX_PIXELS,
+    **options,
+):
     """Yield ``(image, Features)`` for each of ``images`` in order, or ``(image, ImageError)``
     for one that cannot be read, so a bad file does not stop the rest.
 
@@ -64,8 +72,10 @@ def iter_sift(images, *, device: str | SiftBackend = "auto",
     if isinstance(images, (str, bytes, os.PathLike, np.ndarray)):
         # a string would be iterated character by character, an array row by row
         what = "an array" if isinstance(images, np.ndarray) else f"the path {str(images)!r}"
-        raise OptionError(f"iter_sift takes a list of images, got {what}; give [it], or "
-                          "for a folder sorted(Path(folder).glob('*.jpg'))")
+        raise OptionError(
+            f"iter_sift takes a list of images, got {what}; give [it], or "
+            "for a folder sorted(Path(folder).glob('*.jpg'))"
+        )
     opts = SiftOptions.from_keywords(options)
     max_pixels = checked_max_pixels(max_pixels)
     sift_backend = for_device(device)
@@ -81,6 +91,7 @@ def _decoded_ahead(images, opts, sift_backend, max_pixels):
         return
     xp = sift_backend.xp
     with ThreadPoolExecutor(max_workers=1) as pool:
+
         def decode(k):
             return pool.submit(io.load_gray, images[k], max_pixels=max_pixels)
 
@@ -111,8 +122,10 @@ def _as_error(image, exc, doing: str) -> VisiontkError:
         return exc
     if not out_of_memory(exc):
         raise exc
-    return ImageError(f"{image}: out of memory to {doing} this image (try a smaller "
-                         "--max-pixels, or --max-features)")
+    return ImageError(
+        f"{image}: out of memory to {doing} this image (try a smaller "
+        "--max-pixels, or --max-features)"
+    )
 
 
 def _concurrent(images, opts, sift_backend, max_pixels, workers: int):

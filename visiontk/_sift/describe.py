@@ -77,9 +77,18 @@ def raw_descriptors(gaussians, layer, x, y, direction, scale, xp, *, subpixel: b
         ys = py[sl, None] + di
         xs = px[sl, None] + dj
         rad = radius[sl, None]
-        valid = ((xp.abs(di) <= rad) & (xp.abs(dj) <= rad)
-                 & (rbin > -1) & (rbin < d) & (cbin > -1) & (cbin < d)
-                 & (ys > 0) & (ys < h - 1) & (xs > 0) & (xs < w - 1))
+        valid = (
+            (xp.abs(di) <= rad)
+            & (xp.abs(dj) <= rad)
+            & (rbin > -1)
+            & (rbin < d)
+            & (cbin > -1)
+            & (cbin < d)
+            & (ys > 0)
+            & (ys < h - 1)
+            & (xs > 0)
+            & (xs < w - 1)
+        )
         kp, sample = xp.nonzero(valid)
         ys, xs = ys[kp, sample], xs[kp, sample]
         rbin, cbin = rbin[kp, sample], cbin[kp, sample]
@@ -99,13 +108,12 @@ def raw_descriptors(gaussians, layer, x, y, direction, scale, xp, *, subpixel: b
         for dr, wr in ((0, 1 - fr), (1, fr)):
             for dc, wc in ((0, 1 - fc), (1, fc)):
                 for do, wo in ((0, 1 - fo), (1, fo)):
-                    idx = base + (((r0 + 1 + dr) * _PADDED[1] + c0 + 1 + dc) * _PADDED[2]
-                                  + o0 + do)
+                    idx = base + (((r0 + 1 + dr) * _PADDED[1] + c0 + 1 + dc) * _PADDED[2] + o0 + do)
                     hist += xp.bincount(idx, weights=mag * wr * wc * wo, minlength=k * padded)
         hist = hist.reshape(k, *_PADDED).astype(xp.float32)
         hist[..., 0] += hist[..., n]
         hist[..., 1] += hist[..., n + 1]
-        out[sl] = hist[:, 1:d + 1, 1:d + 1, :n].reshape(k, d * d * n)
+        out[sl] = hist[:, 1 : d + 1, 1 : d + 1, :n].reshape(k, d * d * n)
     return out
 
 

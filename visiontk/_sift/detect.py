@@ -69,7 +69,7 @@ def find_candidates(octave, threshold: float, xp):
     is_peak = (centre > threshold) & (centre >= max27)
     is_pit = (centre < -threshold) & (centre <= min27)
     b = IMAGE_BORDER
-    inner = (is_peak | is_pit)[:, b:h - b, b:w - b]
+    inner = (is_peak | is_pit)[:, b : h - b, b : w - b]
     layer, row, col = xp.nonzero(inner)
     return layer + 1, row + b, col + b
 
@@ -118,9 +118,18 @@ def _solve_symmetric3(hessian, gradient):
     return x0, x1, x2
 
 
-def refine_extrema(gaussians, layer, row, col, *, n_octave_layers: int,
-                   contrast_threshold: float, edge_threshold: float, xp,
-                   refinement: str = "opencv") -> Extrema:
+def refine_extrema(
+    gaussians,
+    layer,
+    row,
+    col,
+    *,
+    n_octave_layers: int,
+    contrast_threshold: float,
+    edge_threshold: float,
+    xp,
+    refinement: str = "opencv",
+) -> Extrema:
     """Fit a 3-D quadratic around each candidate, moving to the neighbouring sample while the
     fitted extremum lies more than half a sample away (up to 5 steps), then keep those with
     enough contrast and not on an edge (Lowe 2004, §4 and §4.1).
@@ -144,9 +153,16 @@ def refine_extrema(gaussians, layer, row, col, *, n_octave_layers: int,
     (31.3, 30.6)
     """
     if refinement == "tolerant":
-        return refine_extrema_tolerant(gaussians, layer, row, col, n_octave_layers=n_octave_layers,
-                                     contrast_threshold=contrast_threshold,
-                                     edge_threshold=edge_threshold, xp=xp)
+        return refine_extrema_tolerant(
+            gaussians,
+            layer,
+            row,
+            col,
+            n_octave_layers=n_octave_layers,
+            contrast_threshold=contrast_threshold,
+            edge_threshold=edge_threshold,
+            xp=xp,
+        )
     _, h, w = gaussians.shape
     flat, layer, row, col, offsets, fits = _start_refinement(gaussians, layer, row, col, xp)
     active = xp.arange(layer.shape[0])
@@ -172,26 +188,38 @@ def refine_extrema(gaussians, layer, row, col, *, n_octave_layers: int,
             layer[keep] += xp.rint(xs[moving]).astype(xp.int64)
             row[keep] += xp.rint(xr[moving]).astype(xp.int64)
             col[keep] += xp.rint(xc[moving]).astype(xp.int64)
-            inside = ((layer[keep] >= 1) & (layer[keep] <= n_octave_layers)
-                      & (row[keep] >= b) & (row[keep] < h - b)
-                      & (col[keep] >= b) & (col[keep] < w - b))
+            inside = (
+                (layer[keep] >= 1)
+                & (layer[keep] <= n_octave_layers)
+                & (row[keep] >= b)
+                & (row[keep] < h - b)
+                & (col[keep] >= b)
+                & (col[keep] < w - b)
+            )
             active = keep[inside]
 
-        contrast, strong = _contrast_and_edge_tests(fits, offsets, n_octave_layers,
-                                                    contrast_threshold, edge_threshold, xp)
+        contrast, strong = _contrast_and_edge_tests(
+            fits, offsets, n_octave_layers, contrast_threshold, edge_threshold, xp
+        )
         keep = converged & strong
     xs, xr, xc = offsets
-    return Extrema(layer[keep], row[keep], col[keep], xs[keep], xr[keep], xc[keep],
-                   xp.abs(contrast[keep]))
+    return Extrema(
+        layer[keep], row[keep], col[keep], xs[keep], xr[keep], xc[keep], xp.abs(contrast[keep])
+    )
 
 
 def _start_refinement(gaussians, layer, row, col, xp):
     """The flat Gaussian stack, int64 copies of the samples (they move), and zeroed offsets
     and fits (v, g0..g2, 6 Hessian terms) for every candidate."""
     count = layer.shape[0]
-    return (gaussians.reshape(-1), layer.astype(xp.int64), row.astype(xp.int64),
-            col.astype(xp.int64), xp.zeros((3, count), dtype=xp.float32),
-            [xp.zeros(count, dtype=xp.float32) for _ in range(10)])
+    return (
+        gaussians.reshape(-1),
+        layer.astype(xp.int64),
+        row.astype(xp.int64),
+        col.astype(xp.int64),
+        xp.zeros((3, count), dtype=xp.float32),
+        [xp.zeros(count, dtype=xp.float32) for _ in range(10)],
+    )
 
 
 def _fit(flat, layer, row, col, active, h, w):
@@ -203,23 +231,34 @@ def _fit(flat, layer, row, col, active, h, w):
     return v, gradient, hessian, (-x2, -x1, -x0)
 
 
-def _contrast_and_edge_tests(fits, offsets, n_octave_layers, contrast_threshold,
-                             edge_threshold, xp):
+def _contrast_and_edge_tests(
+    fits, offsets, n_octave_layers, contrast_threshold, edge_threshold, xp
+):
     """|D| at the fitted extremum, and which pass the contrast and edge tests."""
     v, g0, g1, g2, dxx, dyy, _dss, dxy, _dxs, _dys = fits
     xs, xr, xc = offsets
     contrast = v * _IMG_SCALE + 0.5 * (g0 * xc + g1 * xr + g2 * xs)
     trace = dxx + dyy
     det = dxx * dyy - dxy * dxy
-    strong = ((xp.abs(contrast) * n_octave_layers >= contrast_threshold)
-              & (det > 0)
-              & (trace * trace * edge_threshold < (edge_threshold + 1) ** 2 * det))
+    strong = (
+        (xp.abs(contrast) * n_octave_layers >= contrast_threshold)
+        & (det > 0)
+        & (trace * trace * edge_threshold < (edge_threshold + 1) ** 2 * det)
+    )
     return contrast, strong
 
 
-def refine_extrema_tolerant(gaussians, layer, row, col, *, n_octave_layers: int,
-                            contrast_threshold: float, edge_threshold: float,
-                            xp) -> Extrema:
+def refine_extrema_tolerant(
+    gaussians,
+    layer,
+    row,
+    col,
+    *,
+    n_octave_layers: int,
+    contrast_threshold: float,
+    edge_threshold: float,
+    xp,
+) -> Extrema:
     """VLFeat's tolerances (``vl_sift_detect``, what COLMAP runs) with OpenCV's moves: up to 5
     fits, moving one sample in x, y and scale wherever the fitted offset exceeds
     :data:`~.constants.VLFEAT_MOVE_OFFSET`; the last fit is kept when its offsets are all
@@ -269,16 +308,22 @@ def refine_extrema_tolerant(gaussians, layer, row, col, *, n_octave_layers: int,
             row[active] += move_r
             layer[active] += move_s
             active = active[moving]
-        contrast, strong = _contrast_and_edge_tests(fits, offsets, n_octave_layers,
-                                                    contrast_threshold, edge_threshold, xp)
+        contrast, strong = _contrast_and_edge_tests(
+            fits, offsets, n_octave_layers, contrast_threshold, edge_threshold, xp
+        )
         xs, xr, xc = offsets
-        keep = (strong
-                & (xp.abs(xc) < VLFEAT_MAX_OFFSET) & (xp.abs(xr) < VLFEAT_MAX_OFFSET)
-                & (xp.abs(xs) < VLFEAT_MAX_OFFSET)
-                # the refined scale stays inside the octave's DoG stack
-                & (layer + xs >= 0) & (layer + xs <= n_octave_layers + 1))
-    return Extrema(layer[keep], row[keep], col[keep], xs[keep], xr[keep], xc[keep],
-                   xp.abs(contrast[keep]))
+        keep = (
+            strong
+            & (xp.abs(xc) < VLFEAT_MAX_OFFSET)
+            & (xp.abs(xr) < VLFEAT_MAX_OFFSET)
+            & (xp.abs(xs) < VLFEAT_MAX_OFFSET)
+            # the refined scale stays inside the octave's DoG stack
+            & (layer + xs >= 0)
+            & (layer + xs <= n_octave_layers + 1)
+        )
+    return Extrema(
+        layer[keep], row[keep], col[keep], xs[keep], xr[keep], xc[keep], xp.abs(contrast[keep])
+    )
 
 
 def _step(offset, position, low, high, xp):

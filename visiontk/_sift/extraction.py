@@ -40,8 +40,9 @@ def extract(gray, opts, sift_backend, mask=None) -> Features:
         kp = {k: v[inside] for k, v in kp.items()}
     if kp["x"].shape[0] == 0:
         return Features.empty((height, width))
-    kp["scale"] = orientation_scale(opts.sigma, opts.n_octave_layers, kp["layer"],
-                                    kp["offset_layer"], xp)
+    kp["scale"] = orientation_scale(
+        opts.sigma, opts.n_octave_layers, kp["layer"], kp["offset_layer"], xp
+    )
     if opts.keep == "largest" and opts.max_features and kp["x"].shape[0] > opts.max_features:
         # COLMAP's rule: whole detection levels, coarsest first, each detection with its
         # orientations
@@ -62,9 +63,17 @@ def extract(gray, opts, sift_backend, mask=None) -> Features:
     cat = {k: v[order] for k, v in cat.items()}
 
     direction = xp.where(cat["angle"] == 0, 0.0, 360.0 - cat["angle"]).astype(xp.float32)
-    described = sift_backend.describe(octaves, cat["number"], cat["layer"], cat["x"], cat["y"],
-                                      direction, cat["scale"], rootsift=opts.rootsift,
-                                      subpixel=opts.subpixel_window)
+    described = sift_backend.describe(
+        octaves,
+        cat["number"],
+        cat["layer"],
+        cat["x"],
+        cat["y"],
+        direction,
+        cat["scale"],
+        rootsift=opts.rootsift,
+        subpixel=opts.subpixel_window,
+    )
     t3 = time.perf_counter()
 
     factor = xp.asarray([o.scale for o in octaves], dtype=xp.float32)[cat["number"]]
@@ -72,9 +81,18 @@ def extract(gray, opts, sift_backend, mask=None) -> Features:
     index = xp.asarray([o.index for o in octaves], dtype=xp.int64)[cat["number"]]
     packed = (index & 255) | (cat["layer"] << 8) | ((cat["sub"] & 255) << 16)
     # One float block, one int block, the descriptors: three copies to the host.
-    floats = devices.to_host(xp.stack([cat["x"] * factor + shift, cat["y"] * factor + shift,
-                                       cat["scale"] * 2 * factor, cat["angle"],
-                                       cat["response"]], axis=1).astype(xp.float32))
+    floats = devices.to_host(
+        xp.stack(
+            [
+                cat["x"] * factor + shift,
+                cat["y"] * factor + shift,
+                cat["scale"] * 2 * factor,
+                cat["angle"],
+                cat["response"],
+            ],
+            axis=1,
+        ).astype(xp.float32)
+    )
     feats = Features(
         xy=np.ascontiguousarray(floats[:, :2]),
         size=np.ascontiguousarray(floats[:, 2]),
@@ -94,8 +112,12 @@ def _detect(octaves, opts, sift_backend, mask):
     hold more than ``max_features`` distinct extrema, since the cap would drop every level of
     them (the same keypoints, without searching the doubled octave of a dense image, most of
     its detection time: docs/benchmarks.md, "SIFT speed")."""
-    if not (opts.keep == "largest" and opts.max_features and sift_backend.detects_octave_by_octave
-            and mask is None):
+    if not (
+        opts.keep == "largest"
+        and opts.max_features
+        and sift_backend.detects_octave_by_octave
+        and mask is None
+    ):
         return sift_backend.detect(octaves, opts)
     found = [None] * len(octaves)
     total = 0
@@ -124,10 +146,18 @@ def _orientations(kp, opts, octaves, sift_backend):
     xp = sift_backend.xp
     if opts.upright:
         return xp.arange(kp["x"].shape[0]), xp.zeros(kp["x"].shape[0], dtype=xp.float32)
-    hist = sift_backend.orientations(octaves, kp["number"], kp["layer"], kp["x"], kp["y"],
-                                     kp["scale"], subpixel=opts.subpixel_window)
-    return dominant_orientations(smooth_histograms(hist, xp, opts.orientation_smoothing), xp,
-                                 opts.max_orientations)
+    hist = sift_backend.orientations(
+        octaves,
+        kp["number"],
+        kp["layer"],
+        kp["x"],
+        kp["y"],
+        kp["scale"],
+        subpixel=opts.subpixel_window,
+    )
+    return dominant_orientations(
+        smooth_histograms(hist, xp, opts.orientation_smoothing), xp, opts.max_orientations
+    )
 
 
 def _strongest_detections(kp, opts, octaves, sift_backend):
@@ -145,24 +175,25 @@ def _strongest_detections(kp, opts, octaves, sift_backend):
     ranked = _strongest_first(keys, xp)
     whiches, angles, found, start = [], [], 0, 0
     while found < opts.max_features and start < ranked.shape[0]:
-        chunk = ranked[start:start + opts.max_features - found]
-        which, angle = _orientations({k: v[chunk] for k, v in kp.items()}, opts, octaves,
-                                     sift_backend)
+        chunk = ranked[start : start + opts.max_features - found]
+        which, angle = _orientations(
+            {k: v[chunk] for k, v in kp.items()}, opts, octaves, sift_backend
+        )
         whiches.append(which + start)
         angles.append(angle)
         start += int(chunk.shape[0])
         found += int(which.shape[0])
     chosen = ranked[:start]
-    return ({k: v[chosen] for k, v in kp.items()}, xp.concatenate(whiches),
-            xp.concatenate(angles))
+    return ({k: v[chosen] for k, v in kp.items()}, xp.concatenate(whiches), xp.concatenate(angles))
 
 
 def _distinct_extrema(octaves, extrema, xp) -> dict:
     """The extrema of all octaves in one list, ordered by (octave, layer, row, col), with
     those that converged on the same sample kept once (OpenCV removes these duplicates too)."""
     kp = {f.name: xp.concatenate([getattr(e, f.name) for e in extrema]) for f in fields(Extrema)}
-    kp["number"] = xp.concatenate([xp.full(len(e), i, dtype=xp.int64)
-                                   for i, e in enumerate(extrema)])
+    kp["number"] = xp.concatenate(
+        [xp.full(len(e), i, dtype=xp.int64) for i, e in enumerate(extrema)]
+    )
     shapes = np.array([o.gaussians.shape for o in octaves], np.int64)  # (n_gauss, h, w)
     start = np.concatenate([[0], np.cumsum(np.prod(shapes, axis=1))])[:-1]
     h = xp.asarray(shapes[:, 1])[kp["number"]]

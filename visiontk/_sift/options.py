@@ -24,18 +24,35 @@ from . import constants as C
 #: kept ones are oriented and described), 4 octaves from the doubled image (COLMAP's num_octaves:
 #: coarser keypoints are the worst localised).
 SIFT_PRESETS = {
-    "opencv": {"max_features": 0, "n_octave_layers": C.N_OCTAVE_LAYERS,
-               "contrast_threshold": C.CONTRAST_THRESHOLD, "edge_threshold": C.EDGE_THRESHOLD,
-               "sigma": C.SIGMA, "upsample": True, "upright": False, "rootsift": False,
-               "refinement": "opencv", "subpixel_window": False,
-               "orientation_smoothing": "opencv", "max_orientations": 0, "keep": "strongest",
-               "n_octaves": 0},
+    "opencv": {
+        "max_features": 0,
+        "n_octave_layers": C.N_OCTAVE_LAYERS,
+        "contrast_threshold": C.CONTRAST_THRESHOLD,
+        "edge_threshold": C.EDGE_THRESHOLD,
+        "sigma": C.SIGMA,
+        "upsample": True,
+        "upright": False,
+        "rootsift": False,
+        "refinement": "opencv",
+        "subpixel_window": False,
+        "orientation_smoothing": "opencv",
+        "max_orientations": 0,
+        "keep": "strongest",
+        "n_octaves": 0,
+    },
 }
 SIFT_PRESETS["accurate"] = {
-    **SIFT_PRESETS["opencv"], "max_features": 8192, "contrast_threshold": 0.017,
-    "rootsift": True, "refinement": "tolerant", "subpixel_window": True,
-    "orientation_smoothing": "vlfeat", "max_orientations": 2, "n_octaves": 4,
-    "keep": "largest"}
+    **SIFT_PRESETS["opencv"],
+    "max_features": 8192,
+    "contrast_threshold": 0.017,
+    "rootsift": True,
+    "refinement": "tolerant",
+    "subpixel_window": True,
+    "orientation_smoothing": "vlfeat",
+    "max_orientations": 2,
+    "n_octaves": 4,
+    "keep": "largest",
+}
 #: The preset of visiontk.sift, `visiontk match` and the pipeline's sift stage.
 DEFAULT_PRESET = "accurate"
 
@@ -78,44 +95,79 @@ class SiftOptions:
 
     def __post_init__(self):
         if self.preset not in SIFT_PRESETS:
-            raise OptionError(f"sift option preset must be one of {', '.join(SIFT_PRESETS)}, "
-                              f"got {shown(self.preset)}")
+            raise OptionError(
+                f"sift option preset must be one of {', '.join(SIFT_PRESETS)}, "
+                f"got {shown(self.preset)}"
+            )
         for name, value in SIFT_PRESETS[self.preset].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         checks = [
-            ("max_features", isinstance(self.max_features, (int, np.integer))
-             and not isinstance(self.max_features, bool) and self.max_features >= 0,
-             "an integer >= 0 (0 keeps all)"),
-            ("n_octave_layers", isinstance(self.n_octave_layers, (int, np.integer))
-             and not isinstance(self.n_octave_layers, bool)
-             and 1 <= self.n_octave_layers <= 10, "an integer in 1..10"),
-            ("contrast_threshold", _number(self.contrast_threshold)
-             and self.contrast_threshold >= 0, "a number >= 0"),
-            ("edge_threshold", _number(self.edge_threshold) and self.edge_threshold > 0,
-             "a number > 0"),
+            (
+                "max_features",
+                isinstance(self.max_features, (int, np.integer))
+                and not isinstance(self.max_features, bool)
+                and self.max_features >= 0,
+                "an integer >= 0 (0 keeps all)",
+            ),
+            (
+                "n_octave_layers",
+                isinstance(self.n_octave_layers, (int, np.integer))
+                and not isinstance(self.n_octave_layers, bool)
+                and 1 <= self.n_octave_layers <= 10,
+                "an integer in 1..10",
+            ),
+            (
+                "contrast_threshold",
+                _number(self.contrast_threshold) and self.contrast_threshold >= 0,
+                "a number >= 0",
+            ),
+            (
+                "edge_threshold",
+                _number(self.edge_threshold) and self.edge_threshold > 0,
+                "a number > 0",
+            ),
             ("sigma", _number(self.sigma) and 0.1 <= self.sigma <= 10, "a number in 0.1..10"),
-            ("refinement", self.refinement in typing.get_args(Refinement),
-             "one of " + ", ".join(typing.get_args(Refinement))),
-            ("orientation_smoothing", self.orientation_smoothing in typing.get_args(Smoothing),
-             "one of " + ", ".join(typing.get_args(Smoothing))),
-            ("keep", self.keep in typing.get_args(Keep),
-             "one of " + ", ".join(typing.get_args(Keep))),
-            ("n_octaves", isinstance(self.n_octaves, (int, np.integer))
-             and not isinstance(self.n_octaves, bool) and self.n_octaves >= 0,
-             "an integer >= 0 (0 builds every octave the image allows)"),
-            ("max_orientations", isinstance(self.max_orientations, (int, np.integer))
-             and not isinstance(self.max_orientations, bool) and self.max_orientations >= 0,
-             "an integer >= 0 (0 keeps every peak)"),
+            (
+                "refinement",
+                self.refinement in typing.get_args(Refinement),
+                "one of " + ", ".join(typing.get_args(Refinement)),
+            ),
+            (
+                "orientation_smoothing",
+                self.orientation_smoothing in typing.get_args(Smoothing),
+                "one of " + ", ".join(typing.get_args(Smoothing)),
+            ),
+            (
+                "keep",
+                self.keep in typing.get_args(Keep),
+                "one of " + ", ".join(typing.get_args(Keep)),
+            ),
+            (
+                "n_octaves",
+                isinstance(self.n_octaves, (int, np.integer))
+                and not isinstance(self.n_octaves, bool)
+                and self.n_octaves >= 0,
+                "an integer >= 0 (0 builds every octave the image allows)",
+            ),
+            (
+                "max_orientations",
+                isinstance(self.max_orientations, (int, np.integer))
+                and not isinstance(self.max_orientations, bool)
+                and self.max_orientations >= 0,
+                "an integer >= 0 (0 keeps every peak)",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise OptionError(f"sift option {name} must be {expected}, "
-                                  f"got {shown(getattr(self, name))}")
+                raise OptionError(
+                    f"sift option {name} must be {expected}, got {shown(getattr(self, name))}"
+                )
         for name in ("upsample", "upright", "rootsift", "subpixel_window"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise OptionError(f"sift option {name} must be True or False, "
-                                  f"got {shown(getattr(self, name))}")
+                raise OptionError(
+                    f"sift option {name} must be True or False, got {shown(getattr(self, name))}"
+                )
 
     @classmethod
     def from_keywords(cls, options: dict) -> SiftOptions:
@@ -123,8 +175,7 @@ class SiftOptions:
         try:
             return cls(**options)
         except TypeError as exc:
-            raise OptionError(f"sift: {exc}".replace("SiftOptions.__init__()", "sift()")) \
-                from None
+            raise OptionError(f"sift: {exc}".replace("SiftOptions.__init__()", "sift()")) from None
 
 
 def _number(value) -> bool:

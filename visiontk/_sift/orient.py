@@ -81,8 +81,14 @@ def raw_orientation_histograms(gaussians, layer, x, y, scale, xp, *, subpixel: b
         rad = radius[sl, None]
         ys = row[sl, None] + di
         xs = col[sl, None] + dj
-        valid = ((xp.abs(di) <= rad) & (xp.abs(dj) <= rad)
-                 & (ys > 0) & (ys < h - 1) & (xs > 0) & (xs < w - 1))
+        valid = (
+            (xp.abs(di) <= rad)
+            & (xp.abs(dj) <= rad)
+            & (ys > 0)
+            & (ys < h - 1)
+            & (xs > 0)
+            & (xs < w - 1)
+        )
         ys = xp.clip(ys, 1, h - 2)
         xs = xp.clip(xs, 1, w - 2)
         plane = gaussians.reshape(-1, w)
@@ -123,7 +129,8 @@ def smooth_histograms(hist, xp, smoothing: str = "opencv"):
     p1 = xp.roll(hist, -1, axis=1)
     p2 = xp.roll(hist, -2, axis=1)
     return ((m2 + p2) * (1.0 / 16.0) + (m1 + p1) * (4.0 / 16.0) + hist * (6.0 / 16.0)).astype(
-        xp.float32)
+        xp.float32
+    )
 
 
 def dominant_orientations(hist, xp, max_orientations: int = 0):
@@ -164,8 +171,9 @@ def _highest_peaks(hist, peaks, count: int, xp):
         return peaks
     height = xp.where(peaks[many], hist[many], -1.0)
     bins = xp.arange(hist.shape[1])
-    higher = ((height[:, None, :] > height[:, :, None])
-              | ((height[:, None, :] == height[:, :, None]) & (bins[None, :] < bins[:, None])))
+    higher = (height[:, None, :] > height[:, :, None]) | (
+        (height[:, None, :] == height[:, :, None]) & (bins[None, :] < bins[:, None])
+    )
     rank = higher.sum(axis=2)  # peaks of the keypoint above each bin
     peaks = peaks.copy()
     peaks[many] &= rank < count
@@ -175,4 +183,3 @@ def _highest_peaks(hist, peaks, count: int, xp):
 def orientation_scale(sigma: float, n_octave_layers: int, layer, offset_layer, xp):
     """Keypoint sigma in octave pixels: sigma · 2^((layer + offset) / n_octave_layers)."""
     return (sigma * xp.exp2((layer + offset_layer) / float(n_octave_layers))).astype(xp.float32)
-

@@ -34,7 +34,7 @@ class Octave:
 
     @property
     def scale(self) -> float:
-        return 2.0 ** self.index
+        return 2.0**self.index
 
 
 #: Where pixel x of any octave lies in the input: x · 2^octave + UPSAMPLE_SHIFT (input pixels).
@@ -85,7 +85,7 @@ def layer_sigmas(sigma: float, n_octave_layers: int) -> list[float]:
     sigmas = [sigma]
     for i in range(1, n_octave_layers + 3):
         previous = sigma * k ** (i - 1)
-        sigmas.append(math.sqrt((previous * k) ** 2 - previous ** 2))
+        sigmas.append(math.sqrt((previous * k) ** 2 - previous**2))
     return sigmas
 
 
@@ -106,14 +106,23 @@ def layer_taps(sigma: float, n_octave_layers: int) -> list:
     k = 2.0 ** (1.0 / n_octave_layers)
     taps = [np.ones(1, np.float32)]
     for i in range(1, n_octave_layers + 3):
-        s = math.sqrt((sigma * k ** i) ** 2 - sigma ** 2)
+        s = math.sqrt((sigma * k**i) ** 2 - sigma**2)
         size = int(round(s * 8 + 1)) | 1
         taps.append(cv2.getGaussianKernel(size, s, cv2.CV_32F).ravel())
     return taps
 
 
-def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp,
-                n_octaves: int = 0, double=None, octave_blur=None) -> list[Octave]:
+def scale_space(
+    gray,
+    *,
+    sigma: float,
+    n_octave_layers: int,
+    upsample: bool,
+    xp,
+    n_octaves: int = 0,
+    double=None,
+    octave_blur=None,
+) -> list[Octave]:
     """Build the Gaussian and DoG octaves of a grey float32 image (0..255).
 
     Returns a list of :class:`Octave`, finest first: :func:`octave_count` of them, at most
@@ -135,10 +144,10 @@ def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp,
     first = -1 if upsample else 0
     if upsample:
         base = double(gray) if double is not None else upsample_2x(gray, xp)
-        initial = math.sqrt(max(sigma ** 2 - (2 * ASSUMED_BLUR) ** 2, 0.01))
+        initial = math.sqrt(max(sigma**2 - (2 * ASSUMED_BLUR) ** 2, 0.01))
     else:
         base = gray
-        initial = math.sqrt(max(sigma ** 2 - ASSUMED_BLUR ** 2, 0.01))
+        initial = math.sqrt(max(sigma**2 - ASSUMED_BLUR**2, 0.01))
     base = devices.gaussian_blur(xp.ascontiguousarray(base, dtype=xp.float32), initial)
     sigmas = layer_sigmas(sigma, n_octave_layers)
     n_layers = n_octave_layers + 3
@@ -161,5 +170,5 @@ def scale_space(gray, *, sigma: float, n_octave_layers: int, upsample: bool, xp,
             octaves.append(Octave(first + o, gaussians, dogs))
         # The next octave starts from the layer with twice the base blur, taken every 2nd pixel.
         nxt = gaussians[n_octave_layers]
-        base = xp.ascontiguousarray(nxt[: (h // 2) * 2: 2, : (w // 2) * 2: 2])
+        base = xp.ascontiguousarray(nxt[: (h // 2) * 2 : 2, : (w // 2) * 2 : 2])
     return octaves

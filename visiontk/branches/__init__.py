@@ -4,5 +4,11 @@ from .analysis import BranchAnalysis, analyse
 from .structure import Branch, parse_branch_spec
 from .weights import ConvLayer, read_conv_layers
 
-__all__ = ["Branch", "BranchAnalysis", "ConvLayer", "analyse", "parse_branch_spec",
-           "read_conv_layers"]
+__all__ = [
+    "Branch",
+    "BranchAnalysis",
+    "ConvLayer",
+    "analyse",
+    "parse_branch_spec",
+    "read_conv_layers",
+]

@@ -38,8 +38,8 @@ def colour_scores(weight: np.ndarray) -> np.ndarray:
         raise OptionError(f"colour scores need RGB kernels (N, 3, kh, kw), got {weight.shape}")
     w = weight.astype(np.float64)
     luma = np.einsum("nchw,c->nhw", w, _LUMA)
-    total = (w ** 2).sum(axis=(1, 2, 3))
-    chroma = total - (luma ** 2).sum(axis=(1, 2))
+    total = (w**2).sum(axis=(1, 2, 3))
+    chroma = total - (luma**2).sum(axis=(1, 2))
     return np.divide(chroma, total, out=np.zeros_like(total), where=total > 0)
 
 
@@ -53,11 +53,19 @@ def frequency_and_orientation(weight: np.ndarray) -> tuple[np.ndarray, np.ndarra
     radius = np.hypot(fy, fx)
     power[:, 0, 0] = 0.0  # the mean is not a frequency
     total = power.sum(axis=(1, 2))
-    centroid = np.divide((power * radius).sum(axis=(1, 2)), total, out=np.zeros_like(total),
-                         where=total > 0)
+    centroid = np.divide(
+        (power * radius).sum(axis=(1, 2)), total, out=np.zeros_like(total), where=total > 0
+    )
     peak = power.reshape(len(w), -1).argmax(axis=1)
-    angle = np.degrees(np.arctan2(np.broadcast_to(fy, radius.shape).ravel()[peak],
-                                  np.broadcast_to(fx, radius.shape).ravel()[peak])) % 180.0
+    angle = (
+        np.degrees(
+            np.arctan2(
+                np.broadcast_to(fy, radius.shape).ravel()[peak],
+                np.broadcast_to(fx, radius.shape).ravel()[peak],
+            )
+        )
+        % 180.0
+    )
     return centroid, angle
 
 
@@ -75,21 +83,27 @@ def unit_scores(layers: list[ConvLayer], index: int) -> tuple[np.ndarray, np.nda
         frequency, _ = frequency_and_orientation(layer.weight)
         return colour, frequency
     if index == 0:
-        raise OptionError(f"layer {layer.name} reads {layer.weight.shape[1]} channels, not RGB, "
-                          "and no earlier conv is in the file")
+        raise OptionError(
+            f"layer {layer.name} reads {layer.weight.shape[1]} channels, not RGB, "
+            "and no earlier conv is in the file"
+        )
     prev_colour, prev_freq = unit_scores(layers, index - 1)
     n_prev = len(prev_colour)
     per_group = layer.in_per_group
     groups = layer.groups or n_prev // per_group
     if per_group * groups != n_prev or layer.out_channels % groups:
-        raise OptionError(f"layer {layer.name} does not read {layers[index - 1].name}'s "
-                          f"{n_prev} units directly; scores of deeper units need a plain chain")
+        raise OptionError(
+            f"layer {layer.name} does not read {layers[index - 1].name}'s "
+            f"{n_prev} units directly; scores of deeper units need a plain chain"
+        )
     mag = np.abs(layer.weight.astype(np.float64)).sum(axis=(2, 3))  # (out, in per group)
     step = layer.out_channels // groups
     inputs = (np.arange(layer.out_channels)[:, None] // step) * per_group + np.arange(per_group)
     total = np.maximum(mag.sum(axis=1), 1e-12)
-    return ((mag * prev_colour[inputs]).sum(axis=1) / total,
-            (mag * prev_freq[inputs]).sum(axis=1) / total)
+    return (
+        (mag * prev_colour[inputs]).sum(axis=1) / total,
+        (mag * prev_freq[inputs]).sum(axis=1) / total,
+    )
 
 
 def chance_all_in_branch(k: int, n_branch: int, n_total: int) -> float:
@@ -98,8 +112,14 @@ def chance_all_in_branch(k: int, n_branch: int, n_total: int) -> float:
 
     if k > n_branch:
         return 0.0
-    log = (gammaln(n_branch + 1) - gammaln(k + 1) - gammaln(n_branch - k + 1)
-           - gammaln(n_total + 1) + gammaln(k + 1) + gammaln(n_total - k + 1))
+    log = (
+        gammaln(n_branch + 1)
+        - gammaln(k + 1)
+        - gammaln(n_branch - k + 1)
+        - gammaln(n_total + 1)
+        + gammaln(k + 1)
+        + gammaln(n_total - k + 1)
+    )
     return float(np.exp(log))
 
 
@@ -126,16 +146,24 @@ class BranchAnalysis:
             "permutation_p_value": self.permutation_p_value,
             "colour_units": self.colour_units,
             "branches": self.per_branch,
-            "units_detail": [{"unit": i, "colour": float(c), "frequency": float(f),
-                              "orientation": None if np.isnan(o) else float(o)}
-                             for i, (c, f, o) in enumerate(zip(self.colour, self.frequency,
-                                                               self.orientation, strict=True))],
+            "units_detail": [
+                {
+                    "unit": i,
+                    "colour": float(c),
+                    "frequency": float(f),
+                    "orientation": None if np.isnan(o) else float(o),
+                }
+                for i, (c, f, o) in enumerate(
+                    zip(self.colour, self.frequency, self.orientation, strict=True)
+                )
+            ],
             "svd": self.svd,
         }
 
 
-def analyse(layers: list[ConvLayer], *, layer: str | None = None, branches: str | None = None,
-            seed: int = 0) -> BranchAnalysis:
+def analyse(
+    layers: list[ConvLayer], *, layer: str | None = None, branches: str | None = None, seed: int = 0
+) -> BranchAnalysis:
     """Scores, per-branch summaries, tests and the SVD placement for one layer's units.
 
     ``layer``: name of the conv whose units are analysed (default: the first);
@@ -143,15 +171,19 @@ def analyse(layers: list[ConvLayer], *, layer: str | None = None, branches: str 
     """
     from scipy import stats
 
-    index = 0 if layer is None else next((i for i, lay in enumerate(layers)
-                                           if lay.name == layer), None)
+    index = (
+        0 if layer is None else next((i for i, lay in enumerate(layers) if lay.name == layer), None)
+    )
     if index is None:
         names = ", ".join(lay.name for lay in layers)
         raise OptionError(f"no conv layer named {layer!r} (layers: {names})")
     this = layers[index]
     following = layers[index + 1] if index + 1 < len(layers) else None
-    parts = parse_branch_spec(branches, this.out_channels) if branches else \
-        infer_branches(this, following)
+    parts = (
+        parse_branch_spec(branches, this.out_channels)
+        if branches
+        else infer_branches(this, following)
+    )
     colour, frequency = unit_scores(layers, index)
     if this.weight.shape[1] == 3:
         _, orientation = frequency_and_orientation(this.weight)
@@ -161,24 +193,38 @@ def analyse(layers: list[ConvLayer], *, layer: str | None = None, branches: str 
 
     member = np.full(this.out_channels, -1)
     for b, part in enumerate(parts):
-        member[part.start:part.stop] = b
+        member[part.start : part.stop] = b
     rng = np.random.default_rng(seed)
     for b, part in enumerate(parts):
         inside, outside = colour[member == b], colour[(member != b) & (member >= 0)]
         u = stats.mannwhitneyu(inside, outside, alternative="two-sided", method="asymptotic")
-        result.per_branch.append({
-            "name": part.name, "start": part.start, "stop": part.stop, "units": part.size,
-            "mean_colour": float(inside.mean()), "median_colour": float(np.median(inside)),
-            "mean_frequency": float(frequency[member == b].mean()),
-            "colour_units": int((inside >= COLOUR_UNIT).sum()),
-            "p_value": float(u.pvalue), "u_statistic": float(u.statistic)})
+        result.per_branch.append(
+            {
+                "name": part.name,
+                "start": part.start,
+                "stop": part.stop,
+                "units": part.size,
+                "mean_colour": float(inside.mean()),
+                "median_colour": float(np.median(inside)),
+                "mean_frequency": float(frequency[member == b].mean()),
+                "colour_units": int((inside >= COLOUR_UNIT).sum()),
+                "p_value": float(u.pvalue),
+                "u_statistic": float(u.statistic),
+            }
+        )
     groups = [colour[member == b] for b in range(len(parts))]
     if len(parts) == 2:
         result.p_value = result.per_branch[0]["p_value"]
     else:
         result.p_value = float(stats.kruskal(*groups).pvalue)
-    perm = stats.permutation_test(groups, _spread, permutation_type="independent",
-                                  n_resamples=PERMUTATIONS, alternative="greater", random_state=rng)
+    perm = stats.permutation_test(
+        groups,
+        _spread,
+        permutation_type="independent",
+        n_resamples=PERMUTATIONS,
+        alternative="greater",
+        random_state=rng,
+    )
     result.permutation_p_value = float(perm.pvalue)
 
     analysed = member >= 0
@@ -187,13 +233,18 @@ def analyse(layers: list[ConvLayer], *, layer: str | None = None, branches: str 
     best = int(np.argmax(counts))
     n_total, n_best = int(analysed.sum()), parts[best].size
     result.colour_units = {
-        "threshold": COLOUR_UNIT, "total": k, "per_branch": counts, "branch": parts[best].name,
+        "threshold": COLOUR_UNIT,
+        "total": k,
+        "per_branch": counts,
+        "branch": parts[best].name,
         # chance of at least the observed number in that branch (hypergeometric tail)
         "p_at_least_observed": float(stats.hypergeom.sf(counts[best] - 1, n_total, n_best, k))
-        if k else 1.0,
+        if k
+        else 1.0,
         # the article's figure, when every colour unit is in that one branch
         "p_all_in_one_branch": chance_all_in_branch(k, n_best, n_total)
-        if k and counts[best] == k else None,
+        if k and counts[best] == k
+        else None,
     }
     if following is not None:
         result.svd = svd_placement(this, following, colour, frequency)
@@ -214,18 +265,35 @@ def svd_placement(layer: ConvLayer, following: ConvLayer, colour, frequency) -> 
     full = np.zeros((out_n, per_group * groups))
     step = out_n // groups
     for g in range(groups):
-        full[g * step:(g + 1) * step, g * per_group:(g + 1) * per_group] = \
-            mag[g * step:(g + 1) * step]
-    full = full[:, :layer.out_channels]
+        full[g * step : (g + 1) * step, g * per_group : (g + 1) * per_group] = mag[
+            g * step : (g + 1) * step
+        ]
+    full = full[:, : layer.out_channels]
     _, s, vt = np.linalg.svd(full, full_matrices=False)
     coords = vt[:2].T
-    corr = [[float(abs(np.corrcoef(coords[:, a], v)[0, 1])) if np.std(v) > 0 else 0.0
-             for v in (colour, frequency)] for a in range(2)]
-    return {"next_layer": following.name, "singular_values": [float(x) for x in s[:5]],
-            "coordinates": coords.tolist(),
-            "abs_correlation": {"axis1": {"colour": corr[0][0], "frequency": corr[0][1]},
-                                "axis2": {"colour": corr[1][0], "frequency": corr[1][1]}}}
+    corr = [
+        [
+            float(abs(np.corrcoef(coords[:, a], v)[0, 1])) if np.std(v) > 0 else 0.0
+            for v in (colour, frequency)
+        ]
+        for a in range(2)
+    ]
+    return {
+        "next_layer": following.name,
+        "singular_values": [float(x) for x in s[:5]],
+        "coordinates": coords.tolist(),
+        "abs_correlation": {
+            "axis1": {"colour": corr[0][0], "frequency": corr[0][1]},
+            "axis2": {"colour": corr[1][0], "frequency": corr[1][1]},
+        },
+    }
 
 
-__all__ = ["Branch", "BranchAnalysis", "analyse", "chance_all_in_branch", "colour_scores",
-           "frequency_and_orientation"]
+__all__ = [
+    "Branch",
+    "BranchAnalysis",
+    "analyse",
+    "chance_all_in_branch",
+    "colour_scores",
+    "frequency_and_orientation",
+]

@@ -32,8 +32,10 @@ def filter_grid(weight: np.ndarray, order, columns: int = 12) -> np.ndarray:
     for n, unit in enumerate(order):
         r, c = divmod(n, columns)
         thumb = np.kron(filter_image(weight[unit]), np.ones((_THUMB, _THUMB, 1), np.uint8))
-        canvas[r * cell_h + 2:r * cell_h + 2 + kh * _THUMB,
-               c * cell_w + 2:c * cell_w + 2 + kw * _THUMB] = thumb
+        canvas[
+            r * cell_h + 2 : r * cell_h + 2 + kh * _THUMB,
+            c * cell_w + 2 : c * cell_w + 2 + kw * _THUMB,
+        ] = thumb
     return canvas
 
 
@@ -85,11 +87,13 @@ def write_report(result: BranchAnalysis, out: Path) -> dict:
             thumb = np.kron(filter_image(result.weight[unit]), np.ones((2, 2, 1), np.uint8))
             ax.add_artist(AnnotationBbox(OffsetImage(thumb, zoom=1.0), (x, y), frameon=False))
         corr = result.svd["abs_correlation"]
-        ax.set(xlabel=f"singular vector 1 (|r| colour {corr['axis1']['colour']:.2f}, "
-                      f"frequency {corr['axis1']['frequency']:.2f})",
-               ylabel=f"singular vector 2 (|r| colour {corr['axis2']['colour']:.2f}, "
-                      f"frequency {corr['axis2']['frequency']:.2f})",
-               title=f"{result.layer} units placed by SVD of |W({result.svd['next_layer']})|")
+        ax.set(
+            xlabel=f"singular vector 1 (|r| colour {corr['axis1']['colour']:.2f}, "
+            f"frequency {corr['axis1']['frequency']:.2f})",
+            ylabel=f"singular vector 2 (|r| colour {corr['axis2']['colour']:.2f}, "
+            f"frequency {corr['axis2']['frequency']:.2f})",
+            title=f"{result.layer} units placed by SVD of |W({result.svd['next_layer']})|",
+        )
         pad = 0.1 * (np.ptp(coords, axis=0).max() or 1)
         ax.set_xlim(coords[:, 0].min() - pad, coords[:, 0].max() + pad)
         ax.set_ylim(coords[:, 1].min() - pad, coords[:, 1].max() + pad)
@@ -111,20 +115,24 @@ def _write_html(path: Path, result: BranchAnalysis, files: dict) -> None:
         f"<tr><td>{html.escape(b['name'])}</td><td>{b['start']}–{b['stop']}</td>"
         f"<td>{b['mean_colour']:.3f}</td><td>{b['mean_frequency']:.3f}</td>"
         f"<td>{b['colour_units']}</td><td>{b['p_value']:.3g}</td></tr>"
-        for b in result.per_branch)
+        for b in result.per_branch
+    )
     cu = result.colour_units
-    pictures = "".join(f"<h3>{html.escape(t)}</h3><img src='{html.escape(f)}'>"
-                       for t, f in files.items())
-    page = (f"<!doctype html><meta charset='utf-8'><title>Branches of "
-            f"{html.escape(result.layer)}</title><body style='font-family:sans-serif'>"
-            f"<h1>Branch specialization: {html.escape(result.layer)}</h1>"
-            f"<table border=1 cellpadding=4><tr><th>branch</th><th>units</th>"
-            f"<th>mean colour</th><th>mean frequency</th><th>colour units</th>"
-            f"<th>p (Mann–Whitney, vs rest)</th></tr>{rows}</table>"
-            f"<p>Association of branch and colour: p = {result.p_value:.3g} (permutation test: "
-            f"{result.permutation_p_value:.3g}). Colour units (score ≥ {cu['threshold']}): "
-            f"{cu['total']}, per branch {cu['per_branch']}; chance of at least as many in "
-            f"{html.escape(str(cu['branch']))}: {cu['p_at_least_observed']:.3g}.</p>"
-            f"{pictures}</body>")
+    pictures = "".join(
+        f"<h3>{html.escape(t)}</h3><img src='{html.escape(f)}'>" for t, f in files.items()
+    )
+    page = (
+        f"<!doctype html><meta charset='utf-8'><title>Branches of "
+        f"{html.escape(result.layer)}</title><body style='font-family:sans-serif'>"
+        f"<h1>Branch specialization: {html.escape(result.layer)}</h1>"
+        f"<table border=1 cellpadding=4><tr><th>branch</th><th>units</th>"
+        f"<th>mean colour</th><th>mean frequency</th><th>colour units</th>"
+        f"<th>p (Mann–Whitney, vs rest)</th></tr>{rows}</table>"
+        f"<p>Association of branch and colour: p = {result.p_value:.3g} (permutation test: "
+        f"{result.permutation_p_value:.3g}). Colour units (score ≥ {cu['threshold']}): "
+        f"{cu['total']}, per branch {cu['per_branch']}; chance of at least as many in "
+        f"{html.escape(str(cu['branch']))}: {cu['p_at_least_observed']:.3g}.</p>"
+        f"{pictures}</body>"
+    )
     with atomic_write(path) as tmp:
         tmp.write_text(page)

@@ -48,8 +48,10 @@ def parse_branch_spec(spec: str, channels: int | None = None) -> list[Branch]:
         if b.start < a.stop:
             raise OptionError(f"branches {a.name} and {b.name} overlap")
     if channels is not None and branches[-1].stop > channels:
-        raise OptionError(f"branch {branches[-1].name} ends at {branches[-1].stop}, but the "
-                          f"layer has {channels} channels")
+        raise OptionError(
+            f"branch {branches[-1].name} ends at {branches[-1].stop}, but the "
+            f"layer has {channels} channels"
+        )
     if len(branches) < 2:
         raise OptionError("give at least two branches")
     return branches
@@ -66,16 +68,22 @@ def infer_branches(layer: ConvLayer, following: ConvLayer | None) -> list[Branch
     groups = following.groups
     if groups is None:
         if layer.out_channels % following.in_per_group:
-            raise OptionError(f"{following.name} takes {following.in_per_group} channels per "
-                              f"group, which does not divide {layer.name}'s "
-                              f"{layer.out_channels}: {GIVE_BRANCHES}")
+            raise OptionError(
+                f"{following.name} takes {following.in_per_group} channels per "
+                f"group, which does not divide {layer.name}'s "
+                f"{layer.out_channels}: {GIVE_BRANCHES}"
+            )
         groups = layer.out_channels // following.in_per_group
     elif following.in_per_group * groups != layer.out_channels:
-        raise OptionError(f"{following.name} reads {groups} groups of {following.in_per_group} "
-                          f"channels = {groups * following.in_per_group}, but {layer.name} has "
-                          f"{layer.out_channels} units: not a plain chain; {GIVE_BRANCHES}")
+        raise OptionError(
+            f"{following.name} reads {groups} groups of {following.in_per_group} "
+            f"channels = {groups * following.in_per_group}, but {layer.name} has "
+            f"{layer.out_channels} units: not a plain chain; {GIVE_BRANCHES}"
+        )
     if groups < 2:
-        raise OptionError(f"{following.name} is not grouped, so {layer.name} has no branches: "
-                          f"{GIVE_BRANCHES} for concatenated (Inception-style) branches")
+        raise OptionError(
+            f"{following.name} is not grouped, so {layer.name} has no branches: "
+            f"{GIVE_BRANCHES} for concatenated (Inception-style) branches"
+        )
     size = layer.out_channels // groups
     return [Branch(f"group{g}", g * size, (g + 1) * size) for g in range(groups)]

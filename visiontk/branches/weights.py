@@ -48,9 +48,11 @@ def read_conv_layers(path) -> list[ConvLayer]:
     path = regular_file(path, WeightsError, "weights file")
     suffix = path.suffix.lower()
     if suffix not in WEIGHT_SUFFIXES:
-        raise WeightsError(f"{path}: unsupported file type ({suffix or 'no suffix'}); weights "
-                           f"come as {', '.join(TORCH_SUFFIXES)} (PyTorch), .safetensors, .npz "
-                           "or .onnx")
+        raise WeightsError(
+            f"{path}: unsupported file type ({suffix or 'no suffix'}); weights "
+            f"come as {', '.join(TORCH_SUFFIXES)} (PyTorch), .safetensors, .npz "
+            "or .onnx"
+        )
     if suffix == ".onnx":
         layers = _read_onnx(path)
     else:
@@ -60,8 +62,11 @@ def read_conv_layers(path) -> list[ConvLayer]:
             raw = read_safetensors(path)
         else:
             raw = read_pth(path)
-        layers = [_conv_layer(path, _layer_name(k), v) for k, v in raw.items()
-                  if np.ndim(v) == 4 and not k.endswith(".bias")]
+        layers = [
+            _conv_layer(path, _layer_name(k), v)
+            for k, v in raw.items()
+            if np.ndim(v) == 4 and not k.endswith(".bias")
+        ]
     if not layers:
         raise WeightsError(f"{path}: holds no 4-D convolution weights")
     return layers
@@ -73,8 +78,9 @@ def _conv_layer(path, name: str, weight, groups: int | None = None) -> ConvLayer
     if min(weight.shape) < 1:
         raise WeightsError(f"{where}: kernel of shape {weight.shape} has no units")
     if groups is not None and (groups < 1 or weight.shape[0] % groups):
-        raise WeightsError(f"{where}: group={groups} does not divide its "
-                           f"{weight.shape[0]} output channels")
+        raise WeightsError(
+            f"{where}: group={groups} does not divide its {weight.shape[0]} output channels"
+        )
     return ConvLayer(name, weight, groups)
 
 
@@ -92,8 +98,10 @@ def _read_onnx(path: Path) -> list[ConvLayer]:
     with open(path, "rb") as fh:  # read bounded: the size on disk may change while we read
         blob = fh.read(limit + 1)
     if len(blob) > limit:
-        raise WeightsError(f"{path}: over the limit of {limit:,} bytes "
-                           "(set VISIONTK_MAX_WEIGHTS_BYTES to raise it)")
+        raise WeightsError(
+            f"{path}: over the limit of {limit:,} bytes "
+            "(set VISIONTK_MAX_WEIGHTS_BYTES to raise it)"
+        )
     try:
         # from bytes: external data (paths the model names) is never followed
         model = onnx.load_model_from_string(blob)
@@ -107,20 +115,26 @@ def _read_onnx(path: Path) -> list[ConvLayer]:
         tensor = inits[node.input[1]]
         name = node.name or _layer_name(node.input[1])
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise WeightsError(f"{path}: layer {name} keeps its weights in an external file, "
-                               "which visiontk does not read")
+            raise WeightsError(
+                f"{path}: layer {name} keeps its weights in an external file, "
+                "which visiontk does not read"
+            )
         groups = next((a.i for a in node.attribute if a.name == "group"), 1)
         dims = list(tensor.dims)
         if len(dims) != 4 or min(dims) < 1:
-            raise WeightsError(f"{path}: layer {name} has kernel dims {dims[:8]}, expected "
-                               "4 positive sizes")
+            raise WeightsError(
+                f"{path}: layer {name} has kernel dims {dims[:8]}, expected 4 positive sizes"
+            )
         if 4 * int(np.prod(dims, dtype=object)) > limit:
-            raise WeightsError(f"{path}: layer {name} of dims {dims} is over the limit of "
-                               f"{limit:,} bytes")
+            raise WeightsError(
+                f"{path}: layer {name} of dims {dims} is over the limit of {limit:,} bytes"
+            )
         try:
             weight = numpy_helper.to_array(tensor)
         except Exception as exc:  # ValueError / TypeError when the dims lie about the data
-            raise WeightsError(f"{path}: layer {name}: its data does not fit its dims {dims} "
-                               f"({type(exc).__name__})") from None
+            raise WeightsError(
+                f"{path}: layer {name}: its data does not fit its dims {dims} "
+                f"({type(exc).__name__})"
+            ) from None
         layers.append(_conv_layer(path, name, weight, int(groups)))
     return layers

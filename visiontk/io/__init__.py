@@ -35,12 +35,18 @@ DEFAULT_MAX_PIXELS = 40_000_000
 MIN_SIDE = 16
 _EXIF_ORIENTATION = 0x0112
 #: What a folder of images yields (:func:`.inputs.resolve_images`): image files.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm",
-                            ".ppm"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm"}
+)
 
 
-def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-               exif_transpose: bool = True, min_side: int = MIN_SIDE) -> np.ndarray:
+def read_image(
+    path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    exif_transpose: bool = True,
+    min_side: int = MIN_SIDE,
+) -> np.ndarray:
     """Decode an image file into an array, refusing anything that is not a whole, sane image.
 
     Parameters
@@ -141,22 +147,26 @@ def _own_size_limit():
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _check_size(name: str, height: int, width: int, max_pixels: int,
-                min_side: int = MIN_SIDE) -> None:
+def _check_size(
+    name: str, height: int, width: int, max_pixels: int, min_side: int = MIN_SIDE
+) -> None:
     if height == 0 or width == 0:
         raise ImageError(f"{name}: image is empty ({width}×{height} pixels)")
     if min(height, width) < min_side:
         raise ImageError(
             f"{name}: image is {width}×{height} pixels; visiontk needs at least "
-            f"{min_side}×{min_side}")
+            f"{min_side}×{min_side}"
+        )
     if height * width > max_pixels:
         raise ImageError(
             f"{name}: image is {width}×{height} = {height * width:,} pixels, over the limit of "
-            f"{max_pixels:,} (raise it with max_pixels / --max-pixels)")
+            f"{max_pixels:,} (raise it with max_pixels / --max-pixels)"
+        )
 
 
-def to_gray(image: np.ndarray, *, name: str = "<array>",
-            max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def to_gray(
+    image: np.ndarray, *, name: str = "<array>", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """Convert an image array to grey float32 on the 0..255 scale that SIFT's thresholds assume.
 
     Parameters
@@ -221,11 +231,13 @@ def _scale_to_255(image: np.ndarray, name: str) -> np.ndarray:
             )
         return data * np.float32(255.0)
     raise ImageError(
-        f"{name}: unsupported pixel type {dtype} (use uint8, uint16 or float in [0, 1])")
+        f"{name}: unsupported pixel type {dtype} (use uint8, uint16 or float in [0, 1])"
+    )
 
 
-def load_gray(source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-              exif_transpose: bool = True) -> np.ndarray:
+def load_gray(
+    source, *, max_pixels: int = DEFAULT_MAX_PIXELS, exif_transpose: bool = True
+) -> np.ndarray:
     """Read a path or take an array, and return grey float32 on the 0..255 scale.
 
     Example
@@ -234,13 +246,17 @@ def load_gray(source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     dtype('float32')
     """
     if isinstance(source, (str, os.PathLike)):
-        return to_gray(read_image(source, max_pixels=max_pixels, exif_transpose=exif_transpose),
-                       name=str(source), max_pixels=max_pixels)
+        return to_gray(
+            read_image(source, max_pixels=max_pixels, exif_transpose=exif_transpose),
+            name=str(source),
+            max_pixels=max_pixels,
+        )
     return to_gray(source, max_pixels=max_pixels)
 
 
-def load_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-             min_side: int = MIN_SIDE) -> np.ndarray:
+def load_rgb(
+    source, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE
+) -> np.ndarray:
     """Read a path or take an array and return uint8 RGB H×W×3, for drawing pictures.
 
     Example

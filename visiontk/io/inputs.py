@@ -14,8 +14,9 @@ from . import IMAGE_SUFFIXES
 OUTPUT_FOLDERS = ("report", ".cache")
 
 
-def resolve_images(images, accepts=IMAGE_SUFFIXES, outputs=None, folders=(),
-                   unreadable: list | None = None) -> list[tuple[str, Path]]:
+def resolve_images(
+    images, accepts=IMAGE_SUFFIXES, outputs=None, folders=(), unreadable: list | None = None
+) -> list[tuple[str, Path]]:
     """(name, path) for every input, sorted by name; names are paths relative to the folder
     (or to the common parent of a glob or list), unique within a run. A folder yields the files
     whose suffix is in ``accepts`` (image files by default).
@@ -42,8 +43,10 @@ def resolve_images(images, accepts=IMAGE_SUFFIXES, outputs=None, folders=(),
             base = None
         elif p.is_file() and p.suffix.lower() in (".txt", ".lst", ".list"):
             # names that are not UTF-8 come back as the same bytes (surrogateescape)
-            lines = [ln.strip() for ln in
-                     p.read_text(encoding="utf-8", errors="surrogateescape").splitlines()]
+            lines = [
+                ln.strip()
+                for ln in p.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+            ]
             paths = [(p.parent / ln) for ln in lines if ln and not ln.startswith("#")]
             base = None
         elif p.is_file():
@@ -53,14 +56,26 @@ def resolve_images(images, accepts=IMAGE_SUFFIXES, outputs=None, folders=(),
     if outputs is not None and not isinstance(images, (list, tuple)):
         paths = _without_outputs(paths, Path(outputs), folders)
     if not paths:
-        raise ImageError(f"{images}: nothing to process (a folder is searched for "
-                         f"{', '.join(sorted(accepts))} files)")
+        raise ImageError(
+            f"{images}: nothing to process (a folder is searched for "
+            f"{', '.join(sorted(accepts))} files)"
+        )
     # names from the paths as given, links not resolved: an alias keeps its own name
     absolute = [os.path.abspath(q) for q in paths]
-    top = os.path.abspath(base) if base is not None else \
-        os.path.commonpath([os.path.dirname(a) for a in absolute])
-    named = sorted((as_text(os.path.relpath(a, top) if a.startswith(top.rstrip(os.sep) + os.sep)
-                             else q.name), q) for a, q in zip(absolute, paths, strict=True))
+    top = (
+        os.path.abspath(base)
+        if base is not None
+        else os.path.commonpath([os.path.dirname(a) for a in absolute])
+    )
+    named = sorted(
+        (
+            as_text(
+                os.path.relpath(a, top) if a.startswith(top.rstrip(os.sep) + os.sep) else q.name
+            ),
+            q,
+        )
+        for a, q in zip(absolute, paths, strict=True)
+    )
     seen = set()
     for name, _ in named:
         if name in seen:
@@ -85,9 +100,15 @@ def _files_under(folder: Path, accepts, unreadable: list) -> list[Path]:
             subfolders[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
-        subfolders[:] = sorted(d for d in subfolders if d != ".cache" and not (
-            os.path.isfile(os.path.join(here, d, ".lock"))
-            and os.path.isdir(os.path.join(here, d, ".cache"))))
+        subfolders[:] = sorted(
+            d
+            for d in subfolders
+            if d != ".cache"
+            and not (
+                os.path.isfile(os.path.join(here, d, ".lock"))
+                and os.path.isdir(os.path.join(here, d, ".cache"))
+            )
+        )
         for name in files:
             q = Path(here) / name
             if q.suffix.lower() in accepts and (q.is_file() or q.is_symlink()):

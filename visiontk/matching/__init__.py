@@ -22,16 +22,23 @@ if TYPE_CHECKING:
 #: Upper bound on the distance block held at once (bytes). On the CPU a block that stays in
 #: the cache while it is scanned, and small enough that first use faults in few fresh pages
 #: (8 MB; timings: bench/match_bench.py).
-CHUNK_BYTES = 8 * 2 ** 20
+CHUNK_BYTES = 8 * 2**20
 #: On a GPU, larger blocks keep it busy.
-GPU_CHUNK_BYTES = 128 * 2 ** 20
+GPU_CHUNK_BYTES = 128 * 2**20
 #: Lowe's ratio (Lowe 2004 used 0.8).
 DEFAULT_RATIO = 0.8
 
 
-def match(features_a, features_b, *, ratio: float = DEFAULT_RATIO, mutual: bool = True,
-          max_distance: float | None = None, symmetric: bool = False,
-          device: str | SiftBackend = "auto") -> Matches:
+def match(
+    features_a,
+    features_b,
+    *,
+    ratio: float = DEFAULT_RATIO,
+    mutual: bool = True,
+    max_distance: float | None = None,
+    symmetric: bool = False,
+    device: str | SiftBackend = "auto",
+) -> Matches:
     """Match descriptors of A against B.
 
     Parameters
@@ -67,8 +74,9 @@ def match(features_a, features_b, *, ratio: float = DEFAULT_RATIO, mutual: bool 
         raise OptionError(f"match option ratio must be in (0, 1], got {ratio!r}")
     if not isinstance(symmetric, (bool, np.bool_)):
         raise OptionError(f"match option symmetric must be True or False, got {symmetric!r}")
-    if max_distance is not None and not (isinstance(max_distance, (int, float))
-                                         and max_distance >= 0):
+    if max_distance is not None and not (
+        isinstance(max_distance, (int, float)) and max_distance >= 0
+    ):
         raise OptionError(f"match option max_distance must be >= 0, got {max_distance!r}")
     a = _descriptors(features_a)
     b = _descriptors(features_b)
@@ -78,22 +86,23 @@ def match(features_a, features_b, *, ratio: float = DEFAULT_RATIO, mutual: bool 
     if len(a) == 0 or len(b) == 0:
         return empty
 
-    nearest, d1, d2, is_mutual = (to_host(v) for v in nearest_neighbours(xp.asarray(a),
-                                                                          xp.asarray(b), xp))
+    nearest, d1, d2, is_mutual = (
+        to_host(v) for v in nearest_neighbours(xp.asarray(a), xp.asarray(b), xp)
+    )
     keep = d1 < ratio * d2 if ratio < 1 else np.ones(len(a), bool)
     if mutual or symmetric:
         keep &= is_mutual
     if symmetric:
-        back, b1, b2, _ = (to_host(v) for v in nearest_neighbours(xp.asarray(b), xp.asarray(a),
-                                                                   xp))
+        back, b1, b2, _ = (to_host(v) for v in nearest_neighbours(xp.asarray(b), xp.asarray(a), xp))
         keep &= back[nearest] == np.arange(len(a))
         if ratio < 1:
             keep &= b1[nearest] < ratio * b2[nearest]
     if max_distance is not None:
         keep &= d1 <= max_distance
     rows = np.nonzero(keep)[0]
-    return Matches(np.stack([rows, nearest[rows]], axis=1).astype(np.int64),
-                   d1[rows].astype(np.float32))
+    return Matches(
+        np.stack([rows, nearest[rows]], axis=1).astype(np.int64), d1[rows].astype(np.float32)
+    )
 
 
 def _descriptors(features) -> np.ndarray:
@@ -124,8 +133,7 @@ def nearest_neighbours(a, b, xp=np):
     k = min(3, len(b))
     kernels = _kernels() if xp is np else None
     if kernels is not None:
-        cand, block, col_min = kernels.nearest_candidates(af, bf, a_sq, b_sq, _threads(),
-                                                          a, b)
+        cand, block, col_min = kernels.nearest_candidates(af, bf, a_sq, b_sq, _threads(), a, b)
         cand, block = cand[:, :k], block[:, :k]
     else:
         cand, block, col_min = _candidates_xp(af, bf, a_sq, b_sq, k, xp)
@@ -135,9 +143,10 @@ def nearest_neighbours(a, b, xp=np):
         sq = xp.empty(cand.shape, xp.float64)
         step = max(1, CHUNK_BYTES // (4 * a.shape[1] * max(k, 1)))
         for start in range(0, len(a), step):
-            diff = a[start:start + step, None, :].astype(xp.int64) \
-                - b[cand[start:start + step]].astype(xp.int64)
-            sq[start:start + step] = (diff * diff).sum(axis=2)
+            diff = a[start : start + step, None, :].astype(xp.int64) - b[
+                cand[start : start + step]
+            ].astype(xp.int64)
+            sq[start : start + step] = (diff * diff).sum(axis=2)
     else:
         sq = block.astype(xp.float64)
     order = xp.argsort(sq, axis=1, kind="stable")

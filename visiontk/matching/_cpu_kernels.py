@@ -26,14 +26,14 @@ from . import _cpu_kernels_int8 as _int8
 use_user_cache()
 
 #: Bytes of one distance tile (rows × columns × 4): stays in the cache between GEMM and scan.
-TILE_BYTES = 4 * 2 ** 20
+TILE_BYTES = 4 * 2**20
 #: Columns of B per tile.
 TILE_COLUMNS = 1024
 #: Candidates kept per row (the integer re-score orders the three nearest).
 K = 3
 #: Below this many distances, one band (BLAS threads as they are): splitting costs more than
 #: it saves.
-BANDS_FROM = 2 ** 20
+BANDS_FROM = 2**20
 
 _lock = threading.Lock()
 _pool: dict = {}
@@ -73,9 +73,15 @@ def scan_tile(dots, a_sq, b_sq, col0, top_val, top_idx, col_min):  # pragma: no 
         top_idx[i, 0], top_idx[i, 1], top_idx[i, 2] = i0, i1, i2
 
 
-def nearest_candidates(af: np.ndarray, bf: np.ndarray, a_sq: np.ndarray, b_sq: np.ndarray,
-                       threads: int, a: np.ndarray | None = None,
-                       b: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def nearest_candidates(
+    af: np.ndarray,
+    bf: np.ndarray,
+    a_sq: np.ndarray,
+    b_sq: np.ndarray,
+    threads: int,
+    a: np.ndarray | None = None,
+    b: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row's three nearest columns (N×3 indices and float32 squared distances, ascending,
     ties to the lower index; index −1 and inf where B has fewer than three rows) and each
     column's minimum; ``af``, ``bf``: float32 descriptors, ``a_sq``, ``b_sq``: their squared
@@ -109,8 +115,15 @@ def nearest_candidates(af: np.ndarray, bf: np.ndarray, a_sq: np.ndarray, b_sq: n
                     _int8.dot_tile(a_pad, r0, r1, packed, c0, c1, tile)
                 else:
                     np.matmul(af[r0:r1], bf[c0:c1].T, out=out)
-                scan_tile(out, row_terms[r0:r1], b_sq[c0:c1], c0, top_val[r0:r1],
-                          top_idx[r0:r1], col_min[t, c0:c1])
+                scan_tile(
+                    out,
+                    row_terms[r0:r1],
+                    b_sq[c0:c1],
+                    c0,
+                    top_val[r0:r1],
+                    top_idx[r0:r1],
+                    col_min[t, c0:c1],
+                )
 
     if bands == 1:
         band(0)
@@ -126,9 +139,16 @@ def nearest_candidates(af: np.ndarray, bf: np.ndarray, a_sq: np.ndarray, b_sq: n
 def _integer_tiles(a, b) -> bool:
     """Whether the distance tiles come from :mod:`._cpu_kernels_int8`: two uint8 128-D descriptor
     sets, on a CPU that has VNNI."""
-    return (a is not None and b is not None and a.dtype == np.uint8 and b.dtype == np.uint8
-            and a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[1] == _int8.DIMS
-            and _int8.available())
+    return (
+        a is not None
+        and b is not None
+        and a.dtype == np.uint8
+        and b.dtype == np.uint8
+        and a.ndim == 2
+        and b.ndim == 2
+        and a.shape[1] == b.shape[1] == _int8.DIMS
+        and _int8.available()
+    )
 
 
 def _threads(n: int):
@@ -137,8 +157,10 @@ def _threads(n: int):
         if n not in _pool:
             from threadpoolctl import ThreadpoolController
 
-            _pool[n] = (ThreadPoolExecutor(n, thread_name_prefix="visiontk-match"),
-                        ThreadpoolController())
+            _pool[n] = (
+                ThreadPoolExecutor(n, thread_name_prefix="visiontk-match"),
+                ThreadpoolController(),
+            )
         return _pool[n]
 
 

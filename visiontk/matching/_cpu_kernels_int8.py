@@ -101,42 +101,65 @@ def _micro(typingctx, a, i, packed, group, out, out_row, out_col):
 
     def codegen(context, builder, signature, args):
         a_v, i_v, b_v, g_v, o_v, orow_v, ocol_v = args
-        arrays = [cgutils.create_struct_proxy(signature.args[k])(context, builder, value=v)
-                  for k, v in ((0, a_v), (2, b_v), (4, o_v))]
+        arrays = [
+            cgutils.create_struct_proxy(signature.args[k])(context, builder, value=v)
+            for k, v in ((0, a_v), (2, b_v), (4, o_v))
+        ]
         a_arr, b_arr, o_arr = arrays
         i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
         v16, vf16 = ir.VectorType(i32, 16), ir.VectorType(ir.FloatType(), 16)
         vpdpbusd = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v16, [v16, v16, v16]), "llvm.x86.avx512.vpdpbusd.512")
+            builder.module, ir.FunctionType(v16, [v16, v16, v16]), "llvm.x86.avx512.vpdpbusd.512"
+        )
         a_stride = cgutils.unpack_tuple(builder, a_arr.strides, 2)[0]
         o_width = cgutils.unpack_tuple(builder, o_arr.shape, 2)[1]
         a_bytes = builder.bitcast(a_arr.data, i8.as_pointer())
-        b_bytes = builder.gep(builder.bitcast(b_arr.data, i8.as_pointer()),
-                              [builder.mul(g_v, ir.Constant(i64, _QUADS * 64))])
+        b_bytes = builder.gep(
+            builder.bitcast(b_arr.data, i8.as_pointer()),
+            [builder.mul(g_v, ir.Constant(i64, _QUADS * 64))],
+        )
         o_floats = builder.bitcast(o_arr.data, ir.FloatType().as_pointer())
-        rows = [builder.gep(a_bytes, [builder.mul(builder.add(i_v, ir.Constant(i64, r)),
-                                                  a_stride)]) for r in range(ROWS)]
+        rows = [
+            builder.gep(a_bytes, [builder.mul(builder.add(i_v, ir.Constant(i64, r)), a_stride)])
+            for r in range(ROWS)
+        ]
         undef, lane0 = ir.Constant(v16, ir.Undefined), ir.Constant(i32, 0)
         broadcast = ir.Constant(v16, [0] * 16)
         acc = [[ir.Constant(v16, None)] * 2 for _ in range(ROWS)]
         for q in range(_QUADS):
-            columns = [builder.load(builder.bitcast(
-                builder.gep(b_bytes, [ir.Constant(i64, (h * _QUADS + q) * 64)]),
-                v16.as_pointer()), align=1) for h in range(2)]
+            columns = [
+                builder.load(
+                    builder.bitcast(
+                        builder.gep(b_bytes, [ir.Constant(i64, (h * _QUADS + q) * 64)]),
+                        v16.as_pointer(),
+                    ),
+                    align=1,
+                )
+                for h in range(2)
+            ]
             for r in range(ROWS):
-                quad = builder.load(builder.bitcast(builder.gep(rows[r], [ir.Constant(i64, 4 * q)]),
-                                                    i32.as_pointer()), align=1)
-                spread = builder.shuffle_vector(builder.insert_element(undef, quad, lane0), undef,
-                                                broadcast)
+                quad = builder.load(
+                    builder.bitcast(
+                        builder.gep(rows[r], [ir.Constant(i64, 4 * q)]), i32.as_pointer()
+                    ),
+                    align=1,
+                )
+                spread = builder.shuffle_vector(
+                    builder.insert_element(undef, quad, lane0), undef, broadcast
+                )
                 for h in range(2):
                     acc[r][h] = builder.call(vpdpbusd, [acc[r][h], spread, columns[h]])
         for r in range(ROWS):
-            start = builder.add(builder.mul(builder.add(orow_v, ir.Constant(i64, r)), o_width),
-                                ocol_v)
+            start = builder.add(
+                builder.mul(builder.add(orow_v, ir.Constant(i64, r)), o_width), ocol_v
+            )
             for h in range(2):
                 where = builder.gep(o_floats, [builder.add(start, ir.Constant(i64, GROUP * h))])
-                builder.store(builder.sitofp(acc[r][h], vf16),
-                              builder.bitcast(where, vf16.as_pointer()), align=4)
+                builder.store(
+                    builder.sitofp(acc[r][h], vf16),
+                    builder.bitcast(where, vf16.as_pointer()),
+                    align=4,
+                )
         return context.get_dummy_value()
 
     return sig, codegen

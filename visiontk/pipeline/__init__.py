@@ -7,9 +7,15 @@ tasks need (the runner and the entry-point registry would otherwise load in ever
 import importlib
 
 #: name -> the module of this package that defines it
-_LAZY = {"PIPELINES": "config", "load_stage": "registry", "stage_names": "registry",
-         "Pipeline": "runner", "RunResult": "runner",
-         "Stage": "stage", "option_fields": "stage"}
+_LAZY = {
+    "PIPELINES": "config",
+    "load_stage": "registry",
+    "stage_names": "registry",
+    "Pipeline": "runner",
+    "RunResult": "runner",
+    "Stage": "stage",
+    "option_fields": "stage",
+}
 
 __all__ = sorted(_LAZY)
 

@@ -96,12 +96,16 @@ def export_colmap(path: Path, features: list, pairs: list, cameras=None) -> Path
                 # one row per Camera object (kept here so that its id() stays its own)
                 key = id(camera) if camera is not None else ("own", image_id)
                 if key not in camera_ids:
-                    camera_ids[key] = (_insert_camera(con, len(camera_ids) + 1, camera,
-                                                      f.image_size), camera)
+                    camera_ids[key] = (
+                        _insert_camera(con, len(camera_ids) + 1, camera, f.image_size),
+                        camera,
+                    )
                 camera_id = camera_ids[key][0]
                 con.execute("INSERT INTO frames VALUES (?, ?)", (image_id, camera_id))
-                con.execute("INSERT INTO frame_data VALUES (?, ?, ?, ?)",
-                            (image_id, image_id, camera_id, SENSOR_CAMERA))
+                con.execute(
+                    "INSERT INTO frame_data VALUES (?, ?, ?, ?)",
+                    (image_id, image_id, camera_id, SENSOR_CAMERA),
+                )
                 con.execute("INSERT INTO images VALUES (?, ?, ?)", (image_id, name, camera_id))
                 # x, y, scale, orientation: COLMAP's angle turns the same way as OpenCV's (both
                 # atan2 of the gradient in y-down image coordinates; checked against pycolmap's
@@ -110,11 +114,19 @@ def export_colmap(path: Path, features: list, pairs: list, cameras=None) -> Path
                 kp[:, :2] = f.xy + 0.5
                 kp[:, 2] = f.size / 2
                 kp[:, 3] = np.radians(f.angle) % (2 * np.pi)
-                con.execute("INSERT INTO keypoints VALUES (?, ?, ?, ?)",
-                            (image_id, len(f), 4, kp.tobytes()))
-                con.execute("INSERT INTO descriptors VALUES (?, ?, ?, ?, ?)",
-                            (image_id, DESCRIPTOR_SIFT, len(f), 128,
-                             np.ascontiguousarray(f.descriptors, np.uint8).tobytes()))
+                con.execute(
+                    "INSERT INTO keypoints VALUES (?, ?, ?, ?)", (image_id, len(f), 4, kp.tobytes())
+                )
+                con.execute(
+                    "INSERT INTO descriptors VALUES (?, ?, ?, ?, ?)",
+                    (
+                        image_id,
+                        DESCRIPTOR_SIFT,
+                        len(f),
+                        128,
+                        np.ascontiguousarray(f.descriptors, np.uint8).tobytes(),
+                    ),
+                )
                 ids[name] = image_id
             for name_a, name_b, m, geometry in pairs:
                 ia, ib = ids[name_a], ids[name_b]
@@ -122,23 +134,34 @@ def export_colmap(path: Path, features: list, pairs: list, cameras=None) -> Path
                 if ia > ib:  # COLMAP stores a pair's matches with the lower image id first
                     ia, ib, idx = ib, ia, idx[:, ::-1]
                 pid = pair_id(ia, ib)
-                con.execute("INSERT INTO matches VALUES (?, ?, ?, ?)",
-                            (pid, len(idx), 2, np.ascontiguousarray(idx).tobytes()))
+                con.execute(
+                    "INSERT INTO matches VALUES (?, ?, ?, ?)",
+                    (pid, len(idx), 2, np.ascontiguousarray(idx).tobytes()),
+                )
                 if geometry is not None and geometry.model is not None:
                     inl = np.ascontiguousarray(idx[geometry.inliers])
                     model = _to_colmap_pixels(geometry)
                     if ids[name_a] > ids[name_b]:
-                        model = model.T if geometry.kind == "fundamental" \
-                            else np.linalg.inv(model)
+                        model = model.T if geometry.kind == "fundamental" else np.linalg.inv(model)
                     # only the estimated matrix: COLMAP reads a missing one as unset (zeros)
                     blobs = {"F": None, "E": None, "H": None}
                     blobs["F" if geometry.kind == "fundamental" else "H"] = model.tobytes()
                     con.execute(
                         "INSERT INTO two_view_geometries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                         "NULL, NULL)",
-                        (pid, len(inl), 2, inl.tobytes(), CONFIG[geometry.kind],
-                         blobs["F"], blobs["E"], blobs["H"],
-                         np.array([1.0, 0, 0, 0]).tobytes(), np.zeros(3).tobytes()))
+                        (
+                            pid,
+                            len(inl),
+                            2,
+                            inl.tobytes(),
+                            CONFIG[geometry.kind],
+                            blobs["F"],
+                            blobs["E"],
+                            blobs["H"],
+                            np.array([1.0, 0, 0, 0]).tobytes(),
+                            np.zeros(3).tobytes(),
+                        ),
+                    )
             con.commit()
         finally:
             con.close()
@@ -154,8 +177,10 @@ def _insert_camera(con, camera_id: int, camera, image_size) -> int:
     else:
         model, width, height = camera.model_id, camera.width, camera.height
         params, prior = np.array(camera.params, np.float64), int(camera.prior)
-    con.execute("INSERT INTO cameras VALUES (?, ?, ?, ?, ?, ?)",
-                (camera_id, model, width, height, params.tobytes(), prior))
+    con.execute(
+        "INSERT INTO cameras VALUES (?, ?, ?, ?, ?, ?)",
+        (camera_id, model, width, height, params.tobytes(), prior),
+    )
     con.execute("INSERT INTO rigs VALUES (?, ?, ?)", (camera_id, camera_id, SENSOR_CAMERA))
     return camera_id
 

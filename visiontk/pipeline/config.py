@@ -33,22 +33,34 @@ from pathlib import Path
 from ..errors import OptionError, shown
 
 PIPELINES = {
-    "sift-match": [{"name": "load"}, {"name": "sift"}, {"name": "pairs-exhaustive"},
-                   {"name": "match"}, {"name": "verify", "model": "fundamental"}],
-    "sift-match-sequential": [{"name": "load"}, {"name": "sift"},
-                              {"name": "pairs-sequential", "window": 5}, {"name": "match"},
-                              {"name": "verify", "model": "fundamental"}],
+    "sift-match": [
+        {"name": "load"},
+        {"name": "sift"},
+        {"name": "pairs-exhaustive"},
+        {"name": "match"},
+        {"name": "verify", "model": "fundamental"},
+    ],
+    "sift-match-sequential": [
+        {"name": "load"},
+        {"name": "sift"},
+        {"name": "pairs-sequential", "window": 5},
+        {"name": "match"},
+        {"name": "verify", "model": "fundamental"},
+    ],
     "sift": [{"name": "load"}, {"name": "sift"}],
     # photos to a 3-D model: the accurate preset (COLMAP's cap), images scaled down past
     # 3200 pixels as COLMAP's extractor does, at COLMAP's peak threshold (contrast 0.02: the
     # preset's 0.017 cost rotation accuracy where every view has its own noise; see
     # docs/benchmarks.md); every pair of a small set, each image's 30 nearest by retrieval
     # beyond that
-    "sfm": [{"name": "load", "max_side": 3200},
-            {"name": "sift", "contrast_threshold": 0.02},
-            {"name": "pairs-retrieval", "neighbours": 30},
-            {"name": "match"}, {"name": "verify", "model": "fundamental"},
-            {"name": "reconstruct"}],
+    "sfm": [
+        {"name": "load", "max_side": 3200},
+        {"name": "sift", "contrast_threshold": 0.02},
+        {"name": "pairs-retrieval", "neighbours": 30},
+        {"name": "match"},
+        {"name": "verify", "model": "fundamental"},
+        {"name": "reconstruct"},
+    ],
     "dino-attention": [{"name": "dino-attention"}],
     "branches": [{"name": "branches"}],
 }
@@ -61,8 +73,9 @@ def read_spec(source: str | Path) -> list[dict]:
         return [dict(s) for s in PIPELINES[text]]
     path = Path(source)
     if not path.exists():
-        raise OptionError(f"{path}: no such pipeline file or preset "
-                          f"(presets: {', '.join(PIPELINES)})")
+        raise OptionError(
+            f"{path}: no such pipeline file or preset (presets: {', '.join(PIPELINES)})"
+        )
     try:
         raw = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -92,8 +105,10 @@ def read_spec(source: str | Path) -> list[dict]:
         raise OptionError(f"{path}: pipeline files are .toml, .yaml or .yml")
     unknown = [k for k in data if k != "stages"] if isinstance(data, dict) else []
     if unknown:  # a misspelt or misplaced table would otherwise be ignored in silence
-        raise OptionError(f"{path}: unknown top-level key {shown(unknown[0])} (a pipeline "
-                          "file holds 'stages' only)")
+        raise OptionError(
+            f"{path}: unknown top-level key {shown(unknown[0])} (a pipeline "
+            "file holds 'stages' only)"
+        )
     stages = data.get("stages") if isinstance(data, dict) else None
     if not isinstance(stages, list) or not stages:
         raise OptionError(f"{path}: expected a non-empty list 'stages'")

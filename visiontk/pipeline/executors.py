@@ -112,12 +112,15 @@ class DaskExecutor:
         try:
             from dask.distributed import Client, LocalCluster
         except ImportError:
-            raise OptionError("executor dask needs dask[distributed]: "
-                              "pip install 'visiontk[dask]'") from None
+            raise OptionError(
+                "executor dask needs dask[distributed]: pip install 'visiontk[dask]'"
+            ) from None
         # the run says in one line what went wrong (a lost scheduler): not dask's tracebacks
         # (its config gives sub-loggers levels of their own: each is quieted)
-        names = ["distributed", *(n for n in logging.root.manager.loggerDict
-                                  if n.startswith("distributed."))]
+        names = [
+            "distributed",
+            *(n for n in logging.root.manager.loggerDict if n.startswith("distributed.")),
+        ]
         self._log_levels = {n: logging.getLogger(n).level for n in names}
         for name in names:
             logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -125,12 +128,17 @@ class DaskExecutor:
             try:
                 self._client = Client(self.scheduler, timeout="10s")
             except OSError as exc:
-                raise VisiontkError(f"cannot reach the Dask scheduler at {self.scheduler} "
-                                    f"({exc})") from None
+                raise VisiontkError(
+                    f"cannot reach the Dask scheduler at {self.scheduler} ({exc})"
+                ) from None
         else:
-            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                         processes=True, dashboard_address=None,
-                                         env=dict.fromkeys(THREAD_VARIABLES, "1"))
+            self._cluster = LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                env=dict.fromkeys(THREAD_VARIABLES, "1"),
+            )
             self._client = Client(self._cluster)
         return self
 
@@ -144,8 +152,7 @@ class DaskExecutor:
 
     def map_unordered(self, tasks: Iterable[Task]) -> Iterator[Reply]:
         todo = iter(tasks)
-        limit = max(1, len(self._client.scheduler_info().get("workers", {}))) \
-            * IN_FLIGHT_PER_WORKER
+        limit = max(1, len(self._client.scheduler_info().get("workers", {}))) * IN_FLIGHT_PER_WORKER
         submitted = {}
 
         def submit(task):
@@ -171,14 +178,16 @@ class DaskExecutor:
         from dask.distributed import wait
 
         where = self.scheduler or "the local cluster"
-        lost = VisiontkError(f"lost the Dask scheduler ({where}); the finished work is kept: "
-                             "run again to resume")
+        lost = VisiontkError(
+            f"lost the Dask scheduler ({where}); the finished work is kept: run again to resume"
+        )
         lost_since = None
         idle_since = time.monotonic()
         while True:
             try:
-                done, not_done = wait(pending, timeout=SCHEDULER_CHECK,
-                                      return_when="FIRST_COMPLETED")
+                done, not_done = wait(
+                    pending, timeout=SCHEDULER_CHECK, return_when="FIRST_COMPLETED"
+                )
                 return set(done), set(not_done)
             except TimeoutError:
                 pass
@@ -192,8 +201,11 @@ class DaskExecutor:
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > SCHEDULER_GRACE and not self._warned:
                     self._warned = True  # it waits: the user may be starting workers
-                    print(f"waiting for Dask workers: none is connected to {where}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"waiting for Dask workers: none is connected to {where}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 continue
             lost_since = lost_since or time.monotonic()
             if time.monotonic() - lost_since > SCHEDULER_GRACE:

@@ -21,8 +21,12 @@ class Progress:
         if not self.quiet and self.total and self.stream.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, unit=self.unit[:-1] if self.unit.endswith("s")
-                             else self.unit, file=self.stream, dynamic_ncols=True)
+            self._bar = tqdm(
+                total=self.total,
+                unit=self.unit[:-1] if self.unit.endswith("s") else self.unit,
+                file=self.stream,
+                dynamic_ncols=True,
+            )
         return self
 
     def advance(self, item: str, ok: bool) -> None:
@@ -39,9 +43,12 @@ class Progress:
         self._last = now
         rate = self.count / max(now - self._t0, 1e-9)
         eta = (self.total - self.count) / rate if rate else 0.0
-        print(f"{self.unit}: {self.count}/{self.total} ({rate:.1f}/s, ETA {eta:.0f} s"
-              f"{f', {self.failed} failed' if self.failed else ''})", file=self.stream,
-              flush=True)
+        print(
+            f"{self.unit}: {self.count}/{self.total} ({rate:.1f}/s, ETA {eta:.0f} s"
+            f"{f', {self.failed} failed' if self.failed else ''})",
+            file=self.stream,
+            flush=True,
+        )
 
     def __exit__(self, *exc):
         if self._bar is not None:

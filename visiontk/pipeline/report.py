@@ -83,16 +83,28 @@ def _pair_picture(out: Path, label: str, pair: PairPicture) -> dict[str, str]:
     inliers = geometry.inliers if geometry is not None else None
     n = int(inliers.sum()) if inliers is not None else len(matches)
     caption = f"{label}: {pair.a} - {pair.b}, {n} inliers of {len(matches)} matches"
-    picture = draw_matches(load_rgb(pair.path_a), load_rgb(pair.path_b),
-                           fa.xy[matches.pairs[:, 0]], fb.xy[matches.pairs[:, 1]], inliers,
-                           max_side=1200, title=caption)
+    picture = draw_matches(
+        load_rgb(pair.path_a),
+        load_rgb(pair.path_b),
+        fa.xy[matches.pairs[:, 0]],
+        fb.xy[matches.pairs[:, 1]],
+        inliers,
+        max_side=1200,
+        title=caption,
+    )
     relative = f"report/pair_{label}.jpg"
     save_image(out / relative, picture)
     return {"picture": relative, "caption": caption}
 
 
-def write_index(out: Path, summary: dict, images: list, made: PicturesReply,
-                pairs: list[PairReply], links: dict | None = None) -> Path:
+def write_index(
+    out: Path,
+    summary: dict,
+    images: list,
+    made: PicturesReply,
+    pairs: list[PairReply],
+    links: dict | None = None,
+) -> Path:
     """``OUT/index.html`` from the run's summary; ``images``: (name, path) of every input;
     ``made``: what :func:`make_pictures` made; ``pairs``: the finished pairs' replies;
     ``links``: name -> the page (relative to OUT) a click on its thumbnail opens."""
@@ -101,11 +113,21 @@ def write_index(out: Path, summary: dict, images: list, made: PicturesReply,
     failures = summary.get("failures", [])
     parts = [_HEAD.format(title=e(f"visiontk run: {out.name}"))]
     parts.append(f"<h1>visiontk run <code>{e(str(out))}</code></h1>")
-    rows = [("images", f"{summary['images_done']} of {summary['images']} done "
-                       f"({summary['images_cached']} from earlier runs)")]
+    rows = [
+        (
+            "images",
+            f"{summary['images_done']} of {summary['images']} done "
+            f"({summary['images_cached']} from earlier runs)",
+        )
+    ]
     if summary.get("pairs"):
-        rows.append(("pairs", f"{summary['pairs_done']} of {summary['pairs']} done"
-                              + _pair_medians([(r.matches, r.inliers) for r in pairs])))
+        rows.append(
+            (
+                "pairs",
+                f"{summary['pairs_done']} of {summary['pairs']} done"
+                + _pair_medians([(r.matches, r.inliers) for r in pairs]),
+            )
+        )
     rows.append(("failed", str(len(failures))))
     for folder in summary.get("folders", []):
         name = Path(folder).name
@@ -116,24 +138,35 @@ def write_index(out: Path, summary: dict, images: list, made: PicturesReply,
         parts.append(f"<h2>{e(stage)}</h2>")
         parts.append(_table(None, _model_rows(model)))
         for picture in model.get("pictures", []):
-            parts.append(f'<p><a href="{_url(picture)}"><img class="wide" '
-                         f'src="{_url(picture)}" alt="{e(picture)}"></a></p>')
+            parts.append(
+                f'<p><a href="{_url(picture)}"><img class="wide" '
+                f'src="{_url(picture)}" alt="{e(picture)}"></a></p>'
+            )
     if made.pairs:
         parts.append("<h2>Strongest and weakest pairs</h2>")
         for label in ("strongest", "weakest"):
             if label in made.pairs:
                 pair = made.pairs[label]
-                parts.append(f'<figure class="pair"><img class="wide" '
-                             f'src="{_url(pair["picture"])}" alt="{label} pair">'
-                             f'<figcaption>{e(pair["caption"])}</figcaption></figure>')
+                parts.append(
+                    f'<figure class="pair"><img class="wide" '
+                    f'src="{_url(pair["picture"])}" alt="{label} pair">'
+                    f"<figcaption>{e(pair['caption'])}</figcaption></figure>"
+                )
     parts.append("<h2>Time per stage</h2>")
-    parts.append(_table(["stage", "seconds"], [(e(k), f"{v:.2f}") for k, v in
-                                               summary.get("stage_seconds", {}).items()]))
+    parts.append(
+        _table(
+            ["stage", "seconds"],
+            [(e(k), f"{v:.2f}") for k, v in summary.get("stage_seconds", {}).items()],
+        )
+    )
     parts.append(f"<h2>Failures ({len(failures)})</h2>")
     if failures:
-        parts.append(_table(["item", "stage", "reason"],
-                            [(e(str(f["item"])), e(f["stage"]), e(f["reason"]))
-                             for f in failures]))
+        parts.append(
+            _table(
+                ["item", "stage", "reason"],
+                [(e(str(f["item"])), e(f["stage"]), e(f["reason"])) for f in failures],
+            )
+        )
     else:
         parts.append("<p>none</p>")
     failed = {str(f["item"]) for f in failures}
@@ -142,13 +175,18 @@ def write_index(out: Path, summary: dict, images: list, made: PicturesReply,
     parts.append(f"<h2>Images ({len(listed)} of {len(images)} shown)</h2><div class=grid>")
     for name, path in listed:
         bad = str(path) in failed
-        img = f'<img src="{_url(shown[name])}" alt="{e(name)}">' if name in shown else \
-            "<div class=missing>no picture</div>"
+        img = (
+            f'<img src="{_url(shown[name])}" alt="{e(name)}">'
+            if name in shown
+            else "<div class=missing>no picture</div>"
+        )
         if name in links and not bad:
             img = f'<a href="{_url(links[name])}">{img}</a>'
 
-        parts.append(f'<figure class="{"bad" if bad else "ok"}">{img}'
-                     f"<figcaption>{e(name)}{' (failed)' if bad else ''}</figcaption></figure>")
+        parts.append(
+            f'<figure class="{"bad" if bad else "ok"}">{img}'
+            f"<figcaption>{e(name)}{' (failed)' if bad else ''}</figcaption></figure>"
+        )
     parts.append("</div></body></html>")
     path = Path(out) / "index.html"
     with atomic_write(path) as tmp:
@@ -164,7 +202,7 @@ def _url(relative: str) -> str:
 
 
 def _pair_medians(counts) -> str:
-    """"; median N inliers" over the verified pairs, or matches when none was verified."""
+    """ "; median N inliers" over the verified pairs, or matches when none was verified."""
     counts = list(counts)
     verified = [k for _, k in counts if k >= 0]
     if verified:
@@ -175,21 +213,31 @@ def _pair_medians(counts) -> str:
 def _model_rows(model: dict) -> list:
     e = html.escape
     if not model.get("models"):
-        rows = [("registered", f"{model.get('registered')} of {model.get('images')} images: "
-                               "no model")]
+        rows = [
+            ("registered", f"{model.get('registered')} of {model.get('images')} images: no model")
+        ]
     else:
-        rows = [("registered", f"{model.get('registered')} of {model.get('images')} images "
-                               f"in {model.get('models')} model(s)"),
-                ("3-D points", str(model.get("points"))),
-                ("mean reprojection error", f"{model.get('mean_reprojection_error')} px"),
-                ("mean track length", str(model.get("mean_track_length")))]
+        rows = [
+            (
+                "registered",
+                f"{model.get('registered')} of {model.get('images')} images "
+                f"in {model.get('models')} model(s)",
+            ),
+            ("3-D points", str(model.get("points"))),
+            ("mean reprojection error", f"{model.get('mean_reprojection_error')} px"),
+            ("mean track length", str(model.get("mean_track_length"))),
+        ]
     if model.get("not_registered"):
         rows.append(("not registered", e(", ".join(model["not_registered"]))))
     if model.get("cameras"):
         rows.append(("cameras", f"{model['cameras']} (one set of intrinsics each)"))
     if model.get("focal_length_from"):
-        rows.append(("focal length from", e(", ".join(
-            f"{k} {v}" for k, v in model["focal_length_from"].items()))))
+        rows.append(
+            (
+                "focal length from",
+                e(", ".join(f"{k} {v}" for k, v in model["focal_length_from"].items())),
+            )
+        )
     return rows
 
 

@@ -51,8 +51,9 @@ PairKeys = list[tuple[str, str, str]]
 class Run:
     """The state of one run: where it writes, what it has done, and what it found."""
 
-    def __init__(self, pipeline: Pipeline, named: Named, result: RunResult, quiet: bool,
-                 started: float):
+    def __init__(
+        self, pipeline: Pipeline, named: Named, result: RunResult, quiet: bool, started: float
+    ):
         self.pipeline = pipeline
         self.started = started  # time.perf_counter() when the run began
         self.named = named
@@ -72,26 +73,42 @@ class Run:
         if any("features" in s.outputs for s in p.image_stages):
             with self.result.timed("write features.h5"):
                 self.result.features_path = self._gather(
-                    self.folder.features, features,
+                    self.folder.features,
+                    features,
                     [self.cache.features_path(k) for _, k in features],
-                    lambda path: store.write_features_h5(path, (
-                        (n, k, Features.load(self.cache.features_path(k)))
-                        for n, k in features), __version__))
+                    lambda path: store.write_features_h5(
+                        path,
+                        ((n, k, Features.load(self.cache.features_path(k))) for n, k in features),
+                        __version__,
+                    ),
+                )
         pairs: PairKeys = []
         if p.pair_stages:
             pairs = self._pairs(pool, features)
             with self.result.timed("write matches.h5"):
                 self.result.matches_path = self._gather(
-                    self.folder.matches, pairs, [self.cache.pair_path(k) for _, _, k in pairs],
-                    lambda path: store.write_matches_h5(path, (
-                        (a, b, k, *self.cache.load_pair(k)) for a, b, k in pairs),
-                        __version__))
+                    self.folder.matches,
+                    pairs,
+                    [self.cache.pair_path(k) for _, _, k in pairs],
+                    lambda path: store.write_matches_h5(
+                        path,
+                        ((a, b, k, *self.cache.load_pair(k)) for a, b, k in pairs),
+                        __version__,
+                    ),
+                )
         made = self._whole(pool, features, pairs)
         self.result.seconds = time.perf_counter() - self.started
-        self.result.folders = [out / f for s in p.image_stages for f in s.folders
-                               if (out / f).is_dir()]
-        report.write_index(out, self.result.summary(), [(n, str(q)) for n, q in self.named],
-                           made, list(self.pairs.values()), links=self._report_links(features))
+        self.result.folders = [
+            out / f for s in p.image_stages for f in s.folders if (out / f).is_dir()
+        ]
+        report.write_index(
+            out,
+            self.result.summary(),
+            [(n, str(q)) for n, q in self.named],
+            made,
+            list(self.pairs.values()),
+            links=self._report_links(features),
+        )
         if colmap and not p.model_stages:  # whole-run stages write the database they map
             self._export_colmap(features, pairs)
 
@@ -114,8 +131,10 @@ class Run:
     def _images(self, pool) -> Keys:
         stages = tuple(self.pipeline.image_stages)
         config = store.config_hash(self.pipeline.specs(stages))
-        tasks = [ImageTask(name, str(path), stages, config, str(self.cache.root),
-                           str(self.result.out)) for name, path in self.named]
+        tasks = [
+            ImageTask(name, str(path), stages, config, str(self.cache.root), str(self.result.out))
+            for name, path in self.named
+        ]
         done = {}
         with Progress(len(tasks), "images", self.quiet) as progress:
             for reply in pool.map_unordered(tasks):
@@ -133,13 +152,17 @@ class Run:
         assert selection is not None  # a pipeline with pair stages always has one
         keys = dict(features)
         with self.result.timed(selection.name):
-            chosen = selection.select([n for n, _ in features], lambda name: Features.load(
-                self.cache.features_path(keys[name])))
+            chosen = selection.select(
+                [n for n, _ in features],
+                lambda name: Features.load(self.cache.features_path(keys[name])),
+            )
         chosen = self._with_features(chosen, selection.name, keys)
         stages = tuple(self.pipeline.pair_stages)
         config = store.config_hash(self.pipeline.specs(stages))
-        tasks = [PairTask(a, b, keys[a], keys[b], stages, config, str(self.cache.root))
-                 for a, b in chosen]
+        tasks = [
+            PairTask(a, b, keys[a], keys[b], stages, config, str(self.cache.root))
+            for a, b in chosen
+        ]
         self.result.pairs = len(tasks)
         with Progress(len(tasks), "pairs", self.quiet) as progress:
             for reply in pool.map_unordered(tasks):
@@ -160,14 +183,16 @@ class Run:
         for a, b in chosen:
             unknown = next((n for n in (a, b) if n not in run_names), None)
             if unknown is not None:
-                raise OptionError(f"stage {selection}: {unknown!r} is not one of the run's "
-                                  "images")
+                raise OptionError(f"stage {selection}: {unknown!r} is not one of the run's images")
             failed = next((n for n in (a, b) if n not in keys), None)
             if failed is None:
                 kept.append((a, b))
                 continue
-            self.result.failures.append(Failure(
-                f"{a} {b}", selection, f"{a} {b}: not matched: image {failed} failed").listed())
+            self.result.failures.append(
+                Failure(
+                    f"{a} {b}", selection, f"{a} {b}: not matched: image {failed} failed"
+                ).listed()
+            )
         return kept
 
     def _whole(self, pool, features: Keys, pairs: PairKeys) -> PicturesReply:
@@ -175,10 +200,13 @@ class Run:
         that crashes fails alone); a stage is skipped when the same inputs and options made
         its result before. Returns what the pictures task made."""
         paths = dict(self.named)
-        context = {"out": str(self.result.out), "database": str(self.folder.database),
-                   "images": [(n, str(paths[n])) for n, _ in features],
-                   "features": [(n, str(self.cache.features_path(k))) for n, k in features],
-                   "pairs": [(a, b, str(self.cache.pair_path(k))) for a, b, k in pairs]}
+        context = {
+            "out": str(self.result.out),
+            "database": str(self.folder.database),
+            "images": [(n, str(paths[n])) for n, _ in features],
+            "features": [(n, str(self.cache.features_path(k))) for n, k in features],
+            "pairs": [(a, b, str(self.cache.pair_path(k))) for a, b, k in pairs],
+        }
         inputs = [[n, k] for n, k in features] + [[a, b, k] for a, b, k in pairs]
         jobs: list[Any] = []
         keys, replies = {}, {}
@@ -192,8 +220,11 @@ class Run:
                 replies[stage.name] = ModelReply(stage_name=stage.name, result=cached)
                 continue
             if not self.quiet:
-                print(f"{stage.name}: {len(features)} images, {len(pairs)} pairs",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{stage.name}: {len(features)} images, {len(pairs)} pairs",
+                    file=sys.stderr,
+                    flush=True,
+                )
             jobs.append(ModelTask(stage, context))
         made = PicturesReply()
         for reply in pool.map_unordered(jobs):
@@ -224,7 +255,8 @@ class Run:
                 self.folder.database,
                 ((n, Features.load(self.cache.features_path(k))) for n, k in features),
                 ((a, b, *self.cache.load_pair(k)) for a, b, k in pairs),
-                cameras=CameraChooser(dict(self.named)))
+                cameras=CameraChooser(dict(self.named)),
+            )
 
     # --- the report -------------------------------------------------------------------------
 
@@ -238,17 +270,26 @@ class Run:
         shown_by = self.pipeline.shown_by()
         if shown_by is not None:  # the stage's own picture of each item it made
             made = {n for n, _ in features}
-            pictures = [(n, str(self.result.out / shown_by.report_picture.format(
-                stem=store.escape(n)))) if n in made else (n, str(q)) for n, q in self.named]
+            pictures = [
+                (n, str(self.result.out / shown_by.report_picture.format(stem=store.escape(n))))
+                if n in made
+                else (n, str(q))
+                for n, q in self.named
+            ]
         thumbs = report.choose_thumbnails(pictures, failed)
         paths, keys = dict(self.named), dict(features)
         chosen = {}
         if pictures:
             for label, r in report.choose_pairs(list(self.pairs.values())).items():
                 chosen[label] = PairPicture(
-                    r.a, str(paths[r.a]), r.b, str(paths[r.b]), str(self.cache.pair_path(r.key)),
+                    r.a,
+                    str(paths[r.a]),
+                    r.b,
+                    str(paths[r.b]),
+                    str(self.cache.pair_path(r.key)),
                     str(self.cache.features_path(keys[r.a])),
-                    str(self.cache.features_path(keys[r.b])))
+                    str(self.cache.features_path(keys[r.b])),
+                )
         if not thumbs and not chosen:
             return None
         return PicturesTask(str(self.result.out), thumbs, chosen)
@@ -276,8 +317,9 @@ class Run:
         if reply.failure is not None and reply.failure.disk_full:
             raise disk_full_error(self.result.out)
 
-    def _gather(self, path: Path, entries: list, sources: list,
-                write: Callable[[Path], None]) -> Path:
+    def _gather(
+        self, path: Path, entries: list, sources: list, write: Callable[[Path], None]
+    ) -> Path:
         """``write(path)`` an HDF5 file gathered from the cache files ``sources`` of
         ``entries``, unless the cache records that file whole and current; the disk's room is
         checked first."""
@@ -289,5 +331,7 @@ class Run:
 
 
 def disk_full_error(out: Path) -> DiskFullError:
-    return DiskFullError(f"{out}: no space left on its disk; free some and run again (the "
-                         "finished work is kept and not redone)")
+    return DiskFullError(
+        f"{out}: no space left on its disk; free some and run again (the "
+        "finished work is kept and not redone)"
+    )

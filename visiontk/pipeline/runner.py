@@ -59,8 +59,11 @@ class RunResult:
     @property
     def ok(self) -> bool:
         """No item failed, the run was not stopped, and every whole-run stage made a model."""
-        return not self.failures and not self.stopped and all(
-            m.get("models", 1) for m in self.models.values())
+        return (
+            not self.failures
+            and not self.stopped
+            and all(m.get("models", 1) for m in self.models.values())
+        )
 
     def add_seconds(self, seconds: dict) -> None:
         for stage, t in seconds.items():
@@ -100,35 +103,46 @@ class Pipeline:
         self.stages = list(stages)
         for s in self.stages:
             if s.kind not in KINDS:
-                raise OptionError(f"stage {s.name} has kind {s.kind!r}; expected one of "
-                                  f"{', '.join(KINDS)}")
+                raise OptionError(
+                    f"stage {s.name} has kind {s.kind!r}; expected one of {', '.join(KINDS)}"
+                )
         self.image_stages = [s for s in self.stages if s.kind == "image"]
         selections = [s for s in self.stages if s.kind == "pairs"]
         self.pair_stages = [s for s in self.stages if s.kind == "pair"]
         self.model_stages = [s for s in self.stages if s.kind == "model"]
         if self.stages != self.image_stages + selections + self.pair_stages + self.model_stages:
-            raise OptionError("stages go in this order: per-image stages, a pair selection, "
-                              "per-pair stages, whole-run stages (reconstruct)")
+            raise OptionError(
+                "stages go in this order: per-image stages, a pair selection, "
+                "per-pair stages, whole-run stages (reconstruct)"
+            )
         if len(selections) > 1:
-            raise OptionError(f"one pair selection per pipeline, got "
-                              f"{', '.join(s.name for s in selections)}")
+            raise OptionError(
+                f"one pair selection per pipeline, got {', '.join(s.name for s in selections)}"
+            )
         if selections and not self.pair_stages:
-            raise OptionError(f"stage {selections[0].name} selects pairs, but no per-pair "
-                              "stage follows it")
-        self.selection = selections[0] if selections else \
-            (load_stage("pairs-exhaustive")() if self.pair_stages else None)
+            raise OptionError(
+                f"stage {selections[0].name} selects pairs, but no per-pair stage follows it"
+            )
+        self.selection = (
+            selections[0]
+            if selections
+            else (load_stage("pairs-exhaustive")() if self.pair_stages else None)
+        )
         kinds = {frozenset(s.accepts) for s in self.image_stages}
         if len(kinds) > 1:
-            raise OptionError("the per-image stages take different kinds of files: "
-                              + ", ".join(s.name for s in self.image_stages))
+            raise OptionError(
+                "the per-image stages take different kinds of files: "
+                + ", ".join(s.name for s in self.image_stages)
+            )
         #: what a folder given as the run's input yields (image files, or weights files...)
         self.accepts = kinds.pop() if kinds else IMAGE_SUFFIXES
         available = {"path"}
         for s in self.stages:
             missing = [i for i in s.inputs if i not in available]
             if missing:
-                raise OptionError(f"stage {s.name} needs {', '.join(missing)}, which no earlier "
-                                  "stage makes")
+                raise OptionError(
+                    f"stage {s.name} needs {', '.join(missing)}, which no earlier stage makes"
+                )
             available.update(s.outputs)
         if self.pair_stages and "features" not in available:
             raise OptionError("per-pair stages need a stage that makes features")
@@ -153,8 +167,17 @@ class Pipeline:
         """The last image stage with a picture of its own for the report, if any."""
         return next((s for s in reversed(self.image_stages) if s.report_picture), None)
 
-    def run(self, images, out, *, workers: int | None = None, executor: str = "local",
-            scheduler: str | None = None, quiet: bool = False, colmap: bool = False) -> RunResult:
+    def run(
+        self,
+        images,
+        out,
+        *,
+        workers: int | None = None,
+        executor: str = "local",
+        scheduler: str | None = None,
+        quiet: bool = False,
+        colmap: bool = False,
+    ) -> RunResult:
         """Run over ``images`` (a folder, a glob pattern, a text file listing paths, or a list
         of paths) writing into the folder ``out``, on ``workers`` processes (None: one per
         usable core, at most 8 and at most one per image: :func:`.executors.auto_workers`)."""
@@ -167,17 +190,32 @@ class Pipeline:
         with _exclusive(out):
             remove_stale_temporaries(out)
             unreadable: list = []
-            named = [(n, Path(os.path.abspath(p))) for n, p in resolve_images(
-                images, self.accepts, outputs=out,
-                folders=[f for s in self.stages for f in s.folders], unreadable=unreadable)]
+            named = [
+                (n, Path(os.path.abspath(p)))
+                for n, p in resolve_images(
+                    images,
+                    self.accepts,
+                    outputs=out,
+                    folders=[f for s in self.stages for f in s.folders],
+                    unreadable=unreadable,
+                )
+            ]
             for s in self.stages:
                 s.check()
-            workers = executors.auto_workers(len(named)) if workers is None else \
-                executors.capped_workers(workers, len(named))
+            workers = (
+                executors.auto_workers(len(named))
+                if workers is None
+                else executors.capped_workers(workers, len(named))
+            )
             result = RunResult(out=out, images=len(named), workers=workers)
-            result.failures += [{"item": str(folder), "stage": "load",
-                                 "reason": f"{folder}: cannot read this folder ({why})"}
-                                for folder, why in unreadable]
+            result.failures += [
+                {
+                    "item": str(folder),
+                    "stage": "load",
+                    "reason": f"{folder}: cannot read this folder ({why})",
+                }
+                for folder, why in unreadable
+            ]
             run = Run(self, named, result, quiet, started)
             try:
                 with executors.create(executor, workers, scheduler, quiet) as pool:
@@ -187,16 +225,21 @@ class Pipeline:
                     full = disk_full_error(out)
                     result.stopped = str(full)
                     raise full from None
-                result.stopped = str(exc) if isinstance(exc, VisiontkError) else \
-                    f"internal error ({type(exc).__name__})"
+                result.stopped = (
+                    str(exc)
+                    if isinstance(exc, VisiontkError)
+                    else f"internal error ({type(exc).__name__})"
+                )
                 raise
             except KeyboardInterrupt:
                 result.stopped = "interrupted"
                 raise
             finally:  # interrupted runs too: what was done is summarised, and kept
                 result.seconds = time.perf_counter() - started
-                for path, data in ((run.folder.failures, result.failures),
-                                   (run.folder.summary, result.summary())):
+                for path, data in (
+                    (run.folder.failures, result.failures),
+                    (run.folder.summary, result.summary()),
+                ):
                     try:
                         _write_json(path, data)
                     except OSError as exc:  # a full disk is said once, by the run
@@ -220,14 +263,14 @@ def _exclusive(out: Path):
     try:
         fd = os.open(lock, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
     except IsADirectoryError:
-        raise VisiontkError(f"{lock}: is a folder where visiontk keeps its lock file; "
-                            "remove it") from None
+        raise VisiontkError(
+            f"{lock}: is a folder where visiontk keeps its lock file; remove it"
+        ) from None
     with os.fdopen(fd, "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OptionError(f"{out}: another visiontk run is writing into this folder") \
-                from None
+            raise OptionError(f"{out}: another visiontk run is writing into this folder") from None
         yield
 
 

@@ -92,8 +92,10 @@ def option_fields(stage_cls) -> list[tuple[str, Any, Any]]:
         resolved = stage_cls.Options()
     except (TypeError, VisiontkError):  # a required option: no defaults to resolve
         resolved = None
-    return [(f.name, hints[f.name], getattr(resolved, f.name, f.default))
-            for f in dataclasses.fields(stage_cls.Options)]
+    return [
+        (f.name, hints[f.name], getattr(resolved, f.name, f.default))
+        for f in dataclasses.fields(stage_cls.Options)
+    ]
 
 
 def parse_options(stage_cls, values: dict):
@@ -106,14 +108,19 @@ def parse_options(stage_cls, values: dict):
             raise OptionError(f"stage {stage_cls.name}: option {key} {stage_cls.moved[key]}")
         if key not in fields:
             known = ", ".join(sorted(fields)) or "none"
-            raise OptionError(f"stage {stage_cls.name}: unknown option {shown(key)} "
-                              f"(options: {known})")
+            raise OptionError(
+                f"stage {stage_cls.name}: unknown option {shown(key)} (options: {known})"
+            )
         if not _fits(value, fields[key]):
-            raise OptionError(f"stage {stage_cls.name}: option {key} must be "
-                              f"{type_name(fields[key])}, got {shown(value)}")
+            raise OptionError(
+                f"stage {stage_cls.name}: option {key} must be "
+                f"{type_name(fields[key])}, got {shown(value)}"
+            )
         if not _bounded(value):
-            raise OptionError(f"stage {stage_cls.name}: option {key} must be a finite number "
-                              f"within ±{INT_LIMIT:,}, got {shown(value)}")
+            raise OptionError(
+                f"stage {stage_cls.name}: option {key} must be a finite number "
+                f"within ±{INT_LIMIT:,}, got {shown(value)}"
+            )
     try:
         return stage_cls.Options(**values)
     except OptionError as exc:
@@ -125,7 +132,7 @@ def parse_options(stage_cls, values: dict):
 
 #: The largest magnitude a numeric option takes (a C int's): no option needs more, and
 #: numbers past it overflow the libraries they are handed to.
-INT_LIMIT = 2 ** 31 - 1
+INT_LIMIT = 2**31 - 1
 
 
 def _bounded(value) -> bool:
@@ -160,5 +167,6 @@ def type_name(typ) -> str:
         return type_name(next(a for a in args if a is not type(None)))
     if args:
         return " or ".join("None" if a is type(None) else a.__name__ for a in args)
-    return {bool: "true or false", int: "an integer", float: "a number",
-            str: "a string"}.get(typ, getattr(typ, "__name__", str(typ)))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        typ, getattr(typ, "__name__", str(typ))
+    )

@@ -126,8 +126,12 @@ class Cache:
     def keys(self) -> set:
         """The keys of every result file now in the cache (images' and pairs'): what a run
         finds there from earlier runs."""
-        return {f.stem for kind in ("features", "pairs") for f in (self.root / kind).iterdir()
-                if f.suffix == ".npz"}
+        return {
+            f.stem
+            for kind in ("features", "pairs")
+            for f in (self.root / kind).iterdir()
+            if f.suffix == ".npz"
+        }
 
     def features_path(self, key: str) -> Path:
         return self.root / "features" / f"{key}.npz"
@@ -151,14 +155,18 @@ class Cache:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        if not isinstance(record, dict) or not isinstance(record.get("manifest"), dict) \
-                or not isinstance(record.get("result"), dict):
+        if (
+            not isinstance(record, dict)
+            or not isinstance(record.get("manifest"), dict)
+            or not isinstance(record.get("result"), dict)
+        ):
             return None
         out = self.root.parent
         written = record["result"].get("files", [])
         try:
             if _manifest(out, written) != record["manifest"] or not all(
-                    (out / name).exists() for name in written):
+                (out / name).exists() for name in written
+            ):
                 return None
         except OSError:
             return None
@@ -171,8 +179,14 @@ class Cache:
         kind = "" if geometry is None else geometry.kind
         path = self.pair_path(key)
         with atomic_write(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, pairs=matches.pairs, distances=matches.distances, inliers=inliers,
-                     model=model, kind=np.asarray(kind))
+            np.savez(
+                fh,
+                pairs=matches.pairs,
+                distances=matches.distances,
+                inliers=inliers,
+                model=model,
+                kind=np.asarray(kind),
+            )
 
     def output_current(self, path: Path, groups: list) -> bool:
         """Whether the output file at ``path`` is the one this cache last wrote for ``groups``
@@ -240,12 +254,20 @@ def read_pair(path: Path) -> tuple[Matches, Geometry | None]:
     except KeyError as exc:
         raise CacheFileError(f"{path}: no {exc.args[0]} array") from None
     n = len(pairs)
-    if pairs.ndim != 2 or pairs.shape[1:] != (2,) or distances.shape != (n,) \
-            or inliers.shape != (n,) or kind not in ("", *MODELS):
+    if (
+        pairs.ndim != 2
+        or pairs.shape[1:] != (2,)
+        or distances.shape != (n,)
+        or inliers.shape != (n,)
+        or kind not in ("", *MODELS)
+    ):
         raise CacheFileError(f"{path}: arrays that do not make one pair's result")
     matches = Matches(pairs.astype(np.int64), distances.astype(np.float32))
-    geometry = Geometry(kind, model if model.shape == (3, 3) else None,
-                        inliers.astype(bool)) if kind else None
+    geometry = (
+        Geometry(kind, model if model.shape == (3, 3) else None, inliers.astype(bool))
+        if kind
+        else None
+    )
     return matches, geometry
 
 
@@ -323,7 +345,12 @@ def read_features_h5(path: Path) -> dict:
     with h5py.File(path, "r") as h5:
         for group_name, g in h5.items():
             out[unescape(group_name)] = Features(
-                g["keypoints"][()], g["sizes"][()], g["angles"][()], g["scores"][()],
-                g["octaves"][()], g["descriptors"][()],
-                tuple(int(v) for v in g.attrs["image_size"]))
+                g["keypoints"][()],
+                g["sizes"][()],
+                g["angles"][()],
+                g["scores"][()],
+                g["octaves"][()],
+                g["descriptors"][()],
+                tuple(int(v) for v in g.attrs["image_size"]),
+            )
     return out

@@ -81,6 +81,7 @@ def run_task(task: Task) -> Reply:
 
 # --- per image ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, kw_only=True)
 class ImageReply(Reply):
     name: str
@@ -105,26 +106,38 @@ class ImageTask:
             key = f"{store.content_hash(self.path)}-{self.config}"
             if cache.cached_features(key) is not None:
                 return ImageReply(name=self.name, key=key, cached=True)
-            context = {"path": self.path, "name": self.name,
-                       "output": store.ItemOutput(Path(self.output_dir), self.name)}
+            context = {
+                "path": self.path,
+                "name": self.name,
+                "output": store.ItemOutput(Path(self.output_dir), self.name),
+            }
             seconds = _run_stages(_resident(self.config, self.stages), context)
             # Features go to the cache (and then features.h5); stages without features wrote
             # their own outputs, and an empty entry marks the image done.
             context.get("features", Features.empty()).save(cache.features_path(key))
             return ImageReply(name=self.name, key=key, seconds=seconds)
         except _StageFailed as failed:  # one bad image must not stop the run
-            return ImageReply(name=self.name, seconds=failed.seconds,
-                              failure=Failure.of(self.path, failed.stage, failed.error))
+            return ImageReply(
+                name=self.name,
+                seconds=failed.seconds,
+                failure=Failure.of(self.path, failed.stage, failed.error),
+            )
         except Exception as exc:
-            return ImageReply(name=self.name,
-                              failure=Failure.of(self.path, self.stages[0].name, exc))
+            return ImageReply(
+                name=self.name, failure=Failure.of(self.path, self.stages[0].name, exc)
+            )
 
     def died(self, cause: str) -> ImageReply:
-        return ImageReply(name=self.name, failure=Failure(
-            self.path, "worker", f"{self.path}: the worker process {cause} while processing it"))
+        return ImageReply(
+            name=self.name,
+            failure=Failure(
+                self.path, "worker", f"{self.path}: the worker process {cause} while processing it"
+            ),
+        )
 
 
 # --- per pair -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, kw_only=True)
 class PairReply(Reply):
@@ -162,16 +175,19 @@ class PairTask:
             cached = cache.cached_pair(key)
             if cached is not None:
                 return reply(**_counts(*cached), cached=True)
-            context = {"name_a": self.a, "name_b": self.b,
-                       "features_a": _features(str(cache.features_path(self.key_a))),
-                       "features_b": _features(str(cache.features_path(self.key_b)))}
+            context = {
+                "name_a": self.a,
+                "name_b": self.b,
+                "features_a": _features(str(cache.features_path(self.key_a))),
+                "features_b": _features(str(cache.features_path(self.key_b))),
+            }
             seconds = _run_stages(_resident(self.config, self.stages), context)
             cache.save_pair(key, context["matches"], context.get("geometry"))
-            return reply(**_counts(context["matches"], context.get("geometry")),
-                         seconds=seconds)
+            return reply(**_counts(context["matches"], context.get("geometry")), seconds=seconds)
         except _StageFailed as failed:
-            return reply(seconds=failed.seconds,
-                         failure=Failure.of(self.item, failed.stage, failed.error))
+            return reply(
+                seconds=failed.seconds, failure=Failure.of(self.item, failed.stage, failed.error)
+            )
         except Exception as exc:
             return reply(failure=Failure.of(self.item, self.stages[0].name, exc))
 
@@ -180,9 +196,15 @@ class PairTask:
         return f"{self.a} {self.b}"
 
     def died(self, cause: str) -> PairReply:
-        return PairReply(a=self.a, b=self.b, failure=Failure(
-            self.item, "worker",
-            f"{self.item}: the worker process {cause} while processing the pair"))
+        return PairReply(
+            a=self.a,
+            b=self.b,
+            failure=Failure(
+                self.item,
+                "worker",
+                f"{self.item}: the worker process {cause} while processing the pair",
+            ),
+        )
 
 
 def _counts(matches: Matches, geometry: Geometry | None) -> dict[str, int]:
@@ -191,6 +213,7 @@ def _counts(matches: Matches, geometry: Geometry | None) -> dict[str, int]:
 
 
 # --- once per run ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelReply(Reply):
@@ -210,17 +233,26 @@ class ModelTask:
         t0 = time.perf_counter()
         try:
             result = self.stage.run(dict(self.context))
-            return ModelReply(stage_name=self.stage.name, result=result,
-                              seconds={self.stage.name: time.perf_counter() - t0})
+            return ModelReply(
+                stage_name=self.stage.name,
+                result=result,
+                seconds={self.stage.name: time.perf_counter() - t0},
+            )
         except Exception as exc:
-            return ModelReply(stage_name=self.stage.name,
-                              failure=Failure.of("the run's model", self.stage.name, exc),
-                              seconds={self.stage.name: time.perf_counter() - t0})
+            return ModelReply(
+                stage_name=self.stage.name,
+                failure=Failure.of("the run's model", self.stage.name, exc),
+                seconds={self.stage.name: time.perf_counter() - t0},
+            )
 
     def died(self, cause: str) -> ModelReply:
         name = self.stage.name
-        return ModelReply(stage_name=name, failure=Failure(
-            "the run's model", "worker", f"{name}: the worker process {cause} while running it"))
+        return ModelReply(
+            stage_name=name,
+            failure=Failure(
+                "the run's model", "worker", f"{name}: the worker process {cause} while running it"
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -258,8 +290,9 @@ class PicturesTask:
 
         t0 = time.perf_counter()
         thumbs, pairs = make_pictures(self)
-        return PicturesReply(thumbs=thumbs, pairs=pairs,
-                             seconds={"report pictures": time.perf_counter() - t0})
+        return PicturesReply(
+            thumbs=thumbs, pairs=pairs, seconds={"report pictures": time.perf_counter() - t0}
+        )
 
     def died(self, cause: str) -> PicturesReply:  # the page goes without pictures
         return PicturesReply(failure=Failure("the report", "worker", cause))

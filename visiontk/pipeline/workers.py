@@ -84,8 +84,12 @@ def _die_with_parent(parent_pid: int) -> None:
 #: MKL). They only work when set before the library loads, so they go into the worker's
 #: environment at its start: a worker imports numpy (through visiontk) before any code of
 #: the worker runs.
-THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "MKL_NUM_THREADS")
+THREAD_VARIABLES = (
+    "NUMBA_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+)
 
 
 def worker_environment(threads: int, quiet: bool = False) -> dict:
@@ -181,9 +185,20 @@ class _Worker:
         ours, theirs = socket.socketpair()
         with ours, theirs:
             self.process = subprocess.Popen(
-                [sys.executable, "-I", "-c", _BOOTSTRAP, imports, str(theirs.fileno()),
-                 str(os.getpid()), str(threads)], pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL, env=worker_environment(threads, quiet))
+                [
+                    sys.executable,
+                    "-I",
+                    "-c",
+                    _BOOTSTRAP,
+                    imports,
+                    str(theirs.fileno()),
+                    str(os.getpid()),
+                    str(threads),
+                ],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                env=worker_environment(threads, quiet),
+            )
             self.conn = Connection(ours.detach())
         self.task = None
 

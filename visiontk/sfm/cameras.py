@@ -49,8 +49,9 @@ class Camera:
         return MODELS[self.model][0]
 
 
-def camera_for(model: str, width: int, height: int, focal: float | None,
-               source: str = "guess") -> Camera:
+def camera_for(
+    model: str, width: int, height: int, focal: float | None, source: str = "guess"
+) -> Camera:
     """A camera of ``model`` with principal point at the centre and no distortion; ``focal``
     in pixels, COLMAP's 1.2 × longer side when None."""
     if model not in MODELS:
@@ -169,8 +170,9 @@ def read_intrinsics(path) -> dict[str, Camera]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise OptionError(f"{path}: cannot read intrinsics file "
-                          f"({getattr(exc, 'strerror', None) or exc})") from None
+        raise OptionError(
+            f"{path}: cannot read intrinsics file ({getattr(exc, 'strerror', None) or exc})"
+        ) from None
     cameras = {}
     for number, raw in enumerate(lines, 1):
         text = raw.split("#", 1)[0].strip()
@@ -179,8 +181,10 @@ def read_intrinsics(path) -> dict[str, Camera]:
         parts = text.split()
         where = f"{path}:{number}"
         if len(parts) < 4 or parts[1] not in MODELS:
-            raise OptionError(f"{where}: expected 'name MODEL width height params...' with MODEL "
-                              f"one of {', '.join(MODELS)}")
+            raise OptionError(
+                f"{where}: expected 'name MODEL width height params...' with MODEL "
+                f"one of {', '.join(MODELS)}"
+            )
         name, model = parts[0], parts[1]
         try:
             width, height = int(parts[2]), int(parts[3])
@@ -188,10 +192,17 @@ def read_intrinsics(path) -> dict[str, Camera]:
         except ValueError:
             raise OptionError(f"{where}: width, height and params must be numbers") from None
         expected = len(MODELS[model][1])
-        if len(params) != expected or width < 1 or height < 1 \
-                or not np.all(np.isfinite(params)) or params[0] <= 0:
-            raise OptionError(f"{where}: {model} takes {expected} params "
-                              f"({' '.join(MODELS[model][1])}) and a positive focal length")
+        if (
+            len(params) != expected
+            or width < 1
+            or height < 1
+            or not np.all(np.isfinite(params))
+            or params[0] <= 0
+        ):
+            raise OptionError(
+                f"{where}: {model} takes {expected} params "
+                f"({' '.join(MODELS[model][1])}) and a positive focal length"
+            )
         cameras[name] = Camera(model, width, height, params, True, "file")
     if not cameras:
         raise OptionError(f"{path}: no cameras in the intrinsics file")
@@ -207,11 +218,19 @@ class CameraChooser:
 
     ``paths``: image name -> file (for EXIF)."""
 
-    def __init__(self, paths: dict, *, model: str = "SIMPLE_RADIAL", single_camera: bool = False,
-                 intrinsics: str = "", exif: bool = True):
+    def __init__(
+        self,
+        paths: dict,
+        *,
+        model: str = "SIMPLE_RADIAL",
+        single_camera: bool = False,
+        intrinsics: str = "",
+        exif: bool = True,
+    ):
         if model not in MODELS:
-            raise OptionError(f"camera model must be one of {', '.join(MODELS)}, "
-                              f"got {shown(model)}")
+            raise OptionError(
+                f"camera model must be one of {', '.join(MODELS)}, got {shown(model)}"
+            )
         self.paths, self.model, self.exif = paths, model, exif
         self.single_camera, self.intrinsics = single_camera, intrinsics
         self.known = read_intrinsics(intrinsics) if intrinsics else {}
@@ -223,8 +242,10 @@ class CameraChooser:
         h, w = (int(v) for v in image_size)
         if self.single_camera and self.shared is not None:
             if (self.shared.width, self.shared.height) != (w, h):
-                raise OptionError(f"single_camera: {name} is {w}×{h}, the first image "
-                                  f"{self.shared.width}×{self.shared.height}")
+                raise OptionError(
+                    f"single_camera: {name} is {w}×{h}, the first image "
+                    f"{self.shared.width}×{self.shared.height}"
+                )
             camera = self.shared
         else:
             camera = self._choose(name, w, h)
@@ -242,8 +263,10 @@ class CameraChooser:
         given = self.known.get(name, self.known.get("*"))
         if given is not None:
             if (given.width, given.height) != (w, h):
-                raise OptionError(f"{self.intrinsics}: the camera for {name} is {given.width}×"
-                                  f"{given.height}, the image {w}×{h}")
+                raise OptionError(
+                    f"{self.intrinsics}: the camera for {name} is {given.width}×"
+                    f"{given.height}, the image {w}×{h}"
+                )
             return given
         if not (self.exif and name in self.paths):
             return camera_for(self.model, w, h, None)

@@ -21,7 +21,7 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.
     if np.linalg.det(U) * np.linalg.det(Vt) < 0:
         D[2, 2] = -1
     R = U @ D @ Vt
-    s = float(np.trace(np.diag(S) @ D) / (a ** 2).sum(1).mean())
+    s = float(np.trace(np.diag(S) @ D) / (a**2).sum(1).mean())
     return s, R, mu_d - s * R @ mu_s
 
 
@@ -42,11 +42,14 @@ def pose_errors(poses: dict, truth: dict) -> dict:
         cos = (np.trace(R_est.T @ truth[n][0]) - 1) / 2
         rotation[n] = float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
         centre[n] = float(np.linalg.norm(s * R @ c_est + t - c_true))
-    return {"rotation_deg": rotation, "centre": centre,
-            "median_rotation_deg": float(np.median(list(rotation.values()))),
-            "median_centre": float(np.median(list(centre.values()))),
-            "max_rotation_deg": float(max(rotation.values())),
-            "missing": sorted(set(truth) - set(poses))}
+    return {
+        "rotation_deg": rotation,
+        "centre": centre,
+        "median_rotation_deg": float(np.median(list(rotation.values()))),
+        "median_centre": float(np.median(list(centre.values()))),
+        "max_rotation_deg": float(max(rotation.values())),
+        "missing": sorted(set(truth) - set(poses)),
+    }
 
 
 def model_poses(model) -> dict:

@@ -74,10 +74,19 @@ MAPPER_FUNCTION_TOLERANCE = 1e-3
 MAPPER_GLOBAL_GROWTH = 1.4
 
 
-def map_database(database: Path, images: dict, out: Path, scan: ImageScan, *,
-                 min_model_size: int = 3, threads: int = -1, seed: int = 0,
-                 refine: bool = True, mapper: str = "incremental",
-                 leaf_images: int = 500) -> tuple[list, dict]:
+def map_database(
+    database: Path,
+    images: dict,
+    out: Path,
+    scan: ImageScan,
+    *,
+    min_model_size: int = 3,
+    threads: int = -1,
+    seed: int = 0,
+    refine: bool = True,
+    mapper: str = "incremental",
+    leaf_images: int = 500,
+) -> tuple[list, dict]:
     """Map ``database`` into ``out``; ``images``: name -> path of every image of the run;
     ``scan``: their keypoints' colours, read while this maps; ``refine``: a last robust bundle
     adjustment of each model (:func:`refine_model`); ``mapper``: COLMAP's "incremental"
@@ -94,8 +103,9 @@ def map_database(database: Path, images: dict, out: Path, scan: ImageScan, *,
         options = _incremental_options(pycolmap, min_model_size, threads, seed, refine)
         if mapper == "hierarchical":
             if not hasattr(pycolmap, "hierarchical_mapping"):
-                raise OptionError("mapper hierarchical needs pycolmap 4.2 or later: "
-                                  "pip install -U pycolmap")
+                raise OptionError(
+                    "mapper hierarchical needs pycolmap 4.2 or later: pip install -U pycolmap"
+                )
             hierarchical = pycolmap.HierarchicalPipelineOptions()
             hierarchical.incremental_options = options
             hierarchical.num_threads = threads
@@ -130,8 +140,7 @@ def map_database(database: Path, images: dict, out: Path, scan: ImageScan, *,
     return models, describe(models, images)
 
 
-def _incremental_options(pycolmap, min_model_size: int, threads: int, seed: int,
-                         refine: bool):
+def _incremental_options(pycolmap, min_model_size: int, threads: int, seed: int, refine: bool):
     options = pycolmap.IncrementalPipelineOptions()
     options.min_model_size = min_model_size
     options.num_threads = threads
@@ -183,19 +192,30 @@ def describe(models: list, images: dict) -> dict:
     for model in models:
         names = sorted(model.image(i).name for i in model.reg_image_ids())
         registered.update(names)
-        per_model.append({
-            "images": len(names), "points": int(model.num_points3D()),
-            "mean_reprojection_error": _finite(model.compute_mean_reprojection_error()),
-            "mean_track_length": _finite(model.compute_mean_track_length()),
-            "mean_observations_per_image": _finite(
-                model.compute_mean_observations_per_reg_image()),
-            "cameras": int(model.num_cameras()), "registered": names})
+        per_model.append(
+            {
+                "images": len(names),
+                "points": int(model.num_points3D()),
+                "mean_reprojection_error": _finite(model.compute_mean_reprojection_error()),
+                "mean_track_length": _finite(model.compute_mean_track_length()),
+                "mean_observations_per_image": _finite(
+                    model.compute_mean_observations_per_reg_image()
+                ),
+                "cameras": int(model.num_cameras()),
+                "registered": names,
+            }
+        )
     largest = per_model[0] if per_model else {}
-    return {"images": len(images), "registered": len(registered), "models": len(models),
-            "points": largest.get("points", 0),
-            "mean_reprojection_error": largest.get("mean_reprojection_error"),
-            "mean_track_length": largest.get("mean_track_length"),
-            "not_registered": sorted(set(images) - registered), "per_model": per_model}
+    return {
+        "images": len(images),
+        "registered": len(registered),
+        "models": len(models),
+        "points": largest.get("points", 0),
+        "mean_reprojection_error": largest.get("mean_reprojection_error"),
+        "mean_track_length": largest.get("mean_track_length"),
+        "not_registered": sorted(set(images) - registered),
+        "per_model": per_model,
+    }
 
 
 def _finite(value) -> float | None:
@@ -215,8 +235,11 @@ class ImageScan:
         self.thumbs: dict = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._scan, args=(images, features, set(thumbnails), width), daemon=True,
-            name="visiontk-image-scan")
+            target=self._scan,
+            args=(images, features, set(thumbnails), width),
+            daemon=True,
+            name="visiontk-image-scan",
+        )
         self._thread.start()
 
     def _scan(self, images: dict, features: dict, thumbnails: set, width: int) -> None:
@@ -274,8 +297,9 @@ def colour_points(model, colours: dict) -> None:
         table = colours.get(image.name)
         if table is None or len(table) != len(image.points2D):
             continue
-        observed = [(k, index[p.point3D_id]) for k, p in enumerate(image.points2D)
-                    if p.has_point3D()]
+        observed = [
+            (k, index[p.point3D_id]) for k, p in enumerate(image.points2D) if p.has_point3D()
+        ]
         if observed:
             keypoint, point = np.array(observed).T
             np.add.at(total, point, table[keypoint])
@@ -288,8 +312,10 @@ def colour_points(model, colours: dict) -> None:
 def write_ply(model, path: Path) -> None:
     """Binary little-endian PLY: x y z (float32), red green blue (uint8)."""
     points = [model.point3D(int(i)) for i in model.point3D_ids()]
-    data = np.zeros(len(points), [("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-                                  ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    data = np.zeros(
+        len(points),
+        [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")],
+    )
     if points:
         xyz = np.array([p.xyz for p in points], np.float32)
         rgb = np.array([p.color for p in points], np.uint8)
@@ -297,10 +323,12 @@ def write_ply(model, path: Path) -> None:
             data[axis] = xyz[:, k]
         for k, channel in enumerate(("red", "green", "blue")):
             data[channel] = rgb[:, k]
-    header = ("ply\nformat binary_little_endian 1.0\n"
-              f"element vertex {len(points)}\n"
-              "property float x\nproperty float y\nproperty float z\n"
-              "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"element vertex {len(points)}\n"
+        "property float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+    )
     with open(path, "wb") as fh:
         fh.write(header.encode("ascii"))
         fh.write(data.tobytes())

@@ -67,15 +67,30 @@ def draw_model(model, path: Path, title: str = "") -> Path:
         xyz, rgb = xyz[keep], rgb[keep]
     axes = view_axes(Rs, np.vstack([xyz, centres]))
     extent = np.ptp(np.vstack([xyz, centres]) @ axes.T, axis=0).max()
-    frusta = [frustum(R, t, im.camera.calibration_matrix(), im.camera.width, im.camera.height,
-                      0.06 * extent) @ axes.T for im, R, t in zip(images, Rs, ts, strict=True)]
-    panels = [_view(xyz @ axes.T, rgb, frusta, (i, j), name)
-              for (i, j), name in (((0, 1), "top view"), ((0, 2), "side view"))]
+    frusta = [
+        frustum(
+            R, t, im.camera.calibration_matrix(), im.camera.width, im.camera.height, 0.06 * extent
+        )
+        @ axes.T
+        for im, R, t in zip(images, Rs, ts, strict=True)
+    ]
+    panels = [
+        _view(xyz @ axes.T, rgb, frusta, (i, j), name)
+        for (i, j), name in (((0, 1), "top view"), ((0, 2), "side view"))
+    ]
     header = np.full((44, 2 * PANEL[0], 3), 255, np.uint8)
     text = title or f"{len(images)} cameras, {len(ids)} points"
     size = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)[0]
-    cv2.putText(header, text, ((header.shape[1] - size[0]) // 2, 30), cv2.FONT_HERSHEY_SIMPLEX,
-                0.6, (30, 30, 30), 1, cv2.LINE_AA)
+    cv2.putText(
+        header,
+        text,
+        ((header.shape[1] - size[0]) // 2, 30),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.6,
+        (30, 30, 30),
+        1,
+        cv2.LINE_AA,
+    )
     from ..viz import save_image
 
     return save_image(path, np.vstack([header, np.hstack(panels)]))
@@ -88,15 +103,19 @@ def _view(points, colours, frusta, dims, name) -> np.ndarray:
     width, height = PANEL
     canvas = np.full((height, width, 3), 244, np.uint8)
     i, j = dims
-    every = np.vstack([points[:, [i, j]], *[f[:, [i, j]] for f in frusta]]) \
-        if frusta else points[:, [i, j]]
+    every = (
+        np.vstack([points[:, [i, j]], *[f[:, [i, j]] for f in frusta]])
+        if frusta
+        else points[:, [i, j]]
+    )
     if len(every):
         lo, hi = every.min(axis=0), every.max(axis=0)
         span = np.maximum(hi - lo, 1e-9)
         top = MARGIN + 20  # room for the panel's name
         scale = min((width - 2 * MARGIN) / span[0], (height - top - MARGIN) / span[1])
-        offset = np.array([(width - scale * span[0]) / 2, top + (height - top - MARGIN
-                                                                - scale * span[1]) / 2])
+        offset = np.array(
+            [(width - scale * span[0]) / 2, top + (height - top - MARGIN - scale * span[1]) / 2]
+        )
 
         def pixels(xy):  # y up in the model, down in the picture
             u = offset[0] + (xy[:, 0] - lo[0]) * scale
@@ -105,23 +124,38 @@ def _view(points, colours, frusta, dims, name) -> np.ndarray:
 
         if len(points):
             uv = np.rint(pixels(points[:, [i, j]])).astype(int)
-            inside = (uv[:, 0] >= 1) & (uv[:, 0] < width - 1) & (uv[:, 1] >= 1) & \
-                (uv[:, 1] < height - 1)
+            inside = (
+                (uv[:, 0] >= 1) & (uv[:, 0] < width - 1) & (uv[:, 1] >= 1) & (uv[:, 1] < height - 1)
+            )
             for du, dv in ((0, 0), (1, 0), (0, 1), (1, 1)):  # 2×2 dots
                 canvas[uv[inside, 1] + dv, uv[inside, 0] + du] = colours[inside]
         for f in frusta:
             corners = np.rint(pixels(f[:, [i, j]]) * 16).astype(np.int32)  # 4 bits sub-pixel
             for a, b in _FRUSTUM_EDGES:
-                cv2.line(canvas, tuple(corners[a]), tuple(corners[b]), (220, 20, 60), 1,
-                         cv2.LINE_AA, shift=4)
+                cv2.line(
+                    canvas,
+                    tuple(corners[a]),
+                    tuple(corners[b]),
+                    (220, 20, 60),
+                    1,
+                    cv2.LINE_AA,
+                    shift=4,
+                )
     cv2.rectangle(canvas, (0, 0), (width - 1, height - 1), (160, 160, 160), 1)
-    cv2.putText(canvas, name, (MARGIN, MARGIN + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
-                (30, 30, 30), 1, cv2.LINE_AA)
+    cv2.putText(
+        canvas,
+        name,
+        (MARGIN, MARGIN + 6),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.55,
+        (30, 30, 30),
+        1,
+        cv2.LINE_AA,
+    )
     return canvas
 
 
-def registration_sheet(items: list, path: Path, *, columns: int = 6,
-                       width: int = 200) -> Path:
+def registration_sheet(items: list, path: Path, *, columns: int = 6, width: int = 200) -> Path:
     """A sheet of thumbnails, each framed green (registered) or red (not), with its name.
     ``items``: (name, thumbnail RGB array or None when unreadable, registered)."""
     import cv2
@@ -132,17 +166,26 @@ def registration_sheet(items: list, path: Path, *, columns: int = 6,
     for k, (name, thumb, registered) in enumerate(items):
         y, x = 8 + (k // columns) * (cell_h + 8), 8 + (k % columns) * (width + 8)
         colour = REGISTERED if registered else MISSING
-        sheet[y:y + cell_h, x:x + width] = colour
+        sheet[y : y + cell_h, x : x + width] = colour
         if thumb is not None:
             h, w = thumb.shape[:2]
             f = min((width - 8) / w, (cell_h - 30) / h)
-            small = cv2.resize(thumb, (max(1, round(w * f)), max(1, round(h * f))),
-                               interpolation=cv2.INTER_AREA)
+            small = cv2.resize(
+                thumb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA
+            )
             oy, ox = y + 4 + (cell_h - 30 - small.shape[0]) // 2, x + (width - small.shape[1]) // 2
-            sheet[oy:oy + small.shape[0], ox:ox + small.shape[1]] = small
+            sheet[oy : oy + small.shape[0], ox : ox + small.shape[1]] = small
         label = ("" if registered else "NOT ") + "registered: " + Path(name).name
-        cv2.putText(sheet, label[:30], (x + 4, y + cell_h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            sheet,
+            label[:30],
+            (x + 4, y + cell_h - 8),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
     from ..viz import save_image
 
     return save_image(path, sheet)

@@ -42,8 +42,11 @@ class BranchesStage(Stage):
         from ..branches import analyse, read_conv_layers
         from ..branches.report import write_report
 
-        result = analyse(read_conv_layers(context["path"]), layer=self.options.layer or None,
-                         branches=self.options.branches or None)
+        result = analyse(
+            read_conv_layers(context["path"]),
+            layer=self.options.layer or None,
+            branches=self.options.branches or None,
+        )
         output = context["output"]
         data = write_report(result, output.folder("branches") / output.stem)
         return {"branches": {"p_value": data["p_value"], "layer": data["layer"]}}

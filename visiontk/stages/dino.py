@@ -23,14 +23,19 @@ class DinoOptions:
 
     def __post_init__(self):
         if self.method not in ("attention", "tokencut"):
-            raise OptionError(f"stage dino-attention: method must be attention or tokencut, "
-                              f"got {shown(self.method)}")
+            raise OptionError(
+                f"stage dino-attention: method must be attention or tokencut, "
+                f"got {shown(self.method)}"
+            )
         if not 0 < self.threshold <= 1:
-            raise OptionError(f"stage dino-attention: threshold must be in (0, 1], "
-                              f"got {self.threshold}")
+            raise OptionError(
+                f"stage dino-attention: threshold must be in (0, 1], got {self.threshold}"
+            )
         if not 0 <= self.image_size <= MAX_IMAGE_SIZE:
-            raise OptionError(f"stage dino-attention: image_size must be 0 (keep the size) or "
-                              f"up to {MAX_IMAGE_SIZE}, got {self.image_size}")
+            raise OptionError(
+                f"stage dino-attention: image_size must be 0 (keep the size) or "
+                f"up to {MAX_IMAGE_SIZE}, got {self.image_size}"
+            )
 
 
 class DinoAttentionStage(Stage):
@@ -51,8 +56,12 @@ class DinoAttentionStage(Stage):
 
         super().check()  # the device
         # on the CPU: this copy only proves the file; each worker loads its own
-        ViT.from_weights(self.options.weights or None, model=self.options.model, device="cpu",
-                         hint="set the stage's weights option")
+        ViT.from_weights(
+            self.options.weights or None,
+            model=self.options.model,
+            device="cpu",
+            hint="set the stage's weights option",
+        )
 
     def run(self, context: dict) -> dict:
         from ..vit.attention import dino_attention
@@ -61,13 +70,19 @@ class DinoAttentionStage(Stage):
         if getattr(self, "_vit", None) is None:  # one model per worker process
             from ..vit.model import ViT
 
-            self._vit = ViT.from_weights(self.options.weights or None, model=self.options.model,
-                                         device=self.options.device)
-        result = dino_attention(context["path"], vit=self._vit, threshold=self.options.threshold,
-                                image_size=self.options.image_size,
-                                keep_largest=self.options.keep_largest,
-                                features=self.options.features)
+            self._vit = ViT.from_weights(
+                self.options.weights or None, model=self.options.model, device=self.options.device
+            )
+        result = dino_attention(
+            context["path"],
+            vit=self._vit,
+            threshold=self.options.threshold,
+            image_size=self.options.image_size,
+            keep_largest=self.options.keep_largest,
+            features=self.options.features,
+        )
         output = context["output"]
-        summary = write_attention(result, output.folder("attention"), output.stem,
-                                  self.options.method)
+        summary = write_attention(
+            result, output.folder("attention"), output.stem, self.options.method
+        )
         return {"attention": summary}

@@ -21,8 +21,9 @@ class LoadOptions:
 
     def __post_init__(self):
         if self.max_side != 0 and self.max_side < MIN_SIDE:
-            raise OptionError(f"stage load: max_side must be 0 or >= {MIN_SIDE}, "
-                              f"got {self.max_side}")
+            raise OptionError(
+                f"stage load: max_side must be 0 or >= {MIN_SIDE}, got {self.max_side}"
+            )
         if self.max_pixels <= 0:
             raise OptionError(f"stage load: max_pixels must be > 0, got {self.max_pixels}")
 
@@ -45,8 +46,9 @@ class LoadStage(Stage):
 
         from ..io import load_gray
 
-        gray = load_gray(context["path"], max_pixels=self.options.max_pixels,
-                         exif_transpose=self.options.exif)
+        gray = load_gray(
+            context["path"], max_pixels=self.options.max_pixels, exif_transpose=self.options.exif
+        )
         h, w = gray.shape
         scale = (1.0, 1.0)
         if self.options.max_side and max(h, w) > self.options.max_side:
@@ -63,8 +65,7 @@ class SiftStageOptions(SiftOptions):
 
 
 class SiftStage(Stage):
-    """SIFT features (visiontk.sift) in original-image pixels; unset options take the preset's.
-    """
+    """SIFT features (visiontk.sift) in original-image pixels; unset options take the preset's."""
 
     name = "sift"
     kind = "image"

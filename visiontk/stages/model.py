@@ -1,5 +1,4 @@
-"""Stages that run once over a whole run (kind "model"): ``reconstruct``, structure from motion.
-"""
+"""Stages that run once over a whole run (kind "model"): ``reconstruct``, structure from motion."""
 
 from __future__ import annotations
 
@@ -33,11 +32,13 @@ class ReconstructOptions:
 
     def __post_init__(self):
         if self.leaf_images < 3:
-            raise OptionError(f"stage reconstruct: leaf_images must be >= 3, "
-                              f"got {self.leaf_images}")
+            raise OptionError(
+                f"stage reconstruct: leaf_images must be >= 3, got {self.leaf_images}"
+            )
         if self.min_model_size < 2:
-            raise OptionError(f"stage reconstruct: min_model_size must be >= 2, "
-                              f"got {self.min_model_size}")
+            raise OptionError(
+                f"stage reconstruct: min_model_size must be >= 2, got {self.min_model_size}"
+            )
         if self.threads < 0:
             raise OptionError(f"stage reconstruct: threads must be >= 0, got {self.threads}")
         if self.seed < 0:
@@ -76,40 +77,63 @@ class ReconstructStage(Stage):
 
         o, out = self.options, Path(context["out"])
         images = dict(context["images"])
-        cameras = CameraChooser(images, model=o.camera_model, single_camera=o.single_camera,
-                                intrinsics=o.intrinsics, exif=o.exif)
+        cameras = CameraChooser(
+            images,
+            model=o.camera_model,
+            single_camera=o.single_camera,
+            intrinsics=o.intrinsics,
+            exif=o.exif,
+        )
         t0 = time.perf_counter()
         # the images are read while the database is written and mapped (the sheet shows the
         # images not registered first: those past SHEET_LIMIT are read when it is drawn)
-        scan = ImageScan(images, dict(context["features"]), sorted(images)[:SHEET_LIMIT],
-                         SHEET_WIDTH)
+        scan = ImageScan(
+            images, dict(context["features"]), sorted(images)[:SHEET_LIMIT], SHEET_WIDTH
+        )
         try:
             # generators: one image's features in memory at a time
             database = export_colmap(
-                Path(context["database"]), ((n, Features.load(p)) for n, p in context["features"]),
-                ((a, b, *read_pair(p)) for a, b, p in context["pairs"]), cameras=cameras)
+                Path(context["database"]),
+                ((n, Features.load(p)) for n, p in context["features"]),
+                ((a, b, *read_pair(p)) for a, b, p in context["pairs"]),
+                cameras=cameras,
+            )
             t1 = time.perf_counter()
-            models, summary = map_database(database, images, out, scan,
-                                           min_model_size=o.min_model_size, seed=o.seed,
-                                           refine=o.refine, mapper=o.mapper,
-                                           leaf_images=o.leaf_images,
-                                           threads=_threads(o.threads))
+            models, summary = map_database(
+                database,
+                images,
+                out,
+                scan,
+                min_model_size=o.min_model_size,
+                seed=o.seed,
+                refine=o.refine,
+                mapper=o.mapper,
+                leaf_images=o.leaf_images,
+                threads=_threads(o.threads),
+            )
         finally:
             scan.close()
         t2 = time.perf_counter()
         pictures = self._pictures(models, summary, images, scan.thumbs, out)
         summary["focal_length_from"] = dict(Counter(cameras.sources.values()))
         summary["cameras"] = len({id(c) for c in cameras.chosen.values()})
-        summary["seconds"] = {"write database.db": t1 - t0, "map": t2 - t1,
-                              "pictures": time.perf_counter() - t2}
+        summary["seconds"] = {
+            "write database.db": t1 - t0,
+            "map": t2 - t1,
+            "pictures": time.perf_counter() - t2,
+        }
         summary["pictures"] = pictures
         if not models:  # what the run's one line says
-            summary["why"] = (f"{len(images)} images, fewer than min_model_size "
-                              f"({o.min_model_size})" if len(images) < o.min_model_size
-                              else "too few matches between them")
-        summary["files"] = [database.relative_to(out).as_posix(),
-                            *(["sparse", "points.ply"] if models else []),
-                            *pictures]
+            summary["why"] = (
+                f"{len(images)} images, fewer than min_model_size ({o.min_model_size})"
+                if len(images) < o.min_model_size
+                else "too few matches between them"
+            )
+        summary["files"] = [
+            database.relative_to(out).as_posix(),
+            *(["sparse", "points.ply"] if models else []),
+            *pictures,
+        ]
         return summary
 
     @staticmethod
@@ -120,17 +144,28 @@ class ReconstructStage(Stage):
         written = []
         if models:
             s = summary
-            title = (f"{s['registered']} of {s['images']} images registered, {s['points']} "
-                     f"points, reprojection error {s['mean_reprojection_error']} px")
+            title = (
+                f"{s['registered']} of {s['images']} images registered, {s['points']} "
+                f"points, reprojection error {s['mean_reprojection_error']} px"
+            )
             draw_model(models[0], out / "model.png", title)
             written.append("model.png")
         else:
             (out / "model.png").unlink(missing_ok=True)
         missing = set(summary["not_registered"])
         order = sorted(images, key=lambda n: (n not in missing, n))[:SHEET_LIMIT]
-        registration_sheet([(n, thumbs[n] if n in thumbs else thumbnail(images[n], SHEET_WIDTH),
-                             n not in missing) for n in order], out / "registration.png",
-                           width=SHEET_WIDTH)
+        registration_sheet(
+            [
+                (
+                    n,
+                    thumbs[n] if n in thumbs else thumbnail(images[n], SHEET_WIDTH),
+                    n not in missing,
+                )
+                for n in order
+            ],
+            out / "registration.png",
+            width=SHEET_WIDTH,
+        )
         return [*written, "registration.png"]
 
 

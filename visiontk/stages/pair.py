@@ -11,8 +11,10 @@ from ..geometry import MIN_INLIERS, MODELS
 from ..matching import DEFAULT_RATIO
 from ..pipeline.stage import Stage
 
-_MOVED = ("moved to a pair-selection stage before match: pairs-exhaustive, pairs-sequential "
-          "(window = N) or pairs-file (path = FILE)")
+_MOVED = (
+    "moved to a pair-selection stage before match: pairs-exhaustive, pairs-sequential "
+    "(window = N) or pairs-file (path = FILE)"
+)
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,14 @@ class MatchStage(Stage):
         from ..matching import match
 
         o = self.options
-        m = match(context["features_a"], context["features_b"], ratio=o.ratio, mutual=o.mutual,
-                  symmetric=o.symmetric, device=o.device)
+        m = match(
+            context["features_a"],
+            context["features_b"],
+            ratio=o.ratio,
+            mutual=o.mutual,
+            symmetric=o.symmetric,
+            device=o.device,
+        )
         return {"matches": m}
 
 
@@ -54,8 +62,9 @@ class VerifyOptions:
 
     def __post_init__(self):
         if self.model not in MODELS:
-            raise OptionError(f"stage verify: model must be one of {', '.join(MODELS)}, "
-                              f"got {shown(self.model)}")
+            raise OptionError(
+                f"stage verify: model must be one of {', '.join(MODELS)}, got {shown(self.model)}"
+            )
         if self.threshold is not None and self.threshold <= 0:
             raise OptionError(f"stage verify: threshold must be > 0, got {self.threshold}")
         if self.min_inliers < 0:
@@ -75,6 +84,11 @@ class VerifyStage(Stage):
         from ..geometry import estimate
 
         fa, fb, m = context["features_a"], context["features_b"], context["matches"]
-        g = estimate(self.options.model, fa.xy[m.pairs[:, 0]], fb.xy[m.pairs[:, 1]],
-                     threshold=self.options.threshold, min_inliers=self.options.min_inliers)
+        g = estimate(
+            self.options.model,
+            fa.xy[m.pairs[:, 0]],
+            fb.xy[m.pairs[:, 1]],
+            threshold=self.options.threshold,
+            min_inliers=self.options.min_inliers,
+        )
         return {"geometry": g}

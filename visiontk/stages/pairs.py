@@ -41,7 +41,7 @@ class ExhaustivePairs(_Selection):
 
 
 def exhaustive_pairs(names: list[str]) -> list[tuple[str, str]]:
-    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class SequentialPairs(_Selection):
 
     def select(self, names, features):
         w = self.options.window
-        return [(a, b) for i, a in enumerate(names) for b in names[i + 1:i + 1 + w]]
+        return [(a, b) for i, a in enumerate(names) for b in names[i + 1 : i + 1 + w]]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class FileOptions:
 
     def __post_init__(self):
         if not self.path:
-            raise OptionError("stage pairs-file: needs path (a file of \"name_a name_b\" lines)")
+            raise OptionError('stage pairs-file: needs path (a file of "name_a name_b" lines)')
 
 
 class PairsFromFile(_Selection):
@@ -123,8 +123,9 @@ class RetrievalOptions:
 
     def __post_init__(self):
         if self.neighbours < 1:
-            raise OptionError(f"stage pairs-retrieval: neighbours must be >= 1, "
-                              f"got {self.neighbours}")
+            raise OptionError(
+                f"stage pairs-retrieval: neighbours must be >= 1, got {self.neighbours}"
+            )
         if not 2 <= self.words <= 1024:
             raise OptionError(f"stage pairs-retrieval: words must be in 2..1024, got {self.words}")
 

@@ -25,6 +25,7 @@ def keypoint_agreement(reference, other, max_px: float = 0.05) -> dict:
     >>> keypoint_agreement(cpu, cpu)["same"]   # on a GPU machine: against device="cuda"
     1.0
     """
+
     def points(f):
         return np.c_[f.xy, f.angle / 100.0, np.log2(np.maximum(f.size, 1e-6))]
 
@@ -32,10 +33,12 @@ def keypoint_agreement(reference, other, max_px: float = 0.05) -> dict:
     same = dist < max_px
     mate = idx[same]
     angle = np.abs((reference.angle[same] - other.angle[mate] + 180.0) % 360.0 - 180.0)
-    descriptor = np.linalg.norm(reference.descriptors[same].astype(np.float64)
-                                - other.descriptors[mate], axis=1)
-    equal = ((reference.octave_number[same] == other.octave_number[mate])
-             & (reference.layer[same] == other.layer[mate]))
+    descriptor = np.linalg.norm(
+        reference.descriptors[same].astype(np.float64) - other.descriptors[mate], axis=1
+    )
+    equal = (reference.octave_number[same] == other.octave_number[mate]) & (
+        reference.layer[same] == other.layer[mate]
+    )
     return {
         "reference": len(reference),
         "other": len(other),

@@ -21,6 +21,8 @@ def assert_orientation_histograms_agree(ours, ref):
 
 def assert_descriptors_agree(ours, ref):
     """Raw descriptors that quantise to nearly the same bytes."""
-    dist = np.linalg.norm(quantize_descriptors(ours, np).astype(float)
-                          - quantize_descriptors(ref, np).astype(float), axis=1)
+    dist = np.linalg.norm(
+        quantize_descriptors(ours, np).astype(float) - quantize_descriptors(ref, np).astype(float),
+        axis=1,
+    )
     assert np.median(dist) < 1.5 and dist.max() < 12

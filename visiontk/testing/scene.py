@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 
 #: (centre x, y; half sizes x, y; height; texture) of each box on the floor.
-BOXES = (((-0.9, -0.4), (0.45, 0.35), 0.9, "astronaut"),
-         ((0.8, 0.5), (0.35, 0.5), 1.2, "chelsea"),
-         ((0.2, -1.2), (0.4, 0.3), 0.5, "rocket"))
+BOXES = (
+    ((-0.9, -0.4), (0.45, 0.35), 0.9, "astronaut"),
+    ((0.8, 0.5), (0.35, 0.5), 1.2, "chelsea"),
+    ((0.2, -1.2), (0.4, 0.3), 0.5, "rocket"),
+)
 FLOOR_HALF = 2.6
 
 
@@ -69,9 +71,15 @@ def look_at(centre, target, up=(0.0, 0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]
     return R, -R @ centre
 
 
-def make_scene(views: int = 10, size: tuple[int, int] = (640, 480), focal: float = 520.0,
-               radius: float = 4.2, height: float = 2.4, arc_degrees: float = 110.0,
-               seed: int = 0) -> Scene:
+def make_scene(
+    views: int = 10,
+    size: tuple[int, int] = (640, 480),
+    focal: float = 520.0,
+    radius: float = 4.2,
+    height: float = 2.4,
+    arc_degrees: float = 110.0,
+    seed: int = 0,
+) -> Scene:
     """``views`` cameras on an arc of ``arc_degrees`` around the boxes, ``size`` = (width,
     height) pixels, ``focal`` in pixels; the camera heights and aim points jitter a little
     (``seed``) so that no two views share a plane of motion."""
@@ -100,25 +108,39 @@ def _floor_texture() -> np.ndarray:
     """Four different photographs side by side: no repeated pattern for matching to confuse."""
     import cv2
 
-    tiles = [cv2.resize(_texture(n), (512, 512), interpolation=cv2.INTER_AREA)
-             for n in ("coffee", "astronaut", "immunohistochemistry", "hubble_deep_field")]
+    tiles = [
+        cv2.resize(_texture(n), (512, 512), interpolation=cv2.INTER_AREA)
+        for n in ("coffee", "astronaut", "immunohistochemistry", "hubble_deep_field")
+    ]
     return np.vstack([np.hstack(tiles[:2]), np.hstack(tiles[2:])])
 
 
 def _faces() -> list:
     """(corners: origin, +u end, +v end as 3-D points; texture) of every planar face."""
     f = FLOOR_HALF
-    faces = [((np.array([-f, -f, 0.0]), np.array([f, -f, 0.0]), np.array([-f, f, 0.0])),
-              _floor_texture())]
+    faces = [
+        (
+            (np.array([-f, -f, 0.0]), np.array([f, -f, 0.0]), np.array([-f, f, 0.0])),
+            _floor_texture(),
+        )
+    ]
     for (cx, cy), (hx, hy), top, name in BOXES:
         texture = _texture(name)
         x0, x1, y0, y1 = cx - hx, cx + hx, cy - hy, cy + hy
         ring = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
         for (ax, ay), (bx, by) in itertools.pairwise(ring):  # four walls, upright
-            faces.append(((np.array([ax, ay, top]), np.array([bx, by, top]),
-                           np.array([ax, ay, 0.0])), texture))
-        faces.append(((np.array([x0, y0, top]), np.array([x1, y0, top]),
-                       np.array([x0, y1, top])), texture[::-1]))
+            faces.append(
+                (
+                    (np.array([ax, ay, top]), np.array([bx, by, top]), np.array([ax, ay, 0.0])),
+                    texture,
+                )
+            )
+        faces.append(
+            (
+                (np.array([x0, y0, top]), np.array([x1, y0, top]), np.array([x0, y1, top])),
+                texture[::-1],
+            )
+        )
     return faces
 
 
@@ -126,8 +148,10 @@ def _render(faces, K, R, t, w, h) -> np.ndarray:
     import cv2
 
     rows, cols = np.mgrid[0:h, 0:w]
-    rays = np.stack([cols + 0.5, rows + 0.5, np.ones_like(cols)], -1).astype(float) \
-        @ np.linalg.inv(K).T  # camera-frame rays with z = 1
+    rays = (
+        np.stack([cols + 0.5, rows + 0.5, np.ones_like(cols)], -1).astype(float)
+        @ np.linalg.inv(K).T
+    )  # camera-frame rays with z = 1
     depth = np.full((h, w), np.inf)
     ys = np.linspace(90, 150, h)[:, None, None]  # a plain sky: no features
     image = np.broadcast_to(np.concatenate([ys, ys + 20, ys + 40], -1), (h, w, 3)).astype(np.uint8)
@@ -144,14 +168,17 @@ def _render(faces, K, R, t, w, h) -> np.ndarray:
             continue
         if scale < 0.9:  # shrink the texture first: warping alone would alias
             th, tw = full_texture.shape[:2]
-            texture = cv2.resize(full_texture, (max(2, round(tw * scale)),
-                                                max(2, round(th * scale))),
-                                 interpolation=cv2.INTER_AREA)
+            texture = cv2.resize(
+                full_texture,
+                (max(2, round(tw * scale)), max(2, round(th * scale))),
+                interpolation=cv2.INTER_AREA,
+            )
             H = _homography(K, R, t, origin, u_end, v_end, texture.shape)
         th, tw = texture.shape[:2]
         warped = cv2.warpPerspective(texture, H, (w, h), flags=cv2.INTER_LINEAR)
-        inside = cv2.warpPerspective(np.ones((th, tw), np.uint8), H, (w, h),
-                                     flags=cv2.INTER_NEAREST) > 0
+        inside = (
+            cv2.warpPerspective(np.ones((th, tw), np.uint8), H, (w, h), flags=cv2.INTER_NEAREST) > 0
+        )
         normal = R @ np.cross(u_end - origin, v_end - origin)
         offset = normal @ (R @ origin + t)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -169,8 +196,9 @@ def _homography(K, R, t, origin, u_end, v_end, shape) -> np.ndarray:
     A = np.column_stack([(u_end - origin) / tw, (v_end - origin) / th, origin])
     to_pixels = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
     from_pixels = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
-    return to_pixels @ K @ np.column_stack([R @ A[:, 0], R @ A[:, 1], R @ A[:, 2] + t]) \
-        @ from_pixels
+    return (
+        to_pixels @ K @ np.column_stack([R @ A[:, 0], R @ A[:, 1], R @ A[:, 2] + t]) @ from_pixels
+    )
 
 
 def _scale(H, corners_cam, K) -> float:
@@ -205,12 +233,14 @@ def main(argv=None) -> None:
     try:
         paths = scene.write(args.folder)
     except OSError as exc:
-        raise SystemExit(f"error: {args.folder}: cannot write the views "
-                         f"({exc.strerror or exc})") from None
+        raise SystemExit(
+            f"error: {args.folder}: cannot write the views ({exc.strerror or exc})"
+        ) from None
     K = scene.K
     (args.folder / "cameras.txt").write_text(
         f"# name MODEL width height params: the true camera of every view\n* PINHOLE "
-        f"{args.width} {args.height} {K[0, 0]} {K[1, 1]} {K[0, 2]} {K[1, 2]}\n")
+        f"{args.width} {args.height} {K[0, 0]} {K[1, 1]} {K[0, 2]} {K[1, 2]}\n"
+    )
     print(f"{len(paths)} views of the test scene in {args.folder}")
 
 

@@ -31,26 +31,52 @@ from .._numba_cache import use_user_cache
 
 use_user_cache()  # before @njit(cache=True): see visiontk/_numba_cache.py
 
-_KERNEL = {"cache": True, "fastmath": {"nnan", "ninf", "nsz", "contract", "reassoc"},
-           "error_model": "numpy"}
+_KERNEL = {
+    "cache": True,
+    "fastmath": {"nnan", "ninf", "nsz", "contract", "reassoc"},
+    "error_model": "numpy",
+}
 _LANES = 16
 
 _INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))
 #: Odd numerator x·P(x²) and even denominator Q(x²) of erf, lowest power first.
-_P0, _P1, _P2, _P3, _P4, _P5, _P6 = (np.float32(c) for c in (
-    -1.60960333262415e-02, -2.95459980854025e-03, -7.34990630326855e-04,
-    -5.69250639462346e-05, -2.10102402082508e-06, 2.77068142495902e-08,
-    -2.72614225801306e-10))
-_Q0, _Q1, _Q2, _Q3, _Q4 = (np.float32(c) for c in (
-    -1.42647390514189e-02, -7.37332916720468e-03, -1.68282697438203e-03,
-    -2.13374055278905e-04, -1.45660718464996e-05))
+_P0, _P1, _P2, _P3, _P4, _P5, _P6 = (
+    np.float32(c)
+    for c in (
+        -1.60960333262415e-02,
+        -2.95459980854025e-03,
+        -7.34990630326855e-04,
+        -5.69250639462346e-05,
+        -2.10102402082508e-06,
+        2.77068142495902e-08,
+        -2.72614225801306e-10,
+    )
+)
+_Q0, _Q1, _Q2, _Q3, _Q4 = (
+    np.float32(c)
+    for c in (
+        -1.42647390514189e-02,
+        -7.37332916720468e-03,
+        -1.68282697438203e-03,
+        -2.13374055278905e-04,
+        -1.45660718464996e-05,
+    )
+)
 
 #: Cephes expf: ln 2 split in a part exact in float32 and the rest; polynomial for e^r − 1 − r.
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)
-_E0, _E1, _E2, _E3, _E4, _E5 = (np.float32(c) for c in (
-    1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
-    5.0000001201e-1))
+_E0, _E1, _E2, _E3, _E4, _E5 = (
+    np.float32(c)
+    for c in (
+        1.9875691500e-4,
+        1.3981999507e-3,
+        8.3334519073e-3,
+        4.1665795894e-2,
+        1.6666665459e-1,
+        5.0000001201e-1,
+    )
+)
 _EXP_LOWEST = np.float32(-87.33654)  # ln(2⁻¹²⁶): the smallest normal float32
 
 
@@ -70,8 +96,11 @@ def _exp_nonpositive(x):  # pragma: no cover - numba
     x = _EXP_LOWEST if x < _EXP_LOWEST else x
     n = np.floor(x * _LOG2E + np.float32(0.5))
     r = x - n * _LN2_HI - n * _LN2_LO
-    p = (((((_E0 * r + _E1) * r + _E2) * r + _E3) * r + _E4) * r + _E5) * r * r + r + \
-        np.float32(1.0)
+    p = (
+        (((((_E0 * r + _E1) * r + _E2) * r + _E3) * r + _E4) * r + _E5) * r * r
+        + r
+        + np.float32(1.0)
+    )
     return p * _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
 
 
@@ -82,8 +111,8 @@ def _gelu_value(v):  # pragma: no cover - numba
     x = top if x > top else x
     x = -top if x < -top else x
     x2 = x * x
-    p = ((((((_P6 * x2 + _P5) * x2 + _P4) * x2 + _P3) * x2 + _P2) * x2 + _P1) * x2 + _P0)
-    q = ((((_Q4 * x2 + _Q3) * x2 + _Q2) * x2 + _Q1) * x2 + _Q0)
+    p = (((((_P6 * x2 + _P5) * x2 + _P4) * x2 + _P3) * x2 + _P2) * x2 + _P1) * x2 + _P0
+    q = (((_Q4 * x2 + _Q3) * x2 + _Q2) * x2 + _Q1) * x2 + _Q0
     return half * v * (one + x * p / q)  # erf(x) = x·P(x²)/Q(x²)
 
 
@@ -192,7 +221,11 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) 
     """LayerNorm over the last axis of a float32 array (a new array)."""
     src = np.ascontiguousarray(x)
     out = np.empty_like(src)
-    _layer_norm_rows(src.reshape(-1, src.shape[-1]), np.ascontiguousarray(weight, np.float32),
-                     np.ascontiguousarray(bias, np.float32), np.float32(eps),
-                     out.reshape(-1, src.shape[-1]))
+    _layer_norm_rows(
+        src.reshape(-1, src.shape[-1]),
+        np.ascontiguousarray(weight, np.float32),
+        np.ascontiguousarray(bias, np.float32),
+        np.float32(eps),
+        out.reshape(-1, src.shape[-1]),
+    )
     return out

@@ -70,14 +70,19 @@ class AttentionResult:
 
     def summary(self, method: str) -> dict:
         m = self.mask(method)
-        return {"heads": int(self.maps.shape[0]), "grid": list(m.shape), "patch": self.patch,
-                "image_size": list(self.image.shape[:2]), "method": method,
-                "threshold": self.threshold, "foreground_fraction": float(m.mean()),
-                "head_foreground_fraction": [float(x) for x in self.masks.mean(axis=(1, 2))]}
+        return {
+            "heads": int(self.maps.shape[0]),
+            "grid": list(m.shape),
+            "patch": self.patch,
+            "image_size": list(self.image.shape[:2]),
+            "method": method,
+            "threshold": self.threshold,
+            "foreground_fraction": float(m.mean()),
+            "head_foreground_fraction": [float(x) for x in self.masks.mean(axis=(1, 2))],
+        }
 
 
-def preprocess(rgb: np.ndarray, patch: int, image_size: int = IMAGE_SIZE,
-               name: str = "<array>"):
+def preprocess(rgb: np.ndarray, patch: int, image_size: int = IMAGE_SIZE, name: str = "<array>"):
     """Resize so the shorter side is ``image_size`` (0 keeps the size), crop to a multiple of
     the patch size from the top-left (as the official script), normalise with ImageNet mean and
     std. Returns (pixels 3×H×W float32, the cropped RGB uint8 image). Fewer than
@@ -86,8 +91,9 @@ def preprocess(rgb: np.ndarray, patch: int, image_size: int = IMAGE_SIZE,
 
     h, w = rgb.shape[:2]
     if not 0 <= image_size <= MAX_IMAGE_SIZE:
-        raise OptionError(f"image size must be 0 (keep the size) or up to {MAX_IMAGE_SIZE}, "
-                          f"got {image_size}")
+        raise OptionError(
+            f"image size must be 0 (keep the size) or up to {MAX_IMAGE_SIZE}, got {image_size}"
+        )
     if image_size:
         f = image_size / min(h, w)
         size = (max(patch, round(w * f)), max(patch, round(h * f)))
@@ -96,10 +102,12 @@ def preprocess(rgb: np.ndarray, patch: int, image_size: int = IMAGE_SIZE,
     h, w = rgb.shape[:2]
     rgb = np.ascontiguousarray(rgb[: h - h % patch, : w - w % patch])
     if min(rgb.shape[:2]) < MIN_GRID * patch:
-        raise ImageError(f"{name}: {rgb.shape[1]}×{rgb.shape[0]} pixels after resizing give "
-                         f"a {rgb.shape[1] // patch}×{rgb.shape[0] // patch} patch grid; attention "
-                         f"maps need at least {MIN_GRID}×{MIN_GRID} patches of {patch} pixels "
-                         f"(image size {MIN_GRID * patch} or more)")
+        raise ImageError(
+            f"{name}: {rgb.shape[1]}×{rgb.shape[0]} pixels after resizing give "
+            f"a {rgb.shape[1] // patch}×{rgb.shape[0] // patch} patch grid; attention "
+            f"maps need at least {MIN_GRID}×{MIN_GRID} patches of {patch} pixels "
+            f"(image size {MIN_GRID * patch} or more)"
+        )
     pixels = (rgb.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     return pixels.transpose(2, 0, 1).copy(), rgb
 
@@ -130,8 +138,9 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(np.argmax(sizes))
 
 
-def tokencut(keys: np.ndarray, grid: tuple, tau: float = TOKENCUT_TAU,
-             eps: float = TOKENCUT_EPS) -> tuple[np.ndarray, np.ndarray]:
+def tokencut(
+    keys: np.ndarray, grid: tuple, tau: float = TOKENCUT_TAU, eps: float = TOKENCUT_EPS
+) -> tuple[np.ndarray, np.ndarray]:
     """TokenCut foreground (h × w bool) and the eigenvector (h × w) from patch keys (N × D)."""
     from scipy import ndimage
     from scipy.linalg import eigh
@@ -153,10 +162,18 @@ def tokencut(keys: np.ndarray, grid: tuple, tau: float = TOKENCUT_TAU,
     return mask, vec.reshape(grid)
 
 
-def dino_attention(image, *, weights=None, model: str = "dino_vits8", device: str = "auto",
-                   threshold: float = MASS_THRESHOLD, image_size: int = IMAGE_SIZE,
-                   keep_largest: bool = False, vit=None,
-                   features: bool = False) -> AttentionResult:
+def dino_attention(
+    image,
+    *,
+    weights=None,
+    model: str = "dino_vits8",
+    device: str = "auto",
+    threshold: float = MASS_THRESHOLD,
+    image_size: int = IMAGE_SIZE,
+    keep_largest: bool = False,
+    vit=None,
+    features: bool = False,
+) -> AttentionResult:
     """CLS attention maps, mass masks and the TokenCut mask of an image.
 
     Parameters
@@ -181,13 +198,21 @@ def dino_attention(image, *, weights=None, model: str = "dino_vits8", device: st
 
     net = vit if vit is not None else ViT.from_weights(weights, model=model, device=device)
     pixels, shown = _prepare(image, net, image_size)
-    return _results(net, [shown], net.last_block(pixels, features=features), threshold,
-                    keep_largest)[0]
+    return _results(
+        net, [shown], net.last_block(pixels, features=features), threshold, keep_largest
+    )[0]
 
 
-def dino_attention_batches(images, *, vit, batch_size: int | None = None,
-                           threshold: float = MASS_THRESHOLD, image_size: int = IMAGE_SIZE,
-                           keep_largest: bool = False, features: bool = False):
+def dino_attention_batches(
+    images,
+    *,
+    vit,
+    batch_size: int | None = None,
+    threshold: float = MASS_THRESHOLD,
+    image_size: int = IMAGE_SIZE,
+    keep_largest: bool = False,
+    features: bool = False,
+):
     """:func:`dino_attention` for many images, in batches: yields (image, result) in input
     order, the result an :class:`AttentionResult` or the :class:`~visiontk.errors.VisiontkError`
     that image raised. Neighbouring images of the same size after preprocessing go through
@@ -239,16 +264,18 @@ def _results(net, shown: list, found, threshold: float, keep_largest: bool) -> l
     grid = (shown[0].shape[0] // c.patch, shown[0].shape[1] // c.patch)
     results = []
     for i, image in enumerate(shown):
-        maps = found[0][i, :, c.first_patch:].reshape(-1, *grid).astype(np.float32)
+        maps = found[0][i, :, c.first_patch :].reshape(-1, *grid).astype(np.float32)
         mean_map = maps.mean(axis=0)
         masks = mass_masks(maps, threshold)
         mean_mask = mass_masks(mean_map, threshold)
         if keep_largest:
             masks = np.stack([largest_component(m) for m in masks])
             mean_mask = largest_component(mean_mask)
-        cut, _ = tokencut(found[1][i, c.first_patch:], grid)
-        features = found[2][i].reshape(*grid, -1).astype(np.float32) if len(found) > 2 \
-            else None
-        results.append(AttentionResult(maps, mean_map, masks, mean_mask, cut, image, c.patch,
-                                       threshold, features))
+        cut, _ = tokencut(found[1][i, c.first_patch :], grid)
+        features = found[2][i].reshape(*grid, -1).astype(np.float32) if len(found) > 2 else None
+        results.append(
+            AttentionResult(
+                maps, mean_map, masks, mean_mask, cut, image, c.patch, threshold, features
+            )
+        )
     return results

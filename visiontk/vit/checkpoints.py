@@ -37,12 +37,16 @@ _HF_NAMES = [
     ("layernorm.", "norm."),
 ]
 _HF_BLOCK = [
-    ("layernorm_before.", "norm1."), ("layernorm_after.", "norm2."),
-    ("attention.output.dense.", "attn.proj."), ("intermediate.dense.", "mlp.fc1."),
+    ("layernorm_before.", "norm1."),
+    ("layernorm_after.", "norm2."),
+    ("attention.output.dense.", "attn.proj."),
+    ("intermediate.dense.", "mlp.fc1."),
     ("output.dense.", "mlp.fc2."),
     # Dinov2Model / Dinov2WithRegistersModel
-    ("layer_scale1.lambda1", "ls1.gamma"), ("layer_scale2.lambda1", "ls2.gamma"),
-    ("mlp.weights_in.", "mlp.w12."), ("mlp.weights_out.", "mlp.w3."),
+    ("layer_scale1.lambda1", "ls1.gamma"),
+    ("layer_scale2.lambda1", "ls2.gamma"),
+    ("mlp.weights_in.", "mlp.w12."),
+    ("mlp.weights_out.", "mlp.w3."),
 ]
 
 
@@ -55,10 +59,18 @@ def normalise_state_dict(raw: dict, name: str = "weights") -> dict:
         state[_strip_prefixes(key)] = np.asarray(value)
     if any(k.startswith("encoder.layer.") for k in state):
         state = _from_hugging_face(state, name)
-    state = {k: real_float32(v, f"{name}: {k}") for k, v in state.items()
-             if not k.startswith(("head.", "pooler.", "fc_norm.", "mask_token"))}
-    required = ["cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight",
-                "blocks.0.attn.qkv.weight"]
+    state = {
+        k: real_float32(v, f"{name}: {k}")
+        for k, v in state.items()
+        if not k.startswith(("head.", "pooler.", "fc_norm.", "mask_token"))
+    }
+    required = [
+        "cls_token",
+        "pos_embed",
+        "patch_embed.proj.weight",
+        "norm.weight",
+        "blocks.0.attn.qkv.weight",
+    ]
     missing = [k for k in required if k not in state]
     if missing:
         raise WeightsError(f"{name}: not a ViT state dict (missing {', '.join(missing)})")
@@ -68,14 +80,14 @@ def normalise_state_dict(raw: dict, name: str = "weights") -> dict:
 def _strip_prefixes(key: str) -> str:
     for prefix in ("module.", "backbone.", "vit.", "model."):
         if key.startswith(prefix):
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
     return key
 
 
 def _rename(key: str, table) -> str:
     for old, new in table:
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     return key
 
 
@@ -83,7 +95,7 @@ def _from_hugging_face(state: dict, name: str) -> dict:
     out = {}
     for key, value in state.items():
         if key.startswith("encoder.layer."):
-            index, _, rest = key[len("encoder.layer."):].partition(".")
+            index, _, rest = key[len("encoder.layer.") :].partition(".")
             if not index.isdigit() or not rest:
                 raise WeightsError(f"{name}: unexpected Hugging Face key {key[:60]!r}")
             if not rest.startswith("attention.attention."):  # q, k, v are joined below
@@ -96,7 +108,8 @@ def _from_hugging_face(state: dict, name: str) -> dict:
         try:
             for part in ("weight", "bias"):
                 out[f"blocks.{i}.attn.qkv.{part}"] = np.concatenate(
-                    [state[f"{base}{p}.{part}"] for p in ("query", "key", "value")])
+                    [state[f"{base}{p}.{part}"] for p in ("query", "key", "value")]
+                )
         except KeyError as exc:
             raise WeightsError(f"{name}: Hugging Face layout without {exc.args[0]}") from None
     return out
@@ -108,15 +121,19 @@ OFFICIAL = {
     "dino_vits8": "dino_deitsmall8_pretrain.pth",
     "dino_vitb16": "dino_vitbase16_pretrain.pth",
     "dino_vitb8": "dino_vitbase8_pretrain.pth",
-    **{f"dinov2_vit{s}14{r}": f"dinov2_vit{s}14{'_reg4' if r else ''}_pretrain.pth"
-       for s in "sblg" for r in ("", "_reg")},
+    **{
+        f"dinov2_vit{s}14{r}": f"dinov2_vit{s}14{'_reg4' if r else ''}_pretrain.pth"
+        for s in "sblg"
+        for r in ("", "_reg")
+    },
 }
 DOWNLOAD = "https://dl.fbaipublicfiles.com/dino/{stem}/{file}"
 DOWNLOAD_V2 = "https://dl.fbaipublicfiles.com/dinov2/{model}/{file}"
 
 
-def find_weights(weights: str | os.PathLike | None, model: str = "dino_vits8",
-                 hint: str = "pass --weights PATH") -> Path:
+def find_weights(
+    weights: str | os.PathLike | None, model: str = "dino_vits8", hint: str = "pass --weights PATH"
+) -> Path:
     """The weights file to use: ``weights`` if given, else the official file of ``model`` in
     $VISIONTK_WEIGHTS, else in the PyTorch hub cache ($TORCH_HOME or ~/.cache/torch). Never
     downloads: when nothing is found, the error names the file and where to get it."""
@@ -136,7 +153,11 @@ def find_weights(weights: str | os.PathLike | None, model: str = "dino_vits8",
     for place in places:
         if (place / file).exists():
             return place / file
-    url = DOWNLOAD_V2.format(model=model.removesuffix("_reg"), file=file) \
-        if model.startswith("dinov2") else DOWNLOAD.format(stem=file[:-len(".pth")], file=file)
-    raise WeightsError(f"no weights for {model}: put {file} (from {url}) in $VISIONTK_WEIGHTS "
-                       f"or {hint}")
+    url = (
+        DOWNLOAD_V2.format(model=model.removesuffix("_reg"), file=file)
+        if model.startswith("dinov2")
+        else DOWNLOAD.format(stem=file[: -len(".pth")], file=file)
+    )
+    raise WeightsError(
+        f"no weights for {model}: put {file} (from {url}) in $VISIONTK_WEIGHTS or {hint}"
+    )

@@ -21,7 +21,7 @@ from .ops import gelu, layer_norm, softmax, softmax_inplace, split_heads
 #: Attention is computed for blocks of query rows whose scores (heads × rows × tokens × 4
 #: bytes) fit in this: a block the cache holds between its matmul, softmax and matmul (faster
 #: than blocks of a fixed 512 rows; bench/vit_bench.py times the forward pass).
-SCORE_BYTES = 8 * 2 ** 20
+SCORE_BYTES = 8 * 2**20
 #: ... but never fewer query rows than this at once.
 MIN_ATTENTION_ROWS = 32
 BICUBIC_A = -0.75  # PyTorch's bicubic kernel
@@ -53,8 +53,9 @@ class ViTConfig:
     @property
     def name(self) -> str:
         size = {384: "S", 768: "B", 1024: "L", 1536: "g"}.get(self.dim, f"D{self.dim}")
-        return f"ViT-{size}/{self.patch}" + (f"+{self.registers} registers" if self.registers
-                                             else "")
+        return f"ViT-{size}/{self.patch}" + (
+            f"+{self.registers} registers" if self.registers else ""
+        )
 
 
 class ViT:
@@ -74,8 +75,14 @@ class ViT:
         self._score_buffers: dict = {}  # see _scores
 
     @classmethod
-    def from_weights(cls, path=None, *, model: str = "dino_vits8", device: str = "auto",
-                     hint: str = "pass --weights PATH"):
+    def from_weights(
+        cls,
+        path=None,
+        *,
+        model: str = "dino_vits8",
+        device: str = "auto",
+        hint: str = "pass --weights PATH",
+    ):
         """Load from a .pth / .safetensors file (official, timm or Hugging Face layout);
         ``path=None`` looks ``model`` up (see :func:`find_weights`; ``hint`` ends its error
         when nothing is found)."""
@@ -95,24 +102,30 @@ class ViT:
         single = pixels.ndim == 3
         batch = pixels[None] if single else pixels
         if batch.ndim != 4 or batch.shape[1] != 3 or batch.shape[0] < 1:
-            raise WeightsError(f"pixels must be 3×H×W or B×3×H×W, got shape "
-                               f"{tuple(pixels.shape)}")
+            raise WeightsError(f"pixels must be 3×H×W or B×3×H×W, got shape {tuple(pixels.shape)}")
         n_img, _, height, width = batch.shape
         p = c.patch
         if height % p or width % p or height < p or width < p:
-            raise WeightsError(f"image {width}×{height} is not a positive multiple of the "
-                               f"patch size {p}; crop or pad it first")
+            raise WeightsError(
+                f"image {width}×{height} is not a positive multiple of the "
+                f"patch size {p}; crop or pad it first"
+            )
         h, w = height // p, width // p
-        patches = batch.reshape(n_img, 3, h, p, w, p).transpose(0, 2, 4, 1, 3, 5) \
+        patches = (
+            batch.reshape(n_img, 3, h, p, w, p)
+            .transpose(0, 2, 4, 1, 3, 5)
             .reshape(n_img, h * w, -1)
+        )
         weight = self.w["patch_embed.proj.weight"].reshape(c.dim, -1)
         x = patches @ weight.T + self.w["patch_embed.proj.bias"]
         cls = xp.broadcast_to(self.w["cls_token"].reshape(1, 1, c.dim), (n_img, 1, c.dim))
         x = xp.concatenate([cls, x], axis=1)
         x = x + self.position_embedding(h, w)
         if c.registers:  # DINOv2: registers go in after the positional embeddings
-            reg = xp.broadcast_to(self.w["register_tokens"].reshape(1, c.registers, c.dim),
-                                  (n_img, c.registers, c.dim))
+            reg = xp.broadcast_to(
+                self.w["register_tokens"].reshape(1, c.registers, c.dim),
+                (n_img, c.registers, c.dim),
+            )
             x = xp.concatenate([x[:, :1], reg, x[:, 1:]], axis=1)
         return x[0] if single else x
 
@@ -151,8 +164,9 @@ class ViT:
             return (cls_attn[0], keys[0]) if single else (cls_attn, keys)
         # linear layers on (B·N, D): one large matrix product, not B small ones
         qkv = y.reshape(b * n, c.dim) @ w[pre + "attn.qkv.weight"].T
-        q, k_t, v = split_heads(qkv.reshape(b, n, -1), w[pre + "attn.qkv.bias"], c.heads,
-                                hd ** -0.5, xp)
+        q, k_t, v = split_heads(
+            qkv.reshape(b, n, -1), w[pre + "attn.qkv.bias"], c.heads, hd**-0.5, xp
+        )
         if last:
             cls_attn = softmax(q[:, :, :1] @ k_t, xp)[:, :, 0]
             keys = k_t.transpose(0, 3, 1, 2).reshape(b, n, c.dim)
@@ -199,10 +213,11 @@ class ViT:
         b, n, d = y.shape
         hd = d // c.heads
         weight, bias = w[pre + "attn.qkv.weight"], w[pre + "attn.qkv.bias"]
-        keys = (y.reshape(b * n, d) @ weight[d:2 * d].T + bias[d:2 * d]).reshape(b, n, d)
-        query = (y[:, 0] @ weight[:d].T + bias[:d]) * xp.float32(hd ** -0.5)
-        scores = xp.matmul(keys.reshape(b, n, c.heads, hd).transpose(0, 2, 1, 3),
-                           query.reshape(b, c.heads, hd, 1))[..., 0]
+        keys = (y.reshape(b * n, d) @ weight[d : 2 * d].T + bias[d : 2 * d]).reshape(b, n, d)
+        query = (y[:, 0] @ weight[:d].T + bias[:d]) * xp.float32(hd**-0.5)
+        scores = xp.matmul(
+            keys.reshape(b, n, c.heads, hd).transpose(0, 2, 1, 3), query.reshape(b, c.heads, hd, 1)
+        )[..., 0]
         return softmax(scores, xp), keys
 
     def _scores(self, shape: tuple):
@@ -229,8 +244,9 @@ class ViT:
         if not features:
             return self.block(x, c.depth - 1, last=True)
         attn, keys, x = self.block(x, c.depth - 1, last=True, finish=True)
-        normed = layer_norm(x[..., c.first_patch:, :], self.w["norm.weight"],
-                            self.w["norm.bias"], self.xp)
+        normed = layer_norm(
+            x[..., c.first_patch :, :], self.w["norm.weight"], self.w["norm.bias"], self.xp
+        )
         return attn, keys, normed
 
     def last_attention(self, pixels):
@@ -244,7 +260,7 @@ class ViT:
         attn, _ = self.last_block(pixels)
         p = self.config.patch
         h, w = pixels.shape[-2] // p, pixels.shape[-1] // p
-        maps = attn[..., self.config.first_patch:]
+        maps = attn[..., self.config.first_patch :]
         return maps.reshape(*maps.shape[:-1], h, w).astype(self.xp.float32)
 
 
@@ -252,16 +268,23 @@ def infer_config(state: dict, name: str = "weights") -> ViTConfig:
     """Patch size, width, depth, heads and training grid from the weights' shapes, after
     checking that every array the forward pass reads is present with the shape it expects."""
     proj = state["patch_embed.proj.weight"]
-    if proj.ndim != 4 or proj.shape[1] != 3 or proj.shape[2] != proj.shape[3] or \
-            min(proj.shape) < 1:
-        raise WeightsError(f"{name}: patch_embed.proj.weight has shape {proj.shape}, expected "
-                           "(D, 3, P, P)")
+    if (
+        proj.ndim != 4
+        or proj.shape[1] != 3
+        or proj.shape[2] != proj.shape[3]
+        or min(proj.shape) < 1
+    ):
+        raise WeightsError(
+            f"{name}: patch_embed.proj.weight has shape {proj.shape}, expected (D, 3, P, P)"
+        )
     dim, _, patch, _ = (int(v) for v in proj.shape)
     tokens = state["pos_embed"].size // dim - 1
     grid = int(round(math.sqrt(max(tokens, 0))))
     if state["pos_embed"].size != (tokens + 1) * dim or tokens < 1 or grid * grid != tokens:
-        raise WeightsError(f"{name}: pos_embed has shape {state['pos_embed'].shape}: not "
-                           f"1 + a square grid of patches of width {dim}")
+        raise WeightsError(
+            f"{name}: pos_embed has shape {state['pos_embed'].shape}: not "
+            f"1 + a square grid of patches of width {dim}"
+        )
     blocks = {k.split(".")[1] for k in state if k.startswith("blocks.")}
     if not all(b.isdigit() for b in blocks):
         raise WeightsError(f"{name}: block names {sorted(blocks)[:3]} are not numbers")
@@ -286,27 +309,50 @@ def infer_config(state: dict, name: str = "weights") -> ViTConfig:
     if "register_tokens" in state:
         registers = state["register_tokens"].size // dim
         if registers < 1 or state["register_tokens"].size != registers * dim:
-            raise WeightsError(f"{name}: register_tokens has shape "
-                               f"{state['register_tokens'].shape}, expected (1, R, {dim})")
+            raise WeightsError(
+                f"{name}: register_tokens has shape "
+                f"{state['register_tokens'].shape}, expected (1, R, {dim})"
+            )
     first = "blocks.0.mlp.w12.weight" if swiglu else "blocks.0.mlp.fc1.weight"
     hidden = state[first].shape[0] if first in state else 0
-    expected = {"patch_embed.proj.bias": (dim,), "cls_token": (dim,), "norm.weight": (dim,),
-                "norm.bias": (dim,)}
+    expected = {
+        "patch_embed.proj.bias": (dim,),
+        "cls_token": (dim,),
+        "norm.weight": (dim,),
+        "norm.bias": (dim,),
+    }
     for i in range(depth):
         pre = f"blocks.{i}."
-        expected.update({
-            pre + "norm1.weight": (dim,), pre + "norm1.bias": (dim,),
-            pre + "norm2.weight": (dim,), pre + "norm2.bias": (dim,),
-            pre + "attn.qkv.weight": (3 * dim, dim), pre + "attn.qkv.bias": (3 * dim,),
-            pre + "attn.proj.weight": (dim, dim), pre + "attn.proj.bias": (dim,)})
+        expected.update(
+            {
+                pre + "norm1.weight": (dim,),
+                pre + "norm1.bias": (dim,),
+                pre + "norm2.weight": (dim,),
+                pre + "norm2.bias": (dim,),
+                pre + "attn.qkv.weight": (3 * dim, dim),
+                pre + "attn.qkv.bias": (3 * dim,),
+                pre + "attn.proj.weight": (dim, dim),
+                pre + "attn.proj.bias": (dim,),
+            }
+        )
         if swiglu:  # w12 makes both halves (2·hidden), w3 reads one
-            expected.update({
-                pre + "mlp.w12.weight": (hidden, dim), pre + "mlp.w12.bias": (hidden,),
-                pre + "mlp.w3.weight": (dim, hidden // 2), pre + "mlp.w3.bias": (dim,)})
+            expected.update(
+                {
+                    pre + "mlp.w12.weight": (hidden, dim),
+                    pre + "mlp.w12.bias": (hidden,),
+                    pre + "mlp.w3.weight": (dim, hidden // 2),
+                    pre + "mlp.w3.bias": (dim,),
+                }
+            )
         else:
-            expected.update({
-                pre + "mlp.fc1.weight": (hidden, dim), pre + "mlp.fc1.bias": (hidden,),
-                pre + "mlp.fc2.weight": (dim, hidden), pre + "mlp.fc2.bias": (dim,)})
+            expected.update(
+                {
+                    pre + "mlp.fc1.weight": (hidden, dim),
+                    pre + "mlp.fc1.bias": (hidden,),
+                    pre + "mlp.fc2.weight": (dim, hidden),
+                    pre + "mlp.fc2.bias": (dim,),
+                }
+            )
         if layer_scale:
             expected.update({pre + "ls1.gamma": (dim,), pre + "ls2.gamma": (dim,)})
     for key, shape in expected.items():
@@ -318,8 +364,16 @@ def infer_config(state: dict, name: str = "weights") -> ViTConfig:
             raise WeightsError(f"{name}: {key} has shape {got}, expected {shape}")
     if hidden < 1 or (swiglu and hidden % 2):
         raise WeightsError(f"{name}: {first} has {hidden} rows")
-    return ViTConfig(patch=patch, dim=dim, heads=heads, depth=depth, grid=grid,
-                     registers=registers, layer_scale=layer_scale, swiglu=swiglu)
+    return ViTConfig(
+        patch=patch,
+        dim=dim,
+        heads=heads,
+        depth=depth,
+        grid=grid,
+        registers=registers,
+        layer_scale=layer_scale,
+        swiglu=swiglu,
+    )
 
 
 def bicubic_matrix(size_in: int, scale: float, size_out: int) -> np.ndarray:

@@ -70,8 +70,7 @@ def split_heads(qkv, bias, heads: int, scale: float, xp):
     b, n, width = qkv.shape
     parts = (qkv + bias).reshape(b, n, 3, heads, width // (3 * heads)).transpose(2, 0, 3, 1, 4)
     q = xp.ascontiguousarray(parts[0]) * xp.float32(scale)
-    return q, xp.ascontiguousarray(parts[1].transpose(0, 1, 3, 2)), \
-        xp.ascontiguousarray(parts[2])
+    return q, xp.ascontiguousarray(parts[1].transpose(0, 1, 3, 2)), xp.ascontiguousarray(parts[2])
 
 
 def gelu(x, xp, bias=None):

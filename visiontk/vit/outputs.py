@@ -30,8 +30,7 @@ def write_attention(result: AttentionResult, folder: Path, stem: str, method: st
         with atomic_write(folder / f"{stem}_features.npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, result.features)
         save_image(folder / f"{stem}_pca.png", np.hstack([result.image, pca_picture(result)]))
-        summary["features"] = {"file": f"{stem}_features.npy",
-                               "shape": list(result.features.shape)}
+        summary["features"] = {"file": f"{stem}_features.npy", "shape": list(result.features.shape)}
     with atomic_write(folder / f"{stem}.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return summary

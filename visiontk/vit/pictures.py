@@ -16,12 +16,16 @@ def heads_grid(result: AttentionResult, columns: int = 4) -> np.ndarray:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("image", None)] + [(f"head {i}", m) for i, m in enumerate(result.maps)] \
+    panels = (
+        [("image", None)]
+        + [(f"head {i}", m) for i, m in enumerate(result.maps)]
         + [("mean", result.mean_map)]
+    )
     rows = -(-len(panels) // columns)
     h, w = result.image.shape[:2]
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 3, rows * 3 * h / w + 0.3),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(columns * 3, rows * 3 * h / w + 0.3), squeeze=False
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (title, grid) in zip(axes.ravel(), panels, strict=False):
@@ -45,8 +49,7 @@ def overlay(result: AttentionResult, mask: np.ndarray, alpha: float = 0.5) -> np
     out = result.image.astype(np.float32)
     out[full] = (1 - alpha) * out[full] + alpha * _MASK_COLOUR
     out = out.clip(0, 255).astype(np.uint8)
-    contours, _ = cv2.findContours(full.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_NONE)
+    contours, _ = cv2.findContours(full.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(out, contours, -1, (255, 255, 0), max(1, result.image.shape[1] // 300))
     return out
 

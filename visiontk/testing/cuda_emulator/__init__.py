@@ -32,9 +32,16 @@ GXX = shutil.which("g++")
 EXTRA_FLAGS = os.environ.get("CUDA_EMULATOR_FLAGS", "").split()
 
 _C_TYPES = {
-    "float": np.float32, "double": np.float64, "int": np.int32, "unsigned int": np.uint32,
-    "unsigned": np.uint32, "long long": np.int64, "unsigned long long": np.uint64,
-    "unsigned char": np.uint8, "short": np.int16, "unsigned short": np.uint16,
+    "float": np.float32,
+    "double": np.float64,
+    "int": np.int32,
+    "unsigned int": np.uint32,
+    "unsigned": np.uint32,
+    "long long": np.int64,
+    "unsigned long long": np.uint64,
+    "unsigned char": np.uint8,
+    "short": np.int16,
+    "unsigned short": np.uint16,
 }
 _KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
 
@@ -59,8 +66,7 @@ def parse_kernels(source: str) -> dict[str, list[tuple[str, bool]]]:
 def uses_barriers(source: str, name: str) -> bool:
     """Whether kernel ``name``'s body calls __syncthreads (it then runs its threads as fibers).
     Device functions called from a kernel must not: the .cu files keep barriers in kernels."""
-    start = source.index("{", next(m.end() for m in _KERNEL.finditer(source)
-                                   if m.group(1) == name))
+    start = source.index("{", next(m.end() for m in _KERNEL.finditer(source) if m.group(1) == name))
     depth = 0
     for end in range(start, len(source)):
         depth += {"{": 1, "}": -1}.get(source[end], 0)
@@ -81,18 +87,37 @@ class EmulatedModule:
         wrappers = "".join(
             f'extern "C" void emu_{name}(const unsigned* g, const unsigned* b, void** a) '
             f"{{ emu::launch({name}, g, b, a, {str(uses_barriers(text, name)).lower()}); }}\n"
-            for name in self.signatures)
+            for name in self.signatures
+        )
         unit = f'#include "{HEADER}"\n#include "{Path(source).resolve()}"\n{wrappers}'
-        digest = hashlib.sha256((unit + text + HEADER.read_text() + " ".join(EXTRA_FLAGS)
-                                 + " ".join(defines)).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(
+            (unit + text + HEADER.read_text() + " ".join(EXTRA_FLAGS) + " ".join(defines)).encode()
+        ).hexdigest()[:16]
         library = Path(build_dir) / f"{Path(source).stem}-{digest}.so"
         if not library.exists():
             cpp = library.with_suffix(".cpp")
             cpp.write_text(unit)
-            subprocess.run([GXX, "-std=c++20", "-O2", "-fPIC", "-shared", "-pthread",
-                            "-Wall", "-Werror", "-Wno-unknown-pragmas", *defines, *EXTRA_FLAGS,
-                            str(cpp),
-                            "-o", str(library)], check=True, capture_output=True, text=True)
+            subprocess.run(
+                [
+                    GXX,
+                    "-std=c++20",
+                    "-O2",
+                    "-fPIC",
+                    "-shared",
+                    "-pthread",
+                    "-Wall",
+                    "-Werror",
+                    "-Wno-unknown-pragmas",
+                    *defines,
+                    *EXTRA_FLAGS,
+                    str(cpp),
+                    "-o",
+                    str(library),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
         self._library = ctypes.CDLL(str(library))
 
     def get_function(self, name: str) -> EmulatedKernel:
@@ -107,12 +132,12 @@ class EmulatedKernel:
 
     def __call__(self, grid, block, args, **_launch_options):
         if len(args) != len(self.signature):
-            raise TypeError(f"{self.name}: {len(args)} arguments for "
-                            f"{len(self.signature)} parameters")
+            raise TypeError(
+                f"{self.name}: {len(args)} arguments for {len(self.signature)} parameters"
+            )
         values = [self._argument(i, a) for i, a in enumerate(args)]
         pointers = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
-        dims = [(ctypes.c_uint * 3)(*[*map(int, dim), 1, 1][:3])
-                for dim in (grid, block)]
+        dims = [(ctypes.c_uint * 3)(*[*map(int, dim), 1, 1][:3]) for dim in (grid, block)]
         if any(d < 1 for dim in dims for d in dim):
             raise ValueError(f"{self.name}: empty grid {tuple(grid)} or block {tuple(block)}")
         self._entry(dims[0], dims[1], pointers)
@@ -123,8 +148,9 @@ class EmulatedKernel:
         where = f"{self.name} argument {i} ({ctype}{'*' if pointer else ''})"
         if pointer:
             if not isinstance(value, np.ndarray) or value.dtype != dtype:
-                raise TypeError(f"{where}: got {type(value).__name__} "
-                                f"{getattr(value, 'dtype', '')}")
+                raise TypeError(
+                    f"{where}: got {type(value).__name__} {getattr(value, 'dtype', '')}"
+                )
             if not value.flags.c_contiguous:
                 raise TypeError(f"{where}: array is not C-contiguous")
             return ctypes.c_void_p(value.ctypes.data)
