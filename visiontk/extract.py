@@ -18,11 +18,30 @@ Example
 
 from __future__ import annotations
 
+import numpy as np
+
+from .features import Features
 from ._sift.api import sift, sift_gray
 from ._sift.backends import SiftBackend, compile_cpu_kernels, own_process
 from ._sift.backends import for_device as sift_backend
 from ._sift.batch import iter_sift, sift_batch
 from ._sift.options import DEFAULT_PRESET, SIFT_PRESETS, SiftOptions
+
+
+def in_original_pixels(
+    features: Features, scale: tuple[float, float], image_size: tuple[int, int]
+) -> Features:
+    """``features`` of an image the ``load`` stage resized by 1/``scale`` (per axis: x, y),
+    moved into the original image's pixels and labelled with its ``image_size`` (height,
+    width), as the pipeline's ``sift`` stage returns them."""
+    sx, sy = scale
+    if (sx, sy) != (1.0, 1.0):
+        # pixel centres map as (x + 0.5)·s − 0.5 when an image is resized by 1/s
+        features.xy = ((features.xy + 0.5) * np.float32([sx, sy]) - 0.5).astype(np.float32)
+        features.size = (features.size * np.float32(np.sqrt(sx * sy))).astype(np.float32)
+    features.image_size = (int(image_size[0]), int(image_size[1]))
+    return features
+
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -30,6 +49,7 @@ __all__ = [
     "SiftBackend",
     "SiftOptions",
     "compile_cpu_kernels",
+    "in_original_pixels",
     "iter_sift",
     "own_process",
     "sift",
