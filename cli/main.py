@@ -43,7 +43,8 @@ class OutputFolder(click.Path):
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
             self.fail("an empty name; give a folder", param, ctx)
-        return Path(super().convert(value, param, ctx))
+        # click types what it returns as str | bytes | PathLike: it is the str it was given
+        return Path(os.fsdecode(super().convert(value, param, ctx)))
 
 
 OUT_FOLDER = OutputFolder()

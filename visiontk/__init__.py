@@ -6,6 +6,8 @@
 True
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 # visiontk.sift is the function users call; visiontk.extract the names code that builds on
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # the DINO code (and its checkpoint readers) loads on first use: most runs never call it,
     # and every `import visiontk` (each pipeline worker's included) would pay for it
     if name == "dino_attention":
@@ -48,5 +50,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | {"dino_attention"})

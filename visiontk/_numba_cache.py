@@ -16,6 +16,7 @@ import platform
 import stat
 import tempfile
 from pathlib import Path
+from typing import Literal, TypedDict
 
 #: What a command says before it compiles the kernels.
 COMPILE_NOTICE = "compiling visiontk's CPU kernels, once for this install (about 10 s)..."
@@ -25,6 +26,15 @@ KERNEL_SOURCES = (
     "matching/_cpu_kernels.py",
     "matching/_cpu_kernels_int8.py",
 )
+
+
+class KernelOptions(TypedDict, total=False):
+    """``numba.njit`` options a kernel module gives all of its kernels (``@njit(**options)``),
+    typed so that they are checked against njit's keywords."""
+
+    cache: bool
+    fastmath: bool | set[str]
+    error_model: Literal["python", "numpy"]
 
 
 def cache_dir() -> Path:
@@ -85,7 +95,8 @@ def use_user_cache() -> None:
         return
     import numba
 
-    numba.config.CACHE_DIR = str(folder)
+    # numba.config sets its options from the environment at run time: mypy cannot see them
+    numba.config.CACHE_DIR = str(folder)  # type: ignore[attr-defined]
 
 
 def compiled_stamp() -> Path | None:
@@ -103,7 +114,8 @@ def compiled_stamp() -> Path | None:
         return None
     stamp = [platform.machine(), platform.python_version()]
     package = Path(__file__).resolve().parent
-    for source in (numba.origin, *(package / s for s in KERNEL_SOURCES)):
+    sources: list[str | Path] = [numba.origin, *(package / s for s in KERNEL_SOURCES)]
+    for source in sources:
         try:
             st = Path(source).stat()
         except OSError:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Literal, get_args
+from types import ModuleType
+from typing import Any, Literal, TypeAlias, get_args
 
 import cv2
 import numpy as np
@@ -21,6 +22,10 @@ from .errors import DeviceError, OptionError, shown
 #: Where to compute, as every option and flag spells it: the one definition of the choices.
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES = get_args(Device)
+
+#: An array of an array module ``xp``: numpy.ndarray, or cupy.ndarray on a GPU (the two share
+#: no base class, and CuPy has no type stubs: to a type checker it is any object).
+XpArray: TypeAlias = Any
 
 #: What to tell a user who asks for the GPU without CuPy.
 CUPY_HINT = (
@@ -77,7 +82,7 @@ def resolve_device(device: str = "auto") -> str:
     return "cuda" if usable else "cpu"
 
 
-def array_module(device: str = "cpu"):
+def array_module(device: str = "cpu") -> ModuleType:
     """The array module for a resolved device: numpy for ``cpu``, cupy for ``cuda``."""
     if device == "cpu":
         return np
@@ -88,21 +93,21 @@ def array_module(device: str = "cpu"):
     raise DeviceError(f"no array module for device {shown(device)}")
 
 
-def is_numpy(xp) -> bool:
+def is_numpy(xp: ModuleType) -> bool:
     return xp is np
 
 
-def to_host(array) -> np.ndarray:
+def to_host(array: XpArray) -> np.ndarray:
     """Return ``array`` as a numpy array (a no-op for numpy input)."""
     get = getattr(array, "get", None)
     return get() if callable(get) else np.asarray(array)
 
 
-def _on_gpu(array) -> bool:
+def _on_gpu(array: XpArray) -> bool:
     return type(array).__module__.startswith("cupy")
 
 
-def gaussian_blur(image, sigma: float, out=None):
+def gaussian_blur(image: XpArray, sigma: float, out: XpArray | None = None) -> XpArray:
     """Blur a 2-D float32 image with a Gaussian of ``sigma`` pixels.
 
     Borders reflect without repeating the edge pixel (OpenCV's BORDER_REFLECT_101), and the
@@ -124,7 +129,7 @@ def gaussian_blur(image, sigma: float, out=None):
     )
 
 
-def upsample_2x(image):
+def upsample_2x(image: np.ndarray) -> np.ndarray:
     """Double a 2-D float32 image by linear interpolation between pixel centres.
 
     The numpy form of :func:`visiontk._sift.scale_space.upsample_2x` (cv2.resize, several times
@@ -134,7 +139,7 @@ def upsample_2x(image):
     return cv2.resize(image, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
 
 
-def max_filter_3x3(image):
+def max_filter_3x3(image: XpArray) -> XpArray:
     """3x3 grey dilation (maximum of each pixel's 8-neighbourhood and itself)."""
     if _on_gpu(image):
         from cupyx.scipy import ndimage
@@ -143,7 +148,7 @@ def max_filter_3x3(image):
     return cv2.dilate(image, _KERNEL_3X3, borderType=cv2.BORDER_REPLICATE)
 
 
-def min_filter_3x3(image):
+def min_filter_3x3(image: XpArray) -> XpArray:
     """3x3 grey erosion (minimum of each pixel's 8-neighbourhood and itself)."""
     if _on_gpu(image):
         from cupyx.scipy import ndimage

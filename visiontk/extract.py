@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .features import Features
 from ._sift.api import sift, sift_gray
 from ._sift.backends import SiftBackend, compile_cpu_kernels, own_process
 from ._sift.backends import for_device as sift_backend
 from ._sift.batch import iter_sift, sift_batch
 from ._sift.options import DEFAULT_PRESET, SIFT_PRESETS, SiftOptions
+from .features import Features
 
 
 def in_original_pixels(
@@ -37,7 +37,8 @@ def in_original_pixels(
     sx, sy = scale
     if (sx, sy) != (1.0, 1.0):
         # pixel centres map as (x + 0.5)·s − 0.5 when an image is resized by 1/s
-        features.xy = ((features.xy + 0.5) * np.float32([sx, sy]) - 0.5).astype(np.float32)
+        factor = np.array([sx, sy], np.float32)
+        features.xy = ((features.xy + 0.5) * factor - 0.5).astype(np.float32)
         features.size = (features.size * np.float32(np.sqrt(sx * sy))).astype(np.float32)
     features.image_size = (int(image_size[0]), int(image_size[1]))
     return features

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .errors import FeaturesError, FeaturesFileError
+
+if TYPE_CHECKING:
+    import cv2
+
+#: What selects features or matches: a boolean mask, integer indices, or a slice.
+Index: TypeAlias = np.ndarray | Sequence[int] | slice
 
 #: Written into saved files so readers know the convention without guessing.
 CONVENTION = "opencv: x right, y down, centre of the top-left pixel is (0, 0); size = diameter"
@@ -35,10 +45,10 @@ class Features:
     response: np.ndarray
     octave: np.ndarray
     descriptors: np.ndarray
-    image_size: tuple = (0, 0)
-    timings: dict = field(default_factory=dict, compare=False, repr=False)
+    image_size: tuple[int, int] = (0, 0)
+    timings: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         """Refuse arrays that do not describe one set of keypoints (a FeaturesError):
         matching would otherwise return indices past ``xy``, or descriptors wrap around."""
         self.xy = _checked(self.xy, "xy", (None, 2), "f", np.float32)
@@ -53,7 +63,7 @@ class Features:
         size = tuple(np.asarray(self.image_size).reshape(-1).tolist())
         if len(size) != 2 or not all(isinstance(v, int) and v >= 0 for v in size):
             raise FeaturesError(f"image_size must be (height, width), got {size}")
-        self.image_size = size
+        self.image_size = (size[0], size[1])
 
     def __len__(self) -> int:
         return int(self.xy.shape[0])
@@ -63,7 +73,7 @@ class Features:
         return f"Features({len(self)} keypoints, image {w}×{h})"
 
     @classmethod
-    def empty(cls, image_size=(0, 0)) -> Features:
+    def empty(cls, image_size: tuple[int, int] = (0, 0)) -> Features:
         return cls(
             np.zeros((0, 2), np.float32),
             np.zeros(0, np.float32),
@@ -71,10 +81,10 @@ class Features:
             np.zeros(0, np.float32),
             np.zeros(0, np.int32),
             np.zeros((0, 128), np.uint8),
-            tuple(image_size),
+            image_size,  # checked and made a tuple by __post_init__
         )
 
-    def subset(self, index) -> Features:
+    def subset(self, index: Index) -> Features:
         """Features at ``index`` (a boolean mask or integer array), in that order."""
         return Features(
             self.xy[index],
@@ -97,7 +107,7 @@ class Features:
         """Scale layer within the octave (1..n_octave_layers), unpacked from :attr:`octave`."""
         return ((self.octave >> 8) & 255).astype(np.int32)
 
-    def to_keypoints(self) -> list:
+    def to_keypoints(self) -> list[cv2.KeyPoint]:
         """A list of ``cv2.KeyPoint``, for use with OpenCV's matchers and drawing functions."""
         import cv2
 
@@ -109,7 +119,12 @@ class Features:
         ]
 
     @classmethod
-    def from_keypoints(cls, keypoints, descriptors, image_size=(0, 0)) -> Features:
+    def from_keypoints(
+        cls,
+        keypoints: Sequence[cv2.KeyPoint],
+        descriptors: ArrayLike | None,
+        image_size: tuple[int, int] = (0, 0),
+    ) -> Features:
         """Build from ``cv2.KeyPoint`` objects and an (N, 128) descriptor array (uint8, or
         float32 as cv2.SIFT returns, rounded and saturated)."""
         n = len(keypoints)
@@ -125,10 +140,10 @@ class Features:
             np.array([k.response for k in keypoints], np.float32),
             np.array([k.octave for k in keypoints], np.int32),
             desc,
-            tuple(image_size),
+            image_size,  # checked and made a tuple by __post_init__
         )
 
-    def save(self, path) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Write to ``path`` (.npz), atomically: a reader never sees a half-written file. The
         folder must exist (VisiontkError otherwise: a typo does not make a new folder)."""
         from ._files import atomic_write, writable_file
@@ -150,7 +165,7 @@ class Features:
         return path
 
     @classmethod
-    def load(cls, path) -> Features:
+    def load(cls, path: str | os.PathLike[str]) -> Features:
         """Read a file written by :meth:`save`, refusing (FeaturesFileError, naming the file)
         anything that is not one: other archives, truncated or corrupt files, and arrays of the
         wrong shape, type or length. Read with the bounds of :mod:`visiontk.tensorfiles`."""
@@ -173,7 +188,9 @@ _SAVED = ("xy", "size", "angle", "response", "octave", "descriptors", "image_siz
 DESCRIPTOR_SIZE = 128
 
 
-def _checked(array, name: str, shape: tuple, kinds: str, dtype) -> np.ndarray:
+def _checked(
+    array: ArrayLike, name: str, shape: tuple[int | None, ...], kinds: str, dtype: DTypeLike
+) -> np.ndarray:
     """``array`` as ``dtype`` after checking its shape (None: any length), that its values are
     of one of the numpy ``kinds`` and fit ``dtype`` (no wrap-around), and are finite."""
     a = np.asarray(array)
@@ -212,10 +229,10 @@ class Matches:
     def __repr__(self) -> str:
         return f"Matches({len(self)})"
 
-    def subset(self, index) -> Matches:
+    def subset(self, index: Index) -> Matches:
         return Matches(self.pairs[index], self.distances[index])
 
-    def to_dmatches(self) -> list:
+    def to_dmatches(self) -> list[cv2.DMatch]:
         """A list of ``cv2.DMatch`` (queryIdx into A, trainIdx into B)."""
         import cv2
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import OptionError
 
@@ -36,8 +38,8 @@ class Geometry:
 
 def estimate(
     kind: str,
-    xy_a,
-    xy_b,
+    xy_a: ArrayLike,
+    xy_b: ArrayLike,
     *,
     threshold: float | None = None,
     min_inliers: int = MIN_INLIERS,
@@ -95,7 +97,7 @@ def estimate(
     return Geometry(kind, model.astype(np.float64), inliers)
 
 
-def _points(xy, name: str) -> np.ndarray:
+def _points(xy: ArrayLike, name: str) -> np.ndarray:
     """N×2 float64 from N×2 or OpenCV's N×1×2, finite."""
     try:
         a = np.asarray(xy, np.float64)
@@ -110,7 +112,9 @@ def _points(xy, name: str) -> np.ndarray:
     return a
 
 
-def _polish_homography(a, b, model, inliers, threshold):
+def _polish_homography(
+    a: np.ndarray, b: np.ndarray, model: np.ndarray, inliers: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Least squares + Levenberg–Marquardt on MAGSAC's inliers, a Huber refit of that, then
     the inliers of the result.
 
@@ -138,7 +142,9 @@ def _polish_homography(a, b, model, inliers, threshold):
 HUBER_MIN_POINTS = 8
 
 
-def _huber_refit(a, b, model, iterations: int = 20):
+def _huber_refit(
+    a: np.ndarray, b: np.ndarray, model: np.ndarray, iterations: int = 20
+) -> np.ndarray:
     """The homography minimising the Huber loss of the reprojection residuals (x and y), its
     corner at twice the median residual of ``model`` (1.345 × 1.4826 × median: Huber's 95%
     efficiency constant on a robust sigma): iteratively reweighted Gauss–Newton, 8 parameters
@@ -184,12 +190,12 @@ def _huber_refit(a, b, model, iterations: int = 20):
     return np.append(h, 1.0).reshape(3, 3)
 
 
-def estimate_homography(xy_a, xy_b, **kwargs) -> Geometry:
+def estimate_homography(xy_a: ArrayLike, xy_b: ArrayLike, **kwargs: Any) -> Geometry:
     """:func:`estimate` with ``kind="homography"``."""
     return estimate("homography", xy_a, xy_b, **kwargs)
 
 
-def estimate_fundamental(xy_a, xy_b, **kwargs) -> Geometry:
+def estimate_fundamental(xy_a: ArrayLike, xy_b: ArrayLike, **kwargs: Any) -> Geometry:
     """:func:`estimate` with ``kind="fundamental"``."""
     return estimate("fundamental", xy_a, xy_b, **kwargs)
 
@@ -204,7 +210,7 @@ def corner_error(
     keeps inside B's frame (same size assumed), so a zoom is judged where both images see the
     scene rather than by extrapolating far outside the second image.
     """
-    corners = np.array(
+    corners: np.ndarray = np.array(
         [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64
     ).reshape(-1, 1, 2)
     if visible:

@@ -37,7 +37,7 @@ def vocabulary(descriptor_sets, words: int, seed: int = 0) -> np.ndarray:
 
 def vlad(descriptors: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """The VLAD vector (words × 128, flattened, unit length; zeros without descriptors)."""
-    out = np.zeros(centres.shape, np.float32)
+    out: np.ndarray = np.zeros(centres.shape, np.float32)
     if len(descriptors):
         d = descriptors.astype(np.float32)
         dist = (d * d).sum(1)[:, None] - 2 * d @ centres.T + (centres * centres).sum(1)[None]

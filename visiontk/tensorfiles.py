@@ -181,7 +181,8 @@ def _reason(exc: Exception) -> str:
 
 # --- PyTorch zip checkpoints -----------------------------------------------------------------
 
-_STORAGE_DTYPES = {
+#: numpy's type of each, or "bfloat16" (which numpy lacks: widened to float32 when read)
+_STORAGE_DTYPES: dict[str, type[np.generic] | str] = {
     "FloatStorage": np.float32,
     "DoubleStorage": np.float64,
     "HalfStorage": np.float16,
@@ -397,7 +398,7 @@ def find_state_dict(obj, name: str, error=WeightsError, depth: int = 0) -> dict:
 
 # --- safetensors -----------------------------------------------------------------------------
 
-_SAFETENSORS_DTYPES = {
+_SAFETENSORS_DTYPES: dict[str, type[np.generic] | str] = {
     "F32": np.float32,
     "F16": np.float16,
     "F64": np.float64,

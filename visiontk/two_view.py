@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import OptionError
 from .extract import sift, sift_backend
 from .features import Features, Matches
 from .geometry import MIN_INLIERS, MODELS, Geometry, estimate
-from .io import DEFAULT_MAX_PIXELS
+from .io import DEFAULT_MAX_PIXELS, ImageSource
 from .matching import DEFAULT_RATIO, match
 
 _MODEL_CHOICES = (*MODELS, "none")
@@ -25,8 +26,8 @@ class TwoViewResult:
     features_b: Features
     matches: Matches
     geometry: Geometry | None
-    timings: dict = field(default_factory=dict)
-    names: tuple = ("A", "B")
+    timings: dict[str, float] = field(default_factory=dict)
+    names: tuple[str, ...] = ("A", "B")
 
     @property
     def inlier_matches(self) -> Matches:
@@ -35,7 +36,7 @@ class TwoViewResult:
             return self.matches
         return self.matches.subset(self.geometry.inliers)  # all false when model is None
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """JSON-ready numbers: keypoints, matches, inliers, model and timings."""
         g = self.geometry
         return {
@@ -51,8 +52,8 @@ class TwoViewResult:
 
 
 def match_images(
-    image_a,
-    image_b,
+    image_a: ImageSource,
+    image_b: ImageSource,
     *,
     model: str = "homography",
     ratio: float = DEFAULT_RATIO,
@@ -62,7 +63,7 @@ def match_images(
     min_inliers: int = MIN_INLIERS,
     device: str = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    **sift_options,
+    **sift_options: Any,
 ) -> TwoViewResult:
     """SIFT on both images, ratio + mutual matching, and a robust homography or fundamental
     matrix (``model="none"`` skips verification).
@@ -86,8 +87,8 @@ def match_images(
     if model not in _MODEL_CHOICES:
         raise OptionError(f"model must be one of {', '.join(_MODEL_CHOICES)}, got {model!r}")
     backend = sift_backend(device)  # once: both images and the matching use it
-    timings = {}
-    feats = []
+    timings: dict[str, float] = {}
+    feats: list[Features] = []
     for key, image in (("sift_a", image_a), ("sift_b", image_b)):
         t = time.perf_counter()
         feats.append(sift(image, device=backend, max_pixels=max_pixels, **sift_options))
@@ -102,7 +103,7 @@ def match_images(
         feats[0], feats[1], ratio=ratio, mutual=mutual, symmetric=symmetric, device=backend
     )
     timings["match"] = time.perf_counter() - t
-    geometry = None
+    geometry: Geometry | None = None
     if model != "none":
         t = time.perf_counter()
         geometry = estimate(

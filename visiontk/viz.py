@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._files import atomic_write
 from .errors import OptionError, one_line
+
+if TYPE_CHECKING:
+    from PIL.ImageFont import FreeTypeFont
 
 #: Lines drawn at most, so a picture of 20k matches stays readable (a random, seeded subset).
 MAX_LINES = 200
@@ -20,9 +26,9 @@ _OUTLIER = (230, 50, 40)
 def draw_matches(
     image_a: np.ndarray,
     image_b: np.ndarray,
-    xy_a: np.ndarray,
-    xy_b: np.ndarray,
-    inliers: np.ndarray | None = None,
+    xy_a: ArrayLike,
+    xy_b: ArrayLike,
+    inliers: ArrayLike | None = None,
     *,
     max_lines: int = MAX_LINES,
     title: str | None = None,
@@ -81,12 +87,12 @@ def draw_matches(
     return canvas
 
 
-def _hue(h: float) -> tuple:
-    hsv = np.uint8([[[int(h * 179), 220, 255]]])
+def _hue(h: float) -> tuple[int, ...]:
+    hsv = np.array([[[int(h * 179), 220, 255]]], np.uint8)
     return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
 
 
-def _pt(xy, offset, scale):
+def _pt(xy: np.ndarray, offset: float, scale: float) -> tuple[int, int]:
     return (int(round((xy[0] + offset) * scale)), int(round(xy[1] * scale)))
 
 
@@ -122,7 +128,7 @@ def _banner(canvas: np.ndarray, text: str) -> None:
     canvas[:height, :width] = np.asarray(strip)
 
 
-def _banner_font(size: int):
+def _banner_font(size: int) -> FreeTypeFont | None:
     """DejaVu Sans at ``size`` pixels from matplotlib's data folder (found without importing
     matplotlib), or None."""
     import importlib.util
@@ -141,7 +147,7 @@ def _banner_font(size: int):
     return None
 
 
-def save_image(path, rgb: np.ndarray) -> Path:
+def save_image(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
     """Write an RGB uint8 image (format from the suffix: .png, .jpg, ...) atomically."""
     path = Path(path)
     try:
@@ -155,7 +161,7 @@ def save_image(path, rgb: np.ndarray) -> Path:
     return path
 
 
-def thumbnail(path, width: int = 240) -> np.ndarray | None:
+def thumbnail(path: str | os.PathLike[str], width: int = 240) -> np.ndarray | None:
     """A small RGB copy of an image file (EXIF-turned, as the features saw it), ``width``
     pixels wide at most; None when the file cannot be read."""
     from .io import load_rgb

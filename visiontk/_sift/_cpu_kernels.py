@@ -14,7 +14,7 @@ import math
 import numba as nb
 import numpy as np
 
-from .._numba_cache import use_user_cache
+from .._numba_cache import KernelOptions, use_user_cache
 from .constants import (
     ATAN_P1,
     ATAN_P3,
@@ -41,7 +41,11 @@ _SQRT2 = math.sqrt(2.0)
 # approximations as well (fastmath=True) the vectorised body and its scalar remainder rounded
 # some samples differently, and which samples take which path depends on buffer addresses:
 # two processes gave descriptors a byte apart (tests/sift/test_determinism.py).
-_KERNEL = {"cache": True, "fastmath": {"nnan", "ninf", "nsz", "contract"}, "error_model": "numpy"}
+_KERNEL: KernelOptions = {
+    "cache": True,
+    "fastmath": {"nnan", "ninf", "nsz", "contract"},
+    "error_model": "numpy",
+}
 #: Rows per parallel task of the extrema search.
 BLOCK_ROWS = 32
 

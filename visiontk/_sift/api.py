@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import io
 from ..errors import ImageError
 from ..features import Features
+from ..io import ImageSource
 from .backends import SiftBackend, for_device, take_compile_time
 from .extraction import extract
 from .options import SiftOptions, checked_max_pixels
 
 
 def sift(
-    image,
+    image: ImageSource,
     *,
     device: str | SiftBackend = "auto",
-    mask=None,
+    mask: ArrayLike | None = None,
     max_pixels: int = io.DEFAULT_MAX_PIXELS,
-    **options,
+    **options: Any,
 ) -> Features:
     """Detect SIFT keypoints and compute their descriptors.
 
@@ -68,18 +71,21 @@ def sift(
     sift_backend = for_device(device)
     t0 = time.perf_counter()
     gray = io.load_gray(image, max_pixels=max_pixels)
+    keep: np.ndarray | None = None  # the mask, H×W bool
     if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape[:2] != gray.shape:
-            raise ImageError(f"mask has shape {mask.shape[:2]} but the image is {gray.shape}")
-        mask = mask.reshape(gray.shape[0], gray.shape[1], -1).any(axis=2)
+        given = np.asarray(mask)
+        if given.shape[:2] != gray.shape:
+            raise ImageError(f"mask has shape {given.shape[:2]} but the image is {gray.shape}")
+        keep = np.any(given.reshape(gray.shape[0], gray.shape[1], -1), axis=2)
     t1 = time.perf_counter()
-    features = sift_gray(gray, opts, sift_backend, mask=mask)
+    features = sift_gray(gray, opts, sift_backend, mask=keep)
     features.timings = {"load": t1 - t0, **features.timings}
     return features
 
 
-def sift_gray(gray, opts: SiftOptions, sift_backend: SiftBackend, mask=None) -> Features:
+def sift_gray(
+    gray: np.ndarray, opts: SiftOptions, sift_backend: SiftBackend, mask: np.ndarray | None = None
+) -> Features:
     """SIFT on a grey float32 (0..255) host array with validated options, on the backend's
     device. Reports the kernels' first compilation as ``timings["compile"]``.
 

@@ -27,16 +27,23 @@ import functools
 import os
 import sys
 import time
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from .. import devices
+from ..devices import XpArray
 from .constants import DESCR_BINS, DESCR_WIDTH, ORI_BINS
 from .describe import quantize_descriptors, raw_descriptors
 from .detect import Extrema, find_candidates, prethreshold, refine_extrema
 from .orient import raw_orientation_histograms
 from .scale_space import Octave, scale_space, upsample_2x
+
+if TYPE_CHECKING:
+    from ._gpu_kernels import CudaSift
+    from .options import SiftOptions
 
 #: Set to "xp" to run the definitions instead of the compiled loops (for comparisons).
 KERNELS_ENV = "VISIONTK_KERNELS"
@@ -46,37 +53,48 @@ class SiftBackend(Protocol):
     """The four steps of SIFT on one device (arrays of ``xp``)."""
 
     name: str
-    xp: object
+    #: the array module: numpy, or cupy on a GPU
+    xp: ModuleType
     #: the resolved device the arrays live on: "cpu" or "cuda"
     device: str
     #: Whether ``detect`` may be called an octave at a time (keep="largest" then skips the
     #: octaves the cap would drop): each call's extrema its own arrays, and no cost per call.
     detects_octave_by_octave: bool
 
-    def scale_space(self, gray, opts) -> list[Octave]:
+    def scale_space(self, gray: XpArray, opts: SiftOptions) -> list[Octave]:
         """Gaussian (and DoG) octaves of a grey float32 image (0..255) on the device."""
 
-    def detect(self, octaves, opts) -> list[Extrema]:
+    def detect(self, octaves: list[Octave], opts: SiftOptions) -> list[Extrema]:
         """Refined, tested extrema of each octave."""
 
-    def orientations(self, octaves, number, layer, x, y, scale, *, subpixel: bool = False):
+    def orientations(
+        self,
+        octaves: list[Octave],
+        number: XpArray,
+        layer: XpArray,
+        x: XpArray,
+        y: XpArray,
+        scale: XpArray,
+        *,
+        subpixel: bool = False,
+    ) -> XpArray:
         """Raw (unsmoothed) orientation histograms, K × ORI_BINS float32, of keypoints of any
         octaves (``number`` says which), the window weighted around each keypoint's nearest
         pixel or, with ``subpixel``, around it."""
 
     def describe(
         self,
-        octaves,
-        number,
-        layer,
-        x,
-        y,
-        direction,
-        scale,
+        octaves: list[Octave],
+        number: XpArray,
+        layer: XpArray,
+        x: XpArray,
+        y: XpArray,
+        direction: XpArray,
+        scale: XpArray,
         *,
         rootsift: bool,
         subpixel: bool = False,
-    ):
+    ) -> XpArray:
         """Descriptors, K × 128 uint8 (normalised, clipped, quantised; RootSIFT if asked),
         the window centred on each keypoint's nearest pixel or, with ``subpixel``, on it."""
 
@@ -89,36 +107,38 @@ class XpBackend:
     name = "xp"
     detects_octave_by_octave = True
 
-    def __init__(self, xp=np):
+    def __init__(self, xp: ModuleType = np) -> None:
         self.xp = xp
         self.device = "cpu" if xp is np else "cuda"
 
-    def scale_space(self, gray, opts) -> list[Octave]:
+    def scale_space(self, gray: XpArray, opts: SiftOptions) -> list[Octave]:
         # On the CPU, cv2.resize doubles the image exactly as the definition does, faster.
         double = (
             devices.upsample_2x if self.xp is np else functools.partial(upsample_2x, xp=self.xp)
         )
-        return scale_space(
-            gray,
-            sigma=opts.sigma,
-            n_octave_layers=opts.n_octave_layers,
-            upsample=opts.upsample,
-            n_octaves=opts.n_octaves,
-            xp=self.xp,
-            double=double,
-        )
+        return scale_space(gray, **_octave_options(opts), xp=self.xp, double=double)
 
-    def detect(self, octaves, opts) -> list[Extrema]:
-        threshold = prethreshold(opts.contrast_threshold, opts.n_octave_layers)
+    def detect(self, octaves: list[Octave], opts: SiftOptions) -> list[Extrema]:
+        threshold = _prethreshold(opts)
         return [
             refine_extrema(o.gaussians, *self.candidates(o, threshold), xp=self.xp, **_tests(opts))
             for o in octaves
         ]
 
-    def candidates(self, octave, threshold: float):
+    def candidates(self, octave: Octave, threshold: float) -> tuple[XpArray, XpArray, XpArray]:
         return find_candidates(octave, threshold, self.xp)
 
-    def orientations(self, octaves, number, layer, x, y, scale, *, subpixel: bool = False):
+    def orientations(
+        self,
+        octaves: list[Octave],
+        number: XpArray,
+        layer: XpArray,
+        x: XpArray,
+        y: XpArray,
+        scale: XpArray,
+        *,
+        subpixel: bool = False,
+    ) -> XpArray:
         return self._by_octave(
             functools.partial(self.raw_orientations, subpixel=subpixel),
             octaves,
@@ -127,22 +147,31 @@ class XpBackend:
             ORI_BINS,
         )
 
-    def raw_orientations(self, gaussians, layer, x, y, scale, *, subpixel=False):
+    def raw_orientations(
+        self,
+        gaussians: XpArray,
+        layer: XpArray,
+        x: XpArray,
+        y: XpArray,
+        scale: XpArray,
+        *,
+        subpixel: bool = False,
+    ) -> XpArray:
         return raw_orientation_histograms(gaussians, layer, x, y, scale, self.xp, subpixel=subpixel)
 
     def describe(
         self,
-        octaves,
-        number,
-        layer,
-        x,
-        y,
-        direction,
-        scale,
+        octaves: list[Octave],
+        number: XpArray,
+        layer: XpArray,
+        x: XpArray,
+        y: XpArray,
+        direction: XpArray,
+        scale: XpArray,
         *,
         rootsift: bool,
         subpixel: bool = False,
-    ):
+    ) -> XpArray:
         raw = self._by_octave(
             functools.partial(self.raw_descriptors, subpixel=subpixel),
             octaves,
@@ -152,10 +181,27 @@ class XpBackend:
         )
         return quantize_descriptors(raw, self.xp, rootsift=rootsift)
 
-    def raw_descriptors(self, gaussians, layer, x, y, direction, scale, *, subpixel=False):
+    def raw_descriptors(
+        self,
+        gaussians: XpArray,
+        layer: XpArray,
+        x: XpArray,
+        y: XpArray,
+        direction: XpArray,
+        scale: XpArray,
+        *,
+        subpixel: bool = False,
+    ) -> XpArray:
         return raw_descriptors(gaussians, layer, x, y, direction, scale, self.xp, subpixel=subpixel)
 
-    def _by_octave(self, single, octaves, number, arrays, width):
+    def _by_octave(
+        self,
+        single: Callable[..., XpArray],
+        octaves: list[Octave],
+        number: XpArray,
+        arrays: tuple[XpArray, ...],
+        width: int,
+    ) -> XpArray:
         """A per-octave loop over keypoints of several octaves, results in their order."""
         xp = self.xp
         out = xp.zeros((number.shape[0], width), dtype=xp.float32)
@@ -172,19 +218,38 @@ class NumbaBackend(XpBackend):
 
     name = "numba"
 
-    def __init__(self, kernels):
+    def __init__(self, kernels: ModuleType) -> None:
         super().__init__(np)
         self.kernels = kernels
 
-    def candidates(self, octave, threshold: float):
+    def candidates(self, octave: Octave, threshold: float) -> tuple[XpArray, XpArray, XpArray]:
         return self.kernels.find_candidates(octave, threshold)
 
-    def raw_orientations(self, gaussians, layer, x, y, scale, *, subpixel=False):
+    def raw_orientations(
+        self,
+        gaussians: XpArray,
+        layer: XpArray,
+        x: XpArray,
+        y: XpArray,
+        scale: XpArray,
+        *,
+        subpixel: bool = False,
+    ) -> XpArray:
         return self.kernels.raw_orientation_histograms(
             gaussians, layer, x, y, scale, subpixel=subpixel
         )
 
-    def raw_descriptors(self, gaussians, layer, x, y, direction, scale, *, subpixel=False):
+    def raw_descriptors(
+        self,
+        gaussians: XpArray,
+        layer: XpArray,
+        x: XpArray,
+        y: XpArray,
+        direction: XpArray,
+        scale: XpArray,
+        *,
+        subpixel: bool = False,
+    ) -> XpArray:
         return self.kernels.raw_descriptors(
             gaussians, layer, x, y, direction, scale, subpixel=subpixel
         )
@@ -199,50 +264,74 @@ class CudaBackend(XpBackend):
     # a call per octave would also wait on the device each time.
     detects_octave_by_octave = False
 
-    def __init__(self, cuda):
+    def __init__(self, cuda: CudaSift) -> None:
         super().__init__(cuda.xp)
         self.cuda = cuda
 
-    def scale_space(self, gray, opts) -> list[Octave]:
+    def scale_space(self, gray: XpArray, opts: SiftOptions) -> list[Octave]:
         return scale_space(
             gray,
-            sigma=opts.sigma,
-            n_octave_layers=opts.n_octave_layers,
-            upsample=opts.upsample,
-            n_octaves=opts.n_octaves,
+            **_octave_options(opts),
             xp=self.xp,
             double=functools.partial(upsample_2x, xp=self.xp),
             octave_blur=self.cuda.octave_blur,
         )
 
-    def detect(self, octaves, opts) -> list[Extrema]:
-        threshold = prethreshold(opts.contrast_threshold, opts.n_octave_layers)
+    def detect(self, octaves: list[Octave], opts: SiftOptions) -> list[Extrema]:
+        threshold = _prethreshold(opts)
         return self.cuda.detect_extrema(octaves, threshold=threshold, **_tests(opts))
 
-    def orientations(self, octaves, number, layer, x, y, scale, *, subpixel: bool = False):
+    def orientations(
+        self,
+        octaves: list[Octave],
+        number: XpArray,
+        layer: XpArray,
+        x: XpArray,
+        y: XpArray,
+        scale: XpArray,
+        *,
+        subpixel: bool = False,
+    ) -> XpArray:
         return self.cuda.orientation_histograms(
             octaves, number, layer, x, y, scale, subpixel=subpixel
         )
 
     def describe(
         self,
-        octaves,
-        number,
-        layer,
-        x,
-        y,
-        direction,
-        scale,
+        octaves: list[Octave],
+        number: XpArray,
+        layer: XpArray,
+        x: XpArray,
+        y: XpArray,
+        direction: XpArray,
+        scale: XpArray,
         *,
         rootsift: bool,
         subpixel: bool = False,
-    ):
+    ) -> XpArray:
         return self.cuda.descriptors(
             octaves, number, layer, x, y, direction, scale, rootsift=rootsift, subpixel=subpixel
         )[1]
 
 
-def _tests(opts) -> dict:
+def _octave_options(opts: SiftOptions) -> dict[str, Any]:
+    """The options :func:`.scale_space.scale_space` takes (each set: options left to the preset
+    have its values)."""
+    return {
+        "sigma": opts.sigma,
+        "n_octave_layers": opts.n_octave_layers,
+        "upsample": opts.upsample,
+        "n_octaves": opts.n_octaves,
+    }
+
+
+def _prethreshold(opts: SiftOptions) -> float:
+    # SiftOptions fills in every option left to None from its preset
+    assert opts.contrast_threshold is not None and opts.n_octave_layers is not None
+    return prethreshold(opts.contrast_threshold, opts.n_octave_layers)
+
+
+def _tests(opts: SiftOptions) -> dict[str, Any]:
     return {
         "n_octave_layers": opts.n_octave_layers,
         "contrast_threshold": opts.contrast_threshold,
@@ -288,7 +377,7 @@ def own_process() -> None:
 
 
 @contextlib.contextmanager
-def _without_blas_probe():
+def _without_blas_probe() -> Iterator[None]:
     """numba, loading its first compiled function, imports scipy.linalg to find a BLAS for
     ``np.dot`` (a large share of a fresh process's time to its first keypoints); the kernels
     call no BLAS. In visiontk's own processes the probe is made to fail fast
@@ -299,7 +388,8 @@ def _without_blas_probe():
     if not _OWN_PROCESS[0] or _SCIPY_BLAS in sys.modules or "numba.np.arraymath" in sys.modules:
         yield
         return
-    sys.modules[_SCIPY_BLAS] = None
+    # None in sys.modules makes an import fail at once (documented; typeshed does not allow it)
+    sys.modules[_SCIPY_BLAS] = None  # type: ignore[assignment]
     try:
         yield
     finally:
@@ -308,7 +398,7 @@ def _without_blas_probe():
 
 
 @functools.cache
-def cpu_kernels():
+def cpu_kernels() -> ModuleType | None:
     """The numba kernels, compiled (or loaded from numba's cache) once per process, or None
     when numba is not installed. The time it took is reported once (:func:`take_compile_time`)."""
     t = time.perf_counter()

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import os
 import threading
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
+from types import ModuleType
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .. import devices, io
 from ..errors import ImageError, OptionError, VisiontkError, out_of_memory
+from ..features import Features
+from ..io import ImageSource
 from .backends import SiftBackend, for_device
 from .extraction import extract
 from .options import SiftOptions, checked_max_pixels
@@ -18,14 +24,17 @@ from .options import SiftOptions, checked_max_pixels
 #: Host threads feeding one GPU in :func:`iter_sift` (each with its own CUDA stream).
 GPU_WORKERS = 2
 
+#: An image given to :func:`iter_sift`, yielded back beside its result.
+ImageT = TypeVar("ImageT", bound=ImageSource)
+
 
 def sift_batch(
-    images,
+    images: Iterable[ImageSource],
     *,
     device: str | SiftBackend = "auto",
     max_pixels: int = io.DEFAULT_MAX_PIXELS,
-    **options,
-) -> list:
+    **options: Any,
+) -> list[Features]:
     """:func:`visiontk.sift` on many images, keeping the device busy (see :func:`iter_sift`).
 
     Returns one :class:`~visiontk.Features` per image, in order; a bad image raises its
@@ -37,7 +46,7 @@ def sift_batch(
     >>> [len(f) > 0 for f in feats]
     [True, True]
     """
-    results = []
+    results: list[Features] = []
     for _, found in iter_sift(images, device=device, max_pixels=max_pixels, **options):
         if isinstance(found, VisiontkError):
             raise found
@@ -46,12 +55,12 @@ def sift_batch(
 
 
 def iter_sift(
-    images,
+    images: Iterable[ImageT],
     *,
     device: str | SiftBackend = "auto",
     max_pixels: int = io.DEFAULT_MAX_PIXELS,
-    **options,
-):
+    **options: Any,
+) -> Iterator[tuple[ImageT, Features | VisiontkError]]:
     """Yield ``(image, Features)`` for each of ``images`` in order, or ``(image, ImageError)``
     for one that cannot be read, so a bad file does not stop the rest.
 
@@ -84,7 +93,9 @@ def iter_sift(
     return _concurrent(list(images), opts, sift_backend, max_pixels, workers=GPU_WORKERS)
 
 
-def _decoded_ahead(images, opts, sift_backend, max_pixels):
+def _decoded_ahead(
+    images: list[ImageT], opts: SiftOptions, sift_backend: SiftBackend, max_pixels: int
+) -> Iterator[tuple[ImageT, Features | VisiontkError]]:
     from concurrent.futures import ThreadPoolExecutor
 
     if not images:
@@ -92,11 +103,13 @@ def _decoded_ahead(images, opts, sift_backend, max_pixels):
     xp = sift_backend.xp
     with ThreadPoolExecutor(max_workers=1) as pool:
 
-        def decode(k):
+        def decode(k: int) -> Future[np.ndarray]:
             return pool.submit(io.load_gray, images[k], max_pixels=max_pixels)
 
         pending = decode(0)
         for k, image in enumerate(images):
+            gray: np.ndarray | VisiontkError
+            found: Features | VisiontkError
             try:
                 gray = pending.result()
             except Exception as exc:
@@ -114,7 +127,7 @@ def _decoded_ahead(images, opts, sift_backend, max_pixels):
             yield image, found
 
 
-def _as_error(image, exc, doing: str) -> VisiontkError:
+def _as_error(image: ImageSource, exc: Exception, doing: str) -> VisiontkError:
     """An image that could not be read, or that took more memory than there is, as the
     ImageError of that image alone: the batch goes on with the next. Anything else is
     raised: an internal error is not the image's."""
@@ -128,7 +141,13 @@ def _as_error(image, exc, doing: str) -> VisiontkError:
     )
 
 
-def _concurrent(images, opts, sift_backend, max_pixels, workers: int):
+def _concurrent(
+    images: list[ImageT],
+    opts: SiftOptions,
+    sift_backend: SiftBackend,
+    max_pixels: int,
+    workers: int,
+) -> Iterator[tuple[ImageT, Features | VisiontkError]]:
     """Decode and extract on ``workers`` threads, each on its own stream (CuPy), results in
     order, at most ``workers + 1`` images in memory."""
     from collections import deque
@@ -136,7 +155,7 @@ def _concurrent(images, opts, sift_backend, max_pixels, workers: int):
 
     xp = sift_backend.xp
 
-    def one(image):
+    def one(image: ImageT) -> Features | VisiontkError:
         try:
             gray = io.load_gray(image, max_pixels=max_pixels)
         except Exception as exc:
@@ -148,7 +167,7 @@ def _concurrent(images, opts, sift_backend, max_pixels, workers: int):
             return _as_error(image, exc, "extract features of")
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        in_flight = deque()
+        in_flight: deque[tuple[ImageT, Future[Features | VisiontkError]]] = deque()
         for image in images:
             in_flight.append((image, pool.submit(one, image)))
             if len(in_flight) > workers:
@@ -162,7 +181,7 @@ def _concurrent(images, opts, sift_backend, max_pixels, workers: int):
 _STREAMS = threading.local()
 
 
-def _own_stream(xp):
+def _own_stream(xp: ModuleType) -> AbstractContextManager[Any]:
     """This thread's own non-blocking CUDA stream, to use as the current one (CuPy); nothing
     on numpy (and on the CPU emulation of the CUDA kernels)."""
     cuda = getattr(xp, "cuda", None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import devices
+from ..devices import XpArray
 from .constants import IMAGE_BORDER, MAX_REFINE_STEPS, VLFEAT_MAX_OFFSET, VLFEAT_MOVE_OFFSET
 
 _IMG_SCALE = 1.0 / 255.0
@@ -21,13 +22,13 @@ class Extrema:
     """Refined extrema of one octave: integer sample (layer, row, col), the sub-pixel offsets
     (in layer, row, col units) of the fitted quadratic's extremum, and |D| there (0..1 scale)."""
 
-    layer: object
-    row: object
-    col: object
-    offset_layer: object
-    offset_row: object
-    offset_col: object
-    response: object
+    layer: XpArray
+    row: XpArray
+    col: XpArray
+    offset_layer: XpArray
+    offset_row: XpArray
+    offset_col: XpArray
+    response: XpArray
 
     def __len__(self) -> int:
         return int(self.layer.shape[0])

@@ -119,7 +119,7 @@ def _detect(octaves, opts, sift_backend, mask):
         and mask is None
     ):
         return sift_backend.detect(octaves, opts)
-    found = [None] * len(octaves)
+    found: list[Extrema | None] = [None] * len(octaves)
     total = 0
     for i in range(len(octaves) - 1, -1, -1):
         if total > opts.max_features:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from . import constants as C
 #: where the cap binds, more correct matches and more repeatable than the 8192 strongest; only the
 #: kept ones are oriented and described), 4 octaves from the doubled image (COLMAP's num_octaves:
 #: coarser keypoints are the worst localised).
-SIFT_PRESETS = {
+SIFT_PRESETS: dict[str, dict[str, Any]] = {
     "opencv": {
         "max_features": 0,
         "n_octave_layers": C.N_OCTAVE_LAYERS,
@@ -53,10 +53,9 @@ SIFT_PRESETS["accurate"] = {
     "n_octaves": 4,
     "keep": "largest",
 }
-#: The preset of visiontk.sift, `visiontk match` and the pipeline's sift stage.
-DEFAULT_PRESET = "accurate"
-
 Preset = Literal["accurate", "opencv"]
+#: The preset of visiontk.sift, `visiontk match` and the pipeline's sift stage.
+DEFAULT_PRESET: Preset = "accurate"
 Refinement = Literal["opencv", "tolerant"]
 Smoothing = Literal["opencv", "vlfeat"]
 Keep = Literal["strongest", "largest"]
@@ -93,7 +92,7 @@ class SiftOptions:
     keep: Keep | None = None
     n_octaves: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.preset not in SIFT_PRESETS:
             raise OptionError(
                 f"sift option preset must be one of {', '.join(SIFT_PRESETS)}, "
@@ -170,7 +169,7 @@ class SiftOptions:
                 )
 
     @classmethod
-    def from_keywords(cls, options: dict) -> SiftOptions:
+    def from_keywords(cls, options: dict[str, Any]) -> SiftOptions:
         """From ``**options`` of a call; an unknown name is a one-line OptionError."""
         try:
             return cls(**options)
@@ -178,11 +177,11 @@ class SiftOptions:
             raise OptionError(f"sift: {exc}".replace("SiftOptions.__init__()", "sift()")) from None
 
 
-def _number(value) -> bool:
+def _number(value: object) -> TypeGuard[float | np.number[Any]]:
     return isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value)
 
 
-def checked_max_pixels(value) -> int:
+def checked_max_pixels(value: object) -> int:
     """``max_pixels`` checked to be a positive integer (the image size limit, a load option)."""
     if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0):
         raise OptionError(f"max_pixels must be an integer > 0, got {shown(value)}")

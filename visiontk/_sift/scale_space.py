@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import devices
+from ..devices import XpArray
 from .constants import ASSUMED_BLUR, IMAGE_BORDER
 
 
@@ -23,11 +24,11 @@ class Octave:
     """
 
     index: int
-    gaussians: object
-    _dogs: object = field(default=None, repr=False)
+    gaussians: XpArray
+    _dogs: XpArray | None = field(default=None, repr=False)
 
     @property
-    def dogs(self):
+    def dogs(self) -> XpArray:
         if self._dogs is None:
             self._dogs = self.gaussians[1:] - self.gaussians[:-1]
         return self._dogs
@@ -104,7 +105,7 @@ def layer_taps(sigma: float, n_octave_layers: int) -> list:
     import cv2
 
     k = 2.0 ** (1.0 / n_octave_layers)
-    taps = [np.ones(1, np.float32)]
+    taps: list[np.ndarray] = [np.ones(1, np.float32)]
     for i in range(1, n_octave_layers + 3):
         s = math.sqrt((sigma * k**i) ** 2 - sigma**2)
         size = int(round(s * 8 + 1)) | 1

@@ -21,6 +21,7 @@ import contextlib
 import os
 import threading
 from pathlib import Path
+from typing import TypeAlias
 
 import cv2
 import numpy as np
@@ -34,6 +35,8 @@ DEFAULT_MAX_PIXELS = 40_000_000
 #: Smallest side accepted: below this no keypoint survives SIFT's 5-pixel border.
 MIN_SIDE = 16
 _EXIF_ORIENTATION = 0x0112
+#: An image as visiontk's functions take it: a file's path, or an array (the ranges above).
+ImageSource: TypeAlias = str | os.PathLike[str] | np.ndarray
 #: What a folder of images yields (:func:`.inputs.resolve_images`): image files.
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm"}
@@ -41,7 +44,7 @@ IMAGE_SUFFIXES = frozenset(
 
 
 def read_image(
-    path,
+    path: str | os.PathLike[str],
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     exif_transpose: bool = True,
@@ -194,7 +197,7 @@ def to_gray(
     return np.ascontiguousarray(pixels, dtype=np.float32)
 
 
-def _to_255(image, name: str, max_pixels: int, min_side: int = MIN_SIDE) -> np.ndarray:
+def _to_255(image: object, name: str, max_pixels: int, min_side: int = MIN_SIDE) -> np.ndarray:
     """Check an image array (type, shape, size, range), drop alpha, scale to 0..255 float32:
     H×W or H×W×3."""
     if not isinstance(image, np.ndarray):
@@ -236,7 +239,7 @@ def _scale_to_255(image: np.ndarray, name: str) -> np.ndarray:
 
 
 def load_gray(
-    source, *, max_pixels: int = DEFAULT_MAX_PIXELS, exif_transpose: bool = True
+    source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, exif_transpose: bool = True
 ) -> np.ndarray:
     """Read a path or take an array, and return grey float32 on the 0..255 scale.
 
@@ -255,7 +258,7 @@ def load_gray(
 
 
 def load_rgb(
-    source, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE
+    source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE
 ) -> np.ndarray:
     """Read a path or take an array and return uint8 RGB H×W×3, for drawing pictures.
 
@@ -264,9 +267,10 @@ def load_rgb(
     >>> load_rgb("sample_images/coffee.png").shape
     (400, 600, 3)
     """
-    is_path = isinstance(source, (str, os.PathLike))
-    name = str(source) if is_path else "<array>"
-    image = read_image(source, max_pixels=max_pixels, min_side=min_side) if is_path else source
+    if isinstance(source, (str, os.PathLike)):
+        name, image = str(source), read_image(source, max_pixels=max_pixels, min_side=min_side)
+    else:
+        name, image = "<array>", source
     pixels = _to_255(image, name, max_pixels, min_side)  # the same checks as for SIFT
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)

@@ -9,14 +9,17 @@ counts (50k × 50k included).
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import OptionError
 from ..features import Features, Matches
 
 if TYPE_CHECKING:
+    from ..devices import XpArray
     from ..extract import SiftBackend
 
 #: Upper bound on the distance block held at once (bytes). On the CPU a block that stays in
@@ -30,8 +33,8 @@ DEFAULT_RATIO = 0.8
 
 
 def match(
-    features_a,
-    features_b,
+    features_a: Features | ArrayLike,
+    features_b: Features | ArrayLike,
     *,
     ratio: float = DEFAULT_RATIO,
     mutual: bool = True,
@@ -105,14 +108,16 @@ def match(
     )
 
 
-def _descriptors(features) -> np.ndarray:
+def _descriptors(features: Features | ArrayLike) -> np.ndarray:
     data = features.descriptors if isinstance(features, Features) else np.asarray(features)
     if data.ndim != 2:
         raise OptionError(f"descriptors must be a 2-D array, got shape {data.shape}")
     return data
 
 
-def nearest_neighbours(a, b, xp=np):
+def nearest_neighbours(
+    a: XpArray, b: XpArray, xp: ModuleType = np
+) -> tuple[XpArray, XpArray, XpArray, XpArray]:
     """For each row of ``a``: index of its nearest row of ``b``, the distance to it and to the
     second nearest (inf when ``b`` has one row), and whether the pair is mutual (that row of
     ``b`` has no nearer row of ``a``; ties go to the lower index). Distances are Euclidean.
@@ -165,7 +170,9 @@ def nearest_neighbours(a, b, xp=np):
     return nearest, xp.sqrt(xp.maximum(d1, 0)), xp.sqrt(xp.maximum(d2, 0)), mutual
 
 
-def _candidates_xp(af, bf, a_sq, b_sq, k: int, xp):
+def _candidates_xp(
+    af: XpArray, bf: XpArray, a_sq: XpArray, b_sq: XpArray, k: int, xp: ModuleType
+) -> tuple[XpArray, XpArray, XpArray]:
     """The xp definition of the candidate search (CuPy on the GPU; numpy without numba): the
     ``k`` nearest columns of every row by float32 distance (ties to the lower index), their
     values, and each column's minimum."""
@@ -192,7 +199,7 @@ def _candidates_xp(af, bf, a_sq, b_sq, k: int, xp):
     return cand, block, col_min
 
 
-def _kernels():
+def _kernels() -> ModuleType | None:
     """The compiled CPU candidate search, or None without numba."""
     try:
         from . import _cpu_kernels

@@ -99,6 +99,7 @@ def nearest_candidates(
 
     integer = _integer_tiles(a, b)
     if integer:
+        assert a is not None and b is not None  # _integer_tiles is False without them
         a_pad, packed = _int8.pad_rows(a), _int8.pack_columns(b)
         row_terms, shape = _int8.row_terms(a, a_sq), _int8.tile_shape(rows, cols)
     else:
@@ -175,7 +176,7 @@ def rescore(a, b, cand):  # pragma: no cover - numba
             j = cand[i, t]
             if j < 0:
                 continue
-            acc = 0
+            acc = np.int64(0)
             for c in range(a.shape[1]):
                 diff = np.int64(a[i, c]) - np.int64(b[j, c])
                 acc += diff * diff

@@ -172,4 +172,6 @@ def dot_tile(a, r0, r1, packed, c0, c1, out):  # pragma: no cover - numba
     :func:`tile_shape`; ``c0`` a multiple of 32."""
     for i in range(r0, r1, ROWS):
         for j in range(c0, c1, COLUMNS):
-            _micro(a, i, packed, j // GROUP, out, i - r0, j - c0)
+            # numba's stubs give an @intrinsic the parameters of its definition, typingctx
+            # included; jitted code calls it without that one
+            _micro(a, i, packed, j // GROUP, out, i - r0, j - c0)  # type: ignore[call-arg]

@@ -9,12 +9,20 @@ at (0.5, 0.5); visiontk (like OpenCV) at (0, 0).
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._files import atomic_write
+
+if TYPE_CHECKING:
+    from ..features import Features, Matches
+    from ..geometry import Geometry
+    from ..sfm.cameras import Camera
 
 #: COLMAP's pair ids: image_id1 * 2147483647 + image_id2 with image_id1 < image_id2.
 MAX_IMAGE_ID = 2147483647
@@ -70,7 +78,12 @@ def pair_id(image_id1: int, image_id2: int) -> int:
     return a * MAX_IMAGE_ID + b
 
 
-def export_colmap(path: Path, features: list, pairs: list, cameras=None) -> Path:
+def export_colmap(
+    path: str | os.PathLike[str],
+    features: Iterable[tuple[str, Features]],
+    pairs: Iterable[tuple[str, str, Matches, Geometry | None]],
+    cameras: Callable[[str, tuple[int, int]], Camera] | None = None,
+) -> Path:
     """Write a COLMAP database at ``path`` (replaced atomically).
 
     ``features``: (image name, Features) in image-id order (ids from 1);
@@ -90,7 +103,9 @@ def export_colmap(path: Path, features: list, pairs: list, cameras=None) -> Path
             con.execute("PRAGMA journal_mode = OFF")
             con.execute("PRAGMA synchronous = OFF")
             con.executescript(SCHEMA)
-            ids, camera_ids = {}, {}
+            ids: dict[str, int] = {}
+            # one row per Camera object (by id()), or per image without one
+            camera_ids: dict[object, tuple[int, Camera | None]] = {}
             for image_id, (name, f) in enumerate(features, start=1):
                 camera = cameras(name, f.image_size) if cameras is not None else None
                 # one row per Camera object (kept here so that its id() stays its own)
@@ -144,7 +159,7 @@ def export_colmap(path: Path, features: list, pairs: list, cameras=None) -> Path
                     if ids[name_a] > ids[name_b]:
                         model = model.T if geometry.kind == "fundamental" else np.linalg.inv(model)
                     # only the estimated matrix: COLMAP reads a missing one as unset (zeros)
-                    blobs = {"F": None, "E": None, "H": None}
+                    blobs: dict[str, bytes | None] = {"F": None, "E": None, "H": None}
                     blobs["F" if geometry.kind == "fundamental" else "H"] = model.tobytes()
                     con.execute(
                         "INSERT INTO two_view_geometries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
@@ -168,7 +183,9 @@ def export_colmap(path: Path, features: list, pairs: list, cameras=None) -> Path
     return path
 
 
-def _insert_camera(con, camera_id: int, camera, image_size) -> int:
+def _insert_camera(
+    con: sqlite3.Connection, camera_id: int, camera: Camera | None, image_size: tuple[int, int]
+) -> int:
     """A camera row and its trivial rig (rig id = camera id, as COLMAP's extractor makes)."""
     if camera is None:
         h, w = image_size
@@ -185,7 +202,7 @@ def _insert_camera(con, camera_id: int, camera, image_size) -> int:
     return camera_id
 
 
-def _to_colmap_pixels(geometry) -> np.ndarray:
+def _to_colmap_pixels(geometry: Geometry) -> np.ndarray:
     """H or F for points moved by +0.5 px: H' = T H T⁻¹, F' = T⁻ᵀ F T⁻¹ (T: the shift)."""
     shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
     back = np.linalg.inv(shift)

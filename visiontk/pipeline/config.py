@@ -28,11 +28,13 @@ pair-selection stage, per-pair stages see every pair (``pairs-exhaustive``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import OptionError, shown
 
-PIPELINES = {
+PIPELINES: dict[str, list[dict[str, Any]]] = {
     "sift-match": [
         {"name": "load"},
         {"name": "sift"},
@@ -66,7 +68,7 @@ PIPELINES = {
 }
 
 
-def read_spec(source: str | Path) -> list[dict]:
+def read_spec(source: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Stage list from a preset name or a .toml / .yaml / .yml file."""
     text = str(source)
     if text in PIPELINES:

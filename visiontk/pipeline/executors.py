@@ -13,9 +13,18 @@ import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
 from ..errors import OptionError, VisiontkError, shown
 from .tasks import Reply, Task, run_task
+
+if TYPE_CHECKING:
+    from dask.distributed import Client, Future, LocalCluster
+    from dask.typing import Key
+
+    from .workers import WorkerPool
+
+_T = TypeVar("_T")
 
 EXECUTORS = ("local", "dask")
 #: Tasks in flight per worker: enough to keep workers busy, few enough to bound memory.
@@ -40,7 +49,7 @@ def auto_workers(items: int) -> int:
 WORKERS_PER_CORE_MAX = 4
 
 
-def capped_workers(workers, items: int):
+def capped_workers(workers: int, items: int) -> int:
     """``workers`` as asked, but never more than the items or
     :data:`WORKERS_PER_CORE_MAX` per usable core (a bad value is left for :func:`create`)."""
     from .workers import usable_cores
@@ -50,7 +59,17 @@ def capped_workers(workers, items: int):
     return max(1, min(workers, items, WORKERS_PER_CORE_MAX * usable_cores()))
 
 
-def create(kind: str, workers: int, scheduler: str | None = None, quiet: bool = False):
+class Executor(Protocol):
+    """What a run needs of where its tasks run (used as a context manager around the run)."""
+
+    def map_unordered(self, tasks: Iterable[Task]) -> Iterator[Reply]:
+        """Yield each task's reply as tasks finish, in any order."""
+        ...
+
+
+def create(
+    kind: str, workers: int, scheduler: str | None = None, quiet: bool = False
+) -> LocalExecutor | DaskExecutor:
     if kind not in EXECUTORS:
         raise OptionError(f"executor must be one of {', '.join(EXECUTORS)}, got {shown(kind)}")
     if not isinstance(workers, int) or workers < 1:
@@ -66,18 +85,18 @@ class LocalExecutor:
     """Tasks in ``workers`` spawned processes (:class:`.workers.WorkerPool`): a worker that
     crashes costs only its task, and workers die with the run."""
 
-    def __init__(self, workers: int, quiet: bool = False):
+    def __init__(self, workers: int, quiet: bool = False) -> None:
         self.workers = workers
         self.quiet = quiet
-        self._pool = None
+        self._pool: WorkerPool | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         from .workers import WorkerPool
 
         self._pool = WorkerPool(self.workers, self.quiet).__enter__()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.__exit__(*exc)
             self._pool = None
@@ -85,6 +104,7 @@ class LocalExecutor:
     def map_unordered(self, tasks: Iterable[Task]) -> Iterator[Reply]:
         """Yield each task's reply as tasks finish; ``task.died(cause)`` stands in for the
         reply of a task whose worker died."""
+        assert self._pool is not None, "map_unordered runs inside `with executor:`"
         for task, reply in self._pool.map_unordered(run_task, tasks):
             yield task.died(str(reply)) if isinstance(reply, Exception) else reply
 
@@ -99,14 +119,15 @@ class DaskExecutor:
     """Tasks on a Dask distributed cluster: ``scheduler`` address, or a LocalCluster of
     ``workers`` single-threaded processes. Workers must see the output folder (shared disk)."""
 
-    def __init__(self, workers: int, scheduler: str | None):
+    def __init__(self, workers: int, scheduler: str | None) -> None:
         self.workers = workers
         self.scheduler = scheduler
-        self._client = self._cluster = None
+        self._client: Client | None = None
+        self._cluster: LocalCluster | None = None
         self._warned = False
-        self._log_levels: dict = {}
+        self._log_levels: dict[str, int] = {}
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         from .workers import THREAD_VARIABLES  # not at the top: only runs use the pool
 
         try:
@@ -142,7 +163,7 @@ class DaskExecutor:
             self._client = Client(self._cluster)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self._client is not None:
             self._client.close()
         if self._cluster is not None:
@@ -151,12 +172,14 @@ class DaskExecutor:
             logging.getLogger(name).setLevel(level)
 
     def map_unordered(self, tasks: Iterable[Task]) -> Iterator[Reply]:
+        client = self._client
+        assert client is not None, "map_unordered runs inside `with executor:`"
         todo = iter(tasks)
-        limit = max(1, len(self._client.scheduler_info().get("workers", {}))) * IN_FLIGHT_PER_WORKER
-        submitted = {}
+        limit = max(1, len(client.scheduler_info().get("workers", {}))) * IN_FLIGHT_PER_WORKER
+        submitted: dict[Key, Task] = {}
 
-        def submit(task):
-            future = self._client.submit(run_task, task, pure=False)
+        def submit(task: Task) -> Future:
+            future = client.submit(run_task, task, pure=False)
             submitted[future.key] = task
             return future
 
@@ -171,12 +194,14 @@ class DaskExecutor:
                     yield task.died(f"{type(exc).__name__}: {str(exc)[:200]}")
                 pending |= {submit(t) for t in _take(todo, 1)}
 
-    def _wait(self, pending: set) -> tuple[set, set]:
+    def _wait(self, pending: set[Future]) -> tuple[set[Future], set[Future]]:
         """(done, pending) once a task is done; a scheduler that stays unreachable for
         :data:`SCHEDULER_GRACE` seconds ends the run with one line (the client would wait for
         it for ever), and the rerun resumes from the cache."""
         from dask.distributed import wait
 
+        client = self._client
+        assert client is not None, "the executor waits inside `with executor:`"
         where = self.scheduler or "the local cluster"
         lost = VisiontkError(
             f"lost the Dask scheduler ({where}); the finished work is kept: run again to resume"
@@ -195,9 +220,9 @@ class DaskExecutor:
                 if "Cancelled" in type(exc).__name__:
                     raise lost from None
                 raise
-            if self._client.status == "running":
+            if client.status == "running":
                 lost_since = None
-                if self._client.scheduler_info().get("workers"):
+                if client.scheduler_info().get("workers"):
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > SCHEDULER_GRACE and not self._warned:
                     self._warned = True  # it waits: the user may be starting workers
@@ -212,7 +237,7 @@ class DaskExecutor:
                 raise lost
 
 
-def _take(iterator, n):
+def _take(iterator: Iterator[_T], n: int) -> Iterator[_T]:
     for _ in range(n):
         item = next(iterator, None)
         if item is None:

@@ -8,16 +8,20 @@ a stage's module is imported only when the stage is used or described.
 from __future__ import annotations
 
 import functools
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
 from ..errors import OptionError, shown
+
+if TYPE_CHECKING:
+    from .stage import Stage
 
 GROUP = "visiontk.stages"
 
 
 @functools.lru_cache(maxsize=1)
-def _entry_points() -> dict:
-    found = {}
+def _entry_points() -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=GROUP):
         found.setdefault(ep.name, ep)
     return found
@@ -28,7 +32,7 @@ def stage_names() -> list[str]:
     return sorted(_entry_points())
 
 
-def load_stage(name: str):
+def load_stage(name: str) -> type[Stage]:
     """The stage class registered under ``name``."""
     eps = _entry_points()
     if name not in eps:

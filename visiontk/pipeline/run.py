@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from .tasks import (
 )
 
 if TYPE_CHECKING:
+    from .executors import Executor
     from .runner import Pipeline, RunResult
     from .stage import Stage
 
@@ -53,7 +54,7 @@ class Run:
 
     def __init__(
         self, pipeline: Pipeline, named: Named, result: RunResult, quiet: bool, started: float
-    ):
+    ) -> None:
         self.pipeline = pipeline
         self.started = started  # time.perf_counter() when the run began
         self.named = named
@@ -66,7 +67,7 @@ class Run:
         #: each finished pair's reply, by (name a, name b): the report's counts and pictures
         self.pairs: dict[tuple[str, str], PairReply] = {}
 
-    def go(self, pool, colmap: bool) -> None:
+    def go(self, pool: Executor, colmap: bool) -> None:
         p, out = self.pipeline, self.result.out
         self._compile_once(pool)
         features = self._images(pool)
@@ -114,7 +115,7 @@ class Run:
 
     # --- the parts, in order ----------------------------------------------------------------
 
-    def _compile_once(self, pool) -> None:
+    def _compile_once(self, pool: Executor) -> None:
         """On the first run after an install, compile the CPU kernels in one worker while the
         others wait, and say so: every worker compiling them at once is slow, and silent."""
         from .._numba_cache import COMPILE_NOTICE, kernels_compiled
@@ -128,14 +129,14 @@ class Run:
         for reply in pool.map_unordered([CompileTask()]):
             self.result.add_seconds(reply.seconds)
 
-    def _images(self, pool) -> Keys:
+    def _images(self, pool: Executor) -> Keys:
         stages = tuple(self.pipeline.image_stages)
         config = store.config_hash(self.pipeline.specs(stages))
         tasks = [
             ImageTask(name, str(path), stages, config, str(self.cache.root), str(self.result.out))
             for name, path in self.named
         ]
-        done = {}
+        done: dict[str, str] = {}
         with Progress(len(tasks), "images", self.quiet) as progress:
             for reply in pool.map_unordered(tasks):
                 assert isinstance(reply, ImageReply)
@@ -147,7 +148,7 @@ class Run:
                 progress.advance(reply.name, reply.ok)
         return [(name, done[name]) for name, _ in self.named if name in done]
 
-    def _pairs(self, pool, features: Keys) -> PairKeys:
+    def _pairs(self, pool: Executor, features: Keys) -> PairKeys:
         selection = self.pipeline.selection
         assert selection is not None  # a pipeline with pair stages always has one
         keys = dict(features)
@@ -174,12 +175,14 @@ class Run:
                 progress.advance(f"{reply.a} {reply.b}", reply.ok)
         return [(a, b, self.pairs[(a, b)].key) for a, b in chosen if (a, b) in self.pairs]
 
-    def _with_features(self, chosen, selection: str, keys: dict) -> list[tuple[str, str]]:
+    def _with_features(
+        self, chosen: Iterable[tuple[str, str]], selection: str, keys: dict[str, str]
+    ) -> list[tuple[str, str]]:
         """The selected pairs whose two images have features; a pair naming an image that
         failed is listed as a failure of its own (the rest run), a name that is not one of the
         run's images is an error (a typo in a pairs file)."""
         run_names = {n for n, _ in self.named}
-        kept = []
+        kept: list[tuple[str, str]] = []
         for a, b in chosen:
             unknown = next((n for n in (a, b) if n not in run_names), None)
             if unknown is not None:
@@ -195,12 +198,12 @@ class Run:
             )
         return kept
 
-    def _whole(self, pool, features: Keys, pairs: PairKeys) -> PicturesReply:
+    def _whole(self, pool: Executor, features: Keys, pairs: PairKeys) -> PicturesReply:
         """The report's pictures and each whole-run stage, side by side in workers (a mapper
         that crashes fails alone); a stage is skipped when the same inputs and options made
         its result before. Returns what the pictures task made."""
         paths = dict(self.named)
-        context = {
+        context: dict[str, Any] = {
             "out": str(self.result.out),
             "database": str(self.folder.database),
             "images": [(n, str(paths[n])) for n, _ in features],
@@ -208,8 +211,9 @@ class Run:
             "pairs": [(a, b, str(self.cache.pair_path(k))) for a, b, k in pairs],
         }
         inputs = [[n, k] for n, k in features] + [[a, b, k] for a, b, k in pairs]
-        jobs: list[Any] = []
-        keys, replies = {}, {}
+        jobs: list[PicturesTask | ModelTask] = []
+        keys: dict[str, str] = {}
+        replies: dict[str, ModelReply] = {}
         pictures = self._pictures_task(features)
         if pictures is not None:
             jobs.append(pictures)
@@ -278,7 +282,7 @@ class Run:
             ]
         thumbs = report.choose_thumbnails(pictures, failed)
         paths, keys = dict(self.named), dict(features)
-        chosen = {}
+        chosen: dict[str, PairPicture] = {}
         if pictures:
             for label, r in report.choose_pairs(list(self.pairs.values())).items():
                 chosen[label] = PairPicture(
@@ -318,7 +322,11 @@ class Run:
             raise disk_full_error(self.result.out)
 
     def _gather(
-        self, path: Path, entries: list, sources: list, write: Callable[[Path], None]
+        self,
+        path: Path,
+        entries: Sequence[tuple[str, ...]],
+        sources: Sequence[Path],
+        write: Callable[[Path], None],
     ) -> Path:
         """``write(path)`` an HDF5 file gathered from the cache files ``sources`` of
         ``entries``, unless the cache records that file whole and current; the disk's room is

@@ -14,8 +14,10 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._files import atomic_write, disk_full, remove_stale_temporaries, writable_folder
 from ..errors import OptionError, VisiontkError
@@ -39,22 +41,23 @@ class RunResult:
     pairs: int = 0
     pairs_done: int = 0
     pairs_cached: int = 0
-    failures: list = field(default_factory=list)
+    #: each failed item as :meth:`.tasks.Failure.listed` gives it
+    failures: list[dict[str, str]] = field(default_factory=list)
     features_path: Path | None = None
     matches_path: Path | None = None
     colmap_path: Path | None = None
     #: why the run stopped before its end (a full disk, a lost scheduler), else ""
     stopped: str = ""
     #: folders of OUT that stages wrote their own files into (OUT/attention, ...)
-    folders: list = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)
     #: what the whole-run stages (reconstruct) reported, by stage name
-    models: dict = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
     #: worker processes the run used (or asked the Dask cluster for)
     workers: int = 0
     #: seconds per stage, summed over the items it ran on (in parallel with several workers),
     #: and the writing of each output file
-    stage_seconds: dict = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -65,19 +68,19 @@ class RunResult:
             and all(m.get("models", 1) for m in self.models.values())
         )
 
-    def add_seconds(self, seconds: dict) -> None:
+    def add_seconds(self, seconds: dict[str, float]) -> None:
         for stage, t in seconds.items():
             self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + t
 
     @contextlib.contextmanager
-    def timed(self, what: str):
+    def timed(self, what: str) -> Iterator[None]:
         t0 = time.perf_counter()
         try:
             yield
         finally:
             self.add_seconds({what: time.perf_counter() - t0})
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
         d["folders"] = [str(f) for f in self.folders]
         d["ok"] = self.ok
@@ -97,7 +100,7 @@ class Pipeline:
     (5, [])
     """
 
-    def __init__(self, stages: list[Stage]):
+    def __init__(self, stages: list[Stage]) -> None:
         if not stages:
             raise OptionError("a pipeline needs at least one stage")
         self.stages = list(stages)
@@ -148,7 +151,7 @@ class Pipeline:
             raise OptionError("per-pair stages need a stage that makes features")
 
     @classmethod
-    def from_spec(cls, spec: list[dict]) -> Pipeline:
+    def from_spec(cls, spec: list[dict[str, Any]]) -> Pipeline:
         stages = []
         for entry in spec:
             options = {k: v for k, v in entry.items() if k != "name"}
@@ -156,11 +159,11 @@ class Pipeline:
         return cls(stages)
 
     @classmethod
-    def from_file(cls, path_or_preset) -> Pipeline:
+    def from_file(cls, path_or_preset: str | os.PathLike[str]) -> Pipeline:
         """From a .toml/.yaml pipeline file or a preset name (see :data:`config.PIPELINES`)."""
         return cls.from_spec(read_spec(path_or_preset))
 
-    def specs(self, stages) -> list:
+    def specs(self, stages: Iterable[Stage]) -> list[tuple[str, dict[str, Any]]]:
         return [(s.name, s.describe()["options"]) for s in stages]
 
     def shown_by(self) -> Stage | None:
@@ -169,8 +172,8 @@ class Pipeline:
 
     def run(
         self,
-        images,
-        out,
+        images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        out: str | os.PathLike[str],
         *,
         workers: int | None = None,
         executor: str = "local",
@@ -189,7 +192,7 @@ class Pipeline:
         out = Path(os.path.abspath(writable_folder(out)))
         with _exclusive(out):
             remove_stale_temporaries(out)
-            unreadable: list = []
+            unreadable: list[tuple[Path, str]] = []
             named = [
                 (n, Path(os.path.abspath(p)))
                 for n, p in resolve_images(
@@ -249,7 +252,7 @@ class Pipeline:
 
 
 @contextlib.contextmanager
-def _exclusive(out: Path):
+def _exclusive(out: Path) -> Iterator[None]:
     """Hold ``out/.lock`` for the run: two runs writing one folder would mix their outputs
     (and each would take the other's temporaries for stale ones)."""
     try:
@@ -274,7 +277,7 @@ def _exclusive(out: Path):
         yield
 
 
-def _write_json(path: Path, data) -> None:
+def _write_json(path: Path, data: object) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=str))
 

@@ -28,10 +28,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import OptionError, VisiontkError, shown
 from ..io import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    from ..features import Features
 
 KINDS = ("image", "pairs", "pair", "model")
 
@@ -41,27 +45,29 @@ class Stage:
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "image"
-    inputs: ClassVar[tuple] = ()
-    outputs: ClassVar[tuple] = ()
-    Options: ClassVar[type] = type(None)
+    inputs: ClassVar[tuple[str, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]] = ()
+    #: A dataclass of the stage's options, with defaults and validation.
+    Options: ClassVar[type[Any]] = type(None)
     #: File suffixes a folder yields when this stage comes first (image stages).
-    accepts: ClassVar[frozenset] = IMAGE_SUFFIXES
+    accepts: ClassVar[frozenset[str]] = IMAGE_SUFFIXES
     #: Folders of OUT the stage writes into (``output.folder(...)``): a later run whose
     #: ``--images`` folder is OUT itself never takes their files for inputs.
-    folders: ClassVar[tuple] = ()
+    folders: ClassVar[tuple[str, ...]] = ()
     #: What the run report shows of an item's own files, as paths under OUT in which
     #: ``{stem}`` is the item's escaped name: ``report_picture`` stands for the item among the
     #: report's thumbnails (instead of the input file), ``report_page`` opens on a click.
     report_picture: ClassVar[str] = ""
     report_page: ClassVar[str] = ""
     #: Options a stage no longer takes: {name: where it went}, for a helpful error.
-    moved: ClassVar[dict] = {}
+    moved: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, options=None):
-        self.options = options if options is not None else self.Options()
+    def __init__(self, options: Any = None) -> None:
+        #: an instance of :attr:`Options` (each stage's own dataclass)
+        self.options: Any = options if options is not None else self.Options()
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> Stage:
+    def from_dict(cls, values: dict[str, Any] | None) -> Stage:
         """Build the stage from user options, refusing unknown or ill-typed ones in one line."""
         return cls(parse_options(cls, values or {}))
 
@@ -77,14 +83,23 @@ class Stage:
 
             resolve_device(device)
 
-    def run(self, context: dict) -> dict:  # pragma: no cover - the protocol
+    def run(self, context: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - the protocol
+        """What an "image", "pair" or "model" stage does with one item's ``context``."""
         raise NotImplementedError
 
-    def describe(self) -> dict:
+    def select(
+        self, names: list[str], features: Callable[[str], Features]
+    ) -> list[tuple[str, str]]:  # pragma: no cover - the protocol
+        """What a "pairs" stage does: the pairs of ``names`` (sorted) the pair stages see, each
+        once, in a stable order; ``features(name)`` loads an image's Features for selections
+        that look at them."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
         return {"name": self.name, "options": dataclasses.asdict(self.options)}
 
 
-def option_fields(stage_cls) -> list[tuple[str, Any, Any]]:
+def option_fields(stage_cls: type[Stage]) -> list[tuple[str, Any, Any]]:
     """(name, type, default) of each option of a stage class; the default as the options
     resolve it (a SIFT option left to its preset shows the preset's value)."""
     hints = typing.get_type_hints(stage_cls.Options)
@@ -98,7 +113,7 @@ def option_fields(stage_cls) -> list[tuple[str, Any, Any]]:
     ]
 
 
-def parse_options(stage_cls, values: dict):
+def parse_options(stage_cls: type[Stage], values: dict[str, Any]) -> Any:
     """Check names and types of ``values`` against the stage's Options and build them."""
     if not isinstance(values, dict):
         raise OptionError(f"stage {stage_cls.name}: options must be a table of name = value")
@@ -135,13 +150,13 @@ def parse_options(stage_cls, values: dict):
 INT_LIMIT = 2**31 - 1
 
 
-def _bounded(value) -> bool:
+def _bounded(value: object) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return True
     return math.isfinite(value) and abs(value) <= INT_LIMIT
 
 
-def _fits(value, typ) -> bool:
+def _fits(value: object, typ: Any) -> bool:
     if typing.get_origin(typ) is typing.Literal:  # a choice, e.g. backend.Device
         return value in typing.get_args(typ)
     if typ is bool:
@@ -158,7 +173,7 @@ def _fits(value, typ) -> bool:
     return True
 
 
-def type_name(typ) -> str:
+def type_name(typ: Any) -> str:
     """How an option's type reads in messages and in ``visiontk stages``."""
     if typing.get_origin(typ) is typing.Literal:
         return "one of " + ", ".join(map(str, typing.get_args(typ)))

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -49,7 +52,7 @@ def pair_group(name_a: str, name_b: str) -> str:
     return f"{escape(name_a)}|{escape(name_b)}"
 
 
-def content_hash(path) -> str:
+def content_hash(path: str | os.PathLike[str]) -> str:
     """SHA-256 of a file's bytes (first 20 hex digits): the identity of an image."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -58,7 +61,7 @@ def content_hash(path) -> str:
     return digest.hexdigest()[:20]
 
 
-def config_hash(specs) -> str:
+def config_hash(specs: object) -> str:
     """Hash of stage names and options (and visiontk's version): what produced a result."""
     from .. import __version__
 
@@ -118,12 +121,12 @@ class ItemOutput:
 class Cache:
     """Per-item result files under ``root`` (``OUT/.cache``)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         for kind in ("features", "pairs", "models"):
             own_folder(self.root / kind, self.root.parent)
 
-    def keys(self) -> set:
+    def keys(self) -> set[str]:
         """The keys of every result file now in the cache (images' and pairs'): what a run
         finds there from earlier runs."""
         return {
@@ -139,7 +142,7 @@ class Cache:
     def pair_path(self, key: str) -> Path:
         return self.root / "pairs" / f"{key}.npz"
 
-    def save_model(self, key: str, result: dict) -> None:
+    def save_model(self, key: str, result: dict[str, Any]) -> None:
         """A whole-run stage's result (JSON), once its outputs are in place, with the size and
         SHA-256 of every file they hold (folders: each file in them)."""
         out = self.root.parent
@@ -147,7 +150,7 @@ class Cache:
         with atomic_write(self.root / "models" / f"{key}.json") as tmp:
             tmp.write_text(json.dumps(record, default=str))
 
-    def load_model(self, key: str) -> dict | None:
+    def load_model(self, key: str) -> dict[str, Any] | None:
         """The result saved under ``key`` if the files it names are still there, whole and
         unchanged (a truncated database or a model missing a file is made again)."""
         path = self.root / "models" / f"{key}.json"
@@ -188,7 +191,7 @@ class Cache:
                 kind=np.asarray(kind),
             )
 
-    def output_current(self, path: Path, groups: list) -> bool:
+    def output_current(self, path: Path, groups: Sequence[tuple[str, ...]]) -> bool:
         """Whether the output file at ``path`` is the one this cache last wrote for ``groups``
         ((group name, cache key) in order), whole and unchanged (its size and SHA-256): then a
         rerun that changed nothing keeps it (writing a second copy beside it, as every write
@@ -199,14 +202,14 @@ class Cache:
         except OSError:
             return False
 
-    def record_output(self, path: Path, groups: list) -> None:
+    def record_output(self, path: Path, groups: Sequence[tuple[str, ...]]) -> None:
         """Remember what :meth:`output_current` checks, once ``path`` is written."""
         outputs = self._outputs()
         outputs[path.name] = [self._digest(groups), path.stat().st_size, content_hash(path)]
         with atomic_write(self.root / "outputs.json") as tmp:
             tmp.write_text(json.dumps(outputs))
 
-    def _outputs(self) -> dict:
+    def _outputs(self) -> dict[str, Any]:
         try:
             found = json.loads((self.root / "outputs.json").read_text())
         except (OSError, ValueError):
@@ -214,7 +217,7 @@ class Cache:
         return found if isinstance(found, dict) else {}
 
     @staticmethod
-    def _digest(groups: list) -> str:
+    def _digest(groups: Sequence[tuple[str, ...]]) -> str:
         return config_hash(groups)  # with visiontk's version: a new one writes them again
 
     def load_pair(self, key: str) -> tuple[Matches, Geometry | None]:
@@ -230,7 +233,10 @@ class Cache:
         return _whole(self.pair_path(key), read_pair)
 
 
-def _whole(path: Path, read):
+_T = TypeVar("_T")
+
+
+def _whole(path: Path, read: Callable[[Path], _T]) -> _T | None:
     if not path.exists():
         return None
     try:
@@ -271,12 +277,11 @@ def read_pair(path: Path) -> tuple[Matches, Geometry | None]:
     return matches, geometry
 
 
-def ensure_room(path: Path, sources) -> None:
+def ensure_room(path: Path, sources: Iterable[str | os.PathLike[str]]) -> None:
     """Raise ENOSPC before an HDF5 file gathered from the cache files ``sources`` is written,
     when its folder's disk has not room for it: HDF5 meeting a full disk while it writes
     fails at close, in destructors, and once crashed the process (h5py 3.x)."""
     import errno
-    import os
 
     sizes = [f.stat().st_size for f in map(Path, sources) if f.exists()]
     need = 3 * sum(sizes) // 2 + 16384 * len(sizes) + (1 << 20)
@@ -285,7 +290,7 @@ def ensure_room(path: Path, sources) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
-def write_features_h5(path: Path, items, version: str) -> None:
+def write_features_h5(path: Path, items: Iterable[tuple[str, str, Features]], version: str) -> None:
     """``items``: (name, key, Features) in the order to write them."""
     import h5py
 
@@ -304,7 +309,9 @@ def write_features_h5(path: Path, items, version: str) -> None:
             g.attrs["key"] = key
 
 
-def write_matches_h5(path: Path, items, version: str) -> None:
+def write_matches_h5(
+    path: Path, items: Iterable[tuple[str, str, str, Matches, Geometry | None]], version: str
+) -> None:
     """``items``: (name_a, name_b, key, Matches, Geometry or None)."""
     import h5py
 
@@ -324,11 +331,11 @@ def write_matches_h5(path: Path, items, version: str) -> None:
             g.attrs["model_kind"] = "" if geometry is None else geometry.kind
 
 
-def _manifest(out: Path, names: list) -> dict:
+def _manifest(out: Path, names: list[str]) -> dict[str, list[int | str]]:
     """{file under ``out``: [size, SHA-256]} of the named files and of every file in the named
     folders (taken once the stage is done with them: the mapper had already opened
     ``database.db``, which can change its header)."""
-    files = {}
+    files: dict[str, list[int | str]] = {}
     for name in names:
         top = out / name
         found = [top] if top.is_file() else sorted(q for q in top.rglob("*") if q.is_file())
@@ -337,11 +344,11 @@ def _manifest(out: Path, names: list) -> dict:
     return files
 
 
-def read_features_h5(path: Path) -> dict:
+def read_features_h5(path: str | os.PathLike[str]) -> dict[str, Features]:
     """{image name: Features} from a features.h5 (for users and tests)."""
     import h5py
 
-    out = {}
+    out: dict[str, Features] = {}
     with h5py.File(path, "r") as h5:
         for group_name, g in h5.items():
             out[unescape(group_name)] = Features(
@@ -351,6 +358,7 @@ def read_features_h5(path: Path) -> dict:
                 g["scores"][()],
                 g["octaves"][()],
                 g["descriptors"][()],
-                tuple(int(v) for v in g.attrs["image_size"]),
+                # Features checks that it is two sizes
+                cast("tuple[int, int]", tuple(int(v) for v in g.attrs["image_size"])),
             )
     return out

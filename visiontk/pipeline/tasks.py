@@ -18,7 +18,7 @@ import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from .._files import disk_full
 from ..errors import VisiontkError
@@ -51,7 +51,7 @@ class Failure:
         # a full disk is not the item's fault: the runner stops the run and says so once
         return cls(item, stage, reason, disk_full(exc))
 
-    def listed(self) -> dict:
+    def listed(self) -> dict[str, str]:
         """As ``failures.json`` and the summary list it."""
         return {"item": self.item, "stage": self.stage, "reason": self.reason}
 
@@ -106,7 +106,7 @@ class ImageTask:
             key = f"{store.content_hash(self.path)}-{self.config}"
             if cache.cached_features(key) is not None:
                 return ImageReply(name=self.name, key=key, cached=True)
-            context = {
+            context: dict[str, Any] = {
                 "path": self.path,
                 "name": self.name,
                 "output": store.ItemOutput(Path(self.output_dir), self.name),
@@ -175,7 +175,7 @@ class PairTask:
             cached = cache.cached_pair(key)
             if cached is not None:
                 return reply(**_counts(*cached), cached=True)
-            context = {
+            context: dict[str, Any] = {
                 "name_a": self.a,
                 "name_b": self.b,
                 "features_a": _features(str(cache.features_path(self.key_a))),
@@ -207,7 +207,12 @@ class PairTask:
         )
 
 
-def _counts(matches: Matches, geometry: Geometry | None) -> dict[str, int]:
+class _Counts(TypedDict):
+    matches: int
+    inliers: int
+
+
+def _counts(matches: Matches, geometry: Geometry | None) -> _Counts:
     inliers = -1 if geometry is None else int(geometry.inliers.sum())
     return {"matches": len(matches), "inliers": inliers}
 
@@ -341,14 +346,14 @@ def _features(path: str) -> Features:
 
 
 class _StageFailed(Exception):
-    def __init__(self, stage: str, error: Exception, seconds: dict[str, float]):
+    def __init__(self, stage: str, error: Exception, seconds: dict[str, float]) -> None:
         super().__init__(stage)
         self.stage, self.error, self.seconds = stage, error, seconds
 
 
 def _run_stages(stages: tuple[Stage, ...], context: dict[str, Any]) -> dict[str, float]:
     """Run ``stages`` in order on ``context``; seconds per stage, or :class:`_StageFailed`."""
-    seconds = {}
+    seconds: dict[str, float] = {}
     for s in stages:
         t0 = time.perf_counter()
         try:

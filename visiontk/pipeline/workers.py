@@ -30,7 +30,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection, wait
+from typing import Any, Self, TypeVar
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 #: Seconds between the watchdog's looks at the parent (only matters where prctl is missing).
 WATCHDOG_PERIOD = 0.5
@@ -42,7 +47,7 @@ _PR_SET_PDEATHSIG = 1
 class WorkerDied(Exception):
     """The worker running a task exited before answering (crash, kill, out of memory)."""
 
-    def __init__(self, cause: str):
+    def __init__(self, cause: str) -> None:
         super().__init__(cause)
         self.cause = cause
 
@@ -69,7 +74,7 @@ def _die_with_parent(parent_pid: int) -> None:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
-    def watchdog():
+    def watchdog() -> None:
         while True:
             if os.getppid() != parent_pid:
                 os._exit(1)
@@ -92,7 +97,7 @@ THREAD_VARIABLES = (
 )
 
 
-def worker_environment(threads: int, quiet: bool = False) -> dict:
+def worker_environment(threads: int, quiet: bool = False) -> dict[str, str]:
     """This process's environment with the compute threads per worker set (values the user
     set are kept), so that workers × threads ≈ the machine's cores: more threads than cores
     slow matching down (BLAS threads spin while they wait). ``quiet``
@@ -114,7 +119,7 @@ def _limit_threads(threads: int) -> None:
     cv2.setNumThreads(threads)
 
 
-def _worker_main(conn, parent_pid: int, threads: int) -> None:
+def _worker_main(conn: Connection, parent_pid: int, threads: int) -> None:
     from ..extract import own_process
 
     own_process()
@@ -181,7 +186,7 @@ def parent_imports() -> str:
 
 
 class _Worker:
-    def __init__(self, threads: int, imports: str, quiet: bool = False):
+    def __init__(self, threads: int, imports: str, quiet: bool = False) -> None:
         ours, theirs = socket.socketpair()
         with ours, theirs:
             self.process = subprocess.Popen(
@@ -200,7 +205,8 @@ class _Worker:
                 env=worker_environment(threads, quiet),
             )
             self.conn = Connection(ours.detach())
-        self.task = None
+        #: the task it is running; None when idle
+        self.task: Any = None
 
     @property
     def exitcode(self) -> int | None:
@@ -235,18 +241,18 @@ def usable_cores() -> int:
 class WorkerPool:
     """``workers`` spawned processes running tasks one at a time each (see the module)."""
 
-    def __init__(self, workers: int, quiet: bool = False):
+    def __init__(self, workers: int, quiet: bool = False) -> None:
         self.workers = workers
         self.threads = max(1, usable_cores() // workers)
         self._pool: list[_Worker] = []
         self._imports = parent_imports()
         self.quiet = quiet
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self._pool = [self._start() for _ in range(self.workers)]
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if exc[0] is not None:  # interrupted or failed: do not wait for running tasks
             for worker in self._pool:
                 worker.kill()
@@ -259,7 +265,9 @@ class WorkerPool:
     def _start(self) -> _Worker:
         return _Worker(self.threads, self._imports, self.quiet)
 
-    def map_unordered(self, fn, tasks):
+    def map_unordered(
+        self, fn: Callable[[_T], _R], tasks: Iterable[_T]
+    ) -> Iterator[tuple[_T, _R | Exception]]:
         """Yield ``(task, reply)`` as tasks finish; ``reply`` is ``fn(task)`` or a
         :class:`WorkerDied` when the worker running it died. A task is never None (None
         marks an idle worker)."""
@@ -277,14 +285,14 @@ class WorkerPool:
                     # the task is reported as the dead worker's
                     with contextlib.suppress(OSError):
                         worker.conn.send((fn, task))
-            busy = {w.conn: w for w in self._pool if w.task is not None}
+            busy: dict[object, _Worker] = {w.conn: w for w in self._pool if w.task is not None}
             if not busy:
                 return
-            for conn in wait(list(busy)):
+            for conn in wait([w.conn for w in busy.values()]):
                 worker = busy[conn]
                 task, worker.task = worker.task, None
                 try:
-                    status, value = conn.recv()
+                    status, value = worker.conn.recv()
                 except (EOFError, OSError):
                     yield task, WorkerDied(self._replace(worker))
                     continue

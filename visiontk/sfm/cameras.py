@@ -57,7 +57,7 @@ def camera_for(
     if model not in MODELS:
         raise OptionError(f"camera model must be one of {', '.join(MODELS)}, got {shown(model)}")
     prior = focal is not None
-    f = focal if prior else DEFAULT_FOCAL_FACTOR * max(width, height)
+    f = focal if focal is not None else DEFAULT_FOCAL_FACTOR * max(width, height)
     values = {"f": f, "fx": f, "fy": f, "cx": width / 2, "cy": height / 2}
     params = tuple(float(values.get(name, 0.0)) for name in MODELS[model][1])
     return Camera(model, width, height, params, prior, source if prior else "guess")

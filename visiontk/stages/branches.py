@@ -7,6 +7,7 @@ Run it over checkpoints rather than photos, e.g.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..branches.weights import WEIGHT_SUFFIXES
 from ..pipeline.stage import Stage
@@ -38,7 +39,7 @@ class BranchesStage(Stage):
 
             parse_branch_spec(self.options.branches)
 
-    def run(self, context: dict) -> dict:
+    def run(self, context: dict[str, Any]) -> dict[str, Any]:
         from ..branches import analyse, read_conv_layers
         from ..branches.report import write_report
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..devices import Device
 from ..errors import OptionError, shown
@@ -21,7 +22,7 @@ class DinoOptions:
     features: bool = False  # also write the patch features (.npy) and their PCA picture
     device: Device = "auto"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.method not in ("attention", "tokencut"):
             raise OptionError(
                 f"stage dino-attention: method must be attention or tokencut, "
@@ -63,7 +64,7 @@ class DinoAttentionStage(Stage):
             hint="set the stage's weights option",
         )
 
-    def run(self, context: dict) -> dict:
+    def run(self, context: dict[str, Any]) -> dict[str, Any]:
         from ..vit.attention import dino_attention
         from ..vit.outputs import write_attention
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ class LoadOptions:
     exif: bool = True  # turn images as their EXIF orientation tag says (visiontk's default)
     max_pixels: int = DEFAULT_MAX_PIXELS
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.max_side != 0 and self.max_side < MIN_SIDE:
             raise OptionError(
                 f"stage load: max_side must be 0 or >= {MIN_SIDE}, got {self.max_side}"
@@ -41,7 +42,7 @@ class LoadStage(Stage):
     outputs = ("image", "image_size", "scale")
     Options = LoadOptions
 
-    def run(self, context: dict) -> dict:
+    def run(self, context: dict[str, Any]) -> dict[str, Any]:
         import cv2
 
         from ..io import load_gray
@@ -77,7 +78,7 @@ class SiftStage(Stage):
     #: workers unresolved: a backend holds compiled kernels)
     _backend: SiftBackend | None = None
 
-    def run(self, context: dict) -> dict:
+    def run(self, context: dict[str, Any]) -> dict[str, Any]:
         from ..extract import sift_backend, sift_gray
 
         if self._backend is None:
@@ -86,7 +87,7 @@ class SiftStage(Stage):
         sx, sy = context.get("scale", (1.0, 1.0))
         if (sx, sy) != (1.0, 1.0):
             # pixel centres map as (x + 0.5)·s − 0.5 when an image is resized by 1/s
-            feats.xy = ((feats.xy + 0.5) * np.float32([sx, sy]) - 0.5).astype(np.float32)
+            feats.xy = ((feats.xy + 0.5) * np.array([sx, sy], np.float32) - 0.5).astype(np.float32)
             feats.size = (feats.size * np.float32(np.sqrt(sx * sy))).astype(np.float32)
         feats.image_size = tuple(context.get("image_size", feats.image_size))
         return {"features": feats}

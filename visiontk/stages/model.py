@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import OptionError
 from ..pipeline.stage import Stage
@@ -30,7 +30,7 @@ class ReconstructOptions:
     leaf_images: int = 500  # hierarchical: images per cluster at most (COLMAP's default)
     threads: int = 0  # the mapper's threads, 0: all cores; 1: the same model bit for bit
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.leaf_images < 3:
             raise OptionError(
                 f"stage reconstruct: leaf_images must be >= 3, got {self.leaf_images}"
@@ -62,7 +62,7 @@ class ReconstructStage(Stage):
         if self.options.intrinsics:
             read_intrinsics(self.options.intrinsics)
 
-    def run(self, context: dict) -> dict:
+    def run(self, context: dict[str, Any]) -> dict[str, Any]:
         """``context``: ``out`` (the run's folder), ``database`` (where the COLMAP database
         goes), ``images`` ((name, path) of the images with features), ``features`` ((name,
         features file)), ``pairs`` ((name_a, name_b, pair file)): the cache files of

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..devices import Device
 from ..errors import OptionError, shown
@@ -24,7 +24,7 @@ class MatchOptions:
     symmetric: bool = False  # the ratio test from both sides (COLMAP's cross_check)
     device: Device = "auto"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0 < self.ratio <= 1:
             raise OptionError(f"stage match: ratio must be in (0, 1], got {self.ratio}")
 
@@ -39,7 +39,7 @@ class MatchStage(Stage):
     Options = MatchOptions
     moved: ClassVar[dict] = {"pairs": _MOVED, "window": _MOVED, "pairs_file": _MOVED}
 
-    def run(self, context: dict) -> dict:
+    def run(self, context: dict[str, Any]) -> dict[str, Any]:
         from ..matching import match
 
         o = self.options
@@ -60,7 +60,7 @@ class VerifyOptions:
     threshold: float | None = None  # pixels; default 3 (H) or 1 (F)
     min_inliers: int = MIN_INLIERS  # fewer inliers than this: no model
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise OptionError(
                 f"stage verify: model must be one of {', '.join(MODELS)}, got {shown(self.model)}"
@@ -80,7 +80,7 @@ class VerifyStage(Stage):
     outputs = ("geometry",)
     Options = VerifyOptions
 
-    def run(self, context: dict) -> dict:
+    def run(self, context: dict[str, Any]) -> dict[str, Any]:
         from ..geometry import estimate
 
         fa, fb, m = context["features_a"], context["features_b"], context["matches"]

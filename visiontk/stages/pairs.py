@@ -7,22 +7,22 @@ plugin adds another (retrieval by a global descriptor, say) by registering a sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import OptionError, shown
 from ..pipeline.stage import Stage
+
+if TYPE_CHECKING:
+    from ..features import Features
 
 
 class _Selection(Stage):
     kind = "pairs"
     inputs = ("features",)
     outputs = ("pairs",)
-
-    def select(self, names: list[str], features) -> list[tuple[str, str]]:
-        """Pairs of ``names`` (sorted), each once, in a stable order; ``features(name)`` loads
-        an image's Features for selections that look at them."""
-        raise NotImplementedError  # pragma: no cover - the protocol
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,9 @@ class ExhaustivePairs(_Selection):
     name = "pairs-exhaustive"
     Options = ExhaustiveOptions
 
-    def select(self, names, features):
+    def select(
+        self, names: list[str], features: Callable[[str], Features]
+    ) -> list[tuple[str, str]]:
         return exhaustive_pairs(names)
 
 
@@ -48,7 +50,7 @@ def exhaustive_pairs(names: list[str]) -> list[tuple[str, str]]:
 class SequentialOptions:
     window: int = 5  # each image with the next `window` in name order
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.window < 1:
             raise OptionError(f"stage pairs-sequential: window must be >= 1, got {self.window}")
 
@@ -59,7 +61,9 @@ class SequentialPairs(_Selection):
     name = "pairs-sequential"
     Options = SequentialOptions
 
-    def select(self, names, features):
+    def select(
+        self, names: list[str], features: Callable[[str], Features]
+    ) -> list[tuple[str, str]]:
         w = self.options.window
         return [(a, b) for i, a in enumerate(names) for b in names[i + 1 : i + 1 + w]]
 
@@ -68,7 +72,7 @@ class SequentialPairs(_Selection):
 class FileOptions:
     path: str = ""  # one "name_a name_b" per line; # comments and blank lines skipped
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.path:
             raise OptionError('stage pairs-file: needs path (a file of "name_a name_b" lines)')
 
@@ -82,7 +86,9 @@ class PairsFromFile(_Selection):
     def check(self) -> None:
         read_pairs_file(Path(self.options.path))
 
-    def select(self, names, features):
+    def select(
+        self, names: list[str], features: Callable[[str], Features]
+    ) -> list[tuple[str, str]]:
         # every pair of the file: the runner lists those whose image failed, refuses names
         # that are none of the run's
         return read_pairs_file(Path(self.options.path))
@@ -98,7 +104,8 @@ def read_pairs_file(path: Path, names: list[str] | None = None) -> list[tuple[st
     except OSError as exc:
         raise OptionError(f"{path}: cannot read pairs file ({exc.strerror or exc})") from None
     known = None if names is None else set(names)
-    pairs, seen = [], set()
+    pairs: list[tuple[str, str]] = []
+    seen: set[tuple[str, ...]] = set()
     for number, raw in enumerate(lines, 1):
         text = raw.split("#", 1)[0].strip()
         if not text:
@@ -121,7 +128,7 @@ class RetrievalOptions:
     neighbours: int = 20  # each image with its N most similar; every pair when N >= images - 1
     words: int = 64  # visual words of the VLAD vocabulary
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.neighbours < 1:
             raise OptionError(
                 f"stage pairs-retrieval: neighbours must be >= 1, got {self.neighbours}"
@@ -138,7 +145,9 @@ class RetrievalPairs(_Selection):
     name = "pairs-retrieval"
     Options = RetrievalOptions
 
-    def select(self, names, features):
+    def select(
+        self, names: list[str], features: Callable[[str], Features]
+    ) -> list[tuple[str, str]]:
         if len(names) - 1 <= self.options.neighbours:
             return exhaustive_pairs(names)
         from ..retrieval import nearest_images

@@ -27,11 +27,11 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .._numba_cache import use_user_cache
+from .._numba_cache import KernelOptions, use_user_cache
 
 use_user_cache()  # before @njit(cache=True): see visiontk/_numba_cache.py
 
-_KERNEL = {
+_KERNEL: KernelOptions = {
     "cache": True,
     "fastmath": {"nnan", "ninf", "nsz", "contract", "reassoc"},
     "error_model": "numpy",
@@ -101,7 +101,8 @@ def _exp_nonpositive(x):  # pragma: no cover - numba
         + r
         + np.float32(1.0)
     )
-    return p * _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+    # numba's stubs give an @intrinsic its definition's parameters, typingctx included
+    return p * _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))  # type: ignore[call-arg]
 
 
 @nb.njit(inline="always", **_KERNEL)

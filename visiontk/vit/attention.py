@@ -12,12 +12,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from .. import devices, io
 from ..errors import ImageError, OptionError, VisiontkError
+from ..io import ImageSource
+
+if TYPE_CHECKING:
+    from .model import ViT
+
+#: An image given to :func:`dino_attention_batches`, yielded back beside its result.
+ImageT = TypeVar("ImageT", bound=ImageSource)
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -68,7 +77,7 @@ class AttentionResult:
             return self.tokencut
         raise OptionError(f"method must be attention or tokencut, got {method!r}")
 
-    def summary(self, method: str) -> dict:
+    def summary(self, method: str) -> dict[str, Any]:
         m = self.mask(method)
         return {
             "heads": int(self.maps.shape[0]),
@@ -82,7 +91,9 @@ class AttentionResult:
         }
 
 
-def preprocess(rgb: np.ndarray, patch: int, image_size: int = IMAGE_SIZE, name: str = "<array>"):
+def preprocess(
+    rgb: np.ndarray, patch: int, image_size: int = IMAGE_SIZE, name: str = "<array>"
+) -> tuple[np.ndarray, np.ndarray]:
     """Resize so the shorter side is ``image_size`` (0 keeps the size), crop to a multiple of
     the patch size from the top-left (as the official script), normalise with ImageNet mean and
     std. Returns (pixels 3×H×W float32, the cropped RGB uint8 image). Fewer than
@@ -139,7 +150,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 def tokencut(
-    keys: np.ndarray, grid: tuple, tau: float = TOKENCUT_TAU, eps: float = TOKENCUT_EPS
+    keys: np.ndarray, grid: tuple[int, int], tau: float = TOKENCUT_TAU, eps: float = TOKENCUT_EPS
 ) -> tuple[np.ndarray, np.ndarray]:
     """TokenCut foreground (h × w bool) and the eigenvector (h × w) from patch keys (N × D)."""
     from scipy import ndimage
@@ -163,15 +174,15 @@ def tokencut(
 
 
 def dino_attention(
-    image,
+    image: ImageSource,
     *,
-    weights=None,
+    weights: str | os.PathLike[str] | None = None,
     model: str = "dino_vits8",
     device: str = "auto",
     threshold: float = MASS_THRESHOLD,
     image_size: int = IMAGE_SIZE,
     keep_largest: bool = False,
-    vit=None,
+    vit: ViT | None = None,
     features: bool = False,
 ) -> AttentionResult:
     """CLS attention maps, mass masks and the TokenCut mask of an image.
@@ -204,15 +215,15 @@ def dino_attention(
 
 
 def dino_attention_batches(
-    images,
+    images: Iterable[ImageT],
     *,
-    vit,
+    vit: ViT,
     batch_size: int | None = None,
     threshold: float = MASS_THRESHOLD,
     image_size: int = IMAGE_SIZE,
     keep_largest: bool = False,
     features: bool = False,
-):
+) -> Iterator[tuple[ImageT, AttentionResult | VisiontkError]]:
     """:func:`dino_attention` for many images, in batches: yields (image, result) in input
     order, the result an :class:`AttentionResult` or the :class:`~visiontk.errors.VisiontkError`
     that image raised. Neighbouring images of the same size after preprocessing go through
@@ -223,9 +234,9 @@ def dino_attention_batches(
         batch_size = 1 if devices.is_numpy(vit.xp) else 16
     if batch_size < 1:
         raise OptionError(f"batch_size must be >= 1, got {batch_size}")
-    pending: list = []  # (image, pixels, shown) of one size
+    pending: list[tuple[ImageT, np.ndarray, np.ndarray]] = []  # (image, pixels, shown) of one size
 
-    def flush():
+    def flush() -> list[tuple[ImageT, AttentionResult]]:
         if not pending:
             return []
         stack = np.stack([p for _, p, _ in pending])
@@ -248,13 +259,19 @@ def dino_attention_batches(
     yield from flush()
 
 
-def _prepare(image, net, image_size: int):
+def _prepare(image: ImageSource, net: ViT, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
     # the same smallest image as SIFT: a 1×1 picture upscaled to a patch grid has no objects
     return preprocess(io.load_rgb(image), net.config.patch, image_size, name)
 
 
-def _results(net, shown: list, found, threshold: float, keep_largest: bool) -> list:
+def _results(
+    net: ViT,
+    shown: list[np.ndarray],
+    found: Sequence[devices.XpArray],
+    threshold: float,
+    keep_largest: bool,
+) -> list[AttentionResult]:
     """AttentionResults from :meth:`ViT.last_block`'s output for one image (3×H×W input) or
     a batch (one per image in ``shown``)."""
     c = net.config
@@ -262,7 +279,7 @@ def _results(net, shown: list, found, threshold: float, keep_largest: bool) -> l
     if found[0].ndim == 2:  # one image: give it a batch axis
         found = [a[None] for a in found]
     grid = (shown[0].shape[0] // c.patch, shown[0].shape[1] // c.patch)
-    results = []
+    results: list[AttentionResult] = []
     for i, image in enumerate(shown):
         maps = found[0][i, :, c.first_patch :].reshape(-1, *grid).astype(np.float32)
         mean_map = maps.mean(axis=0)

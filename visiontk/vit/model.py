@@ -315,7 +315,7 @@ def infer_config(state: dict, name: str = "weights") -> ViTConfig:
             )
     first = "blocks.0.mlp.w12.weight" if swiglu else "blocks.0.mlp.fc1.weight"
     hidden = state[first].shape[0] if first in state else 0
-    expected = {
+    expected: dict[str, tuple[int, ...]] = {
         "patch_embed.proj.bias": (dim,),
         "cls_token": (dim,),
         "norm.weight": (dim,),

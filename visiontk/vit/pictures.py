@@ -36,7 +36,8 @@ def heads_grid(result: AttentionResult, columns: int = 4) -> np.ndarray:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.canvas.draw()
-    picture = np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()
+    # the Agg canvas (chosen above) has buffer_rgba; matplotlib types fig.canvas as the base
+    picture = np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()  # type: ignore[attr-defined]
     plt.close(fig)
     return picture
 
@@ -63,7 +64,10 @@ def pca_picture(result: AttentionResult) -> np.ndarray:
     """The first three principal components of the patch features as RGB (each scaled to
     0..255 over the image), at image resolution: parts that the model sees alike share a
     colour (as the DINOv2 paper's figures)."""
-    feats = result.features.reshape(-1, result.features.shape[-1]).astype(np.float64)
+    features = result.features
+    if features is None:
+        raise ValueError("pca_picture needs a result with patch features")
+    feats = features.reshape(-1, features.shape[-1]).astype(np.float64)
     feats = feats - feats.mean(axis=0)
     _, _, vt = np.linalg.svd(feats, full_matrices=False)
     comps = feats @ vt[:3].T
@@ -71,5 +75,5 @@ def pca_picture(result: AttentionResult) -> np.ndarray:
         comps = np.pad(comps, ((0, 0), (0, 3 - comps.shape[1])))
     lo, hi = comps.min(axis=0), comps.max(axis=0)
     rgb = (comps - lo) / np.where(hi > lo, hi - lo, 1.0)
-    grid = (rgb * 255).round().astype(np.uint8).reshape(*result.features.shape[:2], 3)
+    grid = (rgb * 255).round().astype(np.uint8).reshape(*features.shape[:2], 3)
     return np.repeat(np.repeat(grid, result.patch, axis=0), result.patch, axis=1)

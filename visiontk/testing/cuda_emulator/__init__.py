@@ -95,6 +95,8 @@ class EmulatedModule:
         ).hexdigest()[:16]
         library = Path(build_dir) / f"{Path(source).stem}-{digest}.so"
         if not library.exists():
+            if GXX is None:  # as running a missing compiler would say
+                raise FileNotFoundError("g++ is not on PATH: the emulator compiles kernels with it")
             cpp = library.with_suffix(".cpp")
             cpp.write_text(unit)
             subprocess.run(
