@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ..devices import Device
 from ..errors import OptionError
 from ..extract import SiftBackend, SiftOptions
@@ -79,15 +77,10 @@ class SiftStage(Stage):
     _backend: SiftBackend | None = None
 
     def run(self, context: dict[str, Any]) -> dict[str, Any]:
-        from ..extract import sift_backend, sift_gray
+        from ..extract import in_original_pixels, sift_backend, sift_gray
 
         if self._backend is None:
             self._backend = sift_backend(self.options.device)
         feats = sift_gray(context["image"], self.options, self._backend)
-        sx, sy = context.get("scale", (1.0, 1.0))
-        if (sx, sy) != (1.0, 1.0):
-            # pixel centres map as (x + 0.5)·s − 0.5 when an image is resized by 1/s
-            feats.xy = ((feats.xy + 0.5) * np.array([sx, sy], np.float32) - 0.5).astype(np.float32)
-            feats.size = (feats.size * np.float32(np.sqrt(sx * sy))).astype(np.float32)
-        feats.image_size = tuple(context.get("image_size", feats.image_size))
-        return {"features": feats}
+        size = context.get("image_size", feats.image_size)
+        return {"features": in_original_pixels(feats, context.get("scale", (1.0, 1.0)), size)}
