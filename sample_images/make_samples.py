@@ -19,8 +19,9 @@ def known_homography(width: int, height: int) -> np.ndarray:
     """Rotation by 15°, scale 0.85 about the centre, plus a mild perspective tilt."""
     centre = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1]])
     angle = np.radians(15)
-    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0],
-                    [0, 0, 1]]) * np.array([[0.85], [0.85], [1]])
+    rot = np.array(
+        [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+    ) * np.array([[0.85], [0.85], [1]])
     tilt = np.array([[1, 0, 0], [0, 1, 0], [2e-4, 1e-4, 1]])
     back = np.array([[1, 0, width / 2], [0, 1, height / 2], [0, 0, 1]])
     h = back @ tilt @ rot @ centre
@@ -28,8 +29,9 @@ def known_homography(width: int, height: int) -> np.ndarray:
 
 
 def save(name: str, rgb: np.ndarray) -> None:
-    cv2.imwrite(str(HERE / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    cv2.imwrite(
+        str(HERE / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]
+    )
 
 
 def main() -> None:
@@ -39,8 +41,12 @@ def main() -> None:
     h, w = coffee.shape[:2]
     H = known_homography(w, h)
     save("coffee_warped.png", cv2.warpPerspective(coffee, H, (w, h), flags=cv2.INTER_LINEAR))
-    np.savetxt(HERE / "coffee_warped_H.txt", H, fmt="%.10e",
-               header="homography coffee.png -> coffee_warped.png (x, y, 1), OpenCV pixels")
+    np.savetxt(
+        HERE / "coffee_warped_H.txt",
+        H,
+        fmt="%.10e",
+        header="homography coffee.png -> coffee_warped.png (x, y, 1), OpenCV pixels",
+    )
     left, right, _ = skimage.data.stereo_motorcycle()
     save("motorcycle_left.png", left)
     save("motorcycle_right.png", right)
