@@ -41,3 +41,21 @@ def test_every_public_name_resolves(module):
     assert set(m.__all__) <= set(dir(m))
     with pytest.raises(AttributeError):
         m.no_such_name  # noqa: B018
+
+
+def test_every_package_folder_is_installed():
+    """A plain `pip install .` ships only the packages pyproject.toml lists: a new folder left
+    out of the list works in the editable install and fails on every user's machine."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(root).parts)
+        for init in (root / "visiontk").rglob("__init__.py")
+    }
+    assert found - listed == set(), "add these to [tool.setuptools] packages"
+    assert listed - found == {"visiontk_cli"}
