@@ -24,7 +24,7 @@ def _doc_tables_module():
 def _published_names() -> set[str]:
     names = set()
     for script in (ROOT / "bench").glob("*.py"):
-        names.update(re.findall(r'publish\("(\w+)"', script.read_text(encoding="utf-8")))
+        names.update(re.findall(r'publish\(\s*"(\w+)"', script.read_text(encoding="utf-8")))
     return names
 
 
