@@ -6,172 +6,28 @@ usage errors, never a traceback (set VISIONTK_DEBUG=1 to see one for an internal
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import signal
-import sys
 from pathlib import Path
 
 import click
 
 import visiontk
 from visiontk._files import writable_file, writable_folder
-from visiontk.devices import DEVICES
-from visiontk.errors import OptionError, VisiontkError, one_line, out_of_memory
-from visiontk.extract import DEFAULT_PRESET, SIFT_PRESETS
+from visiontk.errors import VisiontkError, one_line
 from visiontk.geometry import DEFAULT_THRESHOLD, MIN_INLIERS
-from visiontk.io import DEFAULT_MAX_PIXELS
 from visiontk.matching import DEFAULT_RATIO
-from visiontk.pipeline.config import PIPELINES
-from visiontk.pipeline.executors import AUTO_WORKERS_MAX, EXECUTORS
-from visiontk.vit.attention import MAX_IMAGE_SIZE
-from visiontk.vit.checkpoints import OFFICIAL as OFFICIAL_VITS
 
-#: Input files: an unreadable one is reported by the readers, listed like a missing one, not
-#: refused as a usage error before anything is done.
-INPUT = click.Path(path_type=Path, readable=False)
-
-
-class OutputFolder(click.Path):
-    """An output folder, never the empty string (which a Path reads as the current folder,
-    so that ``--out ''`` wrote a run into it)."""
-
-    def __init__(self):
-        super().__init__(file_okay=False)
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, str) and not value.strip():
-            self.fail("an empty name; give a folder", param, ctx)
-        # click types what it returns as str | bytes | PathLike: it is the str it was given
-        return Path(os.fsdecode(super().convert(value, param, ctx)))
-
-
-OUT_FOLDER = OutputFolder()
-
-# Flags take their defaults from the one definition of each option (SiftOptions, io, backend);
-# SIFT flags left out take the preset's value.
-_ACCURATE, _OPENCV = SIFT_PRESETS["accurate"], SIFT_PRESETS["opencv"]
-PRESET = click.option(
-    "--preset",
-    type=click.Choice(list(SIFT_PRESETS)),
-    default=DEFAULT_PRESET,
-    show_default=True,
-    help="SIFT preset: accurate (COLMAP's choices, "
-    f"{'RootSIFT, ' if _ACCURATE['rootsift'] else ''}COLMAP's cap of "
-    f"{_ACCURATE['max_features']} detections) or opencv (cv2.SIFT's "
-    "keypoints and descriptors); the flags below override it.",
+from . import networks, pipelines
+from .common import (
+    INPUT,
+    OUT_FOLDER,
+    compile_first,
+    exit_if_failed,
+    on_sigterm,
+    sift_options,
+    user_errors,
 )
-DEVICE = click.option(
-    "--device",
-    type=click.Choice(DEVICES),
-    default="auto",
-    show_default=True,
-    help="Where to compute: cuda needs CuPy and an NVIDIA GPU; auto uses one when present.",
-)
-MAX_FEATURES = click.option(
-    "--max-features",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Keypoint cap (0 = all): accurate keeps COLMAP's whole "
-    "coarsest levels past N detections, opencv the strongest N  "
-    f"[default: as the preset, {_ACCURATE['max_features']} or "
-    f"{_OPENCV['max_features']}]",
-)
-MAX_PIXELS = click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_PIXELS,
-    show_default=True,
-    help="Refuse larger images.",
-)
-UPRIGHT = click.option(
-    "--upright/--no-upright", default=None, help="No orientation: every angle is 0."
-)
-ROOTSIFT = click.option(
-    "--rootsift/--no-rootsift", default=None, help="RootSIFT descriptors [default: as the preset]."
-)
-
-
-def sift_options(func):
-    """The SIFT options every command that extracts features takes."""
-    for option in reversed((PRESET, MAX_FEATURES, UPRIGHT, ROOTSIFT, MAX_PIXELS, DEVICE)):
-        func = option(func)
-    return func
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is: work so far kept, one line, a rerun resumes."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated
-
-
-def _user_errors(func):
-    """Turn visiontk's errors into one line on stderr and the error's exit status."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except VisiontkError as exc:
-            click.echo(f"error: {one_line(exc)}", err=True)
-            sys.exit(exc.exit_code)
-        except (click.ClickException, click.exceptions.Exit, SystemExit):
-            raise
-        except BrokenPipeError:
-            # the reader went away (`visiontk stages | head`): stop quietly, as Unix tools do
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(128 + signal.SIGPIPE)
-        except KeyboardInterrupt as exc:
-            # finished items are already on disk (atomically); a rerun resumes from them
-            terminated = isinstance(exc, Terminated)
-            click.echo("terminated" if terminated else "interrupted", err=True)
-            sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
-        except Exception as exc:
-            if not out_of_memory(exc):
-                if os.environ.get("VISIONTK_DEBUG"):
-                    raise
-                click.echo(
-                    f"error: internal error ({type(exc).__name__}: {one_line(exc)}); "
-                    "set VISIONTK_DEBUG=1 for details",
-                    err=True,
-                )
-                sys.exit(1)
-            params = {p.name for p in click.get_current_context().command.params}
-            hint = " (try --max-features or a smaller image)" if "max_features" in params else ""
-            click.echo(f"error: out of memory{hint}", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
-def _not_empty(ctx, param, value: str) -> str:
-    """``--images ''`` searched the current folder (a Path reads '' as '.')."""
-    if not value.strip():
-        raise click.BadParameter("an empty name; give a folder, a pattern or a list", ctx, param)
-    return value
-
-
-def _compile_first(device: str) -> None:
-    """On the first use after an install, say why this run takes longer, and
-    compile the CPU kernels into the cache (the GPU runs other code)."""
-    from visiontk._numba_cache import COMPILE_NOTICE, compile_kernels, kernels_compiled
-    from visiontk.devices import resolve_device
-
-    if device != "cuda" and resolve_device(device) == "cpu" and not kernels_compiled():
-        click.echo(COMPILE_NOTICE, err=True)
-        compile_kernels()
-
-
-def _exit_if_failed(failed: list, total: int) -> None:
-    """After a batch: list the inputs that failed on stderr and exit 1 if there were any."""
-    if failed:
-        click.echo(f"{len(failed)} of {total} images failed:", err=True)
-        for line in failed:
-            click.echo(f"  {one_line(line)}", err=True)
-        sys.exit(1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -181,7 +37,7 @@ def main():
     from visiontk.extract import own_process
 
     own_process()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 @main.command("match")
@@ -237,7 +93,7 @@ def main():
 )
 @sift_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@_user_errors
+@user_errors
 def match_command(
     image_a,
     image_b,
@@ -263,7 +119,7 @@ def match_command(
 
     if not no_picture:  # an unwritable picture fails now, not after the work
         out = writable_file(out or Path(f"matches_{_safe_stem(image_a)}_{_safe_stem(image_b)}.png"))
-    _compile_first(device)
+    compile_first(device)
     result = visiontk.match_images(
         image_a,
         image_b,
@@ -337,7 +193,7 @@ def _format_summary(s: dict) -> str:
     help="Folder for the features files (<image file name>.npz).",
 )
 @sift_options
-@_user_errors
+@user_errors
 def extract_command(images, out, preset, max_features, upright, rootsift, max_pixels, device):
     """Extract SIFT features of each IMAGE into OUT/<name>.npz.
 
@@ -351,7 +207,7 @@ def extract_command(images, out, preset, max_features, upright, rootsift, max_pi
             "their outputs would overwrite each other"
         )
     writable_folder(out)
-    _compile_first(device)
+    compile_first(device)
     failed = []
     # iter_sift decodes (and on a GPU uploads) the next image while this one is processed.
     for path, feats in visiontk.iter_sift(
@@ -368,317 +224,14 @@ def extract_command(images, out, preset, max_features, upright, rootsift, max_pi
             continue
         target = feats.save(out / f"{path.name}.npz")
         click.echo(one_line(f"{path}: {len(feats)} keypoints -> {target}"))
-    _exit_if_failed(failed, len(images))
+    exit_if_failed(failed, len(images))
 
 
-@main.command(
-    "run",
-    help=f"""Run PIPELINE (a .toml/.yaml file or a preset: {", ".join(PIPELINES)})
-over a folder of images. Reruns skip finished work; exit status 1 if any item failed; SIGTERM
-or Ctrl-C stop it with the work so far kept.""",
-)
-@click.argument("pipeline")
-@click.option(
-    "--images",
-    "-i",
-    required=True,
-    callback=_not_empty,
-    help="A folder (searched recursively), a glob pattern, or a .txt list of paths.",
-)
-@click.option(
-    "--out",
-    "-o",
-    type=OUT_FOLDER,
-    required=True,
-    help="Output folder (features.h5, matches.h5, summary.json, failures.json).",
-)
-@click.option(
-    "--workers",
-    "-j",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Worker processes [default: one per core, at most "
-    f"{AUTO_WORKERS_MAX}, at most one per image].",
-)
-@click.option(
-    "--executor",
-    type=click.Choice(EXECUTORS),
-    default="local",
-    show_default=True,
-    help="local processes, or a Dask cluster.",
-)
-@click.option(
-    "--scheduler",
-    default=None,
-    help="Dask scheduler address (default: a LocalCluster of --workers processes).",
-)
-@click.option("--colmap", is_flag=True, help="Also write a COLMAP database (database.db).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-@_user_errors
-def run_command(pipeline, images, out, workers, executor, scheduler, colmap, quiet):
-    from visiontk.pipeline import Pipeline
-
-    result = Pipeline.from_file(pipeline).run(
-        images,
-        out,
-        workers=workers,
-        executor=executor,
-        scheduler=scheduler,
-        quiet=quiet,
-        colmap=colmap,
-    )
-    s = result.summary()
-    click.echo(
-        f"images: {s['images_done']}/{s['images']} done ({s['images_cached']} from "
-        f"earlier runs)"
-        + (
-            f"; pairs: {s['pairs_done']}/{s['pairs']} done ({s['pairs_cached']} from earlier runs)"
-            if s["pairs"]
-            else ""
-        )
-    )
-    for key in ("features_path", "matches_path", "colmap_path"):
-        if s[key] and (s["pairs_done"] if key == "matches_path" else s["images_done"]):
-            click.echo(one_line(f"{key.split('_')[0]}: {s[key]}"))
-    for folder in s["folders"]:  # what stages wrote of their own (OUT/attention, ...)
-        click.echo(one_line(f"{Path(folder).name}: {folder}"))
-    if (out / "index.html").exists():
-        click.echo(one_line(f"report: {out / 'index.html'}"))
-    no_model = []
-    for name, m in s["models"].items():
-        files = ", ".join(str(out / f) for f in m["files"][1:])
-        if not m["models"]:
-            why = m.get("why", "too few matches between them")
-            no_model.append(
-                f"{name}: no model ({m['registered']} of {m['images']} images "
-                f"registered: {why}) -> {files}"
-            )
-            continue
-        click.echo(
-            one_line(
-                f"{name}: {m['registered']} of {m['images']} images registered in "
-                f"{m['models']} model(s), {m.get('cameras', '?')} camera(s); {m['points']} "
-                f"points, reprojection error {m['mean_reprojection_error']} px, track length "
-                f"{m['mean_track_length']} -> " + files
-            )
-        )
-    click.echo(
-        f"time: {s['seconds']:.1f} s ("
-        + ", ".join(f"{k} {v:.1f}" for k, v in s["stage_seconds"].items())
-        + ")"
-    )
-    if result.failures:
-        click.echo(
-            one_line(f"{len(result.failures)} failed (listed in {out / 'failures.json'}):"),
-            err=True,
-        )
-        for f in result.failures:
-            click.echo(f"  [{f['stage']}] {one_line(f['reason'])}", err=True)
-    for line in no_model:  # the run's purpose failed: say so last, where it is seen
-        click.echo(one_line(f"error: {line}"), err=True)
-    if not result.ok:
-        sys.exit(1)
-
-
-@main.command("attention")
-@click.argument("images", nargs=-1, required=True, type=INPUT)
-@click.option(
-    "--weights",
-    "-w",
-    type=INPUT,
-    default=None,
-    help="DINO or DINOv2 weights (.pth or .safetensors; official, timm or Hugging "
-    "Face layout) "
-    "[default: look --model up in $VISIONTK_WEIGHTS, then the torch hub cache].",
-)
-@click.option(
-    "--model",
-    type=click.Choice(list(OFFICIAL_VITS)),
-    default="dino_vits8",
-    show_default=True,
-    help="Which official weights to look up (DINO; DINOv2, _reg: with 4 registers).",
-)
-@click.option(
-    "--out",
-    "-o",
-    type=OUT_FOLDER,
-    required=True,
-    help="Folder for <name>_heads.png, <name>_overlay.png, <name>_mask.png, <name>.json.",
-)
-@click.option(
-    "--method",
-    type=click.Choice(["attention", "tokencut"]),
-    default="attention",
-    show_default=True,
-    help="Mask shown in the overlay and written as the mask PNG.",
-)
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=0.6,
-    show_default=True,
-    help="Share of attention mass the masks keep.",
-)
-@click.option(
-    "--image-size",
-    type=click.IntRange(0, MAX_IMAGE_SIZE),
-    default=480,
-    show_default=True,
-    help="Shorter side fed to the ViT (0 keeps the size).",
-)
-@click.option("--largest-component", is_flag=True, help="Keep each mask's largest component.")
-@click.option(
-    "--features",
-    is_flag=True,
-    help="Also write the last layer's normalised patch features (<name>_features.npy, "
-    "h×w×D float32) and their first three principal components (<name>_pca.png).",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Images of one size per forward pass [default: 1 on the CPU, where "
-    "batches do not pay, 16 on a GPU].",
-)
-@DEVICE
-@_user_errors
-def attention_command(
-    images,
-    weights,
-    model,
-    out,
-    method,
-    threshold,
-    image_size,
-    largest_component,
-    features,
-    batch_size,
-    device,
-):
-    """DINO attention maps and object masks of each IMAGE (a file, or a folder of them),
-    without labels."""
-    from visiontk.io.inputs import resolve_images
-    from visiontk.vit import ViT
-    from visiontk.vit.attention import MIN_GRID, dino_attention_batches
-    from visiontk.vit.outputs import write_attention
-
-    images = [
-        p
-        for i in images
-        for p in ([q for _, q in resolve_images(i, outputs=out)] if i.is_dir() else [i])
-    ]
-    writable_folder(out)
-    vit = ViT.from_weights(weights, model=model, device=device)
-    if 0 < image_size < MIN_GRID * vit.config.patch:
-        raise OptionError(
-            f"--image-size {image_size} gives fewer than {MIN_GRID}×{MIN_GRID} "
-            f"patches of {vit.config.patch} pixels; use 0 or at least "
-            f"{MIN_GRID * vit.config.patch}"
-        )
-    stems = dict(zip(images, _output_stems(images), strict=True))
-    failed = []
-    for path, result in dino_attention_batches(
-        images,
-        vit=vit,
-        batch_size=batch_size,
-        threshold=threshold,
-        image_size=image_size,
-        keep_largest=largest_component,
-        features=features,
-    ):
-        if isinstance(result, VisiontkError):
-            failed.append(str(result))
-            continue
-        stem = stems[path]
-        s = write_attention(result, out, stem, method)
-        click.echo(
-            one_line(
-                f"{path}: {s['heads']} heads, {s['grid'][0]}×{s['grid'][1]} "
-                f"patches, {method} mask covers "
-                f"{100 * s['foreground_fraction']:.0f}% -> "
-                f"{out / (stem + '_overlay.png')}"
-            )
-        )
-    _exit_if_failed(failed, len(images))
-
-
-def _output_stems(paths: list[Path]) -> list[str]:
-    """Output names for ``paths``: their stems when those are unique (and printable), else
-    their paths relative to their common folder, escaped as the pipeline names images
-    ("a%2Fx.png"), so two inputs never write the same files."""
-    from visiontk.io.inputs import resolve_images
-    from visiontk.pipeline.store import escape
-
-    stems = [p.stem for p in paths]
-    if len(set(stems)) == len(stems) and all(s.isprintable() and s for s in stems):
-        return stems
-    names = dict((path, name) for name, path in resolve_images(list(paths)))
-    return [escape(names[p]) for p in paths]
-
-
-@main.command("branches")
-@click.argument("weights", type=INPUT)
-@click.option(
-    "--layer",
-    default=None,
-    help="Conv layer whose units are analysed [default: the first conv in the file].",
-)
-@click.option(
-    "--branches",
-    "spec",
-    default=None,
-    help="Channel ranges per branch, e.g. 1x1=0:64,3x3=64:192,5x5=192:224,"
-    "pool=224:256 [default: from the next conv's groups].",
-)
-@click.option(
-    "--out",
-    "-o",
-    type=OUT_FOLDER,
-    required=True,
-    help="Folder for the report (report.html, PNGs, branches.json).",
-)
-@_user_errors
-def branches_command(weights, layer, spec, out):
-    """Branch specialization of a CNN layer: colour and frequency per branch, statistics,
-    SVD placement, and a report (WEIGHTS: .pth, .safetensors, .npz or .onnx)."""
-    from visiontk.branches import analyse, read_conv_layers
-    from visiontk.branches.report import write_report
-
-    writable_folder(out)
-    result = analyse(read_conv_layers(weights), layer=layer, branches=spec)
-    data = write_report(result, out)
-    click.echo(f"{result.layer}: {data['units']} units in {len(data['branches'])} branches")
-    for b in data["branches"]:
-        click.echo(
-            f"  {b['name']} [{b['start']}:{b['stop']}]  mean colour {b['mean_colour']:.3f}"
-            f"  mean frequency {b['mean_frequency']:.3f}  colour units "
-            f"{b['colour_units']}"
-        )
-    click.echo(
-        f"branch vs colour: p = {data['p_value']:.3g} (Mann-Whitney), "
-        f"{data['permutation_p_value']:.3g} (permutation)"
-    )
-    click.echo(one_line(f"report: {out / 'report.html'}"))
-
-
-@main.command("stages")
-@_user_errors
-def stages_command():
-    """List the registered pipeline stages with their options and defaults."""
-    from visiontk.pipeline import load_stage, option_fields, stage_names
-    from visiontk.pipeline.stage import type_name
-
-    for name in stage_names():
-        cls = load_stage(name)
-        click.echo(
-            f"{name}  ({cls.kind} stage: {', '.join(cls.inputs)} -> {', '.join(cls.outputs)})"
-        )
-        doc = (cls.__doc__ or "").strip().splitlines()
-        if doc:
-            click.echo(f"    {doc[0]}")
-        for option, typ, default in option_fields(cls):
-            click.echo(f"    {option} = {default!r}  ({type_name(typ)})")
-
+# the commands of the other modules (imported here: they need nothing from this one)
+main.add_command(pipelines.run_command)
+main.add_command(pipelines.stages_command)
+main.add_command(networks.attention_command)
+main.add_command(networks.branches_command)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,202 @@
+"""``visiontk attention`` and ``visiontk branches``: looking inside networks (DINO attention,
+branch specialization of CNN weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from visiontk._files import writable_folder
+from visiontk.errors import OptionError, VisiontkError, one_line
+from visiontk.vit.attention import MAX_IMAGE_SIZE
+from visiontk.vit.checkpoints import OFFICIAL as OFFICIAL_VITS
+
+from .common import (
+    DEVICE,
+    INPUT,
+    OUT_FOLDER,
+    exit_if_failed,
+    user_errors,
+)
+
+
+@click.command("attention")
+@click.argument("images", nargs=-1, required=True, type=INPUT)
+@click.option(
+    "--weights",
+    "-w",
+    type=INPUT,
+    default=None,
+    help="DINO or DINOv2 weights (.pth or .safetensors; official, timm or Hugging "
+    "Face layout) "
+    "[default: look --model up in $VISIONTK_WEIGHTS, then the torch hub cache].",
+)
+@click.option(
+    "--model",
+    type=click.Choice(list(OFFICIAL_VITS)),
+    default="dino_vits8",
+    show_default=True,
+    help="Which official weights to look up (DINO; DINOv2, _reg: with 4 registers).",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=OUT_FOLDER,
+    required=True,
+    help="Folder for <name>_heads.png, <name>_overlay.png, <name>_mask.png, <name>.json.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["attention", "tokencut"]),
+    default="attention",
+    show_default=True,
+    help="Mask shown in the overlay and written as the mask PNG.",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.6,
+    show_default=True,
+    help="Share of attention mass the masks keep.",
+)
+@click.option(
+    "--image-size",
+    type=click.IntRange(0, MAX_IMAGE_SIZE),
+    default=480,
+    show_default=True,
+    help="Shorter side fed to the ViT (0 keeps the size).",
+)
+@click.option("--largest-component", is_flag=True, help="Keep each mask's largest component.")
+@click.option(
+    "--features",
+    is_flag=True,
+    help="Also write the last layer's normalised patch features (<name>_features.npy, "
+    "h×w×D float32) and their first three principal components (<name>_pca.png).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Images of one size per forward pass [default: 1 on the CPU, where "
+    "batches do not pay, 16 on a GPU].",
+)
+@DEVICE
+@user_errors
+def attention_command(
+    images,
+    weights,
+    model,
+    out,
+    method,
+    threshold,
+    image_size,
+    largest_component,
+    features,
+    batch_size,
+    device,
+):
+    """DINO attention maps and object masks of each IMAGE (a file, or a folder of them),
+    without labels."""
+    from visiontk.io.inputs import resolve_images
+    from visiontk.vit import ViT
+    from visiontk.vit.attention import MIN_GRID, dino_attention_batches
+    from visiontk.vit.outputs import write_attention
+
+    images = [
+        p
+        for i in images
+        for p in ([q for _, q in resolve_images(i, outputs=out)] if i.is_dir() else [i])
+    ]
+    writable_folder(out)
+    vit = ViT.from_weights(weights, model=model, device=device)
+    if 0 < image_size < MIN_GRID * vit.config.patch:
+        raise OptionError(
+            f"--image-size {image_size} gives fewer than {MIN_GRID}×{MIN_GRID} "
+            f"patches of {vit.config.patch} pixels; use 0 or at least "
+            f"{MIN_GRID * vit.config.patch}"
+        )
+    stems = dict(zip(images, _output_stems(images), strict=True))
+    failed = []
+    for path, result in dino_attention_batches(
+        images,
+        vit=vit,
+        batch_size=batch_size,
+        threshold=threshold,
+        image_size=image_size,
+        keep_largest=largest_component,
+        features=features,
+    ):
+        if isinstance(result, VisiontkError):
+            failed.append(str(result))
+            continue
+        stem = stems[path]
+        s = write_attention(result, out, stem, method)
+        click.echo(
+            one_line(
+                f"{path}: {s['heads']} heads, {s['grid'][0]}×{s['grid'][1]} "
+                f"patches, {method} mask covers "
+                f"{100 * s['foreground_fraction']:.0f}% -> "
+                f"{out / (stem + '_overlay.png')}"
+            )
+        )
+    exit_if_failed(failed, len(images))
+
+
+def _output_stems(paths: list[Path]) -> list[str]:
+    """Output names for ``paths``: their stems when those are unique (and printable), else
+    their paths relative to their common folder, escaped as the pipeline names images
+    ("a%2Fx.png"), so two inputs never write the same files."""
+    from visiontk.io.inputs import resolve_images
+    from visiontk.pipeline.store import escape
+
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems) and all(s.isprintable() and s for s in stems):
+        return stems
+    names = dict((path, name) for name, path in resolve_images(list(paths)))
+    return [escape(names[p]) for p in paths]
+
+
+@click.command("branches")
+@click.argument("weights", type=INPUT)
+@click.option(
+    "--layer",
+    default=None,
+    help="Conv layer whose units are analysed [default: the first conv in the file].",
+)
+@click.option(
+    "--branches",
+    "spec",
+    default=None,
+    help="Channel ranges per branch, e.g. 1x1=0:64,3x3=64:192,5x5=192:224,"
+    "pool=224:256 [default: from the next conv's groups].",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=OUT_FOLDER,
+    required=True,
+    help="Folder for the report (report.html, PNGs, branches.json).",
+)
+@user_errors
+def branches_command(weights, layer, spec, out):
+    """Branch specialization of a CNN layer: colour and frequency per branch, statistics,
+    SVD placement, and a report (WEIGHTS: .pth, .safetensors, .npz or .onnx)."""
+    from visiontk.branches import analyse, read_conv_layers
+    from visiontk.branches.report import write_report
+
+    writable_folder(out)
+    result = analyse(read_conv_layers(weights), layer=layer, branches=spec)
+    data = write_report(result, out)
+    click.echo(f"{result.layer}: {data['units']} units in {len(data['branches'])} branches")
+    for b in data["branches"]:
+        click.echo(
+            f"  {b['name']} [{b['start']}:{b['stop']}]  mean colour {b['mean_colour']:.3f}"
+            f"  mean frequency {b['mean_frequency']:.3f}  colour units "
+            f"{b['colour_units']}"
+        )
+    click.echo(
+        f"branch vs colour: p = {data['p_value']:.3g} (Mann-Whitney), "
+        f"{data['permutation_p_value']:.3g} (permutation)"
+    )
+    click.echo(one_line(f"report: {out / 'report.html'}"))
