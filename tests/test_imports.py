@@ -59,3 +59,27 @@ def test_every_package_folder_is_installed():
     }
     assert found - listed == set(), "add these to [tool.setuptools] packages"
     assert listed - found == {"visiontk_cli"}
+
+
+def test_only_the_public_door_imports_the_sift_internals():
+    """Outside visiontk/_sift, only visiontk/extract.py (the public door) and visiontk/testing
+    (test support, as numpy.testing) import from it: stages, the CLI and the workers use what a
+    plugin can use."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    allowed = {root / "visiontk" / "extract.py", *(root / "visiontk" / "testing").rglob("*.py")}
+    offenders = []
+    for path in [*(root / "visiontk").rglob("*.py"), *(root / "cli").rglob("*.py")]:
+        if "_sift" in path.relative_to(root).parts or path in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or "", *(a.name for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if any("_sift" in n.split(".") for n in names):
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
