@@ -29,7 +29,7 @@ def test_the_example_plugin_uses_only_public_names():
 
 
 def test_the_example_plugin_runs_in_a_pipeline(tmp_path, monkeypatch, photo_folder):
-    install_plugin(
+    site = install_plugin(
         tmp_path,
         "grid_sift",
         EXAMPLE.read_text(),
@@ -68,6 +68,13 @@ def test_the_example_plugin_runs_in_a_pipeline(tmp_path, monkeypatch, photo_fold
             assert feats.image_size == every[name].image_size
         matches, geometry = read_pair(next((tmp_path / "grid" / ".cache" / "pairs").iterdir()))
         assert len(matches) > 20 and geometry is not None and geometry.n_inliers > 20
+        again = Pipeline.from_spec(spec).run(images, out=tmp_path / "grid", workers=1, quiet=True)
+        assert again.images_cached == 2
+        # an edited (or upgraded) plugin's results are made again, never served from the cache
+        source = site / "grid_sift" / "__init__.py"
+        source.write_text(source.read_text() + "\n# edited\n")
+        edited = Pipeline.from_spec(spec).run(images, out=tmp_path / "grid", workers=1, quiet=True)
+        assert edited.images_done == 2 and edited.images_cached == 0
     finally:
         monkeypatch.undo()
         registry.refresh()

@@ -161,8 +161,9 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status  # a zombie is dead, waiting for its reaper
 
 
-def _start_run(images, out, *extra, pipeline="sift"):
-    """A run slow enough to be killed mid-way: the same images many times over."""
+def _start_run(images, out, *extra, pipeline="sift", started=1):
+    """A run slow enough to be killed mid-way: the same images many times over; returned once
+    ``started`` images are in the cache."""
     many = out.parent / f"{out.name}-many"
     many.mkdir()
     for i in range(60):
@@ -173,7 +174,7 @@ def _start_run(images, out, *extra, pipeline="sift"):
     cached = out / ".cache" / "features"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if cached.exists() and list(cached.glob("*.npz")):
+        if cached.exists() and len(list(cached.glob("*.npz"))) >= started:
             return proc, cmd
         time.sleep(0.05)
     raise AssertionError(f"the run did not start: {proc.communicate()}")
@@ -222,7 +223,9 @@ def test_sigterm_stops_like_ctrl_c_and_the_rerun_resumes(images, crashing_stage,
         )
     )
     out = tmp_path / "out"
-    proc, cmd = _start_run(images, out, "--workers", "2", pipeline=str(spec))
+    # four in the cache: each worker has sent the reply of its first image 0.2 s before, so the
+    # parent has counted some (with one, SIGTERM could land before it heard of any)
+    proc, cmd = _start_run(images, out, "--workers", "2", pipeline=str(spec), started=4)
     children = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

@@ -48,3 +48,25 @@ def load_stage(name: str) -> type[Stage]:
 def refresh() -> None:
     """Forget the cached entry points (after installing a plugin in this process)."""
     _entry_points.cache_clear()
+
+
+def provenance(stage_cls: type) -> str:
+    """What identifies a plugin stage's code besides its name and options: its distribution's
+    name and version and a hash of the file that defines it, so a run never reuses results an
+    older or edited plugin made ("" for visiontk's own stages: visiontk's version says it)."""
+    import hashlib
+    import sys
+
+    if stage_cls.__module__.split(".")[0] == "visiontk":
+        return ""
+    ep = _entry_points().get(getattr(stage_cls, "name", ""))
+    dist = getattr(ep, "dist", None)
+    parts = [f"{dist.name} {dist.version}"] if dist is not None else []
+    source = getattr(sys.modules.get(stage_cls.__module__), "__file__", None)
+    if source:
+        try:
+            with open(source, "rb") as fh:
+                parts.append(hashlib.sha256(fh.read()).hexdigest()[:16])
+        except OSError:  # a module without a readable file: its version alone
+            pass
+    return " ".join(parts) or stage_cls.__module__

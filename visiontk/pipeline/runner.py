@@ -25,7 +25,7 @@ from ..io import IMAGE_SUFFIXES
 from ..io.inputs import resolve_images
 from . import executors
 from .config import read_spec
-from .registry import load_stage
+from .registry import load_stage, provenance
 from .run import Run, disk_full_error
 from .stage import KINDS, Stage
 
@@ -163,8 +163,15 @@ class Pipeline:
         """From a .toml/.yaml pipeline file or a preset name (see :data:`config.PIPELINES`)."""
         return cls.from_spec(read_spec(path_or_preset))
 
-    def specs(self, stages: Iterable[Stage]) -> list[tuple[str, dict[str, Any]]]:
-        return [(s.name, s.describe()["options"]) for s in stages]
+    def specs(self, stages: Iterable[Stage]) -> list[tuple[Any, ...]]:
+        """What made a stage's results, for the cache keys: its name and options, and a
+        plugin's code (:func:`.registry.provenance`)."""
+        specs: list[tuple[Any, ...]] = []
+        for s in stages:
+            made_by = provenance(type(s))
+            spec = (s.name, s.describe()["options"])
+            specs.append((*spec, made_by) if made_by else spec)
+        return specs
 
     def shown_by(self) -> Stage | None:
         """The last image stage with a picture of its own for the report, if any."""
