@@ -93,6 +93,12 @@ def test_a_device_typo_fails_when_the_pipeline_is_read(stage):
 def test_pipeline_checks_stage_order_and_inputs():
     with pytest.raises(OptionError, match="needs image"):
         Pipeline.from_spec([{"name": "sift"}])
+    # a second sift or verify replaced the first one's outputs unseen
+    for twice in ("sift", "verify"):
+        spec = [{"name": "load"}, {"name": "sift"}, {"name": "match"}, {"name": "verify"}]
+        spec.insert(next(i for i, s in enumerate(spec) if s["name"] == twice), {"name": twice})
+        with pytest.raises(OptionError, match=f"stage {twice} appears twice"):
+            Pipeline.from_spec(spec)
     with pytest.raises(OptionError, match="stages go in this order"):
         Pipeline.from_spec(
             [{"name": "load"}, {"name": "sift"}, {"name": "match"}, {"name": "load"}]

@@ -9,7 +9,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .. import io
-from ..errors import ImageError
+from ..devices import XpArray
+from ..errors import ImageError, OptionError, shown
 from ..features import Features
 from ..io import ImageSource
 from .backends import SiftBackend, for_device, take_compile_time
@@ -71,23 +72,23 @@ def sift(
     sift_backend = for_device(device)
     t0 = time.perf_counter()
     gray = io.load_gray(image, max_pixels=max_pixels)
-    keep: np.ndarray | None = None  # the mask, H×W bool
-    if mask is not None:
-        given = np.asarray(mask)
-        if given.shape[:2] != gray.shape:
-            raise ImageError(f"mask has shape {given.shape[:2]} but the image is {gray.shape}")
-        keep = np.any(given.reshape(gray.shape[0], gray.shape[1], -1), axis=2)
     t1 = time.perf_counter()
-    features = sift_gray(gray, opts, sift_backend, mask=keep)
+    features = sift_gray(gray, opts, sift_backend, mask=mask)
     features.timings = {"load": t1 - t0, **features.timings}
     return features
 
 
 def sift_gray(
-    gray: np.ndarray, opts: SiftOptions, sift_backend: SiftBackend, mask: np.ndarray | None = None
+    gray: ArrayLike,
+    opts: SiftOptions,
+    backend: str | SiftBackend = "auto",
+    mask: ArrayLike | None = None,
 ) -> Features:
-    """SIFT on a grey float32 (0..255) host array with validated options, on the backend's
-    device. Reports the kernels' first compilation as ``timings["compile"]``.
+    """SIFT on a grey H×W image of values 0..255 (any real dtype; :func:`sift` reads files and
+    scales other ranges), with options already made, on a backend resolved once
+    (:func:`visiontk.extract.sift_backend`) or a device name. ``mask``: H×W (or H×W×C),
+    keypoints are kept where it is non-zero. Reports the kernels' first compilation as
+    ``timings["compile"]``.
 
     Example
     -------
@@ -95,7 +96,41 @@ def sift_gray(
     >>> sift_gray(np.zeros((64, 64), np.float32), SiftOptions(), sift_backend("cpu")).xy.shape
     (0, 2)
     """
-    features = extract(sift_backend.xp.asarray(gray), opts, sift_backend, mask=mask)
+    if not isinstance(opts, SiftOptions):
+        raise OptionError(f"options must be a visiontk SiftOptions, got {shown(opts)}")
+    backend = for_device(backend)
+    on_device = hasattr(gray, "__cuda_array_interface__")  # a CuPy array stays where it is
+    image: XpArray = gray if on_device else np.asarray(gray)
+    shape = tuple(image.shape)
+    if len(shape) != 2:
+        raise ImageError(f"gray image must be H×W (one channel), got shape {shape}")
+    if min(shape) < io.MIN_SIDE:
+        raise ImageError(
+            f"image is {shape[0]}×{shape[1]} pixels; visiontk needs at least "
+            f"{io.MIN_SIDE}×{io.MIN_SIDE}"
+        )
+    if image.dtype.kind not in "uif":
+        raise ImageError(f"gray image must hold real numbers, got dtype {image.dtype}")
+    if not on_device:
+        peak = float(image.max())
+        if not np.isfinite(peak) or not np.isfinite(float(image.min())):
+            raise ImageError("gray image holds NaN or infinite values")
+        # a 0..1 float image finds no keypoints at all (a dark 0..255 one has whole values)
+        if image.dtype.kind == "f" and 0 < peak <= 1 and bool(np.any(image != np.round(image))):
+            raise ImageError(
+                "gray image values are within 0..1; sift_gray takes 0..255 "
+                "(visiontk.sift scales any image)"
+            )
+    keep = None
+    if mask is not None:
+        given = np.asarray(mask)
+        if given.shape[:2] != shape:
+            raise ImageError(f"mask has shape {given.shape[:2]} but the image is {shape}")
+        keep = np.any(given.reshape(shape[0], shape[1], -1), axis=2)
+    xp = backend.xp
+    features = extract(
+        xp.ascontiguousarray(xp.asarray(image), dtype=xp.float32), opts, backend, mask=keep
+    )
     compiled = take_compile_time()
     if compiled:
         features.timings["compile"] = compiled

@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import devices
 from ..devices import XpArray
+from ..errors import OptionError, shown
 from .constants import DESCR_BINS, DESCR_WIDTH, ORI_BINS
 from .describe import quantize_descriptors, raw_descriptors
 from .detect import Extrema, find_candidates, prethreshold, refine_extrema
@@ -343,13 +344,26 @@ def _tests(opts: SiftOptions) -> dict[str, Any]:
 # --- the registry: which backend a device gets ------------------------------------------------
 
 
+def array_module_for(device: str | SiftBackend = "auto") -> ModuleType:
+    """The array module of a device request or of an already resolved backend (for steps
+    that need the device but not SIFT's kernels: matching)."""
+    if isinstance(device, str):
+        return devices.array_module(devices.resolve_device(device))
+    return for_device(device).xp  # a backend, or the one-line error
+
+
 def for_device(device: str | SiftBackend = "auto") -> SiftBackend:
     """The backend for a user's device request ("auto", "cpu", "cuda"), resolved once:
     numba kernels on the CPU (the definitions where numba is missing), CUDA kernels on a GPU.
     ``VISIONTK_KERNELS=xp`` selects the definitions on either device. A backend is returned
     as it is: every entry point takes a device request or an already resolved backend."""
-    if not isinstance(device, str):
+    if isinstance(device, XpBackend):  # every backend is one
         return device
+    if not isinstance(device, str):
+        raise OptionError(
+            f"device must be one of {', '.join(devices.DEVICES)} or a backend from "
+            f"visiontk.extract.sift_backend, got {shown(device)}"
+        )
     resolved = devices.resolve_device(device)
     xp = devices.array_module(resolved)
     if os.environ.get(KERNELS_ENV, "compiled") == "xp":

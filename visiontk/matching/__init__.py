@@ -69,10 +69,11 @@ def match(
     >>> len(m) > 100, m.pairs.shape[1], bool((m.pairs[:, 0] < len(a)).all())
     (True, 2, True)
     """
-    from ..devices import array_module, resolve_device, to_host
+    from ..devices import to_host
+    from ..extract import array_module_for
 
     # a resolved backend (match_images resolves the device once for every step) has its xp
-    xp = device.xp if not isinstance(device, str) else array_module(resolve_device(device))
+    xp = array_module_for(device)
     if not (isinstance(ratio, (int, float)) and 0 < ratio <= 1):
         raise OptionError(f"match option ratio must be in (0, 1], got {ratio!r}")
     if not isinstance(symmetric, (bool, np.bool_)):

@@ -118,6 +118,10 @@ class Pipeline:
                 "stages go in this order: per-image stages, a pair selection, "
                 "per-pair stages, whole-run stages (reconstruct)"
             )
+        names = [s.name for s in self.stages]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:  # the later one's outputs would replace the earlier's unseen
+            raise OptionError(f"stage {twice} appears twice; a pipeline runs each stage once")
         if len(selections) > 1:
             raise OptionError(
                 f"one pair selection per pipeline, got {', '.join(s.name for s in selections)}"
