@@ -143,7 +143,7 @@ def write_index(
                 f'src="{_url(picture)}" alt="{e(picture)}"></a></p>'
             )
     if made.pairs:
-        parts.append("<h2>Strongest and weakest pairs</h2>")
+        parts.append("<h2>The strongest pair, and the weakest that matched</h2>")
         for label in ("strongest", "weakest"):
             if label in made.pairs:
                 pair = made.pairs[label]
