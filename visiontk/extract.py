@@ -61,6 +61,8 @@ def in_original_pixels(
             f"scale must be two numbers > 0 and image_size two sizes >= 1, got {shown(scale)} "
             f"and {shown(image_size)}"
         )
+    if (sx, sy) == (1.0, 1.0):  # not resized: the same coordinates, bit for bit
+        return dataclasses.replace(features, image_size=(height, width))
     # pixel centres map as (x + 0.5)·s − 0.5 when an image is resized by 1/s
     factor = np.array([sx, sy], np.float32)
     return dataclasses.replace(

@@ -161,9 +161,9 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status  # a zombie is dead, waiting for its reaper
 
 
-def _start_run(images, out, *extra, pipeline="sift", started=1):
-    """A run slow enough to be killed mid-way: the same images many times over; returned once
-    ``started`` images are in the cache."""
+def _start_run(images, out, *extra, pipeline="sift", settle=0.0):
+    """A run slow enough to be killed mid-way: the same images many times over; returned
+    ``settle`` seconds after the first image is in the cache."""
     many = out.parent / f"{out.name}-many"
     many.mkdir()
     for i in range(60):
@@ -174,7 +174,8 @@ def _start_run(images, out, *extra, pipeline="sift", started=1):
     cached = out / ".cache" / "features"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if cached.exists() and len(list(cached.glob("*.npz"))) >= started:
+        if cached.exists() and list(cached.glob("*.npz")):
+            time.sleep(settle)
             return proc, cmd
         time.sleep(0.05)
     raise AssertionError(f"the run did not start: {proc.communicate()}")
@@ -223,9 +224,9 @@ def test_sigterm_stops_like_ctrl_c_and_the_rerun_resumes(images, crashing_stage,
         )
     )
     out = tmp_path / "out"
-    # four in the cache: each worker has sent the reply of its first image 0.2 s before, so the
-    # parent has counted some (with one, SIGTERM could land before it heard of any)
-    proc, cmd = _start_run(images, out, "--workers", "2", pipeline=str(spec), started=4)
+    # a moment after the first image is cached its reply is counted (SIGTERM sent at once could
+    # land before the parent heard of any); the copies of it that follow are cache hits
+    proc, cmd = _start_run(images, out, "--workers", "2", pipeline=str(spec), settle=0.1)
     children = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
