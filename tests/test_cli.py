@@ -249,7 +249,7 @@ def test_pipeline_on_cuda_without_gpu_fails_once_before_any_image(samples, tmp_p
     p = run_installed("run", spec, "--images", samples, "--out", tmp_path / "out", "--quiet")
     assert p.returncode == 1 and "Traceback" not in p.stderr
     [line] = p.stderr.strip().splitlines()
-    assert line.startswith("error: device 'cuda': ")
+    assert line.startswith(f"error: stage {stage}: device 'cuda': ")
     assert not (tmp_path / "out" / "features.h5").exists() and "features:" not in p.stdout
 
 

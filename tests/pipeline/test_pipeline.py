@@ -1,6 +1,7 @@
 """The pipeline runner: stages, registry, files and presets, outputs, resume, failures."""
 
 import json
+import re
 import sys
 import textwrap
 
@@ -151,6 +152,15 @@ def test_toml_and_yaml_files_and_safe_loading(tmp_path):
     assert not (tmp_path / "pwned").exists()
     with pytest.raises(OptionError, match="no such pipeline file or preset"):
         Pipeline.from_file(tmp_path / "missing.toml")
+    # what is wrong with a file's stages names the file
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("stages:\n  - {name: load}\n  - {name: sfit}\n")
+    with pytest.raises(OptionError, match=f"^{re.escape(str(typo))}: unknown stage 'sfit'"):
+        Pipeline.from_file(typo)
+    order = tmp_path / "order.yaml"
+    order.write_text("stages:\n  - {name: load}\n  - {name: match}\n  - {name: sift}\n")
+    with pytest.raises(OptionError, match=f"^{re.escape(str(order))}: stages go in this order"):
+        Pipeline.from_file(order)
 
 
 def test_a_yaml_alias_bomb_as_an_option_is_refused_in_a_short_line(tmp_path):
@@ -160,7 +170,8 @@ def test_a_yaml_alias_bomb_as_an_option_is_refused_in_a_short_line(tmp_path):
     bomb.write_text("stages:\n  - {name: load, max_side: " + _nested(6) + "}\n")
     with pytest.raises(OptionError, match="option max_side must be an integer") as raised:
         Pipeline.from_file(bomb)
-    assert len(str(raised.value)) < 200
+    assert str(raised.value).startswith(f"{bomb}: ")  # the file's name, then a short line
+    assert len(str(raised.value)) - len(str(bomb)) < 200
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from ..errors import OptionError, VisiontkError
 from ..io import IMAGE_SUFFIXES
 from ..io.inputs import resolve_images
 from . import executors
-from .config import read_spec
+from .config import PIPELINES, read_spec
 from .registry import load_stage, provenance
 from .run import Run, disk_full_error
 from .stage import KINDS, Stage
@@ -164,8 +164,15 @@ class Pipeline:
 
     @classmethod
     def from_file(cls, path_or_preset: str | os.PathLike[str]) -> Pipeline:
-        """From a .toml/.yaml pipeline file or a preset name (see :data:`config.PIPELINES`)."""
-        return cls.from_spec(read_spec(path_or_preset))
+        """From a .toml/.yaml pipeline file or a preset name (see :data:`config.PIPELINES`);
+        what is wrong with a file's stages is said with the file's name."""
+        spec = read_spec(path_or_preset)
+        try:
+            return cls.from_spec(spec)
+        except OptionError as exc:
+            if str(path_or_preset) in PIPELINES:
+                raise
+            raise OptionError(f"{os.fspath(path_or_preset)}: {exc}") from None
 
     def specs(self, stages: Iterable[Stage]) -> list[tuple[Any, ...]]:
         """What made a stage's results, for the cache keys: its name and options, and a

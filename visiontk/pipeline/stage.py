@@ -81,7 +81,10 @@ class Stage:
         if device is not None:
             from ..devices import resolve_device
 
-            resolve_device(device)
+            try:
+                resolve_device(device)
+            except VisiontkError as exc:  # which stage asked for it
+                raise type(exc)(f"stage {self.name}: {exc}") from None
 
     def run(self, context: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - the protocol
         """What an "image", "pair" or "model" stage does with one item's ``context``."""
