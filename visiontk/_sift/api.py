@@ -73,7 +73,8 @@ def sift(
     t0 = time.perf_counter()
     gray = io.load_gray(image, max_pixels=max_pixels)
     t1 = time.perf_counter()
-    features = sift_gray(gray, opts, sift_backend, mask=mask)
+    # load_gray's image is already a checked, finite 0..255 H×W: no second scan of it
+    features = _sift_checked(gray, opts, sift_backend, mask)
     features.timings = {"load": t1 - t0, **features.timings}
     return features
 
@@ -98,7 +99,12 @@ def sift_gray(
     """
     if not isinstance(opts, SiftOptions):
         raise OptionError(f"options must be a visiontk SiftOptions, got {shown(opts)}")
-    backend = for_device(backend)
+    return _sift_checked(_checked_gray(gray), opts, for_device(backend), mask)
+
+
+def _checked_gray(gray: ArrayLike) -> XpArray:
+    """``gray`` as an array after the checks of :func:`sift_gray`: H×W, at least MIN_SIDE,
+    real and finite values, 0..255 rather than 0..1."""
     on_device = hasattr(gray, "__cuda_array_interface__")  # a CuPy array stays where it is
     image: XpArray = gray if on_device else np.asarray(gray)
     shape = tuple(image.shape)
@@ -121,6 +127,14 @@ def sift_gray(
                 "gray image values are within 0..1; sift_gray takes 0..255 "
                 "(visiontk.sift scales any image)"
             )
+    return image
+
+
+def _sift_checked(
+    image: XpArray, opts: SiftOptions, backend: SiftBackend, mask: ArrayLike | None
+) -> Features:
+    """SIFT on a checked image; ``mask`` H×W (×C) is checked against it."""
+    shape = tuple(image.shape)
     keep = None
     if mask is not None:
         given = np.asarray(mask)

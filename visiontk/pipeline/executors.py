@@ -16,12 +16,12 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
 from ..errors import OptionError, VisiontkError, shown
-from .tasks import Reply, Task, run_task
 
 if TYPE_CHECKING:
     from dask.distributed import Client, Future, LocalCluster
     from dask.typing import Key
 
+    from .tasks import Reply, Task
     from .workers import WorkerPool
 
 _T = TypeVar("_T")
@@ -104,6 +104,8 @@ class LocalExecutor:
     def map_unordered(self, tasks: Iterable[Task]) -> Iterator[Reply]:
         """Yield each task's reply as tasks finish; ``task.died(cause)`` stands in for the
         reply of a task whose worker died."""
+        from .tasks import run_task  # not at the top: the CLI reads this module's constants
+
         assert self._pool is not None, "map_unordered runs inside `with executor:`"
         for task, reply in self._pool.map_unordered(run_task, tasks):
             yield task.died(str(reply)) if isinstance(reply, Exception) else reply
@@ -172,6 +174,8 @@ class DaskExecutor:
             logging.getLogger(name).setLevel(level)
 
     def map_unordered(self, tasks: Iterable[Task]) -> Iterator[Reply]:
+        from .tasks import run_task
+
         client = self._client
         assert client is not None, "map_unordered runs inside `with executor:`"
         todo = iter(tasks)
