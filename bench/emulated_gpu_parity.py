@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from doc_tables import add_docs_flag, markdown_table, publish
+from doc_tables import add_docs_flag, markdown_table, parse_args, publish
 
 from visiontk import io
 from visiontk._sift._gpu_kernels import NVRTC_OPTIONS, SOURCE, CudaSift
@@ -40,7 +40,7 @@ def main():
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_docs_flag(parser, "emulated_gpu_parity")
-    args = parser.parse_args()
+    args = parse_args(parser)
     rows = []
     with tempfile.TemporaryDirectory() as build:
         emulated = CudaBackend(CudaSift(EmulatedModule(SOURCE, Path(build), NVRTC_OPTIONS), np))

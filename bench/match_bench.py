@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from doc_tables import add_docs_flag, markdown_table, publish
+from doc_tables import add_docs_flag, markdown_table, parse_args, publish
 
 METHODS = ("visiontk", "visiontk_no_mutual", "faiss", "torch", "opencv")
 LABELS = {
@@ -123,7 +123,7 @@ def main():
         help="sizes timed once for visiontk only (peak memory)",
     )
     add_docs_flag(parser, "match_bench")
-    args = parser.parse_args()
+    args = parse_args(parser)
     rows = []
     for n in args.sizes:
         found = {m: measure(m, n) for m in METHODS}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import cv2
 import skimage.data
-from doc_tables import add_docs_flag, markdown_table, publish
+from doc_tables import add_docs_flag, markdown_table, parse_args, publish
 
 import visiontk
 from visiontk.pipeline import Pipeline
@@ -72,7 +72,7 @@ def main():
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     add_docs_flag(parser, "pipeline_bench")
-    args = parser.parse_args()
+    args = parse_args(parser)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
         folder.mkdir()

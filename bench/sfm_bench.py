@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from doc_tables import add_docs_flag, markdown_table, publish
+from doc_tables import add_docs_flag, markdown_table, parse_args, publish
 
 #: (label, make_scene keyword arguments)
 SCENES = [
@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--scenes", type=int, nargs="*", help="which scenes (0-based)")
     parser.add_argument("--more", action="store_true", help="the four other layouts instead")
-    args = parser.parse_args()
+    args = parse_args(parser)
     if args.more and args.docs:
         parser.error("--docs publishes the bench's own scenes; --more is for checking")
     scenes, phone = (MORE_SCENES, set()) if args.more else (SCENES, PHONE)

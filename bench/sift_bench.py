@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import sift_scores as S
-from doc_tables import add_docs_flag, markdown_table, publish
+from doc_tables import add_docs_flag, markdown_table, parse_args, publish
 
 import visiontk
 
@@ -240,7 +240,7 @@ def main():
     parser.add_argument("--json", help="also write the numbers to this file")
     add_docs_flag(parser, "sift_speed", "sift_summary", "sift_large", "sift_bench")
     parser.add_argument("--speed-only", action="store_true", help="timing and memory only")
-    args = parser.parse_args()
+    args = parse_args(parser)
     photos = S.PHOTOS[:2] if args.quick else S.PHOTOS
     extractors = {name: make() for name, make in EXTRACTORS.items()}
     print(

@@ -14,7 +14,7 @@ import time
 import tracemalloc
 
 import numpy as np
-from doc_tables import add_docs_flag, markdown_table, publish
+from doc_tables import add_docs_flag, markdown_table, parse_args, publish
 
 from visiontk.vit import ViT
 
@@ -121,7 +121,7 @@ def main():
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_docs_flag(parser, "vit_bench")
-    args = parser.parse_args()
+    args = parse_args(parser)
     try:
         import torch
 

@@ -24,7 +24,7 @@ COMPILE_NOTICE = "compiling visiontk's CPU kernels, once for this install (about
 KERNEL_SOURCES = (
     "_sift/_cpu_kernels.py",
     "matching/_cpu_kernels.py",
-    "matching/_cpu_kernels_int8.py",
+    "matching/_cpu_kernels_int.py",
 )
 
 

@@ -21,7 +21,7 @@ import numba as nb
 import numpy as np
 
 from .._numba_cache import use_user_cache
-from . import _cpu_kernels_int8 as _int8
+from . import _cpu_kernels_int as _int
 
 use_user_cache()
 
@@ -85,8 +85,8 @@ def nearest_candidates(
     """Each row's three nearest columns (N×3 indices and float32 squared distances, ascending,
     ties to the lower index; index −1 and inf where B has fewer than three rows) and each
     column's minimum; ``af``, ``bf``: float32 descriptors, ``a_sq``, ``b_sq``: their squared
-    norms. Given the uint8 descriptors themselves (``a``, ``b``, 128-D) on a CPU with AVX-512
-    VNNI, the distance tiles come from :mod:`._cpu_kernels_int8` instead of BLAS: the same
+    norms. Given the uint8 descriptors themselves (``a``, ``b``, 128-D) on a CPU with AVX2 or
+    VNNI, the distance tiles come from :mod:`._cpu_kernels_int` instead of BLAS: the same
     values."""
     n_a, n_b = len(af), len(bf)
     cols = min(n_b, TILE_COLUMNS)
@@ -97,11 +97,12 @@ def nearest_candidates(
     col_min = np.full((bands, n_b), np.inf, np.float32)
     bounds = [n_a * t // bands for t in range(bands + 1)]
 
-    integer = _integer_tiles(a, b)
-    if integer:
-        assert a is not None and b is not None  # _integer_tiles is False without them
-        a_pad, packed = _int8.pad_rows(a), _int8.pack_columns(b)
-        row_terms, shape = _int8.row_terms(a, a_sq), _int8.tile_shape(rows, cols)
+    integer = _integer_path(a, b)
+    if integer is not None:
+        assert a is not None and b is not None  # _integer_path is None without them
+        a_pad, packed = _int.pad_rows(integer, a), _int.pack_columns(integer, b)
+        row_terms = _int.row_terms(integer, a, a_sq)
+        shape = _int.tile_shape(integer, rows, cols)
     else:
         row_terms, shape = a_sq, (rows, cols)
 
@@ -112,8 +113,8 @@ def nearest_candidates(
             for r0 in range(bounds[t], bounds[t + 1], rows):
                 r1 = min(r0 + rows, bounds[t + 1])
                 out = tile[: r1 - r0, : c1 - c0]
-                if integer:
-                    _int8.dot_tile(a_pad, r0, r1, packed, c0, c1, tile)
+                if integer is not None:
+                    _int.dot_tile(integer, a_pad, r0, r1, packed, c0, c1, tile)
                 else:
                     np.matmul(af[r0:r1], bf[c0:c1].T, out=out)
                 scan_tile(
@@ -137,19 +138,21 @@ def nearest_candidates(
     return top_idx, top_val, col_min.min(axis=0)
 
 
-def _integer_tiles(a, b) -> bool:
-    """Whether the distance tiles come from :mod:`._cpu_kernels_int8`: two uint8 128-D descriptor
-    sets, on a CPU that has VNNI."""
-    return (
-        a is not None
-        and b is not None
-        and a.dtype == np.uint8
-        and b.dtype == np.uint8
-        and a.ndim == 2
-        and b.ndim == 2
-        and a.shape[1] == b.shape[1] == _int8.DIMS
-        and _int8.available()
-    )
+def _integer_path(a, b) -> _int.Path | None:
+    """The kernel of :mod:`._cpu_kernels_int` that makes the distance tiles: for two uint8
+    128-D descriptor sets, the one this CPU's SIMD level allows (None: float32 BLAS)."""
+    if (
+        a is None
+        or b is None
+        or a.dtype != np.uint8
+        or b.dtype != np.uint8
+        or a.ndim != 2
+        or b.ndim != 2
+        or a.shape[1] != _int.DIMS
+        or b.shape[1] != _int.DIMS
+    ):
+        return None
+    return _int.chosen()
 
 
 def _threads(n: int):
