@@ -129,14 +129,15 @@ def gaussian_blur(image: XpArray, sigma: float, out: XpArray | None = None) -> X
     )
 
 
-def upsample_2x(image: np.ndarray) -> np.ndarray:
-    """Double a 2-D float32 image by linear interpolation between pixel centres.
+def upsample_2x(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Double a 2-D float32 image by linear interpolation between pixel centres (into ``out``,
+    a contiguous float32 array of twice the size, if given).
 
     The numpy form of :func:`visiontk._sift.scale_space.upsample_2x` (cv2.resize, several times
     faster than strided numpy writes); both agree to float rounding.
     """
     h, w = image.shape
-    return cv2.resize(image, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (2 * w, 2 * h), dst=out, interpolation=cv2.INTER_LINEAR)
 
 
 def max_filter_3x3(image: XpArray) -> XpArray:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from visiontk import devices
-from visiontk._sift.scale_space import layer_sigmas, octave_count, upsample_2x
+from visiontk._sift.scale_space import layer_sigmas, octave_count, scale_space, upsample_2x
 
 
 @pytest.mark.parametrize(
@@ -48,3 +48,38 @@ def test_the_two_upsampling_forms_agree():
     np.testing.assert_allclose(fast, definition, atol=1e-3)
     row = upsample_2x(np.array([[0.0, 4.0]], np.float32), np)[0]
     np.testing.assert_allclose(row, [0, 1, 3, 4])  # 3:1 mixes of neighbouring samples
+
+
+def test_buffers_are_reused_only_when_nobody_holds_them():
+    """The CPU backend keeps the last image's scale-space buffers for the next image of the
+    same size, but never lends one a caller still holds: kept octaves stay as they were."""
+    from visiontk._sift import backends
+    from visiontk.extract import SiftOptions, release_buffers, sift_backend
+
+    backend = sift_backend("cpu")
+    if not isinstance(backend, backends.NumbaBackend):
+        pytest.skip("numba missing: the definitions allocate afresh")
+    rng = np.random.default_rng(4)
+    first = rng.random((90, 120), np.float32) * 255
+    second = rng.random((90, 120), np.float32) * 255
+    opts = SiftOptions()
+    release_buffers()
+    kept = backend.scale_space(first, opts)
+    copy = [o.gaussians.copy() for o in kept]
+    again = backend.scale_space(second, opts)  # ``kept`` is alive: fresh buffers
+    assert all(a.gaussians is not k.gaussians for a, k in zip(again, kept, strict=True))
+    for o, c in zip(kept, copy, strict=True):
+        np.testing.assert_array_equal(o.gaussians, c)
+    reused = {id(o.gaussians) for o in again}
+    del again
+    third = backend.scale_space(second, opts)  # nobody holds the second's: lent again
+    assert {id(o.gaussians) for o in third} <= reused | {id(o.gaussians) for o in kept}
+    expected = scale_space(second, sigma=1.6, n_octave_layers=3, upsample=True, xp=np)
+    for got, want in zip(third, expected, strict=True):
+        np.testing.assert_allclose(got.gaussians, want.gaussians, rtol=1e-5, atol=1e-3)
+    del third, kept
+    small = rng.random((60, 70), np.float32) * 255
+    shapes = {o.gaussians.shape for o in backend.scale_space(small, opts)} | {(120, 140)}
+    assert set(backends._STACKS.held) == shapes  # the 90×120 image's buffers are dropped
+    release_buffers()
+    assert not backends._STACKS.held

@@ -40,7 +40,7 @@ from .constants import DESCR_BINS, DESCR_WIDTH, ORI_BINS
 from .describe import quantize_descriptors, raw_descriptors
 from .detect import Extrema, find_candidates, prethreshold, refine_extrema
 from .orient import raw_orientation_histograms
-from .scale_space import Octave, scale_space, upsample_2x
+from .scale_space import Octave, StackPool, scale_space, upsample_2x
 
 if TYPE_CHECKING:
     from ._gpu_kernels import CudaSift
@@ -223,6 +223,17 @@ class NumbaBackend(XpBackend):
         super().__init__(np)
         self.kernels = kernels
 
+    def scale_space(self, gray: XpArray, opts: SiftOptions) -> list[Octave]:
+        octaves = scale_space(
+            gray,
+            **_octave_options(opts),
+            xp=np,
+            double=lambda image: devices.upsample_2x(image, _STACKS.take(_doubled(image))),
+            allocate=_STACKS.take,
+        )
+        _STACKS.trim()
+        return octaves
+
     def candidates(self, octave: Octave, threshold: float) -> tuple[XpArray, XpArray, XpArray]:
         return self.kernels.find_candidates(octave, threshold)
 
@@ -374,6 +385,20 @@ def for_device(device: str | SiftBackend = "auto") -> SiftBackend:
     from . import _gpu_kernels
 
     return CudaBackend(_gpu_kernels.for_current_device())
+
+
+#: Each thread's Gaussian stacks of its last image, shared by every CPU backend.
+_STACKS = StackPool()
+
+
+def _doubled(image: XpArray) -> tuple[int, int]:
+    return 2 * image.shape[0], 2 * image.shape[1]
+
+
+def release_buffers() -> None:
+    """Free the scale-space buffers this thread keeps for its next image of the same size
+    (about 270 MB after a 1080p image with the image doubled)."""
+    _STACKS.release()
 
 
 _PENDING_COMPILE = [0.0]

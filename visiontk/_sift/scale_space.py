@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,6 +125,7 @@ def scale_space(
     n_octaves: int = 0,
     double=None,
     octave_blur=None,
+    allocate=None,
 ) -> list[Octave]:
     """Build the Gaussian and DoG octaves of a grey float32 image (0..255).
 
@@ -132,7 +135,8 @@ def scale_space(
     :func:`upsample_2x`; the CPU backends pass cv2's equal and faster form). Layers are blurred
     one from the next, as OpenCV does; ``octave_blur(base, sigma, n_octave_layers, level)``, if
     given (the GPU's fused kernel), builds an octave's (gaussians, dogs) at once instead, or
-    returns None to decline.
+    returns None to decline. ``allocate(shape)``, if given, supplies each octave's float32
+    Gaussian stack (the CPU backend's buffers kept for the next image of the same size).
 
     Example
     -------
@@ -149,20 +153,29 @@ def scale_space(
     else:
         base = gray
         initial = math.sqrt(max(sigma**2 - ASSUMED_BLUR**2, 0.01))
-    base = devices.gaussian_blur(xp.ascontiguousarray(base, dtype=xp.float32), initial)
+    base = xp.ascontiguousarray(base, dtype=xp.float32)
     sigmas = layer_sigmas(sigma, n_octave_layers)
     n_layers = n_octave_layers + 3
 
     octaves = []
     count = octave_count(height, width, upsample)
+    blurred = False  # whether ``base`` has had the initial blur (every octave's after the first)
     for o in range(min(count, n_octaves) if n_octaves else count):
         h, w = base.shape
         if min(h, w) <= 2 * IMAGE_BORDER + 2:
             break
-        fused = octave_blur(base, sigma, n_octave_layers, o) if octave_blur else None
+        fused = None
+        if octave_blur is not None:
+            if not blurred:
+                base, blurred = devices.gaussian_blur(base, initial), True
+            fused = octave_blur(base, sigma, n_octave_layers, o)
         if fused is None:
-            gaussians = xp.empty((n_layers, h, w), dtype=xp.float32)
-            gaussians[0] = base
+            shape = (n_layers, h, w)
+            gaussians = allocate(shape) if allocate else xp.empty(shape, dtype=xp.float32)
+            if blurred:
+                gaussians[0] = base
+            else:  # the initial blur written straight into the stack: no copy
+                devices.gaussian_blur(base, initial, out=gaussians[0])
             for i in range(1, n_layers):
                 devices.gaussian_blur(gaussians[i - 1], sigmas[i], out=gaussians[i])
             octaves.append(Octave(first + o, gaussians))
@@ -171,5 +184,46 @@ def scale_space(
             octaves.append(Octave(first + o, gaussians, dogs))
         # The next octave starts from the layer with twice the base blur, taken every 2nd pixel.
         nxt = gaussians[n_octave_layers]
-        base = xp.ascontiguousarray(nxt[: (h // 2) * 2 : 2, : (w // 2) * 2 : 2])
+        base, blurred = xp.ascontiguousarray(nxt[: (h // 2) * 2 : 2, : (w // 2) * 2 : 2]), True
     return octaves
+
+
+class StackPool(threading.local):
+    """The float32 buffers of the last image's scale space (the doubled image, each octave's
+    Gaussian stack), kept per thread for the next image of the same size: a fresh stack of a
+    doubled 1080p image is 200 MB that the kernel faults in and zeroes page by page on first
+    write, a large share of the scale space's time.
+
+    A buffer is lent again only when nothing outside the pool still refers to it (an
+    :class:`Octave` kept by a caller, or a view of it), so kept results are never overwritten;
+    at most :data:`MAX_BYTES` are kept, and :meth:`trim` keeps only the shapes lent since the
+    previous trim (the last image's).
+    """
+
+    MAX_BYTES = 1 << 30
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[int, ...], np.ndarray] = {}
+        self.lent: set[tuple[int, ...]] = set()
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        self.lent.add(shape)
+        buf = self.held.get(shape)
+        # references: the dict, ``buf`` and getrefcount's argument; any more is a user
+        if buf is not None and sys.getrefcount(buf) <= 3:
+            return buf
+        buf = np.empty(shape, np.float32)
+        kept = sum(b.nbytes for b in self.held.values() if b.shape != shape)
+        if kept + buf.nbytes <= self.MAX_BYTES:
+            self.held[shape] = buf
+        return buf
+
+    def trim(self) -> None:
+        """Drop the buffers of shapes not lent since the previous trim."""
+        for shape in [s for s in self.held if s not in self.lent]:
+            del self.held[shape]
+        self.lent = set()
+
+    def release(self) -> None:
+        self.held.clear()
+        self.lent = set()
