@@ -49,12 +49,16 @@ def scan_tile(dots, a_sq, b_sq, col0, top_val, top_idx, col_min):  # pragma: no 
     for i in range(rows):
         ai = a_sq[i]
         row = dots[i]
-        for j in range(cols):  # vectorised: distances and column minima
+        v0, v1, v2 = top_val[i, 0], top_val[i, 1], top_val[i, 2]
+        below = 0
+        for j in range(cols):  # vectorised: distances, column minima, and how many could enter
             v = row[j] * minus_two + ai
             v = v + b_sq[j]
             d[j] = v
             col_min[j] = min(col_min[j], v)
-        v0, v1, v2 = top_val[i, 0], top_val[i, 1], top_val[i, 2]
+            below += v < v2
+        if below == 0:  # most tiles after a row's first: none nearer than its third nearest
+            continue
         i0, i1, i2 = top_idx[i, 0], top_idx[i, 1], top_idx[i, 2]
         for j in range(cols):  # nearly always one compare: the third nearest so far
             v = d[j]
