@@ -301,28 +301,49 @@ def _slab(a, b, half, radius):
 
 
 @nb.njit(inline="always", **_KERNEL)
-def _descriptor_row(up, mid, down, wj, wi, u0, v, cos_t, sin_t, ori, mags, fr, fc, fo, at, cnt):
-    """Samples of one window row: weighted magnitude, lower (row, col, direction) bin as a
-    flat index into the padded histogram, and the fractions towards the upper bins. Samples
-    outside the grid get weight 0 and index 0 (a guard cell)."""
+def _window_row(up, mid, down, wj, wi, u0, v, us, vs, dxs, dys, ws, cnt):
+    """One window row's samples, gathered for :func:`_window_samples`: offset (u, v) from
+    the keypoint, gradient and Gaussian weight."""
+    for t in range(cnt):
+        us[t] = u0 + np.float32(t)
+        vs[t] = v
+        dx, dy = _gradient(up, mid, down, t)
+        dxs[t] = dx
+        dys[t] = dy
+        ws[t] = wi * wj[t]
+
+
+@nb.njit(inline="always", **_KERNEL)
+def _window_samples(us, vs, dxs, dys, ws, cos_t, sin_t, ori, mags, fr, fc, fo, at, cnt):
+    """Every sample of a window in one loop (a row's thirty-odd samples are too few for the
+    vector loop): weighted magnitude, lower (row, col, direction) bin as a flat index into the
+    padded histogram, and the fractions towards the upper bins. Samples outside the grid get
+    weight 0 and index 0 (a guard cell)."""
     d = DESCR_WIDTH
     n = DESCR_BINS
     for t in range(cnt):
-        u = u0 + np.float32(t)
+        u = us[t]
+        v = vs[t]
         rbin = u * sin_t + v * cos_t + np.float32(d // 2 - 0.5)
         cbin = u * cos_t - v * sin_t + np.float32(d // 2 - 0.5)
         inside = (rbin > -1) & (rbin < d) & (cbin > -1) & (cbin < d)
-        dx, dy = _gradient(up, mid, down, t)
-        mag = np.float32(math.sqrt(dx * dx + dy * dy)) * (wi * wj[t])
+        dx = dxs[t]
+        dy = dys[t]
+        mag = np.float32(math.sqrt(dx * dx + dy * dy)) * ws[t]
         obin = (_atan2_degrees(dy, dx) - ori) * np.float32(n / 360.0)
-        r0 = math.floor(rbin)
-        c0 = math.floor(cbin)
-        o0 = math.floor(obin)
-        fr[t] = rbin - np.float32(r0)
-        fc[t] = cbin - np.float32(c0)
-        fo[t] = obin - np.float32(o0)
-        o0 = o0 + n if o0 < 0 else o0
-        at[t] = np.int32(((r0 + 1) * (d + 2) + c0 + 1) * (n + 2) + o0) if inside else 0
+        # bins stay float32 (small integers, exact) until one conversion to int32: int64
+        # bins (math.floor) held the loop to four lanes
+        r0 = np.floor(rbin)
+        c0 = np.floor(cbin)
+        o0 = np.floor(obin)
+        fr[t] = rbin - r0
+        fc[t] = cbin - c0
+        fo[t] = obin - o0
+        o0 = o0 + np.float32(n) if o0 < 0 else o0
+        flat = ((r0 + np.float32(1)) * np.float32(d + 2) + c0 + np.float32(1)) * np.float32(
+            n + 2
+        ) + o0
+        at[t] = np.int32(flat) if inside else np.int32(0)
         mags[t] = mag if inside else np.float32(0.0)
 
 
@@ -362,6 +383,11 @@ def _descriptor_kernel(gaussians, layer, x, y, direction, scale, subpixel):
         fc = np.empty(side * side, np.float32)
         fo = np.empty(side * side, np.float32)
         at = np.empty(side * side, np.int32)
+        us = np.empty(side * side, np.float32)
+        vs = np.empty(side * side, np.float32)
+        dxs = np.empty(side * side, np.float32)
+        dys = np.empty(side * side, np.float32)
+        ws = np.empty(side * side, np.float32)
         m = 0
         for i in range(max(-radius, 1 - py), min(radius, h - 2 - py) + 1):
             yy = py + i
@@ -375,7 +401,7 @@ def _descriptor_kernel(gaussians, layer, x, y, direction, scale, subpixel):
             if cnt <= 0:
                 continue
             x0 = px + j_lo
-            _descriptor_row(
+            _window_row(
                 img[yy - 1, x0 : x0 + cnt],
                 img[yy, x0 - 1 : x0 + cnt + 1],
                 img[yy + 1, x0 : x0 + cnt],
@@ -383,17 +409,15 @@ def _descriptor_kernel(gaussians, layer, x, y, direction, scale, subpixel):
                 window_i[i + radius],
                 np.float32(j_lo) - fx,
                 v,
-                cos_t,
-                sin_t,
-                direction[k],
-                mags[m : m + cnt],
-                fr[m : m + cnt],
-                fc[m : m + cnt],
-                fo[m : m + cnt],
-                at[m : m + cnt],
+                us[m : m + cnt],
+                vs[m : m + cnt],
+                dxs[m : m + cnt],
+                dys[m : m + cnt],
+                ws[m : m + cnt],
                 cnt,
             )
             m += cnt
+        _window_samples(us, vs, dxs, dys, ws, cos_t, sin_t, direction[k], mags, fr, fc, fo, at, m)
         # Pass 2: trilinear votes into two padded histograms taken in turn, so that
         # consecutive samples (often the same bins) do not wait on each other's additions.
         hist = np.zeros(2 * size, np.float32)
@@ -432,16 +456,21 @@ def _descriptor_kernel(gaussians, layer, x, y, direction, scale, subpixel):
 
 
 def raw_descriptors(gaussians, layer, x, y, direction, scale, subpixel=False):
-    """Compiled :func:`visiontk._sift.describe.raw_descriptors`."""
-    return _descriptor_kernel(
+    """Compiled :func:`visiontk._sift.describe.raw_descriptors`. The keypoints are described
+    in image order (layer, row, column), not as given (strongest first): neighbours' windows
+    then share rows already in the cache."""
+    order = np.lexsort((x, y, layer))
+    out = np.empty((len(order), DESCR_WIDTH * DESCR_WIDTH * DESCR_BINS), np.float32)
+    out[order] = _descriptor_kernel(
         np.ascontiguousarray(gaussians),
-        layer.astype(np.int64),
-        x.astype(np.float32),
-        y.astype(np.float32),
-        direction.astype(np.float32),
-        scale.astype(np.float32),
+        layer[order].astype(np.int64),
+        x[order].astype(np.float32),
+        y[order].astype(np.float32),
+        direction[order].astype(np.float32),
+        scale[order].astype(np.float32),
         bool(subpixel),
     )
+    return out
 
 
 def warm_up() -> None:
