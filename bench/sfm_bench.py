@@ -37,6 +37,15 @@ SCENES = [
         "14 views 1280×960, phone JPEGs",
         {"views": 14, "size": (1280, 960), "focal": 1040.0, "arc_degrees": 140.0, "seed": 1},
     ),
+    # the sizes of the AVX2 report (docs/benchmarks.md, "At AVX2"): a set and a larger one
+    (
+        "14 views 1024×768",
+        {"views": 14, "size": (1024, 768), "focal": 830.0, "arc_degrees": 150.0, "seed": 4},
+    ),
+    (
+        "40 views 1024×768",
+        {"views": 40, "size": (1024, 768), "focal": 830.0, "arc_degrees": 150.0, "seed": 4},
+    ),
 ]
 #: Four more layouts (other seeds, sizes and arcs), not the ones the defaults were chosen on:
 #: ``--more`` runs them instead of SCENES.
