@@ -30,8 +30,31 @@ from .common import (
 )
 
 
+def print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: the version and the SIMD level of visiontk's CPU kernels (what a bug
+    report about speed needs)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from visiontk import simd
+    from visiontk.errors import OptionError
+
+    try:
+        level = simd.describe()
+    except OptionError as exc:
+        level = f"not chosen: {exc}"
+    click.echo(f"visiontk {visiontk.__version__}; CPU kernels: {level}")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(visiontk.__version__, prog_name="visiontk")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=print_version,
+    help="Show the version and the SIMD level of the CPU kernels, then exit.",
+)
 def main():
     """visiontk: SIFT features, matching and two-view geometry."""
     from visiontk.extract import own_process

@@ -70,8 +70,15 @@ def test_unreadable_inputs_are_listed_like_missing_ones(samples, tmp_path):
     assert p.stderr.strip().splitlines() == [f"error: {noperm}: permission denied"]
 
 
-def test_version_and_help():
-    assert visiontk.__version__ in run("--version").output
+def test_version_and_help(monkeypatch):
+    from visiontk import simd
+
+    out = run("--version").output
+    assert visiontk.__version__ in out and f"CPU kernels: {simd.level()}" in out
+    monkeypatch.setenv(simd.ENV, "generic")
+    assert "CPU kernels: generic" in run("--version").output
+    monkeypatch.setenv(simd.ENV, "sse9")
+    assert "VISIONTK_SIMD='sse9': expected one of" in run("--version").output
     for args in ([], ["match"], ["extract"]):
         result = run(*args, "--help")
         assert result.exit_code == 0 and "Usage" in result.output

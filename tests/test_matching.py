@@ -103,7 +103,7 @@ def test_compiled_search_equals_the_xp_definition(monkeypatch, threads):
         a_sq, b_sq = (af * af).sum(axis=1), (bf * bf).sum(axis=1)
         k = min(3, len(b))
         want = matching._candidates_xp(af, bf, a_sq, b_sq, k, np)
-        # float32 BLAS tiles, and (uint8 on a VNNI CPU) the integer tiles of _cpu_kernels_int8
+        # float32 BLAS tiles, and (uint8, AVX2 or better) the integer tiles of _cpu_kernels_int
         for given in ((), (a, b)):
             got = _match_kernels.nearest_candidates(af, bf, a_sq, b_sq, threads, *given)
             np.testing.assert_array_equal(got[0][:, :k], want[0])
