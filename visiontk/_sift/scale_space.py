@@ -208,10 +208,8 @@ class StackPool(threading.local):
 
     def take(self, shape: tuple[int, ...]) -> np.ndarray:
         self.lent.add(shape)
-        buf = self.held.get(shape)
-        # references: the dict, ``buf`` and getrefcount's argument; any more is a user
-        if buf is not None and sys.getrefcount(buf) <= 3:
-            return buf
+        if shape in self.held and _references(self.held, shape) <= _UNSHARED:
+            return self.held[shape]
         buf = np.empty(shape, np.float32)
         kept = sum(b.nbytes for b in self.held.values() if b.shape != shape)
         if kept + buf.nbytes <= self.MAX_BYTES:
@@ -227,3 +225,14 @@ class StackPool(threading.local):
     def release(self) -> None:
         self.held.clear()
         self.lent = set()
+
+
+def _references(held: dict, key: object) -> int:
+    """References to ``held[key]`` as this function sees them (the dict's, its own, the call's:
+    how many the interpreter counts differs between Python versions, so :data:`_UNSHARED` is
+    measured with this same function)."""
+    return sys.getrefcount(held[key])
+
+
+#: What :func:`_references` gives for an array that only its dict holds.
+_UNSHARED = _references({0: np.empty(0)}, 0)
