@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import re
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by path (tests)
 import cpu_levels
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

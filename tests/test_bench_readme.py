@@ -57,6 +57,27 @@ def test_every_published_table_has_its_markers_once_in_its_page():
         assert not elsewhere, (name, elsewhere)
 
 
+def test_tables_held_to_avx2_go_beside_their_native_ones(tmp_path, monkeypatch):
+    """``--simd avx2`` publishes into NAME_avx2's markers, in the page of NAME, and the stamp
+    says the bench was held to AVX2 and names the CPU."""
+    module = _doc_tables_module()
+    benchmarks = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    for name in ("sift_speed", "match_bench", "sfm_bench"):
+        assert benchmarks.count(f"<!-- bench:{name}_avx2 -->") == 1, name
+    page = tmp_path / "benchmarks.md"
+    page.write_text("<!-- bench:match_bench_avx2 -->\nold\n<!-- /bench:match_bench_avx2 -->\n")
+    monkeypatch.setattr(module, "PAGES", {"match_bench": page})
+    monkeypatch.setenv("VISIONTK_BENCH_SIMD", "held")
+    monkeypatch.setenv("VISIONTK_SIMD", "avx2")
+    module.publish("match_bench", "| new |", command="python bench/match_bench.py --docs")
+    text = page.read_text()
+    assert "| new |" in text and "old" not in text
+    assert "--docs --simd avx2`" in text and "held to AVX2" in text
+    from visiontk import simd
+
+    assert simd.cpu_model() in text
+
+
 def test_publish_replaces_only_its_section(tmp_path):
     page = tmp_path / "benchmarks.md"
     page.write_text(
