@@ -4,7 +4,8 @@ to AVX2, so an AVX-512 machine measures what an AVX2 laptop or desktop runs.
 Held to AVX2 (no AVX-512, no AVX-VNNI), each through its own switch, set before anything loads:
 
 - visiontk's own dispatch: ``VISIONTK_SIMD=avx2`` (visiontk/simd.py);
-- code numba generates (visiontk's kernels): ``NUMBA_CPU_NAME=haswell``, with its own cache;
+- code numba generates (visiontk's kernels): ``NUMBA_CPU_NAME=haswell`` with
+  ``NUMBA_CPU_FEATURES=+avx2,+fma`` (the name alone keeps this CPU's features), its own cache;
 - OpenBLAS (numpy's and FAISS's): ``OPENBLAS_CORETYPE=Haswell``;
 - numpy's own loops: ``NPY_DISABLE_CPU_FEATURES``;
 - OpenCV: ``OPENCV_CPU_DISABLE`` (the AVX-512 and AVX-VNNI names it reports);
@@ -26,7 +27,7 @@ LEVELS = ("native", "avx2")
 #: set in the environment of a bench held to AVX2 (and so of every process it starts)
 AVX2_ENV = {
     simd.ENV: "avx2",
-    "NUMBA_CPU_NAME": "haswell",
+    **simd.AVX2_NUMBA,
     "OPENBLAS_CORETYPE": "Haswell",
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL "
     "AVX512_ICL AVX512_SPR",

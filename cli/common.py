@@ -143,12 +143,22 @@ def not_empty(ctx, param, value: str) -> str:
     return value
 
 
+def check_cpu_settings() -> None:
+    """Refuse, before any work, the CPU settings every item would trip on (VISIONTK_SIMD, and a
+    NUMBA_CPU_FEATURES that LLVM would abort on): an OptionError, said once."""
+    from visiontk import simd
+
+    simd.requested()
+    simd.numba_features()
+
+
 def compile_first(device: str) -> None:
     """On the first use after an install, say why this run takes longer, and
     compile the CPU kernels into the cache (the GPU runs other code)."""
     from visiontk._numba_cache import COMPILE_NOTICE, compile_kernels, kernels_compiled
     from visiontk.devices import resolve_device
 
+    check_cpu_settings()
     if device != "cuda" and resolve_device(device) == "cpu" and not kernels_compiled():
         click.echo(COMPILE_NOTICE, err=True)
         compile_kernels()

@@ -13,6 +13,7 @@ from visiontk.pipeline.executors import AUTO_WORKERS_MAX, EXECUTORS
 
 from .common import (
     OUT_FOLDER,
+    check_cpu_settings,
     not_empty,
     user_errors,
 )
@@ -65,6 +66,7 @@ or Ctrl-C stop it with the work so far kept.""",
 def run_command(pipeline, images, out, workers, executor, scheduler, colmap, quiet):
     from visiontk.pipeline import Pipeline
 
+    check_cpu_settings()
     result = Pipeline.from_file(pipeline).run(
         images,
         out,

@@ -79,6 +79,8 @@ def test_version_and_help(monkeypatch):
     assert "CPU kernels: generic" in run("--version").output
     monkeypatch.setenv(simd.ENV, "sse9")
     assert "VISIONTK_SIMD='sse9': expected one of" in run("--version").output
+    assert run("match", "--help").exit_code == 0  # help still shows
+    monkeypatch.delenv(simd.ENV)
     for args in ([], ["match"], ["extract"]):
         result = run(*args, "--help")
         assert result.exit_code == 0 and "Usage" in result.output
@@ -350,3 +352,20 @@ def test_empty_names_are_usage_errors_not_the_current_folder(samples, tmp_path, 
     r = run(*args)
     assert r.exit_code == 2 and "an empty name" in r.output
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("VISIONTK_SIMD", "avx512"), ("NUMBA_CPU_FEATURES", "+avx2, +fma")]
+)
+def test_a_bad_cpu_setting_stops_a_run_before_any_item(
+    samples, tmp_path, monkeypatch, variable, value
+):
+    """Said once with exit 2 (not once per pair, not an LLVM abort in every worker)."""
+    monkeypatch.setenv(variable, value)
+    out = tmp_path / "out"
+    result = run("run", "sift-match", "--images", samples, "--out", out, "--quiet")
+    assert result.exit_code == 2
+    assert f"{variable}=" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+    result = run("match", samples / "coffee.png", samples / "coffee_warped.png", "--no-picture")
+    assert result.exit_code == 2 and f"{variable}=" in result.output

@@ -93,17 +93,34 @@ def test_a_bad_level_is_one_line(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "cpu, expected",
-    [("haswell", "avx2"), ("alderlake", "avxvnni"), ("x86-64", "generic"), ("znver4", None)],
+    "name, features, expected",
+    [
+        ("haswell", None, "machine"),  # numba passes this CPU's features whatever the name
+        ("haswell", "+avx2,+fma", "avx2"),
+        ("alderlake", "+avxvnni", "avxvnni"),
+        ("generic", None, "generic"),
+        (None, "+avx2,-avx2", "generic"),  # in order, as LLVM applies them
+        ("znver4", "-avx512f", "avx2"),  # turning AVX-512F off turns off VNNI on it
+        ("x86-64", "+sse2", "generic"),
+    ],
 )
-def test_numba_target_holds_the_level(monkeypatch, cpu, expected):
-    """NUMBA_CPU_NAME names the CPU numba compiles for; our kernels never go above it (LLVM
-    could not emit them), nor above this CPU."""
-    monkeypatch.setenv("NUMBA_CPU_NAME", cpu)
-    wanted = expected or "avx512vnni"
-    assert simd.numba_level() == min(wanted, simd.machine_level(), key=simd.LEVELS.index)
-    monkeypatch.setenv("NUMBA_CPU_FEATURES", "+sse2,+avx,+avx2,-avx512f")
-    assert simd.numba_level() == min("avx2", simd.machine_level(), key=simd.LEVELS.index)
+def test_numba_target_holds_the_level(monkeypatch, name, features, expected):
+    """Our kernels never go above what numba compiles for (LLVM could not emit them, and
+    aborts the process trying), nor above this CPU."""
+    for key, value in (("NUMBA_CPU_NAME", name), ("NUMBA_CPU_FEATURES", features)):
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
+    want = simd.machine_level() if expected == "machine" else expected
+    assert simd.numba_level() == min(want, simd.machine_level(), key=simd.LEVELS.index)
+
+
+@pytest.mark.parametrize("features", ["garbage", "+avx2, +fma", "avx2", "+avx2,,+"])
+def test_a_feature_list_llvm_aborts_on_is_one_line(monkeypatch, features):
+    monkeypatch.setenv("NUMBA_CPU_FEATURES", features)
+    with pytest.raises(OptionError, match=r"NUMBA_CPU_FEATURES=.*without spaces"):
+        simd.numba_level()
 
 
 @pytest.mark.skipif("avx2" not in RUNNABLE, reason=f"no AVX2 here: {simd.describe()}")
@@ -122,7 +139,7 @@ def test_code_compiled_for_avx2_matches_the_same(tmp_path):
         "np.save(__import__('sys').argv[1], np.column_stack([m.pairs, m.distances]))\n"
     )
     runs = {}
-    for name, extra in (("host", {}), ("haswell", {"NUMBA_CPU_NAME": "haswell"})):
+    for name, extra in (("host", {}), ("haswell", simd.AVX2_NUMBA)):
         env = {**os.environ, **extra, "NUMBA_CACHE_DIR": str(tmp_path / f"cache-{name}")}
         env.pop(simd.ENV, None)
         out = tmp_path / f"{name}.npy"

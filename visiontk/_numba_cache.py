@@ -88,7 +88,11 @@ def numba_cache_folder() -> Path:
 
 
 def use_user_cache() -> None:
-    """Point numba's cache at :func:`numba_cache_folder`."""
+    """Point numba's cache at :func:`numba_cache_folder`; first refuse, as a one-line
+    OptionError, a NUMBA_CPU_FEATURES that LLVM would abort the process on."""
+    from . import simd
+
+    simd.numba_features()
     try:
         folder = numba_cache_folder()
     except OSError:  # no temporary folder either: numba then caches where it can or warns

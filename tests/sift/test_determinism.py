@@ -49,7 +49,7 @@ def test_code_compiled_for_avx2_gives_identical_features(samples, tmp_path):
     machine's keypoints and descriptors byte for byte: vector width may change the speed,
     never the result."""
     runs = []
-    haswell = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    haswell = {**simd.AVX2_NUMBA, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     for name, extra in (("host", {}), ("haswell", haswell)):
         env = {**os.environ, **extra}
         out = tmp_path / f"{name}.npy"
