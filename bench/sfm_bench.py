@@ -231,7 +231,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     if args.docs:
-        publish("sfm_bench", text, command="python bench/sfm_bench.py --docs")
+        chosen = f" --scenes {' '.join(map(str, args.scenes))}" if args.scenes else ""
+        publish("sfm_bench", text, command=f"python bench/sfm_bench.py --docs{chosen}")
 
 
 if __name__ == "__main__":
