@@ -148,8 +148,7 @@ def check_cpu_settings() -> None:
     NUMBA_CPU_FEATURES that LLVM would abort on): an OptionError, said once."""
     from visiontk import simd
 
-    simd.requested()
-    simd.numba_features()
+    simd.level()  # reads and checks both settings
 
 
 def compile_first(device: str) -> None:
