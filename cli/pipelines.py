@@ -96,6 +96,8 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
     no_model = []
     for name, m in s["models"].items():
         files = ", ".join(str(out / f) for f in m["files"][1:])
+        for warning in m.get("warnings", []):
+            click.echo(one_line(f"warning: {name}: {warning}"), err=True)
         if not m["models"]:
             why = m.get("why", "too few matches between them")
             no_model.append(
@@ -111,6 +113,8 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
                 f"{m['mean_track_length']} -> " + files
             )
         )
+        if m["not_registered"]:
+            click.echo(one_line(f"{name}: not in the main model: {_listed(m['not_registered'])}"))
     click.echo(
         f"time: {s['seconds']:.1f} s ("
         + ", ".join(f"{k} {v:.1f}" for k, v in s["stage_seconds"].items())
@@ -127,6 +131,13 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
         click.echo(one_line(f"error: {line}"), err=True)
     if not result.ok:
         sys.exit(1)
+
+
+def _listed(entries: list[dict], shown: int = 5) -> str:
+    """ "a.jpg (too few keypoints); b.jpg (no verified pairs); and 3 more (summary.json)"."""
+    text = "; ".join(f"{e['image']} ({e['reason']})" for e in entries[:shown])
+    more = len(entries) - shown
+    return text + (f"; and {more} more (summary.json, report)" if more > 0 else "")
 
 
 @click.command("stages")

@@ -44,7 +44,7 @@ def test_every_view_registered_with_true_poses(mapped, scene):
     assert result.ok, result.failures
     summary = result.models["reconstruct"]
     assert summary["registered"] == summary["images"] == len(scene.names)
-    assert summary["not_registered"] == []
+    assert summary["not_registered"] == [] and summary["warnings"] == []
     assert summary["cameras"] == len(scene.names)  # no EXIF: a camera per image, as COLMAP
     model = pycolmap.Reconstruction(out / "sparse" / "0")  # COLMAP's files read back
     assert model.num_reg_images() == len(scene.names)
@@ -204,7 +204,10 @@ def test_unrelated_images_are_listed_not_registered(photos, tmp_path, samples):
     result = Pipeline.from_file("sfm").run(folder, out, quiet=True)
     summary = result.models["reconstruct"]
     assert summary["images"] == 12 and summary["registered"] == 10
-    assert summary["not_registered"] == ["zz_motorcycle_left.png", "zz_motorcycle_right.png"]
+    assert [e["image"] for e in summary["not_registered"]] == [
+        "zz_motorcycle_left.png",
+        "zz_motorcycle_right.png",
+    ]
 
 
 def test_known_intrinsics_and_one_camera(photos, scene, tmp_path):
@@ -293,7 +296,7 @@ def test_reconstruct_needs_matches_and_comes_last():
         ({"seed": -1}, "seed must be >= 0"),
         ({"camera_model": "FISHEYE"}, "camera_model must be one of"),
         ({"exif": "yes"}, "exif must be"),
-        ({"mapper": "global"}, "mapper must be one of"),
+        ({"mapper": "glomap"}, "mapper must be one of"),
         ({"leaf_images": 2}, "leaf_images must be"),
         ({"threads": -1}, "threads must be >= 0"),
     ],
@@ -347,12 +350,12 @@ def test_images_that_share_nothing_make_no_model(tmp_path, photo_folder):
     assert p.returncode == 1, p.stderr  # a run that makes no model did not do its job
     [line] = p.stderr.strip().splitlines()
     assert line.startswith(
-        "error: reconstruct: no model (0 of 3 images registered: too few matches between them)"
+        "error: reconstruct: no model (0 of 3 images registered: 3 no verified pairs)"
     )
     summary = json.loads((out / "summary.json").read_text())["models"]["reconstruct"]
-    assert summary["models"] == 0 and summary["not_registered"] == sorted(
-        ["astronaut.png", "coffee.png", "motorcycle_left.png"]
-    )
+    assert summary["models"] == 0 and [
+        (e["image"], e["reason"]) for e in summary["not_registered"]
+    ] == [(n, "no verified pairs") for n in ("astronaut.png", "coffee.png", "motorcycle_left.png")]
     assert not (out / "sparse").exists() and not (out / "model.png").exists()
     assert (out / "registration.png").exists()
     assert json.loads((out / "summary.json").read_text())["ok"] is False
@@ -381,7 +384,7 @@ def test_two_images_say_they_are_fewer_than_a_model_needs(tmp_path, photo_folder
         check=False,
     )
     assert p.returncode == 1
-    assert "registered: 2 images, fewer than min_model_size (3))" in p.stderr
+    assert "registered: 2 images with features, fewer than min_model_size (3))" in p.stderr
 
 
 def test_without_pycolmap_one_line_before_any_image(photos, tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ page shows lives in ``OUT/report/`` and is linked relatively, so the folder can 
 from __future__ import annotations
 
 import html
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -134,14 +135,19 @@ def write_index(
         rows.append(("outputs", f'<a href="{_url(name)}/">{e(name)}/</a>'))
     rows.append(("time", f"{summary['seconds']:.1f} s"))
     parts.append(_table(None, rows))
+    unregistered = {}  # name -> why, over the whole-run stages
     for stage, model in summary.get("models", {}).items():
         parts.append(f"<h2>{e(stage)}</h2>")
+        parts.extend(f'<p class="warn">warning: {e(w)}</p>' for w in model.get("warnings", []))
         parts.append(_table(None, _model_rows(model)))
         for picture in model.get("pictures", []):
             parts.append(
                 f'<p><a href="{_url(picture)}"><img class="wide" '
                 f'src="{_url(picture)}" alt="{e(picture)}"></a></p>'
             )
+        parts.extend(_viewer(Path(out), model))
+        parts.extend(_not_registered(Path(out), model))
+        unregistered.update({n["image"]: n["reason"] for n in model.get("not_registered", [])})
     if made.pairs:
         parts.append("<h2>The strongest pair, and the weakest that matched</h2>")
         for label in ("strongest", "weakest"):
@@ -175,6 +181,7 @@ def write_index(
     parts.append(f"<h2>Images ({len(listed)} of {len(images)} shown)</h2><div class=grid>")
     for name, path in listed:
         bad = str(path) in failed
+        why = "failed" if bad else unregistered.get(name)
         img = (
             f'<img src="{_url(shown[name])}" alt="{e(name)}">'
             if name in shown
@@ -183,9 +190,10 @@ def write_index(
         if name in links and not bad:
             img = f'<a href="{_url(links[name])}">{img}</a>'
 
+        look = "bad" if bad else "unregistered" if why else "ok"
         parts.append(
-            f'<figure class="{"bad" if bad else "ok"}">{img}'
-            f"<figcaption>{e(name)}{' (failed)' if bad else ''}</figcaption></figure>"
+            f'<figure class="{look}">{img}'
+            f"<figcaption>{e(name)}{f' ({e(why)})' if why else ''}</figcaption></figure>"
         )
     parts.append("</div></body></html>")
     path = Path(out) / "index.html"
@@ -228,7 +236,8 @@ def _model_rows(model: dict) -> list:
             ("mean track length", str(model.get("mean_track_length"))),
         ]
     if model.get("not_registered"):
-        rows.append(("not registered", e(", ".join(model["not_registered"]))))
+        count = Counter(n["reason"] for n in model["not_registered"]).most_common()
+        rows.append(("not registered", e(", ".join(f"{k} {why}" for why, k in count))))
     if model.get("cameras"):
         rows.append(("cameras", f"{model['cameras']} (one set of intrinsics each)"))
     if model.get("focal_length_from"):
@@ -239,6 +248,62 @@ def _model_rows(model: dict) -> list:
             )
         )
     return rows
+
+
+def _viewer(out: Path, model: dict) -> list[str]:
+    """The interactive 3-D view of the model (its own page, shown in a frame), or how to get
+    it."""
+    from ..sfm.viewer import MISSING
+
+    if not model.get("models"):
+        return []
+    viewer = model.get("viewer")
+    if not viewer or not (out / viewer).is_file():
+        return [f"<p>{html.escape(MISSING)}</p>"]
+    url = _url(viewer)
+    return [
+        f'<p><a href="{url}">The model in 3-D</a> (turn it with the mouse, click a camera to '
+        "see its photo; opens offline)</p>",
+        f'<iframe class="viewer" src="{url}" title="the model in 3-D"></iframe>',
+    ]
+
+
+#: Rows of the table of images not registered (the rest are in summary.json).
+NOT_REGISTERED_ROWS = 200
+
+
+def _not_registered(out: Path, model: dict) -> list[str]:
+    """The images a model left out: thumbnail, name, why (with the numbers) and what to do."""
+    from ..sfm.diagnose import ADVICE
+
+    e = html.escape
+    entries = model.get("not_registered", [])
+    if not entries:
+        return []
+    thumbs = model.get("thumbnails", {})
+    rows = []
+    for entry in entries[:NOT_REGISTERED_ROWS]:
+        name, reason = entry["image"], entry["reason"]
+        thumb = thumbs.get(name)
+        picture = (
+            f'<img class="thumb" src="{_url(thumb)}" alt="{e(name)}">'
+            if thumb and (out / thumb).is_file()
+            else "<div class=missing>no picture</div>"
+        )
+        rows.append(
+            (
+                picture,
+                e(name),
+                f"<b>{e(reason)}</b><br>{e(entry['detail'])}",
+                e(ADVICE.get(reason, "")),
+            )
+        )
+    more = len(entries) - len(rows)
+    return [
+        f"<h3>Not registered ({len(entries)})</h3>",
+        _table(["", "image", "why", "what you can do"], rows),
+        *([f"<p>and {more} more: summary.json lists them all</p>"] if more > 0 else []),
+    ]
 
 
 def _median(values) -> str:
@@ -263,6 +328,10 @@ img.wide {{ max-width: 100%; border: 1px solid #ccc; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 10px; }}
 figure {{ margin: 0; width: 240px; border: 3px solid #2e7d32; }}
 figure.bad {{ border-color: #c62828; }}
+figure.unregistered {{ border-color: #ef6c00; }}
+img.thumb {{ width: 200px; display: block; }}
+iframe.viewer {{ width: 100%; height: 640px; border: 1px solid #ccc; }}
+.warn {{ background: #fff3e0; border-left: 4px solid #ef6c00; padding: 6px 10px; }}
 figure.pair {{ width: auto; border: none; margin: 8px 0 16px; }}
 figure img {{ width: 100%; display: block; }}
 figcaption {{ font-size: 12px; padding: 3px; word-break: break-all; }}

@@ -209,8 +209,10 @@ class Run:
             "images": [(n, str(paths[n])) for n, _ in features],
             "features": [(n, str(self.cache.features_path(k))) for n, k in features],
             "pairs": [(a, b, str(self.cache.pair_path(k))) for a, b, k in pairs],
+            "failed": self._failed_images(features),
         }
         inputs = [[n, k] for n, k in features] + [[a, b, k] for a, b, k in pairs]
+        inputs += [[n, why] for n, why in context["failed"]]
         jobs: list[PicturesTask | ModelTask] = []
         keys: dict[str, str] = {}
         replies: dict[str, ModelReply] = {}
@@ -218,7 +220,11 @@ class Run:
         if pictures is not None:
             jobs.append(pictures)
         for stage in self.pipeline.model_stages:
-            keys[stage.name] = store.config_hash([inputs, self.pipeline.specs([stage])])
+            # with the stage's result format: a cached result in an older one is made again
+            result_format = getattr(stage, "result_format", 1)
+            keys[stage.name] = store.config_hash(
+                [inputs, self.pipeline.specs([stage]), result_format]
+            )
             cached = self.cache.load_model(keys[stage.name])
             if cached is not None:
                 replies[stage.name] = ModelReply(stage_name=stage.name, result=cached)
@@ -247,6 +253,12 @@ class Run:
         if self.pipeline.model_stages and self.folder.database.exists():
             self.result.colmap_path = self.folder.database
         return made
+
+    def _failed_images(self, features: Keys) -> list[tuple[str, str]]:
+        """(name, why) of the run's images that have no features: the failure of the file."""
+        made = {n for n, _ in features}
+        why = {str(f["item"]): f["reason"] for f in self.result.failures}
+        return [(n, why.get(str(q), f"{q}: no features")) for n, q in self.named if n not in made]
 
     def _export_colmap(self, features: Keys, pairs: PairKeys) -> None:
         from ..sfm.cameras import CameraChooser

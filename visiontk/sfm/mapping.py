@@ -6,9 +6,8 @@ model first) and ``points.ply`` (the largest model's coloured points); everythin
 under temporary names and renamed, so a killed run leaves the previous model or none, never
 half of one.
 
-pycolmap's global mapper (GLOMAP) is not offered: it needs relative poses in the two-view
-geometries, and even after COLMAP's own verification of visiontk's matches
-(``pycolmap.verify_matches``) it returned poses far off on the test scene (pycolmap 4.2.1).
+``mapper="global"`` runs COLMAP 4's global mapper (GLOMAP's method) instead; which to use
+when is measured in docs/benchmarks.md ("Global mapping").
 """
 
 from __future__ import annotations
@@ -90,12 +89,12 @@ def map_database(
     """Map ``database`` into ``out``; ``images``: name -> path of every image of the run;
     ``scan``: their keypoints' colours, read while this maps; ``refine``: a last robust bundle
     adjustment of each model (:func:`refine_model`); ``mapper``: COLMAP's "incremental"
-    mapper, or "hierarchical": clusters of at most ``leaf_images`` images (overlapping by a
-    tenth, 2 to 50 images, as COLMAP's defaults), each mapped incrementally, side by side, then
-    merged; ``threads``: the mapper's and the adjustments' (-1: all cores; with 1 the same
-    database gives the same model bit for bit, with more pycolmap's mapper varies in the last
-    digits from run to run). Returns the models (pycolmap Reconstructions, largest first) and
-    the summary (see :func:`describe`)."""
+    mapper, "global" (:func:`_global_mapping`), or "hierarchical": clusters of at most
+    ``leaf_images`` images (overlapping by a tenth, 2 to 50 images, as COLMAP's defaults), each
+    mapped incrementally, side by side, then merged; ``threads``: the mapper's and the
+    adjustments' (-1: all cores; with 1 the same database gives the same model bit for bit,
+    with more pycolmap's mapper varies in the last digits from run to run). Returns the models
+    (pycolmap Reconstructions, largest first) and the summary (see :func:`describe`)."""
     pycolmap = import_pycolmap()
     out = Path(out)
     work = Path(tempfile.mkdtemp(prefix=".sparse.", suffix=".part", dir=out))
@@ -114,6 +113,8 @@ def map_database(
             # a tenth, as COLMAP's 50 of 500; one shared image was too few to merge on
             clusters.image_overlap = max(2, min(50, leaf_images // 10))
             models = pycolmap.hierarchical_mapping(database, str(out), work, hierarchical)
+        elif mapper == "global":
+            models = _global_mapping(pycolmap, database, out, work, min_model_size, threads, seed)
         else:
             models = pycolmap.incremental_mapping(database, str(out), work, options)
         models = sorted(models.values(), key=lambda m: -m.num_reg_images())
@@ -138,6 +139,23 @@ def map_database(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return models, describe(models, images)
+
+
+def _global_mapping(pycolmap, database: Path, out: Path, work: Path, min_size, threads, seed):
+    """COLMAP's global mapper (GLOMAP's method: rotation averaging, then all positions at
+    once) on a copy of the database: its view-graph calibration first fits the focal lengths
+    from the pairs' fundamental matrices and writes calibrated two-view geometries, which the
+    run's database.db keeps as visiontk verified them."""
+    copy = work / "global.db"
+    shutil.copyfile(database, copy)
+    pycolmap.calibrate_view_graph(str(copy))
+    options = pycolmap.GlobalPipelineOptions()
+    options.min_model_size = min_size
+    options.num_threads = threads
+    options.random_seed = seed
+    options.mapper.num_threads = threads
+    options.mapper.random_seed = seed
+    return pycolmap.global_mapping(str(copy), str(out), work, options)
 
 
 def _incremental_options(pycolmap, min_model_size: int, threads: int, seed: int, refine: bool):
@@ -186,7 +204,8 @@ def refine_model(pycolmap, model, threads: int = -1) -> None:
 
 
 def describe(models: list, images: dict) -> dict:
-    """Counts for summary.json: images registered of all, points, errors, tracks, per model."""
+    """Counts for summary.json: images registered of all, points, errors, tracks, per model
+    (why the others are not registered: :mod:`visiontk.sfm.diagnose`)."""
     registered = set()
     per_model = []
     for model in models:
@@ -213,7 +232,6 @@ def describe(models: list, images: dict) -> dict:
         "points": largest.get("points", 0),
         "mean_reprojection_error": largest.get("mean_reprojection_error"),
         "mean_track_length": largest.get("mean_track_length"),
-        "not_registered": sorted(set(images) - registered),
         "per_model": per_model,
     }
 

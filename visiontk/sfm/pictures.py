@@ -157,15 +157,16 @@ def _view(points, colours, frusta, dims, name) -> np.ndarray:
 
 def registration_sheet(items: list, path: Path, *, columns: int = 6, width: int = 200) -> Path:
     """A sheet of thumbnails, each framed green (registered) or red (not), with its name.
-    ``items``: (name, thumbnail RGB array or None when unreadable, registered)."""
+    ``items``: (name, thumbnail RGB array or None when unreadable, None when registered else
+    why not)."""
     import cv2
 
     cell_h = int(width * 0.75) + 24
     rows = max(1, -(-len(items) // columns))
     sheet = np.full((rows * (cell_h + 8) + 8, columns * (width + 8) + 8, 3), 255, np.uint8)
-    for k, (name, thumb, registered) in enumerate(items):
+    for k, (name, thumb, why) in enumerate(items):
         y, x = 8 + (k // columns) * (cell_h + 8), 8 + (k % columns) * (width + 8)
-        colour = REGISTERED if registered else MISSING
+        colour = REGISTERED if why is None else MISSING
         sheet[y : y + cell_h, x : x + width] = colour
         if thumb is not None:
             h, w = thumb.shape[:2]
@@ -175,7 +176,7 @@ def registration_sheet(items: list, path: Path, *, columns: int = 6, width: int 
             )
             oy, ox = y + 4 + (cell_h - 30 - small.shape[0]) // 2, x + (width - small.shape[1]) // 2
             sheet[oy : oy + small.shape[0], ox : ox + small.shape[1]] = small
-        label = ("" if registered else "NOT ") + "registered: " + Path(name).name
+        label = f"{'registered' if why is None else why}: {Path(name).name}"
         cv2.putText(
             sheet,
             label[:30],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ CameraModel = Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "O
 SHEET_LIMIT = 120
 #: Their width in pixels.
 SHEET_WIDTH = 200
+#: Photos the interactive 3-D view shows at most (spread evenly over the images).
+MAX_PHOTOS = 300
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class ReconstructOptions:
     min_model_size: int = 3  # smallest model kept (images)
     seed: int = 0  # the mapper's random seed (with threads = 1: the same model every run)
     refine: bool = True  # a last bundle adjustment with a robust (Cauchy) loss
-    mapper: Literal["incremental", "hierarchical"] = "incremental"
+    mapper: Literal["incremental", "global", "hierarchical"] = "incremental"
     leaf_images: int = 500  # hierarchical: images per cluster at most (COLMAP's default)
     threads: int = 0  # the mapper's threads, 0: all cores; 1: the same model bit for bit
 
@@ -53,6 +56,8 @@ class ReconstructStage(Stage):
     inputs = ("features", "matches")
     outputs = ("model",)
     Options = ReconstructOptions
+    #: summary.json's layout (2: not_registered as {image, reason, detail}, warnings)
+    result_format = 2
 
     def check(self) -> None:
         from ..sfm.cameras import read_intrinsics
@@ -66,13 +71,15 @@ class ReconstructStage(Stage):
         """``context``: ``out`` (the run's folder), ``database`` (where the COLMAP database
         goes), ``images`` ((name, path) of the images with features), ``features`` ((name,
         features file)), ``pairs`` ((name_a, name_b, pair file)): the cache files of
-        :mod:`visiontk.pipeline.store`."""
+        :mod:`visiontk.pipeline.store`; ``failed`` ((name, why) of the run's images that
+        failed before they had features)."""
         import time
 
         from ..features import Features
         from ..pipeline.colmap import export_colmap
         from ..pipeline.store import read_pair
         from ..sfm.cameras import CameraChooser
+        from ..sfm.diagnose import diagnose
         from ..sfm.mapping import ImageScan, map_database
 
         o, out = self.options, Path(context["out"])
@@ -87,8 +94,10 @@ class ReconstructStage(Stage):
         t0 = time.perf_counter()
         # the images are read while the database is written and mapped (the sheet shows the
         # images not registered first: those past SHEET_LIMIT are read when it is drawn)
+        names = sorted(images)
+        step = max(1, -(-len(names) // MAX_PHOTOS))  # the 3-D view's photos, spread evenly
         scan = ImageScan(
-            images, dict(context["features"]), sorted(images)[:SHEET_LIMIT], SHEET_WIDTH
+            images, dict(context["features"]), {*names[:SHEET_LIMIT], *names[::step]}, SHEET_WIDTH
         )
         try:
             # generators: one image's features in memory at a time
@@ -114,32 +123,49 @@ class ReconstructStage(Stage):
         finally:
             scan.close()
         t2 = time.perf_counter()
-        pictures = self._pictures(models, summary, images, scan.thumbs, out)
+        failed = dict(context.get("failed", []))
+        summary["images"] += len(failed)
+        summary["not_registered"], summary["warnings"] = diagnose(
+            database, models, [*images, *failed], failed
+        )
+        t3 = time.perf_counter()
+        pictures, summary["thumbnails"] = self._pictures(models, summary, images, scan.thumbs, out)
         summary["focal_length_from"] = dict(Counter(cameras.sources.values()))
         summary["cameras"] = len({id(c) for c in cameras.chosen.values()})
         summary["seconds"] = {
             "write database.db": t1 - t0,
             "map": t2 - t1,
-            "pictures": time.perf_counter() - t2,
+            "diagnose": t3 - t2,
+            "pictures": time.perf_counter() - t3,
         }
         summary["pictures"] = pictures
+        summary["viewer"] = "model.html" if models and (out / "model.html").is_file() else None
         if not models:  # what the run's one line says
             summary["why"] = (
-                f"{len(images)} images, fewer than min_model_size ({o.min_model_size})"
+                f"{len(images)} images with features, fewer than min_model_size "
+                f"({o.min_model_size})"
                 if len(images) < o.min_model_size
-                else "too few matches between them"
+                else _why_no_model(summary["not_registered"])
             )
         summary["files"] = [
             database.relative_to(out).as_posix(),
             *(["sparse", "points.ply"] if models else []),
             *pictures,
+            *([summary["viewer"]] if summary["viewer"] else []),
         ]
         return summary
 
     @staticmethod
-    def _pictures(models, summary, images, thumbs, out) -> list[str]:
+    def _pictures(models, summary, images, thumbs, out) -> tuple[list[str], dict[str, str]]:
+        """model.png, registration.png (the images not registered first, marked with why),
+        and a thumbnail of each image not registered for the report, under
+        report/not_registered/. Returns the pictures and name -> thumbnail (relative to
+        out)."""
+        from .._files import own_folder
+        from ..pipeline.store import escape
         from ..sfm.pictures import draw_model, registration_sheet
-        from ..viz import thumbnail
+        from ..sfm.viewer import write_viewer
+        from ..viz import save_image, thumbnail
 
         written = []
         if models:
@@ -150,23 +176,39 @@ class ReconstructStage(Stage):
             )
             draw_model(models[0], out / "model.png", title)
             written.append("model.png")
+            if write_viewer(models[0], out / "model.html", thumbs, title) is None:
+                (out / "model.html").unlink(missing_ok=True)  # not an earlier run's
         else:
             (out / "model.png").unlink(missing_ok=True)
-        missing = set(summary["not_registered"])
-        order = sorted(images, key=lambda n: (n not in missing, n))[:SHEET_LIMIT]
+            (out / "model.html").unlink(missing_ok=True)
+        reasons = {e["image"]: e["reason"] for e in summary["not_registered"]}
+        order = sorted({*images, *reasons}, key=lambda n: (n not in reasons, n))[:SHEET_LIMIT]
+        small = {
+            n: thumbs[n] if n in thumbs else thumbnail(images[n], SHEET_WIDTH)
+            for n in order
+            if n in images  # an unreadable image has no picture
+        }
         registration_sheet(
-            [
-                (
-                    n,
-                    thumbs[n] if n in thumbs else thumbnail(images[n], SHEET_WIDTH),
-                    n not in missing,
-                )
-                for n in order
-            ],
+            [(n, small.get(n), reasons.get(n)) for n in order],
             out / "registration.png",
             width=SHEET_WIDTH,
         )
-        return [*written, "registration.png"]
+        shown = {}
+        folder = out / "report" / "not_registered"
+        shutil.rmtree(folder, ignore_errors=True)  # none of an earlier run's
+        for n in order:
+            picture = small.get(n)
+            if n in reasons and picture is not None:
+                own_folder(folder, out)
+                shown[n] = f"report/not_registered/{escape(n)}.jpg"
+                save_image(out / shown[n], picture)
+        return [*written, "registration.png"], shown
+
+
+def _why_no_model(entries: list[dict]) -> str:
+    """The reasons of the images, most common first: "7 degenerate geometry, 1 unreadable"."""
+    counts = Counter(e["reason"] for e in entries).most_common()
+    return ", ".join(f"{k} {reason}" for reason, k in counts) or "no images"
 
 
 def _threads(asked: int) -> int:

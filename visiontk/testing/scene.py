@@ -97,6 +97,28 @@ def make_scene(
     return Scene(images, K, Rs, ts, [f"view_{i:02d}.png" for i in range(views)])
 
 
+def make_turning_scene(
+    views: int = 8,
+    size: tuple[int, int] = (640, 480),
+    focal: float = 520.0,
+    pan_degrees: float = 50.0,
+) -> Scene:
+    """``views`` of the same boxes from one spot, the camera only turning (a panorama): no
+    baseline, so no depth, structure from motion's degenerate case."""
+    w, h = size
+    K = np.array([[focal, 0, w / 2], [0, focal, h / 2], [0, 0, 1.0]])
+    faces = _faces()
+    centre = np.array([4.2, 0.0, 2.4])
+    images, Rs, ts = [], [], []
+    for a in np.radians(np.linspace(-pan_degrees / 2, pan_degrees / 2, views)):
+        aim = np.array([-np.cos(a), np.sin(a), -0.45])  # towards the boxes, turned by a
+        R, t = look_at(centre, centre + aim)
+        images.append(_render(faces, K, R, t, w, h))
+        Rs.append(R)
+        ts.append(t)
+    return Scene(images, K, Rs, ts, [f"turn_{i:02d}.png" for i in range(views)])
+
+
 def _texture(name: str) -> np.ndarray:
     from skimage import color, data
 
