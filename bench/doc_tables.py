@@ -34,6 +34,8 @@ PAGES = {
     "match_bench": BENCHMARKS,
     "pipeline_bench": BENCHMARKS,
     "sfm_bench": BENCHMARKS,
+    "sfm_global": BENCHMARKS,
+    "sfm_scale": BENCHMARKS,
     "vit_bench": BENCHMARKS,
     "emulated_gpu_parity": GPU,
 }

@@ -11,6 +11,7 @@ floor), so the poses are scored against the truth after a similarity alignment:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -80,7 +81,27 @@ best.write(out)
 """
 
 
-def run_visiontk(images: Path, out: Path) -> float:
+def sfm_pipeline(folder: Path, mapper: str, stages: list[str] | None = None) -> str:
+    """The sfm preset, or a file in ``folder`` with another ``mapper`` or only the preset's
+    ``stages`` (by name)."""
+    if mapper == "incremental" and stages is None:
+        return "sfm"
+    from visiontk.pipeline.config import PIPELINES
+
+    chosen = [dict(s) for s in PIPELINES["sfm"] if stages is None or s["name"] in stages]
+    if stages is None:
+        chosen[-1]["mapper"] = mapper
+    lines = []
+    for stage in chosen:
+        lines.append("[[stages]]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in stage.items()]
+    path = folder / f"{'-'.join(stages or ['sfm'])}-{mapper}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def run_visiontk(images: Path, out: Path, mapper: str = "incremental") -> float:
+    pipeline = sfm_pipeline(images.parent, mapper)
     t0 = time.perf_counter()
     subprocess.run(
         [
@@ -88,7 +109,7 @@ def run_visiontk(images: Path, out: Path) -> float:
             "-m",
             "visiontk_cli.main",
             "run",
-            "sfm",
+            pipeline,
             "--images",
             str(images),
             "--out",
@@ -152,6 +173,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--scenes", type=int, nargs="*", help="which scenes (0-based)")
     parser.add_argument("--more", action="store_true", help="the four other layouts instead")
+    parser.add_argument(
+        "--global",
+        dest="global_mapper",
+        action="store_true",
+        help='also visiontk with mapper = "global" (COLMAP 4\'s GLOMAP)',
+    )
     args = parse_args(parser)
     if args.more and args.docs:
         parser.error("--docs publishes the bench's own scenes; --more is for checking")
@@ -169,18 +196,27 @@ def main() -> None:
                 write_phone_jpegs(scene, images)
             else:
                 scene.write(images)
-            times = {"visiontk": [], "COLMAP": []}
-            for r in range(args.rounds):  # interleaved, so both see the same machine load
-                for method, fn in (("visiontk", run_visiontk), ("COLMAP", run_colmap)):
-                    out = images.parent / f"{method}_{r}"
+            methods = {
+                "visiontk": (functools.partial(run_visiontk, mapper="incremental"), "sparse/0"),
+                "COLMAP": (run_colmap, ""),
+            }
+            if args.global_mapper:
+                methods["visiontk global"] = (
+                    functools.partial(run_visiontk, mapper="global"),
+                    "sparse/0",
+                )
+            times: dict[str, list[float]] = {method: [] for method in methods}
+            for r in range(args.rounds):  # interleaved, so all see the same machine load
+                for method, (fn, _) in methods.items():
+                    out = images.parent / f"{method.replace(' ', '_')}_{r}"
                     times[method].append(fn(images, out))
             # every run scored; the row is the run of median rotation error (COLMAP's
             # pipeline varies from run to run, visiontk's does not), the spread below it
             results = {}
-            for method, where in (("visiontk", "sparse/0"), ("COLMAP", "")):
+            for method, (_, where) in methods.items():
                 runs = sorted(
                     (
-                        score(images.parent / f"{method}_{r}" / where, scene)
+                        score(images.parent / f"{method.replace(' ', '_')}_{r}" / where, scene)
                         for r in range(args.rounds)
                     ),
                     key=lambda s: s["rotation"],
@@ -232,7 +268,10 @@ def main() -> None:
         args.json.write_text(json.dumps(figures, indent=2))
     if args.docs:
         chosen = f" --scenes {' '.join(map(str, args.scenes))}" if args.scenes else ""
-        publish("sfm_bench", text, command=f"python bench/sfm_bench.py --docs{chosen}")
+        if args.global_mapper:  # its own table: the mappers side by side
+            chosen += " --global"
+        name = "sfm_global" if args.global_mapper else "sfm_bench"
+        publish(name, text, command=f"python bench/sfm_bench.py --docs{chosen}")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,13 @@ what a browser makes of it."""
 
 import re
 import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
 import cv2
 import pytest
+from browser import browser, screenshot
 from click.testing import CliRunner
 from visiontk_cli.main import main
 
@@ -196,36 +196,10 @@ def test_a_branches_run_shows_and_links_each_report(tmp_path):
         assert (out / unquote(link)).exists(), link
 
 
-def browser() -> str | None:
-    return next(
-        (
-            shutil.which(b)
-            for b in ("chromium", "chromium-browser", "google-chrome")
-            if shutil.which(b)
-        ),
-        None,
-    )
-
-
 @pytest.mark.skipif(browser() is None, reason="no Chromium here (CI installs it: .ci/run)")
 def test_a_real_browser_renders_the_page(run, tmp_path):
     _, out = run
-    shot = tmp_path / "page.png"
-    subprocess.run(
-        [
-            browser(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            f"--screenshot={shot}",
-            "--window-size=1300,2400",
-            (out / "index.html").as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    shot = screenshot(out / "index.html", tmp_path / "page.png", (1300, 2400))
     picture = cv2.imread(str(shot))
     assert picture.shape[:2] == (2400, 1300)
     # the pair pictures (wide, photographic) fill rows of the page: a blank or unstyled page

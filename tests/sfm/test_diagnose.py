@@ -9,6 +9,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from browser import browser, screenshot
 from skimage import data
 
 from visiontk.pipeline import Pipeline
@@ -182,25 +183,11 @@ def test_without_plotly_no_view_and_the_report_says_how(spoiled, tmp_path, monke
     assert shown == [f"<p>{viewer.MISSING.replace(chr(39), '&#x27;')}</p>"]
 
 
-@pytest.mark.skipif(
-    shutil.which("chromium") is None, reason="no Chromium here (CI installs it: .ci/run)"
-)
+@pytest.mark.skipif(browser() is None, reason="no Chromium here (CI installs it: .ci/run)")
 def test_a_real_browser_draws_the_3d_view(spoiled, tmp_path):
     pytest.importorskip("plotly")
     _, out = spoiled
-    shot = tmp_path / "view.png"
-    subprocess.run(
-        [
-            *("chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"),
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}",
-            "--window-size=1000,800",
-            (out / "model.html").as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    shot = screenshot(out / "model.html", tmp_path / "view.png", (1000, 800))
     picture = cv2.imread(str(shot))
     assert picture.shape[:2] == (800, 1000)
     drawn = (picture.min(axis=2) < 200).mean()  # not a blank page: points and frusta

@@ -55,7 +55,8 @@ def write_viewer(model, path: Path, photos: dict | None = None, title: str = "")
     # the model's frame is arbitrary: turn it so that up is up (as model.png)
     axes = view_axes(Rs, xyz if len(xyz) else centres)
     spread = np.ptp(centres @ axes.T, axis=0).max() if len(centres) > 1 else 1.0
-    depth = 0.06 * spread if spread > 0 else 0.1
+    # frusta 6% of the cameras' spread, smaller when many crowd the view
+    depth = 0.06 * min(1.0, np.sqrt(20 / len(images))) * spread if spread > 0 else 0.1
     segments = []
     for image, R, t in zip(images, Rs, ts, strict=True):
         camera = model.camera(image.camera_id)
