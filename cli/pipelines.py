@@ -99,6 +99,8 @@ def run_command(pipeline, images, out, workers, executor, scheduler, colmap, qui
         for warning in m.get("warnings", []):
             click.echo(one_line(f"warning: {name}: {warning}"), err=True)
         if not m["models"]:
+            if m["not_registered"]:
+                click.echo(one_line(f"{name}: not registered: {_listed(m['not_registered'])}"))
             why = m.get("why", "too few matches between them")
             no_model.append(
                 f"{name}: no model ({m['registered']} of {m['images']} images "

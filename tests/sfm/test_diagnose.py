@@ -17,6 +17,8 @@ from visiontk.sfm.diagnose import ADVICE, REASONS, diagnose
 from visiontk.testing.scene import make_scene, make_turning_scene
 
 pycolmap = pytest.importorskip("pycolmap")
+#: A photo of something else, under a name whose escaped form passes 255 bytes.
+OTHER = "写真" * 40 + ".png"
 
 
 def run_cli(images, out):
@@ -40,7 +42,7 @@ def spoiled(tmp_path_factory, samples):
     folder = root / "photos"
     make_scene(views=10, size=(640, 480)).write(folder)
     cv2.imwrite(str(folder / "black.png"), np.zeros((480, 640, 3), np.uint8))
-    cv2.imwrite(str(folder / "cameraman.png"), data.camera())  # none of the scene's photos
+    cv2.imwrite(str(folder / OTHER), data.camera())  # none of the scene's photos
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"not a JPEG" * 20)
     poster = cv2.imread(str(samples / "motorcycle_left.png"))
     h, w = poster.shape[:2]
@@ -61,13 +63,13 @@ def test_each_bad_image_gets_its_reason_and_the_good_views_all_register(spoiled)
     assert summary["per_model"][0]["registered"] == [f"view_{i:02d}.png" for i in range(10)]
     assert {n: e["reason"] for n, e in entries.items()} == {
         "black.png": "too few keypoints",
-        "cameraman.png": "no verified pairs",
+        OTHER: "no verified pairs",
         "broken.jpg": "unreadable",
         **{f"zz_poster_{k}.png": "in another model" for k in range(4)},
     }
     assert all(set(e) == {"image", "reason", "detail"} for e in entries.values())
     assert entries["black.png"]["detail"].startswith("0 keypoints")
-    assert "a pair needs 15 inliers" in entries["cameraman.png"]["detail"]
+    assert "a pair needs 15 inliers" in entries[OTHER]["detail"]
     assert "broken.jpg" in entries["broken.jpg"]["detail"]
     assert "in model 2 of 2 (4 images, sparse/1)" in entries["zz_poster_0.png"]["detail"]
     assert summary["images"] == 17 and summary["warnings"] == []
@@ -75,9 +77,9 @@ def test_each_bad_image_gets_its_reason_and_the_good_views_all_register(spoiled)
     assert p.returncode == 1
     assert (
         "reconstruct: not in the main model: black.png (too few keypoints); broken.jpg "
-        + ("(unreadable); cameraman.png (no verified pairs); zz_poster_0.png (in another model)")
-        in p.stdout
-    )
+        "(unreadable); zz_poster_0.png (in another model); zz_poster_1.png (in another model); "
+        "zz_poster_2.png (in another model); and 2 more"
+    ) in p.stdout
     assert "and 2 more (summary.json, report)" in p.stdout
 
 

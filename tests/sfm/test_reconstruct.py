@@ -384,7 +384,10 @@ def test_two_images_say_they_are_fewer_than_a_model_needs(tmp_path, photo_folder
         check=False,
     )
     assert p.returncode == 1
-    assert "registered: 2 images with features, fewer than min_model_size (3))" in p.stderr
+    assert (
+        "registered: 2 rejected by the mapper; 2 usable images, fewer than min_model_size (3))"
+    ) in p.stderr
+    assert "not registered: motorcycle_left.png (rejected by the mapper); " in p.stdout
 
 
 def test_without_pycolmap_one_line_before_any_image(photos, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ page shows lives in ``OUT/report/`` and is linked relatively, so the folder can 
 
 from __future__ import annotations
 
+import errno
 import html
 from collections import Counter
 from pathlib import Path
@@ -63,7 +64,12 @@ def make_pictures(task: PicturesTask) -> tuple[dict[str, str], dict[str, dict[st
         small = thumbnail(path, THUMB_WIDTH)
         if small is not None:
             relative = f"report/thumbs/{escape(name)}.jpg"
-            save_image(out / relative, small)
+            try:
+                save_image(out / relative, small)
+            except OSError as exc:  # an escaped name past 255 bytes: this one goes without
+                if exc.errno != errno.ENAMETOOLONG:
+                    raise
+                continue
             thumbs[name] = relative
     for label, pair in task.pairs.items():
         try:

@@ -96,11 +96,16 @@ class Evidence:
 
 
 def diagnose(
-    database: Path, models: list, names: list, failed: dict | None = None
+    database: Path,
+    models: list,
+    names: list,
+    failed: dict | None = None,
+    min_model_size: int = 3,
 ) -> tuple[list[dict], list[str]]:
     """``database``: the COLMAP database the models were mapped from; ``models``: pycolmap
     Reconstructions, the main (largest) first; ``names``: every image of the run; ``failed``:
-    name -> why, for the images that failed before they had features. Returns the entries for
+    name -> why, for the images that failed before they had features; ``min_model_size``: the
+    mapper's smallest model (images). Returns the entries for
     ``not_registered`` (``{"image", "reason", "detail"}``, in name order) and the scene's
     warnings (one line each)."""
     failed = dict(failed or {})
@@ -118,6 +123,13 @@ def diagnose(
             entries.append(
                 _judge(db, name, evidence[name], links.get(name, 0), median, models, registered)
             )
+        usable = [e for e in entries if e["reason"] == "rejected by the mapper"]
+        if not models and len(usable) < min_model_size:  # the mapper had too few to try
+            for e in usable:
+                e["detail"] = (
+                    f"no model: {len(usable)} images with enough keypoints and verified pairs, "
+                    f"fewer than min_model_size ({min_model_size})"
+                )
         warnings = scene_warnings(db, models)
     finally:
         db.close()
@@ -141,13 +153,17 @@ def _judge(
             "blurred or without texture",
         )
     if not e.verified:
-        inliers, partner = e.best if e.best[1] else e.most_matches
-        best = f" ({'inliers' if e.best[1] else 'matches'} with {partner})" if partner else ""
+        if e.best[1]:
+            best = f"the strongest pair {e.best[0]} inliers (with {e.best[1]})"
+        elif e.most_matches[1]:
+            best = f"none verified, at most {e.most_matches[0]} matches (with {e.most_matches[1]})"
+        else:
+            best = "no matches"
         return _entry(
             name,
             "no verified pairs",
-            f"{e.keypoints} keypoints; matched with {e.matched} images, at most "
-            f"{inliers}{best}; a pair needs {MIN_PAIR_INLIERS} inliers",
+            f"{e.keypoints} keypoints; matched with {e.matched} images, {best}; a pair needs "
+            f"{MIN_PAIR_INLIERS} inliers",
         )
     strongest = max(e.verified)
     if e.model > 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -126,7 +128,7 @@ class ReconstructStage(Stage):
         failed = dict(context.get("failed", []))
         summary["images"] += len(failed)
         summary["not_registered"], summary["warnings"] = diagnose(
-            database, models, [*images, *failed], failed
+            database, models, [*images, *failed], failed, min_model_size=o.min_model_size
         )
         t3 = time.perf_counter()
         pictures, summary["thumbnails"] = self._pictures(models, summary, images, scan.thumbs, out)
@@ -141,12 +143,7 @@ class ReconstructStage(Stage):
         summary["pictures"] = pictures
         summary["viewer"] = "model.html" if models and (out / "model.html").is_file() else None
         if not models:  # what the run's one line says
-            summary["why"] = (
-                f"{len(images)} images with features, fewer than min_model_size "
-                f"({o.min_model_size})"
-                if len(images) < o.min_model_size
-                else _why_no_model(summary["not_registered"])
-            )
+            summary["why"] = _why_no_model(summary["not_registered"], o.min_model_size)
         summary["files"] = [
             database.relative_to(out).as_posix(),
             *(["sparse", "points.ply"] if models else []),
@@ -162,7 +159,6 @@ class ReconstructStage(Stage):
         report/not_registered/. Returns the pictures and name -> thumbnail (relative to
         out)."""
         from .._files import own_folder
-        from ..pipeline.store import escape
         from ..sfm.pictures import draw_model, registration_sheet
         from ..sfm.viewer import write_viewer
         from ..viz import save_image, thumbnail
@@ -200,15 +196,24 @@ class ReconstructStage(Stage):
             picture = small.get(n)
             if n in reasons and picture is not None:
                 own_folder(folder, out)
-                shown[n] = f"report/not_registered/{escape(n)}.jpg"
-                save_image(out / shown[n], picture)
+                # named by a hash: an escaped name (a/b.jpg -> a%2Fb.jpg) can pass the
+                # file system's 255 bytes
+                digest = hashlib.sha256(n.encode("utf-8", "surrogateescape")).hexdigest()
+                relative = f"report/not_registered/{digest[:20]}.jpg"
+                with contextlib.suppress(OSError):  # a thumbnail never fails the model
+                    save_image(out / relative, picture)
+                    shown[n] = relative
         return [*written, "registration.png"], shown
 
 
-def _why_no_model(entries: list[dict]) -> str:
+def _why_no_model(entries: list[dict], min_model_size: int) -> str:
     """The reasons of the images, most common first: "7 degenerate geometry, 1 unreadable"."""
-    counts = Counter(e["reason"] for e in entries).most_common()
-    return ", ".join(f"{k} {reason}" for reason, k in counts) or "no images"
+    counts = Counter(e["reason"] for e in entries)
+    text = ", ".join(f"{k} {reason}" for reason, k in counts.most_common()) or "no images"
+    usable = counts["rejected by the mapper"]
+    if 0 < usable < min_model_size:
+        text += f"; {usable} usable images, fewer than min_model_size ({min_model_size})"
+    return text
 
 
 def _threads(asked: int) -> int:
