@@ -269,9 +269,11 @@ def main() -> None:
     if args.docs:
         chosen = f" --scenes {' '.join(map(str, args.scenes))}" if args.scenes else ""
         if args.global_mapper:  # its own table: the mappers side by side
-            chosen += " --global"
-        name = "sfm_global" if args.global_mapper else "sfm_bench"
-        publish(name, text, command=f"python bench/sfm_bench.py --docs{chosen}")
+            publish(
+                "sfm_global", text, command=f"python bench/sfm_bench.py --docs{chosen} --global"
+            )
+        else:
+            publish("sfm_bench", text, command=f"python bench/sfm_bench.py --docs{chosen}")
 
 
 if __name__ == "__main__":
