@@ -9,6 +9,7 @@ the principal directions of the points and cameras across it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,7 +44,31 @@ def frustum(R, t, K, width, height, depth) -> np.ndarray:
 
 #: Size of one view (width, height) and its margin, in pixels.
 PANEL, MARGIN = (640, 580), 24
-_FRUSTUM_EDGES = ((0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (3, 4), (4, 1))
+FRUSTUM_EDGES = ((0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (3, 4), (4, 1))
+
+
+class ModelArrays(NamedTuple):
+    """A pycolmap Reconstruction as arrays: points ``xyz`` (N×3) and ``rgb`` (N×3 uint8), the
+    registered ``images`` and their world-to-camera ``R`` (M×3×3), ``t`` (M×3) and
+    ``centres`` (M×3), in the model's order."""
+
+    xyz: np.ndarray
+    rgb: np.ndarray
+    images: list
+    R: np.ndarray
+    t: np.ndarray
+    centres: np.ndarray
+
+
+def model_arrays(model) -> ModelArrays:
+    ids = list(model.point3D_ids())
+    xyz = np.array([model.point3D(int(i)).xyz for i in ids], float).reshape(-1, 3)
+    rgb = np.array([model.point3D(int(i)).color for i in ids], np.uint8).reshape(-1, 3)
+    images = [model.image(i) for i in model.reg_image_ids()]
+    poses = [im.cam_from_world() for im in images]
+    Rs = np.array([p.rotation.matrix() for p in poses]).reshape(-1, 3, 3)
+    ts = np.array([np.asarray(p.translation) for p in poses]).reshape(-1, 3)
+    return ModelArrays(xyz, rgb, images, Rs, ts, np.einsum("nji,nj->ni", Rs, -ts))
 
 
 def draw_model(model, path: Path, title: str = "") -> Path:
@@ -52,14 +77,7 @@ def draw_model(model, path: Path, title: str = "") -> Path:
     large share of a small run."""
     import cv2
 
-    ids = list(model.point3D_ids())
-    xyz = np.array([model.point3D(int(i)).xyz for i in ids]).reshape(-1, 3)
-    rgb = np.array([model.point3D(int(i)).color for i in ids], np.uint8).reshape(-1, 3)
-    images = [model.image(i) for i in model.reg_image_ids()]
-    poses = [im.cam_from_world() for im in images]
-    Rs = np.array([p.rotation.matrix() for p in poses]).reshape(-1, 3, 3)
-    ts = np.array([np.asarray(p.translation) for p in poses]).reshape(-1, 3)
-    centres = np.einsum("nji,nj->ni", Rs, -ts)
+    xyz, rgb, images, Rs, ts, centres = model_arrays(model)
     # the points a viewer cares about: drop the farthest 2% (a stray point sets the scale)
     if len(xyz) > 50:
         far = np.linalg.norm(xyz - np.median(xyz, 0), axis=1)
@@ -79,7 +97,7 @@ def draw_model(model, path: Path, title: str = "") -> Path:
         for (i, j), name in (((0, 1), "top view"), ((0, 2), "side view"))
     ]
     header = np.full((44, 2 * PANEL[0], 3), 255, np.uint8)
-    text = title or f"{len(images)} cameras, {len(ids)} points"
+    text = title or f"{len(images)} cameras, {model.num_points3D()} points"
     size = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)[0]
     cv2.putText(
         header,
@@ -131,7 +149,7 @@ def _view(points, colours, frusta, dims, name) -> np.ndarray:
                 canvas[uv[inside, 1] + dv, uv[inside, 0] + du] = colours[inside]
         for f in frusta:
             corners = np.rint(pixels(f[:, [i, j]]) * 16).astype(np.int32)  # 4 bits sub-pixel
-            for a, b in _FRUSTUM_EDGES:
+            for a, b in FRUSTUM_EDGES:
                 cv2.line(
                     canvas,
                     tuple(corners[a]),

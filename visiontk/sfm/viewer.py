@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .._files import atomic_write
-from .pictures import frustum, view_axes
+from .pictures import FRUSTUM_EDGES, frustum, model_arrays, view_axes
 
 #: Points drawn at most (an even sample beyond): the browser stays responsive and the file
 #: small (about 60 bytes a point).
@@ -41,17 +41,13 @@ def write_viewer(model, path: Path, photos: dict | None = None, title: str = "")
         return None
     import plotly.graph_objects as go
 
-    ids = list(model.point3D_ids())
-    xyz = np.array([model.point3D(int(i)).xyz for i in ids], float).reshape(-1, 3)
-    rgb = np.array([model.point3D(int(i)).color for i in ids], np.uint8).reshape(-1, 3)
-    if len(xyz) > MAX_POINTS:
-        keep = np.linspace(0, len(xyz) - 1, MAX_POINTS).astype(np.int64)
+    xyz, rgb, images, Rs, ts, centres = model_arrays(model)
+    count = len(xyz)
+    if count > MAX_POINTS:
+        keep = np.linspace(0, count - 1, MAX_POINTS).astype(np.int64)
         xyz, rgb = xyz[keep], rgb[keep]
-    images = sorted((model.image(i) for i in model.reg_image_ids()), key=lambda im: im.name)
-    poses = [im.cam_from_world() for im in images]
-    Rs = np.array([p.rotation.matrix() for p in poses]).reshape(-1, 3, 3)
-    ts = np.array([p.translation for p in poses]).reshape(-1, 3)
-    centres = np.einsum("nji,nj->ni", Rs, -ts)
+    order = sorted(range(len(images)), key=lambda k: images[k].name)  # cameras by name
+    images, Rs, ts, centres = [images[k] for k in order], Rs[order], ts[order], centres[order]
     # the model's frame is arbitrary: turn it so that up is up (as model.png)
     axes = view_axes(Rs, xyz if len(xyz) else centres)
     spread = np.ptp(centres @ axes.T, axis=0).max() if len(centres) > 1 else 1.0
@@ -61,7 +57,7 @@ def write_viewer(model, path: Path, photos: dict | None = None, title: str = "")
     for image, R, t in zip(images, Rs, ts, strict=True):
         camera = model.camera(image.camera_id)
         corners = frustum(R, t, camera.calibration_matrix(), camera.width, camera.height, depth)
-        for a, b in ((0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (3, 4), (4, 1)):
+        for a, b in FRUSTUM_EDGES:
             segments += [corners[a] @ axes.T, corners[b] @ axes.T, [np.nan] * 3]
     lines = np.array(segments, float).reshape(-1, 3)
     shown_xyz, shown_centres = xyz @ axes.T, centres @ axes.T
@@ -75,7 +71,7 @@ def write_viewer(model, path: Path, photos: dict | None = None, title: str = "")
                 mode="markers",
                 marker={"size": 2, "color": [f"rgb({r},{g},{b})" for r, g, b in rgb]},
                 hoverinfo="skip",
-                name=f"{len(ids)} points",
+                name=f"{count} points",
             ),
             go.Scatter3d(
                 x=lines[:, 0],
