@@ -28,8 +28,8 @@ from .common import (
     "-w",
     type=INPUT,
     default=None,
-    help="DINO or DINOv2 weights (.pth or .safetensors; official, timm or Hugging "
-    "Face layout) "
+    help="DINO, DINOv2 or DINOv3 weights (.pth, .safetensors or a Hugging Face folder; "
+    "official, timm or Hugging Face layout) "
     "[default: look --model up in $VISIONTK_WEIGHTS, then the torch hub cache].",
 )
 @click.option(
@@ -37,7 +37,7 @@ from .common import (
     type=click.Choice(list(OFFICIAL_VITS)),
     default="dino_vits8",
     show_default=True,
-    help="Which official weights to look up (DINO; DINOv2, _reg: with 4 registers).",
+    help="Which official weights to look up (DINO; DINOv2, _reg: with 4 registers; DINOv3).",
 )
 @click.option(
     "--out",

@@ -193,7 +193,7 @@ def test_broken_files_are_one_line_errors(tmp_path):
         (cut, "cut.pth"),
         (cut_st, "truncated"),
         (text, "notes.pth"),
-        (other, "not a ViT state dict"),
+        (other, "not a DINO, DINOv2 or DINOv3 ViT"),
         (tmp_path / "none.pth", "no such file"),
     ]:
         with pytest.raises(WeightsError) as e:

@@ -189,15 +189,52 @@ def _split_heads(qkv, bias, scale, q, k_t, v):  # pragma: no cover - numba
                     v[b, h, t, d] = qkv[b, t, 2 * dim + at + d] + bias[2 * dim + at + d]
 
 
-def split_heads(qkv: np.ndarray, bias: np.ndarray, heads: int, scale: float):
-    """(q·scale, kᵀ, v) per head from a (B, N, 3·D) projection without its bias; see
+@nb.njit(**_KERNEL)
+def _split_heads_rope(qkv, bias, scale, sin, cos, first, q, k_t, v):  # pragma: no cover - numba
+    """:func:`_split_heads` with DINOv3's rotation of the patches' q and k fused in (x·cos +
+    rotate_half(x)·sin, rotate_half([x1, x2]) = [−x2, x1]): the same one pass over qkv."""
+    batch, heads, n, hd = q.shape
+    dim, half = heads * hd, hd // 2
+    for b in range(batch):
+        for t in range(n):
+            for h in range(heads):
+                at = h * hd
+                for d in range(hd):
+                    v[b, h, t, d] = qkv[b, t, 2 * dim + at + d] + bias[2 * dim + at + d]
+                if t < first:  # CLS and storage tokens are not rotated
+                    for d in range(hd):
+                        q[b, h, t, d] = (qkv[b, t, at + d] + bias[at + d]) * scale
+                        k_t[b, h, d, t] = qkv[b, t, dim + at + d] + bias[dim + at + d]
+                    continue
+                p = t - first
+                for d in range(half):
+                    q1 = (qkv[b, t, at + d] + bias[at + d]) * scale
+                    q2 = (qkv[b, t, at + half + d] + bias[at + half + d]) * scale
+                    q[b, h, t, d] = q1 * cos[p, d] - q2 * sin[p, d]
+                    q[b, h, t, half + d] = q2 * cos[p, half + d] + q1 * sin[p, half + d]
+                    k1 = qkv[b, t, dim + at + d] + bias[dim + at + d]
+                    k2 = qkv[b, t, dim + at + half + d] + bias[dim + at + half + d]
+                    k_t[b, h, d, t] = k1 * cos[p, d] - k2 * sin[p, d]
+                    k_t[b, h, half + d, t] = k2 * cos[p, half + d] + k1 * sin[p, half + d]
+
+
+def split_heads(
+    qkv: np.ndarray, bias: np.ndarray, heads: int, scale: float, rope=None, first: int = 0
+):
+    """(q·scale, kᵀ, v) per head from a (B, N, 3·D) projection without its bias, the patches'
+    q and k rotated by ``rope`` (sin, cos) when given; see
     :func:`visiontk.vit.ops.split_heads`."""
     qkv = np.ascontiguousarray(qkv)
     b, n, width = qkv.shape
     hd = width // (3 * heads)
     q, v = np.empty((b, heads, n, hd), np.float32), np.empty((b, heads, n, hd), np.float32)
     k_t = np.empty((b, heads, hd, n), np.float32)
-    _split_heads(qkv, np.ascontiguousarray(bias, np.float32), np.float32(scale), q, k_t, v)
+    bias = np.ascontiguousarray(bias, np.float32)
+    if rope is None:
+        _split_heads(qkv, bias, np.float32(scale), q, k_t, v)
+    else:
+        sin, cos = (np.ascontiguousarray(t, np.float32) for t in rope)
+        _split_heads_rope(qkv, bias, np.float32(scale), sin, cos, first, q, k_t, v)
     return q, k_t, v
 
 

@@ -12,6 +12,7 @@ and ``Dinov2WithRegistersModel``) are normalised to the official names; see
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -19,13 +20,52 @@ import numpy as np
 
 from ..errors import WeightsError
 from ..tensorfiles import read_pth, read_safetensors, real_float32
+from . import dinov3
 
 
 def read_weights(path) -> dict:
-    """Official-layout state dict of float32 arrays from a .pth or .safetensors file."""
+    """Official-layout state dict of float32 arrays from a .pth or .safetensors file, or from a
+    Hugging Face model folder (``config.json`` + ``model.safetensors`` or its shards)."""
     path = Path(path)  # each reader checks it is a regular file
-    raw = read_safetensors(path) if path.suffix == ".safetensors" else read_pth(path)
-    return normalise_state_dict(raw, str(path))
+    config = None
+    if path.is_dir():
+        config = dinov3.read_config(path)
+        raw = _read_folder(path)
+    elif path.suffix == ".safetensors":
+        config = dinov3.read_config(path.parent)
+        raw = read_safetensors(path)
+    else:
+        raw = read_pth(path)
+    if config is not None and str(config.get("model_type", "")).endswith("convnext"):
+        raise WeightsError(
+            f"{path}: a ConvNeXt ({config['model_type']}), not a ViT: attention maps "
+            f"need a ViT backbone (e.g. dinov3_vits16)"
+        )
+    return normalise_state_dict(raw, str(path), config)
+
+
+def _read_folder(folder: Path) -> dict:
+    """The tensors of a Hugging Face model folder: model.safetensors, or the shards its
+    model.safetensors.index.json names (the 7B's)."""
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return read_safetensors(single)
+    index = folder / "model.safetensors.index.json"
+    if not index.is_file():
+        raise WeightsError(
+            f"{folder}: a folder without model.safetensors or model.safetensors.index.json"
+        )
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        raise WeightsError(f"{index}: not a safetensors index (no weight_map)") from None
+    raw: dict = {}
+    for shard in shards:
+        if not isinstance(shard, str) or Path(shard).name != shard:
+            raise WeightsError(f"{index}: shard {str(shard)[:60]!r} is not a file in {folder}")
+        raw.update(read_safetensors(folder / shard))
+    return raw
 
 
 _HF_NAMES = [
@@ -50,31 +90,47 @@ _HF_BLOCK = [
 ]
 
 
-def normalise_state_dict(raw: dict, name: str = "weights") -> dict:
+def normalise_state_dict(raw: dict, name: str = "weights", config: dict | None = None) -> dict:
     """Official DINO key names (``blocks.{i}.attn.qkv.weight`` …) from official, timm or
-    Hugging Face ``ViTModel`` layouts; ``module.``/``backbone.``/``vit.`` prefixes dropped;
-    arrays as float32."""
+    Hugging Face layouts of DINO, DINOv2 and DINOv3 (see :mod:`.dinov3` for what DINOv3's
+    become); ``module.``/``backbone.``/``vit.``/``model.`` prefixes dropped; arrays as
+    float32. ``config``: a Hugging Face config.json beside the weights, if any."""
     state = {}
     for key, value in raw.items():
         state[_strip_prefixes(key)] = np.asarray(value)
-    if any(k.startswith("encoder.layer.") for k in state):
+    if dinov3.is_dinov3(state):
+        state = dinov3.normalise(state, name, config)
+    elif any(k.startswith("encoder.layer.") for k in state):
         state = _from_hugging_face(state, name)
     state = {
         k: real_float32(v, f"{name}: {k}")
         for k, v in state.items()
         if not k.startswith(("head.", "pooler.", "fc_norm.", "mask_token"))
     }
-    required = [
-        "cls_token",
-        "pos_embed",
-        "patch_embed.proj.weight",
-        "norm.weight",
-        "blocks.0.attn.qkv.weight",
-    ]
+    required = ["cls_token", "patch_embed.proj.weight", "norm.weight", "blocks.0.attn.qkv.weight"]
+    if "rope_embed.periods" not in state:  # DINO and DINOv2: learned positions
+        required.insert(1, "pos_embed")
     missing = [k for k in required if k not in state]
+    if not {"cls_token", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight"} & set(state):
+        raise WeightsError(f"{name}: {_what_it_is(state)}")
     if missing:
         raise WeightsError(f"{name}: not a ViT state dict (missing {', '.join(missing)})")
     return state
+
+
+def _what_it_is(state: dict) -> str:
+    """The one-line error for weights that are no DINO ViT: what was found instead."""
+    keys = sorted(state)
+    if any(".dwconv." in k or k.startswith("downsample_layers.") for k in keys):
+        return (
+            "a ConvNeXt (DINOv3 ConvNeXt layout: stages.*.dwconv), not a ViT: attention "
+            "maps need a ViT backbone (e.g. dinov3_vits16)"
+        )
+    shown = ", ".join(k[:40] for k in keys[:3]) + (", ..." if len(keys) > 3 else "")
+    return (
+        f"not a DINO, DINOv2 or DINOv3 ViT state dict: {len(keys)} tensors ({shown or 'none'}), "
+        f"none of cls_token, patch_embed.proj.weight, blocks.0.attn.qkv.weight"
+    )
 
 
 def _strip_prefixes(key: str) -> str:
@@ -115,7 +171,17 @@ def _from_hugging_face(state: dict, name: str) -> dict:
     return out
 
 
-#: Official DINO and DINOv2 backbones: model name -> file name.
+#: DINOv3 ViTs (LVD-1689M weights): model name -> the hub file's hash (hub/backbones.py).
+DINOV3_HASHES = {
+    "dinov3_vits16": "08c60483",
+    "dinov3_vits16plus": "4057cbaa",
+    "dinov3_vitb16": "73cec8be",
+    "dinov3_vitl16": "8aa4cbdd",
+    "dinov3_vitl16plus": "46503df0",
+    "dinov3_vith16plus": "7c1da9a5",
+    "dinov3_vit7b16": "a955f4ea",
+}
+#: Official DINO, DINOv2 and DINOv3 backbones: model name -> file name.
 OFFICIAL = {
     "dino_vits16": "dino_deitsmall16_pretrain.pth",
     "dino_vits8": "dino_deitsmall8_pretrain.pth",
@@ -126,17 +192,23 @@ OFFICIAL = {
         for s in "sblg"
         for r in ("", "_reg")
     },
+    **{m: f"{m}_pretrain_lvd1689m-{h}.pth" for m, h in DINOV3_HASHES.items()},
 }
 DOWNLOAD = "https://dl.fbaipublicfiles.com/dino/{stem}/{file}"
 DOWNLOAD_V2 = "https://dl.fbaipublicfiles.com/dinov2/{model}/{file}"
+#: DINOv3 weights are behind a licence form: its page mails download links.
+DOWNLOAD_V3 = "https://ai.meta.com/resources/models-and-libraries/dinov3-downloads/"
 
 
 def find_weights(
     weights: str | os.PathLike | None, model: str = "dino_vits8", hint: str = "pass --weights PATH"
 ) -> Path:
-    """The weights file to use: ``weights`` if given, else the official file of ``model`` in
-    $VISIONTK_WEIGHTS, else in the PyTorch hub cache ($TORCH_HOME or ~/.cache/torch). Never
-    downloads: when nothing is found, the error names the file and where to get it."""
+    """The weights to use: ``weights`` if given (a file, or a Hugging Face model folder), else
+    the official file of ``model`` in $VISIONTK_WEIGHTS, else in the PyTorch hub cache
+    ($TORCH_HOME or ~/.cache/torch); a DINOv3 model is also found under another hash or
+    training set (``dinov3_vits16_pretrain_sat493m-*.pth``) or as its Hugging Face folder
+    (``dinov3-vits16-pretrain-lvd1689m``). Never downloads: when nothing is found, the error
+    names the file and where to get it."""
     if weights:
         path = Path(weights).expanduser()
         if not path.exists():
@@ -153,11 +225,23 @@ def find_weights(
     for place in places:
         if (place / file).exists():
             return place / file
-    url = (
-        DOWNLOAD_V2.format(model=model.removesuffix("_reg"), file=file)
-        if model.startswith("dinov2")
-        else DOWNLOAD.format(stem=file[: -len(".pth")], file=file)
-    )
+        if model.startswith("dinov3"):
+            arch = model.removeprefix("dinov3_")
+            found = sorted(place.glob(f"{model}_pretrain_*.pth")) + sorted(
+                p for p in place.glob(f"dinov3-{arch}-pretrain-*") if p.is_dir()
+            )
+            if found:
+                return found[0]
+    if model.startswith("dinov3"):
+        where = f"request it at {DOWNLOAD_V3}, or the Hugging Face folder facebook/" + (
+            f"dinov3-{model.removeprefix('dinov3_')}-pretrain-lvd1689m"
+        )
+    else:
+        where = "from " + (
+            DOWNLOAD_V2.format(model=model.removesuffix("_reg"), file=file)
+            if model.startswith("dinov2")
+            else DOWNLOAD.format(stem=file[: -len(".pth")], file=file)
+        )
     raise WeightsError(
-        f"no weights for {model}: put {file} (from {url}) in $VISIONTK_WEIGHTS or {hint}"
+        f"no weights for {model}: put {file} ({where}) in $VISIONTK_WEIGHTS or {hint}"
     )

@@ -5,18 +5,24 @@ patch embedding, CLS token, positional embeddings interpolated bicubically with 
 scale factors, pre-norm blocks (LayerNorm eps 1e-6, exact-erf GELU, attention scaled by
 head_dim^-0.5, qkv laid out (N, 3, heads, head_dim)). Attention is computed in blocks of query
 rows (:data:`SCORE_BYTES`), so thousands of tokens (ViT-S/8 at 480², 3601 tokens) need little
-memory. DINOv2 (LayerScale, registers, SwiGLU, its two interpolations) is the same code.
+memory. DINOv2 (LayerScale, registers, SwiGLU, its two interpolations) is the same code, and
+so is DINOv3 (storage tokens, rotary position embeddings on the patches' q and k instead of
+learned positions, LayerNorm eps 1e-5; see :mod:`.dinov3`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from .. import devices
+from . import dinov3
 from .checkpoints import WeightsError, find_weights, read_weights
+from .config import ViTConfig, infer_config
 from .ops import gelu, layer_norm, softmax, softmax_inplace, split_heads
+
+__all__ = ["ViT", "ViTConfig", "infer_config"]
 
 #: Attention is computed for blocks of query rows whose scores (heads × rows × tokens × 4
 #: bytes) fit in this: a block the cache holds between its matmul, softmax and matmul (faster
@@ -25,37 +31,6 @@ SCORE_BYTES = 8 * 2**20
 #: ... but never fewer query rows than this at once.
 MIN_ATTENTION_ROWS = 32
 BICUBIC_A = -0.75  # PyTorch's bicubic kernel
-
-
-@dataclass(frozen=True)
-class ViTConfig:
-    patch: int
-    dim: int
-    heads: int
-    depth: int
-    grid: int  # side of the positional-embedding grid the model was trained at
-    registers: int = 0  # DINOv2 register tokens (after CLS, without positional embeddings)
-    layer_scale: bool = False  # DINOv2: x + γ·branch(x)
-    swiglu: bool = False  # DINOv2 giant's MLP (mlp.w12, mlp.w3)
-
-    @property
-    def interpolation(self) -> str:
-        """How positional embeddings are resized: "offset" (DINO and DINOv2 without registers:
-        bicubic with scale factors (n + 0.1)/grid) or "antialias" (DINOv2 with registers:
-        bicubic to the target size with PyTorch's antialias filter)."""
-        return "antialias" if self.registers else "offset"
-
-    @property
-    def first_patch(self) -> int:
-        """Index of the first patch token: after CLS and the registers."""
-        return 1 + self.registers
-
-    @property
-    def name(self) -> str:
-        size = {384: "S", 768: "B", 1024: "L", 1536: "g"}.get(self.dim, f"D{self.dim}")
-        return f"ViT-{size}/{self.patch}" + (
-            f"+{self.registers} registers" if self.registers else ""
-        )
 
 
 class ViT:
@@ -73,6 +48,7 @@ class ViT:
         self.config = infer_config(state, name)
         self.w = {k: xp.asarray(v) for k, v in state.items()}
         self._score_buffers: dict = {}  # see _scores
+        self._rope: dict = {}  # (h, w) -> (sin, cos) of DINOv3's RoPE, see rope
 
     @classmethod
     def from_weights(
@@ -120,8 +96,9 @@ class ViT:
         x = patches @ weight.T + self.w["patch_embed.proj.bias"]
         cls = xp.broadcast_to(self.w["cls_token"].reshape(1, 1, c.dim), (n_img, 1, c.dim))
         x = xp.concatenate([cls, x], axis=1)
-        x = x + self.position_embedding(h, w)
-        if c.registers:  # DINOv2: registers go in after the positional embeddings
+        if not c.rope:  # DINOv3's positions are rotations of q and k, in every block
+            x = x + self.position_embedding(h, w)
+        if c.registers:  # registers go in after the positional embeddings
             reg = xp.broadcast_to(
                 self.w["register_tokens"].reshape(1, c.registers, c.dim),
                 (n_img, c.registers, c.dim),
@@ -148,28 +125,57 @@ class ViT:
         resized = xp.matmul(xp.asarray(cols)[None], along_rows)
         return xp.concatenate([pos[:1], resized.reshape(h * w, c.dim)], axis=0)
 
-    def block(self, x, i: int, *, last: bool = False, finish: bool = False):
+    def rope(self, h: int, w: int):
+        """DINOv3's (sin, cos) tables for an h×w patch grid on the model's device, or None for
+        DINO and DINOv2; kept for the last few grid sizes (a folder has one or two)."""
+        if not self.config.rope:
+            return None
+        if (h, w) not in self._rope:
+            if len(self._rope) >= 4:
+                self._rope.clear()
+            periods = devices.to_host(self.w["rope_embed.periods"])
+            tables = dinov3.rope_tables(periods, h, w)
+            self._rope[(h, w)] = tuple(self.xp.asarray(t) for t in tables)
+        return self._rope[(h, w)]
+
+    def block(self, x, i: int, *, last: bool = False, finish: bool = False, grid=None):
         """Block ``i`` on tokens (N, D), or (B, N, D) for a batch; with ``last``, return (CLS
         attention (heads, N), keys (N, D)) instead (with a batch axis first for a batch), and
-        with ``finish`` too, (CLS attention, keys, the block's output)."""
+        with ``finish`` too, (CLS attention, keys, the block's output). ``grid``: the (h, w)
+        patch grid, which DINOv3's rotary positions need. The keys are those before the
+        rotation: what the patches hold, not where they are (TokenCut and MaskCut compare
+        them)."""
         xp, c, w = self.xp, self.config, self.w
         single = x.ndim == 2
         x = x[None] if single else x
         pre = f"blocks.{i}."
         b, n = x.shape[0], x.shape[1]
         hd = c.dim // c.heads
-        y = layer_norm(x, w[pre + "norm1.weight"], w[pre + "norm1.bias"], xp)
+        rope = self.rope(*self._grid(grid, n))
+        y = layer_norm(x, w[pre + "norm1.weight"], w[pre + "norm1.bias"], xp, c.eps)
         if last and not finish:
-            cls_attn, keys = self._cls_attention(y, pre)
+            cls_attn, keys = self._cls_attention(y, pre, rope)
             return (cls_attn[0], keys[0]) if single else (cls_attn, keys)
         # linear layers on (B·N, D): one large matrix product, not B small ones
         qkv = y.reshape(b * n, c.dim) @ w[pre + "attn.qkv.weight"].T
         q, k_t, v = split_heads(
-            qkv.reshape(b, n, -1), w[pre + "attn.qkv.bias"], c.heads, hd**-0.5, xp
+            qkv.reshape(b, n, -1),
+            w[pre + "attn.qkv.bias"],
+            c.heads,
+            hd**-0.5,
+            xp,
+            rope=rope,
+            first=c.first_patch,
         )
         if last:
             cls_attn = softmax(q[:, :, :1] @ k_t, xp)[:, :, 0]
-            keys = k_t.transpose(0, 3, 1, 2).reshape(b, n, c.dim)
+            if rope is None:
+                keys = k_t.transpose(0, 3, 1, 2).reshape(b, n, c.dim)
+            else:  # the keys before their rotation
+                keys = (
+                    (qkv.reshape(b, n, -1)[..., c.dim : 2 * c.dim])
+                    + w[pre + "attn.qkv.bias"][c.dim : 2 * c.dim]
+                )
             if single:
                 cls_attn, keys = cls_attn[0], keys[0]
         out = xp.empty_like(q)
@@ -183,7 +189,8 @@ class ViT:
         y = out.transpose(0, 2, 1, 3).reshape(b * n, c.dim)
         y = y @ w[pre + "attn.proj.weight"].T
         x = self._residual(x, y.reshape(b, n, c.dim), pre + "attn.proj.bias", pre + "ls1.gamma")
-        y = layer_norm(x, w[pre + "norm2.weight"], w[pre + "norm2.bias"], xp).reshape(b * n, -1)
+        y = layer_norm(x, w[pre + "norm2.weight"], w[pre + "norm2.bias"], xp, c.eps)
+        y = y.reshape(b * n, -1)
         if c.swiglu:  # SwiGLU: silu(x1) · x2, x1 and x2 the halves of w12's output
             y = y @ w[pre + "mlp.w12.weight"].T + w[pre + "mlp.w12.bias"]
             half = y.shape[-1] // 2
@@ -206,19 +213,31 @@ class ViT:
         y += x
         return y
 
-    def _cls_attention(self, y, pre: str):
-        """The last block's CLS-row attention (B, heads, N) and keys (B, N, D) from its
-        normalised input ``y`` (B, N, D): only the keys and one query are projected."""
+    def _cls_attention(self, y, pre: str, rope=None):
+        """The last block's CLS-row attention (B, heads, N) and keys (B, N, D, before any
+        rotation) from its normalised input ``y`` (B, N, D): only the keys and one query are
+        projected (CLS is never rotated)."""
         xp, c, w = self.xp, self.config, self.w
         b, n, d = y.shape
         hd = d // c.heads
         weight, bias = w[pre + "attn.qkv.weight"], w[pre + "attn.qkv.bias"]
         keys = (y.reshape(b * n, d) @ weight[d : 2 * d].T + bias[d : 2 * d]).reshape(b, n, d)
         query = (y[:, 0] @ weight[:d].T + bias[:d]) * xp.float32(hd**-0.5)
-        scores = xp.matmul(
-            keys.reshape(b, n, c.heads, hd).transpose(0, 2, 1, 3), query.reshape(b, c.heads, hd, 1)
-        )[..., 0]
+        heads = keys.reshape(b, n, c.heads, hd).transpose(0, 2, 1, 3)
+        if rope is not None:
+            first = c.first_patch
+            rotated = dinov3.rope_apply(heads[:, :, first:], rope[0], rope[1], xp)
+            heads = xp.concatenate([heads[:, :, :first], rotated], axis=2)
+        scores = xp.matmul(heads, query.reshape(b, c.heads, hd, 1))[..., 0]
         return softmax(scores, xp), keys
+
+    def _grid(self, grid, n: int) -> tuple[int, int]:
+        """The (h, w) patch grid of ``n`` tokens: ``grid`` when given; DINOv3 needs it."""
+        if grid is not None:
+            return grid
+        if self.config.rope:
+            raise WeightsError("a DINOv3 block needs the patch grid (grid=(h, w))")
+        return (0, 0)
 
     def _scores(self, shape: tuple):
         """A reused contiguous (B, heads, rows, n) float32 buffer for attention scores:
@@ -239,13 +258,14 @@ class ViT:
         after the final LayerNorm ((h·w, D): DINOv2's ``x_norm_patchtokens``)."""
         c = self.config
         x = self.tokens(pixels)
+        grid = (pixels.shape[-2] // c.patch, pixels.shape[-1] // c.patch)
         for i in range(c.depth - 1):
-            x = self.block(x, i)
+            x = self.block(x, i, grid=grid)
         if not features:
-            return self.block(x, c.depth - 1, last=True)
-        attn, keys, x = self.block(x, c.depth - 1, last=True, finish=True)
+            return self.block(x, c.depth - 1, last=True, grid=grid)
+        attn, keys, x = self.block(x, c.depth - 1, last=True, finish=True, grid=grid)
         normed = layer_norm(
-            x[..., c.first_patch :, :], self.w["norm.weight"], self.w["norm.bias"], self.xp
+            x[..., c.first_patch :, :], self.w["norm.weight"], self.w["norm.bias"], self.xp, c.eps
         )
         return attn, keys, normed
 
@@ -262,118 +282,6 @@ class ViT:
         h, w = pixels.shape[-2] // p, pixels.shape[-1] // p
         maps = attn[..., self.config.first_patch :]
         return maps.reshape(*maps.shape[:-1], h, w).astype(self.xp.float32)
-
-
-def infer_config(state: dict, name: str = "weights") -> ViTConfig:
-    """Patch size, width, depth, heads and training grid from the weights' shapes, after
-    checking that every array the forward pass reads is present with the shape it expects."""
-    proj = state["patch_embed.proj.weight"]
-    if (
-        proj.ndim != 4
-        or proj.shape[1] != 3
-        or proj.shape[2] != proj.shape[3]
-        or min(proj.shape) < 1
-    ):
-        raise WeightsError(
-            f"{name}: patch_embed.proj.weight has shape {proj.shape}, expected (D, 3, P, P)"
-        )
-    dim, _, patch, _ = (int(v) for v in proj.shape)
-    tokens = state["pos_embed"].size // dim - 1
-    grid = int(round(math.sqrt(max(tokens, 0))))
-    if state["pos_embed"].size != (tokens + 1) * dim or tokens < 1 or grid * grid != tokens:
-        raise WeightsError(
-            f"{name}: pos_embed has shape {state['pos_embed'].shape}: not "
-            f"1 + a square grid of patches of width {dim}"
-        )
-    blocks = {k.split(".")[1] for k in state if k.startswith("blocks.")}
-    if not all(b.isdigit() for b in blocks):
-        raise WeightsError(f"{name}: block names {sorted(blocks)[:3]} are not numbers")
-    depth = len(blocks)
-    if depth == 0:
-        raise WeightsError(f"{name}: no transformer blocks (blocks.0...)")
-    if {int(b) for b in blocks} != set(range(depth)):
-        raise WeightsError(f"{name}: blocks are not numbered 0..{depth - 1}")
-    # DINO's ViTs all use 64-dimensional heads (ViT-S: 6 heads, ViT-B: 12); smaller test models
-    # declare theirs in an optional "num_heads" entry.
-    heads = max(1, dim // 64)
-    if "num_heads" in state:
-        value = state["num_heads"]
-        if value.size != 1 or value.reshape(-1)[0] != int(value.reshape(-1)[0]):
-            raise WeightsError(f"{name}: num_heads is not one integer")
-        heads = int(value.reshape(-1)[0])
-    if heads < 1 or dim % heads:
-        raise WeightsError(f"{name}: {heads} heads do not divide the width {dim}")
-    swiglu = "blocks.0.mlp.w12.weight" in state
-    layer_scale = "blocks.0.ls1.gamma" in state
-    registers = 0
-    if "register_tokens" in state:
-        registers = state["register_tokens"].size // dim
-        if registers < 1 or state["register_tokens"].size != registers * dim:
-            raise WeightsError(
-                f"{name}: register_tokens has shape "
-                f"{state['register_tokens'].shape}, expected (1, R, {dim})"
-            )
-    first = "blocks.0.mlp.w12.weight" if swiglu else "blocks.0.mlp.fc1.weight"
-    hidden = state[first].shape[0] if first in state else 0
-    expected: dict[str, tuple[int, ...]] = {
-        "patch_embed.proj.bias": (dim,),
-        "cls_token": (dim,),
-        "norm.weight": (dim,),
-        "norm.bias": (dim,),
-    }
-    for i in range(depth):
-        pre = f"blocks.{i}."
-        expected.update(
-            {
-                pre + "norm1.weight": (dim,),
-                pre + "norm1.bias": (dim,),
-                pre + "norm2.weight": (dim,),
-                pre + "norm2.bias": (dim,),
-                pre + "attn.qkv.weight": (3 * dim, dim),
-                pre + "attn.qkv.bias": (3 * dim,),
-                pre + "attn.proj.weight": (dim, dim),
-                pre + "attn.proj.bias": (dim,),
-            }
-        )
-        if swiglu:  # w12 makes both halves (2·hidden), w3 reads one
-            expected.update(
-                {
-                    pre + "mlp.w12.weight": (hidden, dim),
-                    pre + "mlp.w12.bias": (hidden,),
-                    pre + "mlp.w3.weight": (dim, hidden // 2),
-                    pre + "mlp.w3.bias": (dim,),
-                }
-            )
-        else:
-            expected.update(
-                {
-                    pre + "mlp.fc1.weight": (hidden, dim),
-                    pre + "mlp.fc1.bias": (hidden,),
-                    pre + "mlp.fc2.weight": (dim, hidden),
-                    pre + "mlp.fc2.bias": (dim,),
-                }
-            )
-        if layer_scale:
-            expected.update({pre + "ls1.gamma": (dim,), pre + "ls2.gamma": (dim,)})
-    for key, shape in expected.items():
-        if key not in state:
-            raise WeightsError(f"{name}: {key} is missing")
-        got = state[key].shape
-        # cls_token is stored (1, 1, D) officially; any shape with the right element count
-        if (got if len(shape) > 1 else (int(np.prod(got)),)) != shape:
-            raise WeightsError(f"{name}: {key} has shape {got}, expected {shape}")
-    if hidden < 1 or (swiglu and hidden % 2):
-        raise WeightsError(f"{name}: {first} has {hidden} rows")
-    return ViTConfig(
-        patch=patch,
-        dim=dim,
-        heads=heads,
-        depth=depth,
-        grid=grid,
-        registers=registers,
-        layer_scale=layer_scale,
-        swiglu=swiglu,
-    )
 
 
 def bicubic_matrix(size_in: int, scale: float, size_out: int) -> np.ndarray:

@@ -31,14 +31,14 @@ def _compiled(x, xp):
     return _kernels()
 
 
-def layer_norm(x, weight, bias, xp):
-    """LayerNorm over the last axis (eps :data:`LAYER_NORM_EPS`): a new array."""
+def layer_norm(x, weight, bias, xp, eps: float = LAYER_NORM_EPS):
+    """LayerNorm over the last axis: a new array."""
     kernels = _compiled(x, xp)
     if kernels is not None:
-        return kernels.layer_norm(x, weight, bias, LAYER_NORM_EPS)
+        return kernels.layer_norm(x, weight, bias, eps)
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / xp.sqrt(var + LAYER_NORM_EPS) * weight + bias
+    return (x - mean) / xp.sqrt(var + eps) * weight + bias
 
 
 def softmax(x, xp):
@@ -59,18 +59,32 @@ def softmax_inplace(x, xp) -> None:
     x /= x.sum(axis=-1, keepdims=True)
 
 
-def split_heads(qkv, bias, heads: int, scale: float, xp):
+def split_heads(qkv, bias, heads: int, scale: float, xp, rope=None, first: int = 0):
     """The attention inputs from the qkv projection (B, N, 3·D) without its bias: queries
     (B, heads, N, hd) times ``scale``, keys transposed (B, heads, hd, N) and values
     (B, heads, N, hd), each contiguous (batched matrix products on strided views are far
-    slower), the official layout of the 3·D axis being (3, heads, hd)."""
+    slower), the official layout of the 3·D axis being (3, heads, hd). ``rope``: DINOv3's
+    (sin, cos), each (N − first, hd), rotates the q and k of tokens ``first:`` (the patches)."""
     kernels = _compiled(qkv, xp)
     if kernels is not None:
-        return kernels.split_heads(qkv, bias, heads, scale)
+        return kernels.split_heads(qkv, bias, heads, scale, rope, first)
     b, n, width = qkv.shape
     parts = (qkv + bias).reshape(b, n, 3, heads, width // (3 * heads)).transpose(2, 0, 3, 1, 4)
-    q = xp.ascontiguousarray(parts[0]) * xp.float32(scale)
-    return q, xp.ascontiguousarray(parts[1].transpose(0, 1, 3, 2)), xp.ascontiguousarray(parts[2])
+    q, k = parts[0] * xp.float32(scale), parts[1]
+    if rope is not None:
+        from .dinov3 import rope_apply
+
+        q, k = (
+            xp.concatenate(
+                [t[:, :, :first], rope_apply(t[:, :, first:], rope[0], rope[1], xp)], axis=2
+            )
+            for t in (q, k)
+        )
+    return (
+        xp.ascontiguousarray(q),
+        xp.ascontiguousarray(k.transpose(0, 1, 3, 2)),
+        xp.ascontiguousarray(parts[2]),
+    )
 
 
 def gelu(x, xp, bias=None):
