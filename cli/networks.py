@@ -9,8 +9,9 @@ import click
 
 from visiontk._files import writable_folder
 from visiontk.errors import OptionError, VisiontkError, one_line
-from visiontk.vit.attention import MAX_IMAGE_SIZE
+from visiontk.vit.attention import MAX_IMAGE_SIZE, METHODS
 from visiontk.vit.checkpoints import OFFICIAL as OFFICIAL_VITS
+from visiontk.vit.cuts import MASKCUT_OBJECTS
 
 from .common import (
     DEVICE,
@@ -48,10 +49,19 @@ from .common import (
 )
 @click.option(
     "--method",
-    type=click.Choice(["attention", "tokencut"]),
+    type=click.Choice(list(METHODS)),
     default="attention",
     show_default=True,
-    help="Mask shown in the overlay and written as the mask PNG.",
+    help="Mask shown in the overlay and written as the mask PNG: the mean attention's mass "
+    "mask, TokenCut's one object, or MaskCut's several (one colour and one "
+    "<name>_object<k>.png each).",
+)
+@click.option(
+    "--objects",
+    type=click.IntRange(1, 20),
+    default=MASKCUT_OBJECTS,
+    show_default=True,
+    help="With --method maskcut: most objects to cut out.",
 )
 @click.option(
     "--threshold",
@@ -89,6 +99,7 @@ def attention_command(
     model,
     out,
     method,
+    objects,
     threshold,
     image_size,
     largest_component,
@@ -126,16 +137,19 @@ def attention_command(
         image_size=image_size,
         keep_largest=largest_component,
         features=features,
+        objects=objects if method == "maskcut" else 0,
     ):
         if isinstance(result, VisiontkError):
             failed.append(str(result))
             continue
         stem = stems[path]
         s = write_attention(result, out, stem, method)
+        n = len(s.get("objects", []))
+        found = f"{n} object{'' if n == 1 else 's'}, " if method == "maskcut" else ""
         click.echo(
             one_line(
                 f"{path}: {s['heads']} heads, {s['grid'][0]}×{s['grid'][1]} "
-                f"patches, {method} mask covers "
+                f"patches, {found}{method} mask covers "
                 f"{100 * s['foreground_fraction']:.0f}% -> "
                 f"{out / (stem + '_overlay.png')}"
             )

@@ -8,14 +8,16 @@ from typing import Any
 from ..devices import Device
 from ..errors import OptionError, shown
 from ..pipeline.stage import Stage
-from ..vit.attention import MAX_IMAGE_SIZE
+from ..vit.attention import MAX_IMAGE_SIZE, METHODS
+from ..vit.cuts import MASKCUT_OBJECTS
 
 
 @dataclass(frozen=True)
 class DinoOptions:
     weights: str = ""  # path; empty: look `model` up in $VISIONTK_WEIGHTS / the torch hub cache
     model: str = "dino_vits8"  # or dinov2_vits14, dinov2_vits14_reg, ... (visiontk attention)
-    method: str = "attention"  # attention | tokencut: which mask the overlay shows
+    method: str = "attention"  # attention | tokencut | maskcut: which mask the overlay shows
+    objects: int = MASKCUT_OBJECTS  # maskcut: most objects
     threshold: float = 0.6
     image_size: int = 480
     keep_largest: bool = False
@@ -23,11 +25,13 @@ class DinoOptions:
     device: Device = "auto"
 
     def __post_init__(self) -> None:
-        if self.method not in ("attention", "tokencut"):
+        if self.method not in METHODS:
             raise OptionError(
-                f"stage dino-attention: method must be attention or tokencut, "
+                f"stage dino-attention: method must be {', '.join(METHODS)}, "
                 f"got {shown(self.method)}"
             )
+        if not 1 <= self.objects <= 20:
+            raise OptionError(f"stage dino-attention: objects must be 1 to 20, got {self.objects}")
         if not 0 < self.threshold <= 1:
             raise OptionError(
                 f"stage dino-attention: threshold must be in (0, 1], got {self.threshold}"
@@ -40,7 +44,8 @@ class DinoOptions:
 
 
 class DinoAttentionStage(Stage):
-    """DINO/DINOv2 attention maps, mass masks and TokenCut mask, in OUT/attention/."""
+    """DINO/DINOv2/DINOv3 attention maps, mass masks, TokenCut mask and MaskCut objects, in
+    OUT/attention/."""
 
     name = "dino-attention"
     kind = "image"
@@ -81,6 +86,7 @@ class DinoAttentionStage(Stage):
             image_size=self.options.image_size,
             keep_largest=self.options.keep_largest,
             features=self.options.features,
+            objects=self.options.objects if self.options.method == "maskcut" else 0,
         )
         output = context["output"]
         summary = write_attention(

@@ -3,10 +3,8 @@
 * Attention masks (Caron et al. 2021, ``visualize_attention.py``): per head, keep the patches
   with the highest CLS attention that together hold ``threshold`` of its mass (0.6 in the
   paper).
-* TokenCut (Wang et al. 2022): a graph over the last block's keys (cosine similarity, edge 1
-  where ≥ 0.2 else 1e-5), the second smallest generalised eigenvector of (D − W, D), split at
-  its mean; the foreground is the side holding the largest |value|, kept as the connected
-  component of that seed patch.
+* TokenCut (one object) and MaskCut (several), cuts of a graph of the last block's keys: see
+  :mod:`.cuts`.
 """
 
 from __future__ import annotations
@@ -21,6 +19,9 @@ import numpy as np
 from .. import devices, io
 from ..errors import ImageError, OptionError, VisiontkError
 from ..io import ImageSource
+from .cuts import maskcut, tokencut
+
+__all__ = ["AttentionResult", "dino_attention", "dino_attention_batches", "maskcut", "tokencut"]
 
 if TYPE_CHECKING:
     from .model import ViT
@@ -34,9 +35,8 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 IMAGE_SIZE = 480
 #: Share of attention mass a mask keeps (DINO paper).
 MASS_THRESHOLD = 0.6
-#: TokenCut's similarity threshold and the weight of the edges below it.
-TOKENCUT_TAU = 0.2
-TOKENCUT_EPS = 1e-5
+#: Ways to choose the object mask.
+METHODS = ("attention", "tokencut", "maskcut")
 #: Fewest patches a side: TokenCut's second eigenvector needs a graph of several patches, and a
 #: mask of one patch says nothing.
 MIN_GRID = 2
@@ -51,7 +51,8 @@ class AttentionResult:
 
     ``maps``: heads × h × w CLS attention; ``mean_map``: their mean; ``masks``: heads × h × w
     bool (mass threshold); ``mean_mask``: mass mask of the mean map; ``tokencut``: h × w bool;
-    ``image``: the resized, cropped RGB uint8 image (h·P × w·P); ``patch``: P.
+    ``image``: the resized, cropped RGB uint8 image (h·P × w·P); ``patch``: P; ``objects``:
+    MaskCut's disjoint h × w bool masks, one per object in the order found (when asked for).
     """
 
     maps: np.ndarray
@@ -64,18 +65,24 @@ class AttentionResult:
     threshold: float
     #: h × w × D patch features of the last layer (normalised), when asked for
     features: np.ndarray | None = None
+    objects: list[np.ndarray] | None = None
 
     def upsample(self, grid: np.ndarray) -> np.ndarray:
         """Nearest upsampling of a patch grid to image pixels (as the official script)."""
         return np.repeat(np.repeat(grid, self.patch, axis=-2), self.patch, axis=-1)
 
     def mask(self, method: str) -> np.ndarray:
-        """The chosen object mask at patch resolution: "attention" (mean map) or "tokencut"."""
+        """The chosen object mask at patch resolution: "attention" (mean map), "tokencut", or
+        "maskcut" (every object found)."""
         if method == "attention":
             return self.mean_mask
         if method == "tokencut":
             return self.tokencut
-        raise OptionError(f"method must be attention or tokencut, got {method!r}")
+        if method == "maskcut":
+            if self.objects is None:
+                raise OptionError("this result has no MaskCut objects (pass objects=N)")
+            return np.logical_or.reduce([*self.objects, np.zeros_like(self.tokencut)])
+        raise OptionError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
 
     def summary(self, method: str) -> dict[str, Any]:
         m = self.mask(method)
@@ -88,7 +95,23 @@ class AttentionResult:
             "threshold": self.threshold,
             "foreground_fraction": float(m.mean()),
             "head_foreground_fraction": [float(x) for x in self.masks.mean(axis=(1, 2))],
+            **({"objects": self._objects_summary()} if method == "maskcut" else {}),
         }
+
+    def _objects_summary(self) -> list[dict[str, Any]]:
+        """Per MaskCut object: its share of the patches and its box in image pixels."""
+        out = []
+        for i, m in enumerate(self.objects or [], start=1):
+            rows, cols = np.nonzero(m)
+            box = [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1]
+            out.append(
+                {
+                    "object": i,
+                    "foreground_fraction": float(m.mean()),
+                    "box_xyxy": [v * self.patch for v in box],
+                }
+            )
+        return out
 
 
 def preprocess(
@@ -149,30 +172,6 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(np.argmax(sizes))
 
 
-def tokencut(
-    keys: np.ndarray, grid: tuple[int, int], tau: float = TOKENCUT_TAU, eps: float = TOKENCUT_EPS
-) -> tuple[np.ndarray, np.ndarray]:
-    """TokenCut foreground (h × w bool) and the eigenvector (h × w) from patch keys (N × D)."""
-    from scipy import ndimage
-    from scipy.linalg import eigh
-
-    feats = keys.astype(np.float64)
-    feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-    affinity = feats @ feats.T
-    weights = np.where(affinity >= tau, 1.0, eps)
-    degree = np.diag(weights.sum(axis=1))
-    _, vectors = eigh(degree - weights, degree, subset_by_index=[1, 1])
-    vec = vectors[:, 0]
-    part = vec > vec.mean()
-    seed = int(np.argmax(np.abs(vec)))
-    if not part[seed]:
-        vec, part = -vec, ~part
-    part = part.reshape(grid)
-    labels, _ = ndimage.label(part)
-    mask = labels == labels.reshape(-1)[seed]
-    return mask, vec.reshape(grid)
-
-
 def dino_attention(
     image: ImageSource,
     *,
@@ -184,8 +183,10 @@ def dino_attention(
     keep_largest: bool = False,
     vit: ViT | None = None,
     features: bool = False,
+    objects: int = 0,
 ) -> AttentionResult:
-    """CLS attention maps, mass masks and the TokenCut mask of an image.
+    """CLS attention maps, mass masks and the TokenCut mask of an image (and MaskCut's
+    object masks with ``objects``).
 
     Parameters
     ----------
@@ -197,6 +198,8 @@ def dino_attention(
     vit : an already loaded :class:`~visiontk.vit.ViT` (weights/model/device then unused)
     features : also return the last layer's normalised patch features (``result.features``,
         h × w × D; costs the rest of the last block)
+    objects : up to this many MaskCut objects in ``result.objects`` (0: none; each costs one
+        more eigenvector of the patch graph)
 
     Example
     -------
@@ -209,9 +212,8 @@ def dino_attention(
 
     net = vit if vit is not None else ViT.from_weights(weights, model=model, device=device)
     pixels, shown = _prepare(image, net, image_size)
-    return _results(
-        net, [shown], net.last_block(pixels, features=features), threshold, keep_largest
-    )[0]
+    found = net.last_block(pixels, features=features)
+    return _results(net, [shown], found, threshold, keep_largest, objects)[0]
 
 
 def dino_attention_batches(
@@ -223,6 +225,7 @@ def dino_attention_batches(
     image_size: int = IMAGE_SIZE,
     keep_largest: bool = False,
     features: bool = False,
+    objects: int = 0,
 ) -> Iterator[tuple[ImageT, AttentionResult | VisiontkError]]:
     """:func:`dino_attention` for many images, in batches: yields (image, result) in input
     order, the result an :class:`AttentionResult` or the :class:`~visiontk.errors.VisiontkError`
@@ -241,7 +244,8 @@ def dino_attention_batches(
             return []
         stack = np.stack([p for _, p, _ in pending])
         found = vit.last_block(stack, features=features)
-        results = _results(vit, [s for _, _, s in pending], found, threshold, keep_largest)
+        shown = [s for _, _, s in pending]
+        results = _results(vit, shown, found, threshold, keep_largest, objects)
         done = [(image, r) for (image, _, _), r in zip(pending, results, strict=True)]
         pending.clear()
         return done
@@ -271,6 +275,7 @@ def _results(
     found: Sequence[devices.XpArray],
     threshold: float,
     keep_largest: bool,
+    objects: int = 0,
 ) -> list[AttentionResult]:
     """AttentionResults from :meth:`ViT.last_block`'s output for one image (3×H×W input) or
     a batch (one per image in ``shown``)."""
@@ -288,11 +293,13 @@ def _results(
         if keep_largest:
             masks = np.stack([largest_component(m) for m in masks])
             mean_mask = largest_component(mean_mask)
-        cut, _ = tokencut(found[1][i, c.first_patch :], grid)
+        keys = found[1][i, c.first_patch :]
+        cut, _ = tokencut(keys, grid)
         features = found[2][i].reshape(*grid, -1).astype(np.float32) if len(found) > 2 else None
+        cuts = maskcut(keys, grid, objects) if objects else None
         results.append(
             AttentionResult(
-                maps, mean_map, masks, mean_mask, cut, image, c.patch, threshold, features
+                maps, mean_map, masks, mean_mask, cut, image, c.patch, threshold, features, cuts
             )
         )
     return results

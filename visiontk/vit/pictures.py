@@ -7,6 +7,22 @@ import numpy as np
 from .attention import AttentionResult
 
 _MASK_COLOUR = np.array([255, 60, 40], np.float32)
+#: One colour per MaskCut object (matplotlib's tab10, in order; repeats after ten).
+OBJECT_COLOURS = np.array(
+    [
+        [31, 119, 180],
+        [255, 127, 14],
+        [44, 160, 44],
+        [214, 39, 40],
+        [148, 103, 189],
+        [140, 86, 75],
+        [227, 119, 194],
+        [127, 127, 127],
+        [188, 189, 34],
+        [23, 190, 207],
+    ],
+    np.float32,
+)
 
 
 def heads_grid(result: AttentionResult, columns: int = 4) -> np.ndarray:
@@ -44,14 +60,58 @@ def heads_grid(result: AttentionResult, columns: int = 4) -> np.ndarray:
 
 def overlay(result: AttentionResult, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """The image with the (patch-resolution) mask tinted red and its outline drawn."""
+    return _tint(result, [(mask, _MASK_COLOUR, (255, 255, 0))], alpha)
+
+
+def objects_picture(result: AttentionResult, alpha: float = 0.55) -> np.ndarray:
+    """The image with each MaskCut object tinted in its own colour (:data:`OBJECT_COLOURS`),
+    outlined, and numbered in the order found (1 is the first cut's)."""
     import cv2
 
-    full = result.upsample(mask.astype(np.uint8)).astype(bool)
+    objects = result.objects or []
+    colours = [OBJECT_COLOURS[i % len(OBJECT_COLOURS)] for i in range(len(objects))]
+    out = _tint(
+        result,
+        [(m, c, tuple(int(v) for v in c)) for m, c in zip(objects, colours, strict=True)],
+        alpha,
+    )
+    scale = max(0.5, result.image.shape[1] / 400)
+    for i, m in enumerate(objects, start=1):
+        rows, cols = np.nonzero(m)
+        # the label sits on the object's patch nearest its centroid (inside even for a ring)
+        at = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
+        x = int((cols[at] + 0.5) * result.patch)
+        y = int((rows[at] + 0.5) * result.patch)
+        for colour, width in (((0, 0, 0), 4), ((255, 255, 255), 1)):
+            cv2.putText(
+                out,
+                str(i),
+                (x - int(8 * scale), y + int(8 * scale)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                scale,
+                colour,
+                max(1, int(width * scale)),
+                cv2.LINE_AA,
+            )
+    return out
+
+
+def _tint(result: AttentionResult, layers, alpha: float) -> np.ndarray:
+    """The image with each (patch mask, fill colour, outline colour) of ``layers`` blended in
+    and outlined."""
+    import cv2
+
     out = result.image.astype(np.float32)
-    out[full] = (1 - alpha) * out[full] + alpha * _MASK_COLOUR
+    fulls = [result.upsample(m.astype(np.uint8)).astype(bool) for m, _, _ in layers]
+    for full, (_, fill, _) in zip(fulls, layers, strict=True):
+        out[full] = (1 - alpha) * out[full] + alpha * np.asarray(fill, np.float32)
     out = out.clip(0, 255).astype(np.uint8)
-    contours, _ = cv2.findContours(full.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(out, contours, -1, (255, 255, 0), max(1, result.image.shape[1] // 300))
+    thickness = max(1, result.image.shape[1] // 300)
+    for full, (_, _, line) in zip(fulls, layers, strict=True):
+        contours, _ = cv2.findContours(
+            full.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
+        cv2.drawContours(out, contours, -1, line, thickness)
     return out
 
 
