@@ -37,6 +37,7 @@ PAGES = {
     "sfm_global": BENCHMARKS,
     "sfm_scale": BENCHMARKS,
     "vit_bench": BENCHMARKS,
+    "dinov3_bench": BENCHMARKS,
     "emulated_gpu_parity": GPU,
 }
 
