@@ -22,6 +22,7 @@ the user's), and weights files under the names of the official downloads, made f
 fixtures: tiny random models, since what is tested here is the README's commands, not the models
 (``dino_deitsmall16_pretrain.pth`` from tests/dino_fixture.py with patch 16;
 ``weights/dinov2_vits14_reg4_pretrain.pth`` from tests/dinov2_fixture.py with 4 registers;
+``dinov3_vits16_pretrain_lvd1689m-08c60483.pth``, tests/dinov3_fixture.py's hub-layout model;
 ``alexnet.pth`` and ``checkpoints/alexnet.pth`` from tests/branch_fixture.py, stored as a
 two-group AlexNet stores conv1 and conv2). ``$VISIONTK_WEIGHTS`` is unset and ``$TORCH_HOME`` is
 an empty folder, so only the names the README gives can find weights.
@@ -130,6 +131,7 @@ def workdir(tmp_path_factory) -> Path:
     import branch_fixture
     import dino_fixture
     import dinov2_fixture
+    import dinov3_fixture
 
     work = tmp_path_factory.mktemp("readme")
     (work / "sample_images").symlink_to(ROOT / "sample_images")
@@ -139,6 +141,9 @@ def workdir(tmp_path_factory) -> Path:
     _save_state_dict(work / "dino_deitsmall16_pretrain.pth", dino_fixture.tiny_state(16))
     _save_state_dict(
         work / "weights" / "dinov2_vits14_reg4_pretrain.pth", dinov2_fixture.tiny_state("v2reg4")
+    )
+    _save_state_dict(
+        work / "dinov3_vits16_pretrain_lvd1689m-08c60483.pth", dinov3_fixture.tiny_state("v3")
     )
     conv1, conv2 = branch_fixture.planted_layers()
     alexnet = {
