@@ -294,3 +294,30 @@ def test_attention_command_on_dinov3_weights(tmp_path, samples):
         assert names == ["coffee.json", "coffee_heads.png", "coffee_mask.png", "coffee_overlay.png"]
         summary = json.loads((out / "coffee.json").read_text())
         assert summary["heads"] == 2 and summary["patch"] == 16 and summary["grid"] == [6, 9]
+
+
+def test_satellite_weights_get_their_own_pixel_normalisation(tmp_path, samples):
+    from visiontk.vit.attention import dino_attention, preprocess
+    from visiontk.vit.checkpoints import SATELLITE_NORMALISATION
+
+    web = ViT.from_weights(REAL_PTH, device="cpu")
+    satellite_file = tmp_path / "dinov3_vitl16_pretrain_sat493m-eadcf0ff.pth"
+    satellite_file.write_bytes(REAL_PTH.read_bytes())
+    satellite = ViT.from_weights(satellite_file, device="cpu")
+    assert web.normalisation is None
+    np.testing.assert_allclose(satellite.normalisation, SATELLITE_NORMALISATION, rtol=1e-6)
+    image = samples / "coffee.png"
+    got = dino_attention(image, vit=satellite, image_size=96).maps
+    assert np.abs(got - dino_attention(image, vit=web, image_size=96).maps).max() > 1e-4
+    from visiontk.io import load_rgb
+
+    pixels, _ = preprocess(load_rgb(image), PATCH, 96, normalisation=satellite.normalisation)
+    np.testing.assert_allclose(got, satellite.last_attention(pixels), rtol=1e-6)
+    # a Hugging Face folder says it in preprocessor_config.json
+    folder = hugging_face_folder(tmp_path / "hf", "v3")
+    preprocessor = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+    np.testing.assert_allclose(ViT.from_weights(folder).normalisation, [[0.5] * 3, [0.25] * 3])
+    (folder / "preprocessor_config.json").write_text(json.dumps({"image_std": [0, 1, 1]}))
+    with pytest.raises(WeightsError, match="image_mean"):
+        ViT.from_weights(folder)

@@ -115,12 +115,17 @@ class AttentionResult:
 
 
 def preprocess(
-    rgb: np.ndarray, patch: int, image_size: int = IMAGE_SIZE, name: str = "<array>"
+    rgb: np.ndarray,
+    patch: int,
+    image_size: int = IMAGE_SIZE,
+    name: str = "<array>",
+    normalisation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resize so the shorter side is ``image_size`` (0 keeps the size), crop to a multiple of
     the patch size from the top-left (as the official script), normalise with ImageNet mean and
-    std. Returns (pixels 3×H×W float32, the cropped RGB uint8 image). Fewer than
-    :data:`MIN_GRID` patches a side is an error: TokenCut needs a graph of several patches."""
+    std (or the model's ``normalisation``, (mean, std)). Returns (pixels 3×H×W float32, the
+    cropped RGB uint8 image). Fewer than :data:`MIN_GRID` patches a side is an error: TokenCut
+    needs a graph of several patches."""
     import cv2
 
     h, w = rgb.shape[:2]
@@ -142,7 +147,8 @@ def preprocess(
             f"maps need at least {MIN_GRID}×{MIN_GRID} patches of {patch} pixels "
             f"(image size {MIN_GRID * patch} or more)"
         )
-    pixels = (rgb.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    mean, std = normalisation or (IMAGENET_MEAN, IMAGENET_STD)
+    pixels = (rgb.astype(np.float32) / 255.0 - mean) / std
     return pixels.transpose(2, 0, 1).copy(), rgb
 
 
@@ -266,7 +272,7 @@ def dino_attention_batches(
 def _prepare(image: ImageSource, net: ViT, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
     # the same smallest image as SIFT: a 1×1 picture upscaled to a patch grid has no objects
-    return preprocess(io.load_rgb(image), net.config.patch, image_size, name)
+    return preprocess(io.load_rgb(image), net.config.patch, image_size, name, net.normalisation)
 
 
 def _results(

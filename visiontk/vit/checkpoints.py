@@ -245,3 +245,32 @@ def find_weights(
     raise WeightsError(
         f"no weights for {model}: put {file} ({where}) in $VISIONTK_WEIGHTS or {hint}"
     )
+
+
+#: Mean and std of DINOv3's satellite (SAT-493M) weights' pixels (the dinov3 README).
+SATELLITE_NORMALISATION = ((0.430, 0.411, 0.296), (0.213, 0.156, 0.143))
+
+
+def pixel_normalisation(path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, std) the weights at ``path`` expect, when not ImageNet's (None): a Hugging Face
+    folder's preprocessor_config.json says it; otherwise DINOv3's satellite weights are known
+    by their name (``…sat493m…``, hub file or Hugging Face folder)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    config = folder / "preprocessor_config.json"
+    if config.is_file() and (path.is_dir() or path.suffix == ".safetensors"):
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+            mean, std = (np.asarray(data[k], np.float32) for k in ("image_mean", "image_std"))
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            raise WeightsError(f"{config}: no image_mean and image_std of 3 numbers") from None
+        if (
+            mean.shape != (3,)
+            or std.shape != (3,)
+            or not (np.isfinite(mean).all() and (std > 0).all())
+        ):
+            raise WeightsError(f"{config}: image_mean and image_std must be 3 numbers, std > 0")
+        return mean, std
+    if "sat493m" in path.name.lower():
+        return tuple(np.asarray(v, np.float32) for v in SATELLITE_NORMALISATION)  # type: ignore[return-value]
+    return None

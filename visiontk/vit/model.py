@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import devices
 from . import dinov3
-from .checkpoints import WeightsError, find_weights, read_weights
+from .checkpoints import WeightsError, find_weights, pixel_normalisation, read_weights
 from .config import ViTConfig, infer_config
 from .ops import gelu, layer_norm, softmax, softmax_inplace, split_heads
 
@@ -43,9 +43,11 @@ class ViT:
     (6, H // 8, W // 8)
     """
 
-    def __init__(self, state: dict, xp=np, name: str = "weights"):
+    def __init__(self, state: dict, xp=np, name: str = "weights", normalisation=None):
         self.xp = xp
         self.config = infer_config(state, name)
+        #: (mean, std) of the pixels the model was trained on; None: ImageNet's
+        self.normalisation = normalisation
         self.w = {k: xp.asarray(v) for k, v in state.items()}
         self._score_buffers: dict = {}  # see _scores
         self._rope: dict = {}  # (h, w) -> (sin, cos) of DINOv3's RoPE, see rope
@@ -66,7 +68,7 @@ class ViT:
 
         xp = devices.array_module(devices.resolve_device(device))
         found = find_weights(path, model, hint)
-        return cls(read_weights(found), xp, str(found))
+        return cls(read_weights(found), xp, str(found), pixel_normalisation(found))
 
     # -- pieces of the forward pass ------------------------------------------------------------
 
