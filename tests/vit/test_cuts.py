@@ -159,3 +159,33 @@ def test_maskcut_in_the_pipeline_stage(tmp_path, samples):
         assert (folder / entry["mask"]).is_file()
     with pytest.raises(OptionError, match="maskcut"):
         Pipeline.from_spec([{**spec, "method": "cuts"}])
+
+
+def test_grids_larger_than_the_graph_limit_are_cut_on_averaged_keys():
+    grid = (100, 90)  # 9000 patches: above MAX_CUT_PATCHES, cut on 2 × 2 averages
+    assert grid[0] * grid[1] > cuts.MAX_CUT_PATCHES
+    boxes = [(10, 40, 10, 40), (60, 90, 50, 80)]
+    keys, truth = planted(boxes, grid=grid, dims=32, noise=0.4)
+    small, small_grid, f = cuts.coarse_grid(keys, grid)
+    assert f == 2 and small_grid == (50, 45) and small.shape == (50 * 45, 32)
+    np.testing.assert_allclose(small[0], keys.reshape(100, 90, 32)[:2, :2].mean(axis=(0, 1)))
+    masks = maskcut(keys, grid, objects=2)
+    assert [m.shape for m in masks] == [grid, grid]
+    assert_each_found_once(masks, truth)
+    mask, vec = cuts.tokencut(keys, grid)
+    assert mask.shape == vec.shape == grid and max(iou(mask, t) for t in truth) > 0.9
+
+
+def test_images_that_give_too_many_patches_are_refused_before_resizing():
+    from visiontk.errors import ImageError
+    from visiontk.vit.attention import MAX_PATCHES, preprocess
+
+    panorama = np.zeros((4, 4000, 3), np.uint8)  # at 480 high: 480 × 480000 pixels
+    with pytest.raises(ImageError, match="patches, at most") as e:
+        preprocess(panorama, 16, 480, name="pano.png")
+    assert str(e.value).startswith("pano.png: ") and "\n" not in str(e.value)
+    big = np.zeros((2100, 2100, 3), np.uint8)  # kept at its size with patch 8: 262 × 262
+    with pytest.raises(ImageError, match=f"{MAX_PATCHES:,}"):
+        preprocess(big, 8, 0, name="big.png")
+    pixels, _ = preprocess(big, 16, 0, name="big.png")  # 131 × 131 patches: allowed
+    assert pixels.shape == (3, 2096, 2096)

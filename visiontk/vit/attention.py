@@ -43,6 +43,9 @@ MIN_GRID = 2
 #: Largest shorter side fed to the ViT: the attention of every patch to every patch grows with
 #: the fourth power of the side (2048 with 8-pixel patches: 4 GB a head at a 1:1 aspect).
 MAX_IMAGE_SIZE = 2048
+#: Most patches an image may give (ViT-S/8 at 2048²): a long panorama at the default size
+#: would otherwise give hundreds of thousands (attention grows with their square).
+MAX_PATCHES = 65536
 
 
 @dataclass
@@ -133,9 +136,16 @@ def preprocess(
         raise OptionError(
             f"image size must be 0 (keep the size) or up to {MAX_IMAGE_SIZE}, got {image_size}"
         )
+    f = image_size / min(h, w) if image_size else 1.0
+    size = (max(patch, round(w * f)), max(patch, round(h * f))) if image_size else (w, h)
+    grid = (size[0] // patch, size[1] // patch)
+    if grid[0] * grid[1] > MAX_PATCHES:  # checked before resizing: the resize could be huge
+        raise ImageError(
+            f"{name}: {size[0]}×{size[1]} pixels{' after resizing' if image_size else ''} "
+            f"give a {grid[0]}×{grid[1]} patch grid ({grid[0] * grid[1]:,} patches, at most "
+            f"{MAX_PATCHES:,}); crop the image or lower the image size"
+        )
     if image_size:
-        f = image_size / min(h, w)
-        size = (max(patch, round(w * f)), max(patch, round(h * f)))
         interp = cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC
         rgb = cv2.resize(rgb, size, interpolation=interp)
     h, w = rgb.shape[:2]

@@ -30,6 +30,10 @@ MASKCUT_MAX_IOU = 0.5
 MASKCUT_MIN_SHARE = 0.01
 
 
+#: Largest graph cut: its dense affinity is N² float64 (4096 patches: 134 MB). Larger grids
+#: (ViT-S/8 at 2048², 65,536 patches, would need 34 GB) are cut on keys averaged over f × f
+#: patches, and the masks are scaled back up.
+MAX_CUT_PATCHES = 4096
 #: Graphs of at least this many patches are solved with Lanczos iterations (ARPACK) instead of a
 #: dense eigensolver: a 60 × 60 grid (ViT-S/8 at 480) took 5.7 s dense, 0.12 s this way, with the
 #: same partition.
@@ -69,16 +73,42 @@ def _seed_component(part: np.ndarray, seed: int, grid: tuple[int, int]) -> np.nd
     return labels == labels.reshape(-1)[seed]
 
 
+def coarse_grid(keys: np.ndarray, grid: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int], int]:
+    """(keys, grid, f): the keys averaged over f × f patches (edge blocks over what they hold),
+    f the smallest that leaves at most :data:`MAX_CUT_PATCHES` (1: unchanged)."""
+    h, w = grid
+    f = 1
+    while -(-h // f) * -(-w // f) > MAX_CUT_PATCHES:
+        f += 1
+    if f == 1:
+        return keys.astype(np.float64), grid, 1
+    rows, cols = -(-h // f), -(-w // f)
+    padded = np.zeros((rows * f, cols * f, keys.shape[-1]), np.float64)
+    counts = np.zeros((rows * f, cols * f, 1), np.float64)
+    padded[:h, :w] = keys.reshape(h, w, -1)
+    counts[:h, :w] = 1
+    sums = padded.reshape(rows, f, cols, f, -1).sum(axis=(1, 3))
+    held = counts.reshape(rows, f, cols, f, 1).sum(axis=(1, 3))
+    return (sums / held).reshape(rows * cols, -1), (rows, cols), f
+
+
+def _fine(grid_values: np.ndarray, f: int, grid: tuple[int, int]) -> np.ndarray:
+    """A coarse h' × w' array back on the h × w patch grid (each value over its f × f)."""
+    return np.repeat(np.repeat(grid_values, f, axis=0), f, axis=1)[: grid[0], : grid[1]]
+
+
 def tokencut(
     keys: np.ndarray, grid: tuple[int, int], tau: float = TOKENCUT_TAU, eps: float = TOKENCUT_EPS
 ) -> tuple[np.ndarray, np.ndarray]:
     """TokenCut foreground (h × w bool) and the eigenvector (h × w) from patch keys (N × D)."""
-    vec = second_eigenvector(keys.astype(np.float64), tau, eps)
+    feats, small, f = coarse_grid(keys, grid)
+    vec = second_eigenvector(feats, tau, eps)
     part = vec > vec.mean()
     seed = int(np.argmax(np.abs(vec)))
     if not part[seed]:
         vec, part = -vec, ~part
-    return _seed_component(part, seed, grid), vec.reshape(grid)
+    mask = _seed_component(part, seed, small)
+    return _fine(mask, f, grid), _fine(vec.reshape(small), f, grid)
 
 
 def maskcut(
@@ -99,8 +129,12 @@ def maskcut(
     """
     if objects < 1:
         raise OptionError(f"objects must be >= 1, got {objects}")
+    feats, small, f = coarse_grid(keys, grid)
+    return [_fine(m, f, grid) for m in _maskcut(feats, small, objects, tau, eps)]
+
+
+def _maskcut(feats, grid, objects, tau, eps) -> list[np.ndarray]:
     h, w = grid
-    feats = keys.astype(np.float64).reshape(h * w, -1)
     painted = np.zeros(h * w, bool)
     corners = [0, w - 1, (h - 1) * w, h * w - 1]
     found: list[np.ndarray] = []
