@@ -20,11 +20,9 @@ largest differences from transformers' eager outputs.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import numpy as np
 from doc_tables import add_docs_flag, markdown_table, parse_args, publish
+from vit_bench import median_time
 
 from visiontk.vit import ViT
 from visiontk.vit.checkpoints import normalise_state_dict
@@ -102,14 +100,9 @@ def transformers_models(state: dict):
     return models
 
 
-def median_time(fn, repeats=5):
+def warm_median_time(fn, repeats=5):
     fn()  # warm-up: numba's compiled kernels, torch's first-call allocations
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_time(fn, repeats)
 
 
 def main():
@@ -131,8 +124,8 @@ def main():
         tokens = 1 + STORAGE + (size // PATCH) ** 2
         maps = ours.last_attention(pixels)
         feats = ours.last_block(pixels, features=True)[2]
-        t_maps = median_time(lambda p=pixels: ours.last_attention(p))
-        t_feats = median_time(lambda p=pixels: ours.last_block(p, features=True))
+        t_maps = warm_median_time(lambda p=pixels: ours.last_attention(p))
+        t_feats = warm_median_time(lambda p=pixels: ours.last_block(p, features=True))
         cells = ["not installed"] * 3 + ["–"] * 4
         if theirs:
             x = torch.from_numpy(pixels)[None]
@@ -144,9 +137,9 @@ def main():
             out = run("eager", True)
             ref_maps = out.attentions[-1][0, :, 0, 1 + STORAGE :].numpy()
             ref_feats = out.last_hidden_state[0, 1 + STORAGE :].numpy()
-            t_eager_maps = median_time(lambda: run("eager", True))
-            t_eager = median_time(lambda: run("eager", False))
-            t_sdpa = median_time(lambda: run("sdpa", False))
+            t_eager_maps = warm_median_time(lambda: run("eager", True))
+            t_eager = warm_median_time(lambda: run("eager", False))
+            t_sdpa = warm_median_time(lambda: run("sdpa", False))
             cells = [
                 f"{t_eager_maps:.3f}",
                 f"{t_eager:.3f}",
