@@ -45,7 +45,9 @@ from .common import (
     "-o",
     type=OUT_FOLDER,
     required=True,
-    help="Folder for <name>_heads.png, <name>_overlay.png, <name>_mask.png, <name>.json.",
+    help="Folder for <name>_heads.png, <name>_overlay.png, <name>_mask.png, <name>.json "
+    "(and <name>_object<k>.png with --method maskcut, <name>_features.npy and "
+    "<name>_pca.png with --features).",
 )
 @click.option(
     "--method",
@@ -68,14 +70,15 @@ from .common import (
     type=click.FloatRange(0, 1, min_open=True),
     default=0.6,
     show_default=True,
-    help="Share of attention mass the masks keep.",
+    help="Share of attention mass the attention masks keep (the heads' and --method attention's).",
 )
 @click.option(
     "--image-size",
     type=click.IntRange(0, MAX_IMAGE_SIZE),
     default=480,
     show_default=True,
-    help="Shorter side fed to the ViT (0 keeps the size).",
+    help="Shorter side fed to the ViT (0 keeps the size), then cropped from the top-left to "
+    "a multiple of the patch size; at least 2 patches.",
 )
 @click.option("--largest-component", is_flag=True, help="Keep each mask's largest component.")
 @click.option(
@@ -143,7 +146,14 @@ def attention_command(
             failed.append(str(result))
             continue
         stem = stems[path]
-        s = write_attention(result, out, stem, method)
+        try:
+            s = write_attention(result, out, stem, method, protect=images)
+        except VisiontkError as exc:
+            failed.append(str(exc))
+            continue
+        except OSError as exc:  # e.g. a name the file system refuses once suffixed
+            failed.append(one_line(f"{out / stem}: cannot write the outputs ({exc.strerror})"))
+            continue
         n = len(s.get("objects", []))
         found = f"{n} object{'' if n == 1 else 's'}, " if method == "maskcut" else ""
         click.echo(

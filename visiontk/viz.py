@@ -150,15 +150,22 @@ def _banner_font(size: int) -> FreeTypeFont | None:
 def save_image(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
     """Write an RGB uint8 image (format from the suffix: .png, .jpg, ...) atomically."""
     path = Path(path)
+    data = encode_image(rgb, path)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def encode_image(rgb: np.ndarray, path: str | os.PathLike[str]) -> bytes:
+    """The bytes of an RGB uint8 image in the format of ``path``'s suffix (default PNG)."""
+    path = Path(path)
     try:
         ok, data = cv2.imencode(path.suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     except cv2.error:
         ok = False
     if not ok:
         raise OptionError(f"{path}: cannot write this image format (use .png or .jpg)")
-    with atomic_write(path) as tmp:
-        tmp.write_bytes(data.tobytes())
-    return path
+    return data.tobytes()
 
 
 def thumbnail(path: str | os.PathLike[str], width: int = 240) -> np.ndarray | None:

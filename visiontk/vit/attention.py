@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from .. import devices, io
-from ..errors import ImageError, OptionError, VisiontkError
+from ..errors import ImageError, OptionError, VisiontkError, WeightsError
 from ..io import ImageSource
 from .cuts import maskcut, tokencut
 
@@ -69,6 +69,9 @@ class AttentionResult:
     #: h × w × D patch features of the last layer (normalised), when asked for
     features: np.ndarray | None = None
     objects: list[np.ndarray] | None = None
+    #: (height, width) of the image before it was resized and cropped, and the resize factor
+    source_size: tuple[int, int] | None = None
+    source_scale: float = 1.0
 
     def upsample(self, grid: np.ndarray) -> np.ndarray:
         """Nearest upsampling of a patch grid to image pixels (as the official script)."""
@@ -94,12 +97,20 @@ class AttentionResult:
             "grid": list(m.shape),
             "patch": self.patch,
             "image_size": list(self.image.shape[:2]),
+            **self._source(),
             "method": method,
             "threshold": self.threshold,
             "foreground_fraction": float(m.mean()),
             "head_foreground_fraction": [float(x) for x in self.masks.mean(axis=(1, 2))],
             **({"objects": self._objects_summary()} if method == "maskcut" else {}),
         }
+
+    def _source(self) -> dict[str, Any]:
+        """The input's size and the factor from its pixels to the masks' (resized, then cropped
+        from the top-left: x_mask = x_input · scale)."""
+        if self.source_size is None:
+            return {}
+        return {"source_size": list(self.source_size), "scale": self.source_scale}
 
     def _objects_summary(self) -> list[dict[str, Any]]:
         """Per MaskCut object: its share of the patches and its box in image pixels."""
@@ -227,9 +238,11 @@ def dino_attention(
     from .model import ViT
 
     net = vit if vit is not None else ViT.from_weights(weights, model=model, device=device)
-    pixels, shown = _prepare(image, net, image_size)
-    found = net.last_block(pixels, features=features)
-    return _results(net, [shown], found, threshold, keep_largest, objects)[0]
+    pixels, shown, source = _prepare(image, net, image_size)
+    found = _forward(net, pixels, features)
+    result = _results(net, [shown], found, threshold, keep_largest, objects)[0]
+    result.source_size, result.source_scale = source
+    return result
 
 
 def dino_attention_batches(
@@ -253,36 +266,62 @@ def dino_attention_batches(
         batch_size = 1 if devices.is_numpy(vit.xp) else 16
     if batch_size < 1:
         raise OptionError(f"batch_size must be >= 1, got {batch_size}")
-    pending: list[tuple[ImageT, np.ndarray, np.ndarray]] = []  # (image, pixels, shown) of one size
+    # (image, pixels, shown, (source size, resize factor)) of one size
+    pending: list[tuple[ImageT, np.ndarray, np.ndarray, tuple]] = []
 
     def flush() -> list[tuple[ImageT, AttentionResult]]:
         if not pending:
             return []
-        stack = np.stack([p for _, p, _ in pending])
-        found = vit.last_block(stack, features=features)
-        shown = [s for _, _, s in pending]
-        results = _results(vit, shown, found, threshold, keep_largest, objects)
-        done = [(image, r) for (image, _, _), r in zip(pending, results, strict=True)]
+        stack = np.stack([p for _, p, _, _ in pending])
+        shown = [s for _, _, s, _ in pending]
+        try:
+            found = _forward(vit, stack, features)
+            results: list = _results(vit, shown, found, threshold, keep_largest, objects)
+        except WeightsError as exc:  # weights that overflow fail every image they saw
+            results = [exc] * len(pending)
+        done = []
+        for (image, _, _, source), r in zip(pending, results, strict=True):
+            if isinstance(r, AttentionResult):
+                r.source_size, r.source_scale = source
+            done.append((image, r))
         pending.clear()
         return done
 
     for image in images:
         try:
-            pixels, shown = _prepare(image, vit, image_size)
+            pixels, shown, source = _prepare(image, vit, image_size)
         except VisiontkError as exc:
             yield from flush()
             yield image, exc
             continue
         if pending and (pending[0][1].shape != pixels.shape or len(pending) == batch_size):
             yield from flush()
-        pending.append((image, pixels, shown))
+        pending.append((image, pixels, shown, source))
     yield from flush()
 
 
-def _prepare(image: ImageSource, net: ViT, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _forward(net: ViT, pixels: np.ndarray, features: bool) -> list:
+    """``net.last_block`` on the host, checked: weights whose activations overflow give NaN
+    or infinite attention, which is an error rather than empty masks."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        found = [devices.to_host(a) for a in net.last_block(pixels, features=features)]
+    if not all(np.isfinite(a).all() for a in found):
+        raise WeightsError(
+            f"{net.name}: the forward pass overflows (NaN or infinite attention): the weights "
+            f"are not those of a trained model"
+        )
+    return found
+
+
+def _prepare(
+    image: ImageSource, net: ViT, image_size: int
+) -> tuple[np.ndarray, np.ndarray, tuple[tuple[int, int], float]]:
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
     # the same smallest image as SIFT: a 1×1 picture upscaled to a patch grid has no objects
-    return preprocess(io.load_rgb(image), net.config.patch, image_size, name, net.normalisation)
+    rgb = io.load_rgb(image)
+    pixels, shown = preprocess(rgb, net.config.patch, image_size, name, net.normalisation)
+    h, w = int(rgb.shape[0]), int(rgb.shape[1])
+    return pixels, shown, ((h, w), image_size / min(h, w) if image_size else 1.0)
 
 
 def _results(
@@ -296,7 +335,6 @@ def _results(
     """AttentionResults from :meth:`ViT.last_block`'s output for one image (3×H×W input) or
     a batch (one per image in ``shown``)."""
     c = net.config
-    found = [devices.to_host(a) for a in found]
     if found[0].ndim == 2:  # one image: give it a batch axis
         found = [a[None] for a in found]
     grid = (shown[0].shape[0] // c.patch, shown[0].shape[1] // c.patch)

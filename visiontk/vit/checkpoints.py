@@ -28,6 +28,11 @@ def read_weights(path) -> dict:
     Hugging Face model folder (``config.json`` + ``model.safetensors`` or its shards)."""
     path = Path(path)  # each reader checks it is a regular file
     config = None
+    if path.name.endswith(("config.json", ".index.json")) and path.is_file():
+        raise WeightsError(
+            f"{path}: a Hugging Face model's {path.name}, not weights; pass the folder that "
+            f"holds it ({path.parent})"
+        )
     if path.is_dir():
         config = dinov3.read_config(path)
         raw = _read_folder(path)

@@ -97,12 +97,15 @@ def infer_config(state: dict, name: str = "weights") -> ViTConfig:
     layer_scale = "blocks.0.ls1.gamma" in state
     registers = 0
     if "register_tokens" in state:
-        registers = state["register_tokens"].size // dim
-        if registers < 1 or state["register_tokens"].size != registers * dim:
+        tokens = state["register_tokens"]
+        registers = tokens.shape[-2] if tokens.ndim >= 2 else 0
+        if tokens.ndim not in (2, 3) or tokens.shape[-1] != dim or tokens.size != registers * dim:
+            label = "storage_tokens" if rope else "register_tokens"  # DINOv3's name
             raise WeightsError(
-                f"{name}: register_tokens has shape "
-                f"{state['register_tokens'].shape}, expected (1, R, {dim})"
+                f"{name}: {label} has shape {tokens.shape}, expected (1, R, {dim}) with R >= 1"
             )
+        if registers < 1:
+            raise WeightsError(f"{name}: register_tokens hold no tokens (shape {tokens.shape})")
     first = "blocks.0.mlp.w12.weight" if swiglu else "blocks.0.mlp.fc1.weight"
     hidden = state[first].shape[0] if first in state else 0
     expected: dict[str, tuple[int, ...]] = {

@@ -9,7 +9,8 @@
   foreground being the side that does not hold three or more of the grid's corners; then the
   found object's patches are zeroed out of the features (their edges fall to ε) and the graph
   is cut again, up to N objects. A cut that repeats an earlier object (IoU > 0.5) or keeps
-  1% of the patches or less ends the search.
+  1% of the patches or less ends the search (CutLER lets its first cut keep less; a one-patch
+  object is noise, and a blank image then gives none).
 """
 
 from __future__ import annotations
@@ -40,13 +41,18 @@ MAX_CUT_PATCHES = 4096
 LANCZOS_PATCHES = 256
 
 
-def second_eigenvector(feats: np.ndarray, tau: float, eps: float = TOKENCUT_EPS) -> np.ndarray:
+def second_eigenvector(
+    feats: np.ndarray, tau: float, eps: float = TOKENCUT_EPS
+) -> np.ndarray | None:
     """The second smallest generalised eigenvector of (D − W, D) of the graph whose edges are 1
     where the cosine similarity of two rows of ``feats`` (N × D) is ≥ ``tau``, else ``eps``.
-    Rows of zeros (patches masked out) are joined to every patch by ``eps`` only."""
+    Rows of zeros (patches masked out) are joined to every patch by ``eps`` only. None when
+    every edge weighs the same (a blank image): every cut is as good, so none is made."""
     norms = np.linalg.norm(feats, axis=1, keepdims=True)
     unit = feats / np.maximum(norms, 1e-12)
     weights = np.where(unit @ unit.T >= tau, 1.0, eps)
+    if weights.min() == weights.max():
+        return None
     degree = weights.sum(axis=1)
     if len(degree) < LANCZOS_PATCHES:
         from scipy.linalg import eigh
@@ -103,6 +109,8 @@ def tokencut(
     """TokenCut foreground (h × w bool) and the eigenvector (h × w) from patch keys (N × D)."""
     feats, small, f = coarse_grid(keys, grid)
     vec = second_eigenvector(feats, tau, eps)
+    if vec is None:
+        return np.zeros(grid, bool), np.zeros(grid)
     part = vec > vec.mean()
     seed = int(np.argmax(np.abs(vec)))
     if not part[seed]:
@@ -142,6 +150,8 @@ def _maskcut(feats, grid, objects, tau, eps) -> list[np.ndarray]:
         if (~painted).sum() < 2:
             break
         vec = second_eigenvector(np.where(painted[:, None], 0.0, feats), tau, eps)
+        if vec is None:
+            break
         part = vec > vec.mean()
         # the background is the side at the corners; else the side of the largest |value|
         if part[corners].sum() >= 3 or not part[int(np.argmax(np.abs(vec)))]:
@@ -151,9 +161,8 @@ def _maskcut(feats, grid, objects, tau, eps) -> list[np.ndarray]:
             break
         component = _seed_component(part, seed, grid)
         mask = component & ~painted.reshape(grid)
-        if found and (
-            mask.mean() <= MASKCUT_MIN_SHARE
-            or any((component & m).sum() > MASKCUT_MAX_IOU * (component | m).sum() for m in found)
+        if mask.mean() <= MASKCUT_MIN_SHARE or any(
+            (component & m).sum() > MASKCUT_MAX_IOU * (component | m).sum() for m in found
         ):
             break
         found.append(mask)

@@ -75,8 +75,7 @@ def normalise(state: dict, name: str, config: dict | None = None) -> dict:
     if "rope_embed.periods" not in out:
         dim = int(np.asarray(out["cls_token"]).size) if "cls_token" in out else 0
         heads = _heads(dim, name, config)
-        base = float((config or {}).get("rope_theta", ROPE_BASE))
-        out["rope_embed.periods"] = rope_periods(dim // heads, base)
+        out["rope_embed.periods"] = rope_periods(dim // heads, _rope_base(name, config))
     return out
 
 
@@ -96,15 +95,26 @@ def _mask_k_bias(state: dict, pre: str, name: str) -> None:
         raise WeightsError(
             f"{name}: {pre}attn.qkv.bias_mask has shape {mask.shape}, expected {bias.shape}"
         )
-    if not np.isfinite(mask).all():  # the official code fills an unset mask with NaN
+    if np.isnan(mask).any():  # the official code fills an unset mask with NaN
         raise WeightsError(f"{name}: {pre}attn.qkv.bias_mask was never set (NaN)")
+    if not np.isin(mask, (0.0, 1.0)).all():
+        raise WeightsError(f"{name}: {pre}attn.qkv.bias_mask holds values other than 0 and 1")
     state[pre + "attn.qkv.bias"] = bias * mask
+
+
+def _rope_base(name: str, config: dict | None) -> float:
+    """config.json's rope_theta (a positive number), else the released models' base."""
+    base = (config or {}).get("rope_theta", ROPE_BASE)
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not 1 < base < math.inf:
+        raise WeightsError(f"{name}: config.json rope_theta {base!r} is not a number above 1")
+    return float(base)
 
 
 def _heads(dim: int, name: str, config: dict | None) -> int:
     if config and "num_attention_heads" in config:
         heads = config["num_attention_heads"]
-        if not isinstance(heads, int) or heads < 1 or dim % (4 * heads):
+        bad = isinstance(heads, bool) or not isinstance(heads, int)
+        if bad or heads < 1 or dim % (4 * heads):
             raise WeightsError(
                 f"{name}: config.json num_attention_heads {heads!r} does not fit {dim}"
             )

@@ -45,6 +45,7 @@ class ViT:
 
     def __init__(self, state: dict, xp=np, name: str = "weights", normalisation=None):
         self.xp = xp
+        self.name = name
         self.config = infer_config(state, name)
         #: (mean, std) of the pixels the model was trained on; None: ImageNet's
         self.normalisation = normalisation

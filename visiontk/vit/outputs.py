@@ -1,59 +1,108 @@
-"""Writing an attention result: pictures, mask PNG and JSON summary, each atomically."""
+"""Writing an attention result: pictures, masks and the JSON summary, as one set.
+
+Every file of an image is made in memory, written to a temporary beside its name, and renamed
+into place only when all of them are written, so an interrupted run leaves an image's earlier
+set or its new one, not a mix. Files that an earlier run listed in the image's JSON and this
+run does not write (object masks beyond the new count, features no longer asked for) are
+removed; nothing else in the folder is touched, and no output may replace an input.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import re
+from collections.abc import Collection
+from contextlib import ExitStack
 from pathlib import Path
 
+import numpy as np
+
 from .._files import atomic_write
-from ..viz import save_image
+from ..errors import ImageError
+from ..viz import encode_image
 from .attention import AttentionResult
 from .pictures import heads_grid, mask_image, objects_picture, overlay, pca_picture
 
 
-def write_attention(result: AttentionResult, folder: Path, stem: str, method: str) -> dict:
+def write_attention(
+    result: AttentionResult,
+    folder: Path,
+    stem: str,
+    method: str,
+    protect: Collection[Path] = (),
+) -> dict:
     """``stem``_heads.png (per-head heat maps), ``stem``_overlay.png (chosen mask on the image),
     ``stem``_mask.png (0/255) and ``stem``.json, and with features ``stem``_features.npy
     (h × w × D float32) and ``stem``_pca.png (the image beside its features' first three
     principal components); with ``method`` "maskcut", the overlay shows each object in its
-    own colour, ``stem``_mask.png holds them all and ``stem``_object<k>.png each one (0/255);
-    returns the summary written."""
+    own colour, ``stem``_mask.png holds them all and ``stem``_object<k>.png each one (0/255).
+    ``protect``: paths (the inputs) that no output may replace: an ImageError instead.
+    Returns the summary written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     mask = result.mask(method)
-    save_image(folder / f"{stem}_heads.png", heads_grid(result))
-    shown = objects_picture(result) if method == "maskcut" else overlay(result, mask)
-    save_image(folder / f"{stem}_overlay.png", shown)
     summary = result.summary(method)
-    singles = list(enumerate(result.objects or [], start=1)) if method == "maskcut" else []
-    for (i, one), entry in zip(singles, summary.get("objects", []), strict=True):
-        save_image(folder / f"{stem}_object{i}.png", _grey(result, one))
-        entry["mask"] = f"{stem}_object{i}.png"
-    _remove_stale_objects(folder, stem, len(singles))
-    save_image(folder / f"{stem}_mask.png", _grey(result, mask))
+    shown = objects_picture(result) if method == "maskcut" else overlay(result, mask)
+    files = {
+        f"{stem}_heads.png": encode_image(heads_grid(result), ".png"),
+        f"{stem}_overlay.png": encode_image(shown, ".png"),
+        f"{stem}_mask.png": encode_image(_grey(result, mask), ".png"),
+    }
+    for i, entry in enumerate(summary.get("objects", []), start=1):
+        name = f"{stem}_object{i}.png"
+        files[name] = encode_image(_grey(result, result.objects[i - 1]), ".png")  # type: ignore[index]
+        entry["mask"] = name
     if result.features is not None:  # patch features for the user's own use, and their PCA
-        import numpy as np
-
-        with atomic_write(folder / f"{stem}_features.npy") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, result.features)
-        save_image(folder / f"{stem}_pca.png", np.hstack([result.image, pca_picture(result)]))
+        buffer = io.BytesIO()
+        np.save(buffer, result.features)
+        files[f"{stem}_features.npy"] = buffer.getvalue()
+        picture = np.hstack([result.image, pca_picture(result)])
+        files[f"{stem}_pca.png"] = encode_image(picture, ".png")
         summary["features"] = {"file": f"{stem}_features.npy", "shape": list(result.features.shape)}
-    with atomic_write(folder / f"{stem}.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+    files[f"{stem}.json"] = json.dumps(summary, indent=2).encode()
+    inputs = {_real(p) for p in protect}
+    for name in files:
+        if _real(folder / name) in inputs:
+            raise ImageError(
+                f"{folder / name}: an output of {stem} would replace this input image; "
+                f"write the outputs to another folder"
+            )
+    stale = _listed_before(folder, stem) - set(files)
+    with ExitStack() as stack:  # each temporary is renamed into place as the stack closes
+        for name, data in files.items():
+            stack.enter_context(atomic_write(folder / name)).write_bytes(data)
+    for name in stale:
+        (folder / name).unlink(missing_ok=True)
     return summary
 
 
-def _grey(result: AttentionResult, mask):
+def _grey(result: AttentionResult, mask) -> np.ndarray:
     """A patch mask as a 0/255 RGB picture at image resolution."""
     return mask_image(result, mask)[:, :, None].repeat(3, axis=2)
 
 
-def _remove_stale_objects(folder: Path, stem: str, kept: int) -> None:
-    """Object masks an earlier run of this image wrote beyond the ``kept`` of this one."""
-    import re
+def _real(path: Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except OSError:
+        return Path(path).absolute()
 
-    pattern = re.compile(re.escape(stem) + r"_object(\d+)\.png")
-    for path in folder.iterdir():
-        found = pattern.fullmatch(path.name)
-        if found and int(found.group(1)) > kept:
-            path.unlink(missing_ok=True)
+
+def _listed_before(folder: Path, stem: str) -> set[str]:
+    """The optional files (object masks, features, PCA picture) that the image's JSON from an
+    earlier run says that run wrote: only names of the shapes this module writes."""
+    try:
+        earlier = json.loads((folder / f"{stem}.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return set()
+    if not isinstance(earlier, dict):
+        return set()
+    names: set[str] = set()
+    for entry in earlier.get("objects") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("mask"), str):
+            names.add(entry["mask"])
+    if isinstance(earlier.get("features"), dict):
+        names |= {f"{stem}_features.npy", f"{stem}_pca.png"}
+    ours = re.compile(re.escape(stem) + r"(_object[1-9]\d*\.png|_features\.npy|_pca\.png)")
+    return {n for n in names if ours.fullmatch(n)}
