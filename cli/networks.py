@@ -3,6 +3,7 @@ branch specialization of CNN weights)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -120,7 +121,11 @@ def attention_command(
     images = [
         p
         for i in images
-        for p in ([q for _, q in resolve_images(i, outputs=out)] if i.is_dir() else [i])
+        for p in (
+            _without_outputs([q for _, q in resolve_images(i, outputs=out)], out)
+            if i.is_dir()
+            else [i]
+        )
     ]
     writable_folder(out)
     vit = ViT.from_weights(weights, model=model, device=device)
@@ -165,6 +170,27 @@ def attention_command(
             )
         )
     exit_if_failed(failed, len(images))
+
+
+#: What `visiontk attention` writes beside <stem>: pictures that a folder must not yield back.
+_OUTPUT_SUFFIX = re.compile(r"_(heads|overlay|mask|pca|object[1-9]\d*)\.png")
+
+
+def _without_outputs(paths: list[Path], out: Path) -> list[Path]:
+    """A folder's images less the pictures an earlier run wrote into it, when ``out`` is that
+    folder (those its JSON files account for: a user's photo named like one stays an input,
+    and is then never replaced)."""
+    from visiontk.vit.outputs import written_before
+
+    out = out.resolve()
+    kept = []
+    for p in paths:
+        found = _OUTPUT_SUFFIX.search(p.name)
+        ours = found is not None and found.end() == len(p.name) and p.parent.resolve() == out
+        if ours and p.name in written_before(out, p.name[: found.start()]):  # type: ignore[union-attr]
+            continue
+        kept.append(p)
+    return kept
 
 
 def _output_stems(paths: list[Path]) -> list[str]:

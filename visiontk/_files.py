@@ -42,17 +42,78 @@ def atomic_write(path, make_folders: bool = True):
         path.parent.mkdir(parents=True, exist_ok=True)
     else:
         existing_folder(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~umask())
-    os.close(fd)
-    try:
+    tmp = None
+    try:  # the temporary is made inside: an interrupt right after mkstemp still removes it
+        tmp = _temporary(path)
         yield Path(tmp)
         _sync(tmp)  # the data is on the disk before the name says it is there: a power cut
         os.replace(tmp, path)  # after the rename must not leave an empty or partial file
         _sync(path.parent)
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _temporary(path: Path) -> str:
+    """A new empty temporary beside ``path`` (see :data:`TEMPORARY`), 0666 minus the umask."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
+    finally:
+        os.close(fd)
+    return tmp
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM that arrive inside the block are handled as it ends (their Python
+    handlers, which raise, would otherwise run between two renames). Handlers can only be
+    swapped in the main thread; elsewhere the block runs as it is."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    previous = {k: signal.signal(k, lambda number, frame: caught.append(number)) for k in kinds}
+    try:
+        yield
+    finally:
+        for kind, handler in previous.items():
+            signal.signal(kind, handler)
+        for number in caught[:1]:  # as if it had come now
+            handler = previous[signal.Signals(number)]
+            if callable(handler):
+                handler(number, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(number)
+
+
+def write_set(folder: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` (name -> bytes) into ``folder`` so that they appear together: each to
+    a synced temporary, then all renamed in dict order with SIGINT and SIGTERM held back (a
+    stop lands after the last rename, not between two), or none when writing fails."""
+    temps: dict[str, str] = {}
+    try:
+        for name, data in files.items():
+            temps[name] = ""  # marks the slot: the temporary is recorded as soon as it exists
+            temps[name] = _temporary(folder / name)
+            with open(temps[name], "wb") as fh:
+                fh.write(data)
+            _sync(temps[name])
+        for name in files:  # the one rename failure that can be foreseen, before any rename
+            if (folder / name).is_dir() and not (folder / name).is_symlink():
+                raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(folder / name))
+        with _signals_held():
+            for name, tmp in temps.items():
+                os.replace(tmp, folder / name)
+        _sync(folder)
+    finally:
+        for tmp in temps.values():
+            if tmp and os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def _sync(path) -> None:

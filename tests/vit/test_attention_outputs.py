@@ -131,3 +131,97 @@ def test_more_layout_mistakes_are_one_line_errors(tmp_path):
         read_weights(folder)
     with pytest.raises(WeightsError, match="pass the folder that holds it"):
         read_weights(folder / "config.json")
+
+
+def test_a_rerun_never_removes_an_input_even_if_an_earlier_json_lists_it(tmp_path, samples):
+    folder = tmp_path / "p"
+    folder.mkdir()
+    shutil.copy(samples / "coffee.png", folder / "cup.png")
+    assert attention(folder / "cup.png", "--out", folder, "--image-size", "96",
+                     "--method", "maskcut").exit_code == 0  # fmt: skip
+    summary = json.loads((folder / "cup.json").read_text())
+    summary["objects"].append({"mask": "cup_object2.png"})  # a hand-edited JSON
+    (folder / "cup.json").write_text(json.dumps(summary))
+    shutil.copy(samples / "astronaut.png", folder / "cup_object2.png")
+    res = attention(folder / "cup.png", folder / "cup_object2.png", "--out", folder,
+                    "--image-size", "96")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert (folder / "cup_object2.png").is_file() and not (folder / "cup_object1.png").exists()
+
+
+def test_a_folder_that_is_its_own_output_does_not_feed_its_outputs_back(tmp_path, samples):
+    folder = tmp_path / "q"
+    folder.mkdir()
+    shutil.copy(samples / "coffee.png", folder / "cup.png")
+    args = (folder, "--out", folder, "--image-size", "96", "--method", "maskcut")
+    assert attention(*args).exit_code == 0
+    first = sorted(p.name for p in folder.iterdir())
+    res = attention(*args)
+    assert res.exit_code == 0 and res.output.count(" heads, ") == 1, res.output
+    assert sorted(p.name for p in folder.iterdir()) == first
+
+
+def test_an_earlier_json_that_is_no_regular_file_is_not_read(tmp_path, samples):
+    import os
+
+    result = dino_attention(samples / "coffee.png", vit=ViT.from_weights(V3), image_size=96)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "coffee.json")  # reading it would wait for a writer forever
+    from visiontk.vit.outputs import written_before
+
+    assert written_before(out, "coffee") == set()
+    (out / "coffee.json").unlink()
+    (out / "coffee.json").symlink_to("/dev/zero")
+    write_attention(result, out, "coffee", "attention")  # returns: /dev/zero is not read
+    assert json.loads((out / "coffee.json").read_text())["method"] == "attention"
+
+
+def test_a_long_strip_gives_a_picture_of_bounded_size(tmp_path):
+    import cv2
+
+    strip = tmp_path / "strip.png"
+    cv2.imwrite(str(strip), np.random.default_rng(0).integers(0, 255, (32, 8000, 3), np.uint8))
+    res = attention(strip, "--out", tmp_path / "o", "--image-size", "32")
+    assert res.exit_code == 0, res.output
+    heads = cv2.imread(str(tmp_path / "o" / "strip_heads.png"))
+    assert heads.shape[0] * heads.shape[1] < 4000 * 4000
+
+
+def test_signals_during_the_renames_land_after_them():
+    import os
+    import signal
+
+    from visiontk._files import _signals_held
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda n, f: seen.append("handled"))
+    try:
+        with _signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            seen.append("renamed")
+        assert seen == ["renamed", "handled"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_overflow_names_each_image_and_zero_attention_gives_empty_masks(tmp_path, samples):
+    import warnings
+
+    from visiontk.vit.attention import mass_masks
+
+    state = tiny_state("v3")
+    state = {
+        k: v * np.float32(1e30) if k.endswith("weight") and k.startswith("blocks.") else v
+        for k, v in state.items()
+    }
+    path = write_safetensors(tmp_path / "huge.safetensors", state)
+    images = [samples / "coffee.png", samples / "astronaut.png"]
+    args = ["attention", *map(str, images), "--weights", str(path), "--batch-size", "2"]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "o"), "--image-size", "96"])
+    assert res.exit_code == 1
+    for image in images:
+        assert f"{image}: " in res.output and "overflows" in res.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not mass_masks(np.zeros((2, 3, 4), np.float32)).any()

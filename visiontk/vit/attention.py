@@ -181,7 +181,8 @@ def mass_masks(maps: np.ndarray, threshold: float = MASS_THRESHOLD) -> np.ndarra
     flat = maps.reshape(-1, maps.shape[-2] * maps.shape[-1]).astype(np.float64)
     order = np.argsort(flat, axis=1, kind="stable")
     values = np.take_along_axis(flat, order, axis=1)
-    values /= values.sum(axis=1, keepdims=True)
+    totals = values.sum(axis=1, keepdims=True)  # 0: no attention on the patches, no mask
+    values = np.divide(values, totals, out=np.zeros_like(values), where=totals > 0)
     keep_sorted = np.cumsum(values, axis=1) > 1 - threshold
     keep = np.empty_like(keep_sorted)
     np.put_along_axis(keep, order, keep_sorted, axis=1)
@@ -278,7 +279,7 @@ def dino_attention_batches(
             found = _forward(vit, stack, features)
             results: list = _results(vit, shown, found, threshold, keep_largest, objects)
         except WeightsError as exc:  # weights that overflow fail every image they saw
-            results = [exc] * len(pending)
+            results = [WeightsError(f"{_label(image)}: {exc}") for image, *_ in pending]
         done = []
         for (image, _, _, source), r in zip(pending, results, strict=True):
             if isinstance(r, AttentionResult):
@@ -311,6 +312,10 @@ def _forward(net: ViT, pixels: np.ndarray, features: bool) -> list:
             f"are not those of a trained model"
         )
     return found
+
+
+def _label(image: ImageSource) -> str:
+    return str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
 
 
 def _prepare(

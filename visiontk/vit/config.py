@@ -105,7 +105,8 @@ def infer_config(state: dict, name: str = "weights") -> ViTConfig:
                 f"{name}: {label} has shape {tokens.shape}, expected (1, R, {dim}) with R >= 1"
             )
         if registers < 1:
-            raise WeightsError(f"{name}: register_tokens hold no tokens (shape {tokens.shape})")
+            label = "storage_tokens" if rope else "register_tokens"
+            raise WeightsError(f"{name}: {label} hold no tokens (shape {tokens.shape})")
     first = "blocks.0.mlp.w12.weight" if swiglu else "blocks.0.mlp.fc1.weight"
     hidden = state[first].shape[0] if first in state else 0
     expected: dict[str, tuple[int, ...]] = {

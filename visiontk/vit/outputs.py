@@ -12,17 +12,20 @@ from __future__ import annotations
 import io
 import json
 import re
+import stat
 from collections.abc import Collection
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
-from .._files import atomic_write
+from .._files import write_set
 from ..errors import ImageError
 from ..viz import encode_image
 from .attention import AttentionResult
 from .pictures import heads_grid, mask_image, objects_picture, overlay, pca_picture
+
+#: Largest earlier JSON read for the files it lists (a summary is a few kB).
+MAX_SUMMARY_BYTES = 1 << 20
 
 
 def write_attention(
@@ -68,10 +71,12 @@ def write_attention(
                 f"{folder / name}: an output of {stem} would replace this input image; "
                 f"write the outputs to another folder"
             )
-    stale = _listed_before(folder, stem) - set(files)
-    with ExitStack() as stack:  # each temporary is renamed into place as the stack closes
-        for name, data in files.items():
-            stack.enter_context(atomic_write(folder / name)).write_bytes(data)
+    stale = {
+        name
+        for name in _listed_before(folder, stem) - set(files)
+        if _real(folder / name) not in inputs
+    }
+    write_set(folder, files)  # the JSON last: its dict entry was made last
     for name in stale:
         (folder / name).unlink(missing_ok=True)
     return summary
@@ -89,11 +94,24 @@ def _real(path: Path) -> Path:
         return Path(path).absolute()
 
 
+def written_before(folder: Path, stem: str) -> set[str]:
+    """The files of the image's set from an earlier run in ``folder``, as its JSON says (none
+    without a JSON): so that a folder that is its own output does not feed them back."""
+    listed = _listed_before(folder, stem)
+    if not (folder / f"{stem}.json").is_file():
+        return listed
+    return listed | {f"{stem}_{part}.png" for part in ("heads", "overlay", "mask")}
+
+
 def _listed_before(folder: Path, stem: str) -> set[str]:
     """The optional files (object masks, features, PCA picture) that the image's JSON from an
     earlier run says that run wrote: only names of the shapes this module writes."""
-    try:
-        earlier = json.loads((folder / f"{stem}.json").read_text(encoding="utf-8"))
+    path = folder / f"{stem}.json"
+    try:  # only a regular file of a JSON's size: never a FIFO, a device or a link to one
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_SUMMARY_BYTES:
+            return set()
+        earlier = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return set()
     if not isinstance(earlier, dict):

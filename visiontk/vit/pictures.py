@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .attention import AttentionResult
@@ -39,18 +41,23 @@ def heads_grid(result: AttentionResult, columns: int = 4) -> np.ndarray:
     )
     rows = -(-len(panels) // columns)
     h, w = result.image.shape[:2]
+    # panels at most 3 inches either way: a 1:2500 strip once made a 375,000-pixel-tall figure
+    panel_w, panel_h = 3 * min(1.0, max(w / h, 0.1)), 3 * min(1.0, max(h / w, 0.1))
+    aspect = "equal" if 0.1 <= w / h <= 10 else "auto"  # beyond 1:10 the strip is squeezed
     fig, axes = plt.subplots(
-        rows, columns, figsize=(columns * 3, rows * 3 * h / w + 0.3), squeeze=False
+        rows, columns, figsize=(columns * panel_w, rows * panel_h + 0.3), squeeze=False
     )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (title, grid) in zip(axes.ravel(), panels, strict=False):
         if grid is None:
-            ax.imshow(result.image)
+            ax.imshow(result.image, aspect=aspect)
         else:
-            ax.imshow(result.upsample(grid), cmap="viridis")
+            ax.imshow(result.upsample(grid), cmap="viridis", aspect=aspect)
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
+    with warnings.catch_warnings():  # a squeezed strip may not fit its title: drawn anyway
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     fig.canvas.draw()
     # the Agg canvas (chosen above) has buffer_rgba; matplotlib types fig.canvas as the base
     picture = np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()  # type: ignore[attr-defined]
