@@ -173,7 +173,7 @@ def attention_command(
 
 
 #: What `visiontk attention` writes beside <stem>: pictures that a folder must not yield back.
-_OUTPUT_SUFFIX = re.compile(r"_(heads|overlay|mask|pca|object[1-9]\d*)\.png")
+_OUTPUT_NAME = re.compile(r"(.+)_(heads|overlay|mask|pca|object[1-9]\d*)\.png")
 
 
 def _without_outputs(paths: list[Path], out: Path) -> list[Path]:
@@ -185,9 +185,8 @@ def _without_outputs(paths: list[Path], out: Path) -> list[Path]:
     out = out.resolve()
     kept = []
     for p in paths:
-        found = _OUTPUT_SUFFIX.search(p.name)
-        ours = found is not None and found.end() == len(p.name) and p.parent.resolve() == out
-        if ours and p.name in written_before(out, p.name[: found.start()]):  # type: ignore[union-attr]
+        found = _OUTPUT_NAME.fullmatch(p.name)
+        if found and p.parent.resolve() == out and p.name in written_before(out, found[1]):
             continue
         kept.append(p)
     return kept

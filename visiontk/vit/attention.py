@@ -321,7 +321,7 @@ def _label(image: ImageSource) -> str:
 def _prepare(
     image: ImageSource, net: ViT, image_size: int
 ) -> tuple[np.ndarray, np.ndarray, tuple[tuple[int, int], float]]:
-    name = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
+    name = _label(image)
     # the same smallest image as SIFT: a 1×1 picture upscaled to a patch grid has no objects
     rgb = io.load_rgb(image)
     pixels, shown = preprocess(rgb, net.config.patch, image_size, name, net.normalisation)

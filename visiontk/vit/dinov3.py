@@ -198,10 +198,7 @@ def _from_hugging_face(state: dict, name: str, config: dict) -> dict:
             np.asarray(state.get(f"{base}{p}_proj.bias", np.zeros(len(w), np.float32)))
             for p, w in zip("qkv", weights, strict=True)
         ]
-        out[f"blocks.{i}.attn.qkv.bias"] = np.concatenate(biases)
-        mask = np.ones(sum(len(b) for b in biases), np.float32)
-        mask[len(biases[0]) : len(biases[0]) + len(biases[1])] = 0
-        out[f"blocks.{i}.attn.qkv.bias_mask"] = mask
+        out[f"blocks.{i}.attn.qkv.bias"] = np.concatenate(biases)  # masked in normalise
     return out
 
 

@@ -154,7 +154,9 @@ class ViT:
         pre = f"blocks.{i}."
         b, n = x.shape[0], x.shape[1]
         hd = c.dim // c.heads
-        rope = self.rope(*self._grid(grid, n))
+        if c.rope and grid is None:
+            raise WeightsError("a DINOv3 block needs the patch grid (grid=(h, w))")
+        rope = self.rope(*grid) if c.rope else None
         y = layer_norm(x, w[pre + "norm1.weight"], w[pre + "norm1.bias"], xp, c.eps)
         if last and not finish:
             cls_attn, keys = self._cls_attention(y, pre, rope)
@@ -233,14 +235,6 @@ class ViT:
             heads = xp.concatenate([heads[:, :, :first], rotated], axis=2)
         scores = xp.matmul(heads, query.reshape(b, c.heads, hd, 1))[..., 0]
         return softmax(scores, xp), keys
-
-    def _grid(self, grid, n: int) -> tuple[int, int]:
-        """The (h, w) patch grid of ``n`` tokens: ``grid`` when given; DINOv3 needs it."""
-        if grid is not None:
-            return grid
-        if self.config.rope:
-            raise WeightsError("a DINOv3 block needs the patch grid (grid=(h, w))")
-        return (0, 0)
 
     def _scores(self, shape: tuple):
         """A reused contiguous (B, heads, rows, n) float32 buffer for attention scores:

@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from .dinov3 import rope_apply
+
 LAYER_NORM_EPS = 1e-6  # official DINO (Hugging Face's config says 1e-12)
 
 
@@ -72,8 +74,6 @@ def split_heads(qkv, bias, heads: int, scale: float, xp, rope=None, first: int =
     parts = (qkv + bias).reshape(b, n, 3, heads, width // (3 * heads)).transpose(2, 0, 3, 1, 4)
     q, k = parts[0] * xp.float32(scale), parts[1]
     if rope is not None:
-        from .dinov3 import rope_apply
-
         q, k = (
             xp.concatenate(
                 [t[:, :, :first], rope_apply(t[:, :, first:], rope[0], rope[1], xp)], axis=2

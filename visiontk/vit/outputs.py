@@ -52,10 +52,11 @@ def write_attention(
         f"{stem}_overlay.png": encode_image(shown, ".png"),
         f"{stem}_mask.png": encode_image(_grey(result, mask), ".png"),
     }
-    for i, entry in enumerate(summary.get("objects", []), start=1):
-        name = f"{stem}_object{i}.png"
-        files[name] = encode_image(_grey(result, result.objects[i - 1]), ".png")  # type: ignore[index]
-        entry["mask"] = name
+    # the summary lists the objects only for maskcut: none written otherwise
+    objects = zip(summary.get("objects", []), result.objects or [], strict=False)
+    for i, (entry, one) in enumerate(objects, start=1):
+        entry["mask"] = f"{stem}_object{i}.png"
+        files[entry["mask"]] = encode_image(_grey(result, one), ".png")
     if result.features is not None:  # patch features for the user's own use, and their PCA
         buffer = io.BytesIO()
         np.save(buffer, result.features)
