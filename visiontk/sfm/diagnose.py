@@ -31,7 +31,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ..errors import one_line
-from ..pipeline.colmap import MAX_IMAGE_ID
+from ..pipeline import colmap
 
 REASONS = (
     "unreadable",
@@ -295,7 +295,7 @@ class _Database:
         self.con.close()
 
     def _pair(self, pair_id: int) -> tuple[str, str]:
-        return self.names[pair_id // MAX_IMAGE_ID], self.names[pair_id % MAX_IMAGE_ID]
+        return self.names[pair_id // colmap.MAX_IMAGE_ID], self.names[pair_id % colmap.MAX_IMAGE_ID]
 
     def evidence(self, names: list, models: list) -> dict[str, Evidence]:
         evidence = {n: Evidence() for n in names}
@@ -363,7 +363,7 @@ class _Database:
         ia, ib = sorted((self.ids[a], self.ids[b]))
         row = self.con.execute(
             "SELECT rows, data FROM two_view_geometries WHERE pair_id = ?",
-            (ia * MAX_IMAGE_ID + ib,),
+            (colmap.pair_id(ia, ib),),
         ).fetchone()
         ratio = 0.0
         if row and row[0] >= 4 and row[1]:

@@ -99,13 +99,12 @@ def infer_config(state: dict, name: str = "weights") -> ViTConfig:
     if "register_tokens" in state:
         tokens = state["register_tokens"]
         registers = tokens.shape[-2] if tokens.ndim >= 2 else 0
+        label = "storage_tokens" if rope else "register_tokens"  # the name in the user's file
         if tokens.ndim not in (2, 3) or tokens.shape[-1] != dim or tokens.size != registers * dim:
-            label = "storage_tokens" if rope else "register_tokens"  # DINOv3's name
             raise WeightsError(
                 f"{name}: {label} has shape {tokens.shape}, expected (1, R, {dim}) with R >= 1"
             )
         if registers < 1:
-            label = "storage_tokens" if rope else "register_tokens"
             raise WeightsError(f"{name}: {label} hold no tokens (shape {tokens.shape})")
     first = "blocks.0.mlp.w12.weight" if swiglu else "blocks.0.mlp.fc1.weight"
     hidden = state[first].shape[0] if first in state else 0

@@ -156,6 +156,13 @@ def rope_apply(x, sin, cos, xp):
     return x * cos + rotated * sin
 
 
+def rope_patches(x, rope, first: int, xp):
+    """``x`` (..., N, head_dim) with its tokens from ``first`` on (the patches) rotated by
+    ``rope`` (sin, cos); CLS and the storage tokens are left as they are."""
+    rotated = rope_apply(x[..., first:, :], rope[0], rope[1], xp)
+    return xp.concatenate([x[..., :first, :], rotated], axis=-2)
+
+
 def _from_hugging_face(state: dict, name: str, config: dict) -> dict:
     """transformers' ``DINOv3ViTModel`` names -> the hub's (q, k, v joined; the k bias, which
     HF does not store, zero)."""

@@ -230,9 +230,7 @@ class ViT:
         query = (y[:, 0] @ weight[:d].T + bias[:d]) * xp.float32(hd**-0.5)
         heads = keys.reshape(b, n, c.heads, hd).transpose(0, 2, 1, 3)
         if rope is not None:
-            first = c.first_patch
-            rotated = dinov3.rope_apply(heads[:, :, first:], rope[0], rope[1], xp)
-            heads = xp.concatenate([heads[:, :, :first], rotated], axis=2)
+            heads = dinov3.rope_patches(heads, rope, c.first_patch, xp)
         scores = xp.matmul(heads, query.reshape(b, c.heads, hd, 1))[..., 0]
         return softmax(scores, xp), keys
 

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from .dinov3 import rope_apply
+from .dinov3 import rope_patches
 
 LAYER_NORM_EPS = 1e-6  # official DINO (Hugging Face's config says 1e-12)
 
@@ -74,12 +74,7 @@ def split_heads(qkv, bias, heads: int, scale: float, xp, rope=None, first: int =
     parts = (qkv + bias).reshape(b, n, 3, heads, width // (3 * heads)).transpose(2, 0, 3, 1, 4)
     q, k = parts[0] * xp.float32(scale), parts[1]
     if rope is not None:
-        q, k = (
-            xp.concatenate(
-                [t[:, :, :first], rope_apply(t[:, :, first:], rope[0], rope[1], xp)], axis=2
-            )
-            for t in (q, k)
-        )
+        q, k = rope_patches(q, rope, first, xp), rope_patches(k, rope, first, xp)
     return (
         xp.ascontiguousarray(q),
         xp.ascontiguousarray(k.transpose(0, 1, 3, 2)),

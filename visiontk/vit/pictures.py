@@ -9,22 +9,6 @@ import numpy as np
 from .attention import AttentionResult
 
 _MASK_COLOUR = np.array([255, 60, 40], np.float32)
-#: One colour per MaskCut object (matplotlib's tab10, in order; repeats after ten).
-OBJECT_COLOURS = np.array(
-    [
-        [31, 119, 180],
-        [255, 127, 14],
-        [44, 160, 44],
-        [214, 39, 40],
-        [148, 103, 189],
-        [140, 86, 75],
-        [227, 119, 194],
-        [127, 127, 127],
-        [188, 189, 34],
-        [23, 190, 207],
-    ],
-    np.float32,
-)
 
 
 def heads_grid(result: AttentionResult, columns: int = 4) -> np.ndarray:
@@ -71,12 +55,15 @@ def overlay(result: AttentionResult, mask: np.ndarray, alpha: float = 0.5) -> np
 
 
 def objects_picture(result: AttentionResult, alpha: float = 0.55) -> np.ndarray:
-    """The image with each MaskCut object tinted in its own colour (:data:`OBJECT_COLOURS`),
-    outlined, and numbered in the order found (1 is the first cut's)."""
+    """The image with each MaskCut object tinted in its own colour (matplotlib's tab10, in
+    order; repeats after ten), outlined, and numbered in the order found (1 is the first
+    cut's)."""
     import cv2
+    from matplotlib import colormaps
 
+    palette = np.rint(colormaps["tab10"](range(10))[:, :3] * 255).astype(np.float32)
     objects = result.objects or []
-    colours = [OBJECT_COLOURS[i % len(OBJECT_COLOURS)] for i in range(len(objects))]
+    colours = [palette[i % len(palette)] for i in range(len(objects))]
     out = _tint(
         result,
         [(m, c, tuple(int(v) for v in c)) for m, c in zip(objects, colours, strict=True)],
